@@ -1,0 +1,7 @@
+"""API routes of the connectors app, mounted under /api/v1/."""
+
+from rest_framework.routers import DefaultRouter
+
+router = DefaultRouter()
+
+urlpatterns = router.urls

@@ -1,0 +1,1 @@
+"""Selectors of the connectors app."""

@@ -1,0 +1,1 @@
+"""Choices of the exception_queue app."""

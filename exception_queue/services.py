@@ -1,0 +1,1 @@
+"""Services of the exception_queue app."""

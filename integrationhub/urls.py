@@ -1,0 +1,27 @@
+"""Root URLs: admin, health, and the versioned API."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView
+
+from integrationhub import health
+
+api_v1 = [
+    path("", include("governance.api.urls")),
+    path("", include("connectors.api.urls")),
+    path("", include("mappings.api.urls")),
+    path("", include("sync.api.urls")),
+    path("", include("workflows.api.urls")),
+    path("", include("exception_queue.api.urls")),
+    path("", include("insights.api.urls")),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+]
