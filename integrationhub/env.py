@@ -29,7 +29,7 @@ def env_list(name: str, default: str = "") -> list[str]:
 def database_config(*, database_url: str, var_dir: Path) -> dict[str, Any]:
     """Return Django's DATABASES["default"] for DATABASE_URL, or the embedded SQLite when it is empty."""
     if database_url:
-        config = dj_database_url.parse(database_url, conn_max_age=60, conn_health_checks=True)
+        config: dict[str, Any] = dict(dj_database_url.parse(database_url, conn_max_age=60, conn_health_checks=True))
         if config["ENGINE"] == "django.db.backends.sqlite3":
             config["OPTIONS"] = sqlite_options()
         return config

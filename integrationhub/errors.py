@@ -92,8 +92,8 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         )
         return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
-        exc = drf_exceptions.ValidationError(detail)
+        django_detail: Any = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+        exc = drf_exceptions.ValidationError(django_detail)
     elif isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -41,7 +41,10 @@ def check_worker(timeout: float) -> dict[str, Any]:
     # limit=1 returns as soon as one worker answers instead of waiting out the whole timeout.
     replies = celery_app.control.ping(timeout=timeout, limit=1)
     if not replies:
-        raise RuntimeError(f"no worker answered a ping within {timeout:g}s; start one with `make run` or `celery -A integrationhub worker`")
+        raise RuntimeError(
+            f"no worker answered a ping within {timeout:g}s; "
+            "start one with `make run` or `celery -A integrationhub worker`"
+        )
     return {"workers": sorted(name for reply in replies for name in reply)}
 
 

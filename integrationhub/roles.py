@@ -75,9 +75,7 @@ def role_grants(*, role: str, app_label: str, model: str, codename: str) -> bool
 @transaction.atomic
 def roles_sync() -> dict[str, int]:
     """Create the role groups if missing and set each one's permissions to exactly what ROLE_RULES grants."""
-    permissions = list(
-        Permission.objects.select_related("content_type").filter(content_type__app_label__in=HUB_APPS)
-    )
+    permissions = list(Permission.objects.select_related("content_type").filter(content_type__app_label__in=HUB_APPS))
     counts: dict[str, int] = {}
     for role in ROLES:
         group, _ = Group.objects.get_or_create(name=role)
