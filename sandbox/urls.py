@@ -1,0 +1,3 @@
+"""URLs of the sandbox systems, mounted under /sandbox/."""
+
+urlpatterns: list = []
