@@ -1,0 +1,443 @@
+"""Compiling a mapping set into a Python callable, and running it on records.
+
+A mapping is plain data (rules, value maps, the canonical schema). `compile_mapping` turns it once into
+closures: path getters and setters, transform steps with their parameters bound, and a compiled JSON
+Schema validator. Running it executes no database query and evaluates no user text. Cross-references
+needed by `lookup_xref` steps are resolved for a whole batch at once through a resolver callback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from mappings.paths import MISSING, PathError, compile_getter, compile_setter, has_wildcard, parse_path
+from mappings.transforms import TRANSFORMS, CompileEnv, TransformError, ValueMapData, steps_validate
+
+XrefKey = tuple[str, str, str]  # (system slug, entity, external id)
+XrefResolver = Callable[[set[XrefKey]], Mapping[XrefKey, str]]
+Applier = Callable[[Any, dict[str, Any], list["FieldError"]], None]
+
+CONDITION_OPS = ("equals", "not_equals", "exists", "missing", "in", "not_in")
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One field rule as plain data: target ← sources through steps, with required/default/condition."""
+
+    target: str
+    sources: Sequence[str]
+    steps: Sequence[Mapping[str, Any]] = ()
+    required: bool = False
+    default: Any = MISSING
+    condition: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    """Everything a mapping needs to compile: its rules, the value maps they use and the output schema."""
+
+    label: str
+    rules: Sequence[RuleSpec]
+    value_maps: Mapping[str, ValueMapData] = field(default_factory=dict)
+    output_schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """A mapping or validation failure, named by target field, source path and source value."""
+
+    target: str
+    source: str
+    value: Any
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "source": self.source, "value": _jsonable(self.value), "message": self.message}
+
+    def __str__(self) -> str:
+        source = f" (from {self.source} = {self.value!r})" if self.source else ""
+        return f"{self.target}{source}: {self.message}"
+
+
+@dataclass
+class MappingResult:
+    output: dict[str, Any]
+    errors: list[FieldError]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class MappingDefinitionError(ValueError):
+    """The mapping itself is broken (bad path, transform or parameter); raised at compile or save time."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def rule_validate(rule: RuleSpec, *, value_map_names: set[str] | None = None) -> list[str]:
+    """Every problem with one rule, as messages naming the field; [] when the rule would compile."""
+    problems: list[str] = []
+    prefix = f"Rule for {rule.target or '(no target)'}"
+    for label, paths in (("target", [rule.target]), ("source", list(rule.sources))):
+        for path in paths:
+            try:
+                parse_path(path)
+            except PathError as exc:
+                problems.append(f"{prefix}: {label} path: {exc}")
+    if not rule.sources:
+        problems.append(f"{prefix}: give at least one source path.")
+    problems.extend(
+        f"{prefix}: {message}"
+        for message in steps_validate(list(rule.steps), source_count=len(rule.sources), value_map_names=value_map_names)
+    )
+    if rule.condition is not None:
+        condition = rule.condition
+        if not isinstance(condition, Mapping) or condition.get("op") not in CONDITION_OPS or "path" not in condition:
+            problems.append(
+                f'{prefix}: a condition is {{"path": ..., "op": one of {", ".join(CONDITION_OPS)}, "value": ...}}.'
+            )
+        else:
+            try:
+                parse_path(condition["path"])
+            except PathError as exc:
+                problems.append(f"{prefix}: condition path: {exc}")
+    return problems
+
+
+def _jsonable(value: Any) -> Any:
+    # Canonical payloads are JSON: decimals become numbers, dates ISO text.
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if value is MISSING:
+        return None
+    return value
+
+
+def _compile_condition(condition: Mapping[str, Any] | None) -> Callable[[Any], bool] | None:
+    if not condition:
+        return None
+    getter = compile_getter(condition["path"])
+    op, expected = condition["op"], condition.get("value")
+    if op == "equals":
+        return lambda record: getter(record) == expected
+    if op == "not_equals":
+        return lambda record: getter(record) != expected
+    if op == "exists":
+        return lambda record: getter(record) not in (MISSING, None)
+    if op == "missing":
+        return lambda record: getter(record) in (MISSING, None)
+    members = set(expected) if isinstance(expected, list) else {expected}
+    if op == "in":
+        return lambda record: getter(record) in members
+    return lambda record: getter(record) not in members
+
+
+class _CompiledRule:
+    __slots__ = (
+        "condition",
+        "default",
+        "elementwise",
+        "finalizer",
+        "getters",
+        "multi",
+        "required",
+        "setter",
+        "source_label",
+        "steps",
+        "target",
+        "xref_prefix",
+    )
+
+    def __init__(self, rule: RuleSpec, env: CompileEnv) -> None:
+        self.target = rule.target
+        self.source_label = ", ".join(rule.sources)
+        self.getters = [compile_getter(path) for path in rule.sources]
+        self.multi = len(rule.sources) > 1 or bool(rule.steps and TRANSFORMS[rule.steps[0]["transform"]].multi_source)
+        self.elementwise = not self.multi and has_wildcard(parse_path(rule.sources[0]))
+        self.setter = compile_setter(rule.target)
+        self.required = rule.required
+        self.default = rule.default
+        self.condition = _compile_condition(rule.condition)
+        self.steps: list[tuple[int, str, Callable[[Any], Any]]] = []
+        self.xref_prefix: tuple[int, tuple[str, str]] | None = None
+        for index, step in enumerate(rule.steps, start=1):
+            name, params = step["transform"], dict(step.get("params") or {})
+            try:
+                fn = TRANSFORMS[name].factory(params, env)
+            except TransformError as exc:
+                raise MappingDefinitionError([f"Rule for {rule.target}: step {index} ({name}): {exc}"]) from exc
+            self.steps.append((index, name, fn))
+            if name == "lookup_xref" and self.xref_prefix is None:
+                self.xref_prefix = (index - 1, (params["system"], params["entity"]))
+        # Only steps that make decimals or dates need converting to JSON; most values already are JSON.
+        kinds = {TRANSFORMS[step["transform"]].output_kind for step in rule.steps}
+        self.finalizer: Callable[[Any], Any] | None
+        if kinds <= {"json"}:
+            self.finalizer = None
+        elif kinds <= {"json", "decimal"}:
+            self.finalizer = _decimal_to_json
+        elif kinds <= {"json", "date"}:
+            self.finalizer = _date_to_json
+        else:
+            self.finalizer = _finalize
+
+    def source_value(self, record: Any) -> Any:
+        if self.multi:
+            return [getter(record) for getter in self.getters]
+        return self.getters[0](record)
+
+    def run_steps(self, value: Any, upto: int | None = None) -> Any:
+        steps = self.steps if upto is None else self.steps[:upto]
+        if self.elementwise and isinstance(value, list):
+            return [self._chain(item, steps) for item in value]
+        return self._chain(value, steps)
+
+    @staticmethod
+    def _chain(value: Any, steps: list[tuple[int, str, Callable[[Any], Any]]]) -> Any:
+        for index, name, fn in steps:
+            try:
+                value = fn(value)
+            except TransformError as exc:
+                raise TransformError(f"step {index} ({name}): {exc}") from None
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                raise TransformError(f"step {index} ({name}) cannot handle this value: {exc}") from None
+        return value
+
+    def explain_failure(self, source: Any) -> FieldError:
+        """Re-run the steps one by one to say which step failed; only called after a failure."""
+        try:
+            self.run_steps(source)
+        except TransformError as exc:
+            return FieldError(self.target, self.source_label, source, str(exc))
+        return FieldError(self.target, self.source_label, source, "could not be mapped")
+
+    def missing_value(self, source: Any, output: dict[str, Any], errors: list[FieldError]) -> None:
+        if self.default is not MISSING:
+            self.setter(output, _finalize(self.default))
+        elif self.required:
+            errors.append(FieldError(self.target, self.source_label, source, "is required but the source has no value"))
+
+    def apply(self, record: Any, output: dict[str, Any], errors: list[FieldError]) -> None:
+        """The general path: conditions, several sources, wildcards."""
+        if self.condition is not None and not self.condition(record):
+            return
+        source = self.source_value(record)
+        try:
+            value = self.run_steps(source) if self.steps else source
+        except TransformError as exc:
+            errors.append(FieldError(self.target, self.source_label, source, str(exc)))
+            return
+        if value is MISSING or value is None:
+            self.missing_value(source, output, errors)
+            return
+        try:
+            self.setter(output, _finalize(value))
+        except PathError as exc:
+            errors.append(FieldError(self.target, self.source_label, source, str(exc)))
+
+    def fast_applier(self, *, source_key: str | None, target_key: str | None) -> Applier:
+        """A closure specialised for the common shape: one plain source path, no condition.
+
+        Everything it needs is bound as a closure constant; the steps run in one try block, and the
+        slow step-by-step explanation of a failure runs only after a step raised.
+        """
+        get = self.getters[0]
+        fns = tuple(fn for _, _, fn in self.steps)
+        chain: Callable[[Any], Any] | None
+        if not fns:
+            chain = None
+        elif len(fns) == 1:
+            chain = fns[0]
+        else:
+
+            def chain(value: Any) -> Any:
+                for fn in fns:
+                    value = fn(value)
+                return value
+
+        finalize = self.finalizer
+        setter = self.setter
+        missing = self.missing_value
+        explain = self.explain_failure
+
+        def apply(record: Any, output: dict[str, Any], errors: list[FieldError]) -> None:
+            source = record.get(source_key, MISSING) if source_key is not None else get(record)
+            if chain is None:
+                value = source
+            else:
+                try:
+                    value = chain(source)
+                except Exception:  # noqa: BLE001 - re-explained step by step below
+                    errors.append(explain(source))
+                    return
+            if value is MISSING or value is None:
+                missing(source, output, errors)
+                return
+            if finalize is not None:
+                value = finalize(value)
+            if target_key is not None:
+                output[target_key] = value
+            else:
+                setter(output, value)
+
+        return apply
+
+
+def _decimal_to_json(value: Any) -> Any:
+    return float(value) if value.__class__ is Decimal else _finalize(value)
+
+
+def _date_to_json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else _finalize(value)
+
+
+def _finalize(value: Any) -> Any:
+    cls = value.__class__
+    if cls is str or cls is int or cls is float or cls is bool:
+        return value
+    return _jsonable(value)
+
+
+class CompiledMapping:
+    """A mapping set compiled to closures; `map_one` and `map_batch` run it."""
+
+    def __init__(self, spec: MappingSpec) -> None:
+        problems = [
+            problem for rule in spec.rules for problem in rule_validate(rule, value_map_names=set(spec.value_maps))
+        ]
+        if problems:
+            raise MappingDefinitionError(problems)
+        self.label = spec.label
+        self.env = CompileEnv(value_maps=dict(spec.value_maps))
+        self.rules = [_CompiledRule(rule, self.env) for rule in spec.rules]
+        self.validator = Draft202012Validator(dict(spec.output_schema)) if spec.output_schema else None
+        self._rule_by_target = {rule.target: rule for rule in self.rules}
+        # Plain renames of a top-level key to a top-level key (the bulk of most mappings) run in a tight
+        # loop of dict lookups; other one-source rules get a specialised closure; the rest the general path.
+        self._renames: list[tuple[str, str]] = []
+        self._appliers: list[Applier] = []
+        for compiled, spec_rule in zip(self.rules, spec.rules, strict=True):
+            source_tokens = parse_path(spec_rule.sources[0])
+            one_plain_source = len(spec_rule.sources) == 1 and not has_wildcard(source_tokens) and not compiled.multi
+            if (
+                one_plain_source
+                and not spec_rule.steps
+                and len(source_tokens) == 1
+                and spec_rule.condition is None
+                and not spec_rule.required
+                and spec_rule.default is MISSING
+                and len(parse_path(spec_rule.target)) == 1
+            ):
+                self._renames.append((str(source_tokens[0]), spec_rule.target))
+            elif one_plain_source and spec_rule.condition is None and not has_wildcard(parse_path(spec_rule.target)):
+                target_tokens = parse_path(spec_rule.target)
+                self._appliers.append(
+                    compiled.fast_applier(
+                        source_key=str(source_tokens[0]) if len(source_tokens) == 1 else None,
+                        target_key=spec_rule.target if len(target_tokens) == 1 else None,
+                    )
+                )
+            else:
+                self._appliers.append(compiled.apply)
+        self.uses_xrefs = any(rule.xref_prefix for rule in self.rules)
+
+    def map_one(self, record: Mapping[str, Any]) -> MappingResult:
+        """Map one record; errors name the target field, the source path and the source value."""
+        output: dict[str, Any] = {}
+        errors: list[FieldError] = []
+        get = record.get
+        for source, target in self._renames:
+            value = get(source, MISSING)
+            if value is not MISSING:
+                output[target] = value  # records come from JSON, so the value is JSON already
+        for apply in self._appliers:
+            apply(record, output, errors)
+        if self.validator is not None and not errors:
+            errors.extend(self._schema_errors(record, output))
+        return MappingResult(output=output, errors=errors)
+
+    def map_batch(
+        self, records: Iterable[Mapping[str, Any]], *, resolve_xrefs: XrefResolver | None = None
+    ) -> list[MappingResult]:
+        """Map many records; all cross-references they need are resolved with one resolver call first."""
+        batch = list(records)
+        if self.uses_xrefs and resolve_xrefs is not None:
+            self.prefetch_xrefs(batch, resolve_xrefs)
+        return [self.map_one(record) for record in batch]
+
+    def prefetch_xrefs(self, records: Sequence[Mapping[str, Any]], resolve_xrefs: XrefResolver) -> None:
+        keys: set[XrefKey] = set()
+        for rule in self.rules:
+            if rule.xref_prefix is None:
+                continue
+            upto, (system, entity) = rule.xref_prefix
+            for record in records:
+                try:
+                    value = rule.run_steps(rule.source_value(record), upto=upto)
+                except TransformError:
+                    continue  # the real run reports it, with the field and value
+                for item in value if isinstance(value, list) else [value]:
+                    if item is not MISSING and item is not None:
+                        keys.add((system, entity, str(item)))
+        missing = {key for key in keys if key not in self.env.xref_cache}
+        if missing:
+            self.env.xref_cache.update(resolve_xrefs(missing))
+
+    def _schema_errors(self, record: Mapping[str, Any], output: dict[str, Any]) -> list[FieldError]:
+        assert self.validator is not None
+        found: list[FieldError] = []
+        for error in self.validator.iter_errors(output):
+            path = _dotted(error.absolute_path)
+            if error.validator == "required" and isinstance(error.instance, dict):
+                missing = next((name for name in error.validator_value if name not in error.instance), "")
+                path = f"{path}.{missing}" if path and missing else (missing or path)
+            rule = self._rule_for(path)
+            source = rule.source_label if rule else ""
+            value = rule.source_value(record) if rule else MISSING
+            found.append(FieldError(path or "(record)", source, None if value is MISSING else value, error.message))
+        return found
+
+    def _rule_for(self, path: str) -> _CompiledRule | None:
+        candidate = path
+        while candidate:
+            if candidate in self._rule_by_target:
+                return self._rule_by_target[candidate]
+            wildcarded = _wildcard_indexes(candidate)
+            if wildcarded in self._rule_by_target:
+                return self._rule_by_target[wildcarded]
+            candidate = candidate.rsplit(".", 1)[0] if "." in candidate else ""
+        return None
+
+
+def _dotted(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _wildcard_indexes(path: str) -> str:
+    return re.sub(r"\[\d+\]", "[*]", path)
+
+
+def compile_mapping(spec: MappingSpec) -> CompiledMapping:
+    """Compile a mapping; raises MappingDefinitionError listing every problem with its rules."""
+    return CompiledMapping(spec)
