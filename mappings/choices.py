@@ -23,3 +23,20 @@ class SchemaStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     PUBLISHED = "published", "Published"
     RETIRED = "retired", "Retired"
+
+
+class MappingStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PUBLISHED = "published", "Published"
+    RETIRED = "retired", "Retired"
+
+
+class Direction(models.TextChoices):
+    INBOUND = "inbound", "Inbound (system → canonical)"
+    OUTBOUND = "outbound", "Outbound (canonical → system)"
+
+
+class UnmappedBehaviour(models.TextChoices):
+    ERROR = "error", "Fail the record"
+    PASS_THROUGH = "pass_through", "Pass the value through"
+    DEFAULT = "default", "Use the default value"
