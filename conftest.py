@@ -12,6 +12,17 @@ from django.test import Client
 from integrationhub import roles
 
 
+def pytest_configure(config) -> None:
+    from django.conf import settings
+
+    # Tests do not run collectstatic, so the hashed-manifest storage of production has no manifest;
+    # plain storage serves the same files from the app folders (and the live server finds them there).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def make_role_user(db) -> Callable[..., object]:
     """Create a staff user in one role group (or a superuser for role="superuser")."""
