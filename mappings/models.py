@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
 from mappings.choices import CanonicalEntityName, Direction, MappingStatus, SchemaStatus, UnmappedBehaviour
+from mappings.compiler import RuleSpec as RuleSpecForModel
 
 
 class CanonicalEntity(models.Model):
@@ -155,10 +157,6 @@ class MappingSet(models.Model):
     def __str__(self) -> str:
         return f"{self.name} v{self.version} ({self.status})"
 
-    @staticmethod
-    def lineage_for(*, system_id: int, entity_id: int, direction: str, legal_entity_id: int | None) -> str:
-        return f"{system_id}:{entity_id}:{direction}:{legal_entity_id or '-'}"
-
     def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         # The lineage is derived, never typed: it is what ties the versions of one mapping together.
         self.lineage = self.lineage_for(
@@ -168,6 +166,10 @@ class MappingSet(models.Model):
             legal_entity_id=self.legal_entity_id,
         )
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def lineage_for(*, system_id: int, entity_id: int, direction: str, legal_entity_id: int | None) -> str:
+        return f"{system_id}:{entity_id}:{direction}:{legal_entity_id or '-'}"
 
 
 class FieldRule(models.Model):
@@ -197,6 +199,33 @@ class FieldRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.target_path} ← {', '.join(self.source_paths or [])}"
+
+    def clean(self) -> None:
+        # Rules are checked when saved (admin, API, import alike), never first when a message runs.
+        from mappings.compiler import rule_validate
+        from mappings.paths import MISSING
+
+        if not isinstance(self.source_paths, list) or not all(isinstance(p, str) for p in self.source_paths):
+            raise ValidationError({"source_paths": 'List the source paths, for example ["Account.Id"].'})
+        if not isinstance(self.steps, list):
+            raise ValidationError({"steps": 'Steps are a list, for example [{"transform": "trim"}].'})
+        problems = rule_validate(
+            RuleSpecForModel(
+                target=self.target_path,
+                sources=self.source_paths,
+                steps=self.steps,
+                required=self.required,
+                default=self.default_value if self.has_default else MISSING,
+                condition=self.condition or None,
+            ),
+            value_map_names=set(ValueMap.objects.values_list("name", flat=True)),
+        )
+        if problems:
+            raise ValidationError({"steps": problems})
+        if self.mapping_set_id and self.mapping_set.status != MappingStatus.DRAFT:
+            raise ValidationError(
+                f"{self.mapping_set} is {self.mapping_set.status}; edit a new draft version instead (Create draft)."
+            )
 
 
 class MappingSample(models.Model):
