@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
@@ -13,6 +15,7 @@ from governance.choices import ConflictAction, Flow, RateUnit, Region, Trigger
 currency_code = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code in capitals, for example USD.")
 country_code = RegexValidator(r"^[A-Z]{2}$", "Use a two-letter ISO 3166 code in capitals, for example GB.")
 entity_code = RegexValidator(r"^[A-Z0-9][A-Z0-9_-]{1,19}$", "Use 2-20 capitals, digits, '-' or '_', for example UK01.")
+FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class LegalEntity(models.Model):
@@ -33,7 +36,7 @@ class LegalEntity(models.Model):
         verbose_name_plural = "legal entities"
 
     def __str__(self) -> str:
-        return f"{self.code} – {self.name}"
+        return f"{self.code} – {self.name}"  # noqa: RUF001 - the dash is typographic on purpose
 
 
 class OwnershipRule(models.Model):
@@ -61,7 +64,45 @@ class OwnershipRule(models.Model):
     def __str__(self) -> str:
         fields = ", ".join(self.field_group) if self.field_group else "all fields"
         stage = f" at stage '{self.lifecycle_stage}'" if self.lifecycle_stage else ""
-        return f"{self.entity_id and self.entity.name}: {fields}{stage} → {self.owning_system_id and self.owning_system}"
+        return (
+            f"{self.entity_id and self.entity.name}: {fields}{stage} → {self.owning_system_id and self.owning_system}"
+        )
+
+    def clean(self) -> None:
+        # Runs for admin forms, the API and imports alike, so an ambiguous system of record never gets stored.
+        from governance.selectors import ownership_rule_conflicts
+
+        self.lifecycle_stage = (self.lifecycle_stage or "").strip()
+        fields = self.field_group
+        if fields in (None, ""):
+            fields = self.field_group = []
+        if not isinstance(fields, list) or not all(isinstance(path, str) for path in fields):
+            raise ValidationError({"field_group": 'List field paths, for example ["billing", "status"].'})
+        self.field_group = fields = [path.strip() for path in fields]
+        bad = [path for path in fields if not FIELD_PATH.match(path)]
+        if bad:
+            raise ValidationError(
+                {
+                    "field_group": (
+                        f"{', '.join(map(repr, bad))} is not a field path; use dotted names like billing.method."
+                    )
+                }
+            )
+        if len(set(fields)) != len(fields):
+            raise ValidationError({"field_group": "Each field path may be listed once; remove the duplicates."})
+        conflicts = ownership_rule_conflicts(rule=self)
+        if conflicts:
+            me = f"this rule ({self})" if not self.pk else f"rule #{self.pk} ({self})"
+            raise ValidationError(
+                {
+                    "field_group": [
+                        f"Conflicts with rule #{c.rule.pk} ({c.rule}): both {me} and it claim {', '.join(c.fields)} "
+                        f"at {'stage ' + repr(self.lifecycle_stage) if self.lifecycle_stage else 'every stage'}. "
+                        "Remove the overlapping fields from one of the two rules, or give one a lifecycle stage."
+                        for c in conflicts
+                    ]
+                }
+            )
 
 
 class RateCard(models.Model):
@@ -88,6 +129,37 @@ class RateCard(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Runs for admin forms, the API and imports alike: two cards of one scope must never both apply on a day.
+        from governance.selectors import rate_card_overlapping
+
+        self.client_ref = (self.client_ref or "").strip()
+        self.contract_ref = (self.contract_ref or "").strip()
+        errors: dict[str, str] = {}
+        if self.valid_from and self.valid_to and self.valid_to < self.valid_from:
+            errors["valid_to"] = "The card must end on or after its first day; correct valid_to or valid_from."
+        if self.contract_ref and not self.client_ref:
+            errors["client_ref"] = "A contract override belongs to one client: fill in the client id of the contract."
+        if errors:
+            raise ValidationError(errors)
+        if not (self.legal_entity_id and self.currency and self.valid_from):
+            return  # the field errors for the missing values are reported on their own
+        other = rate_card_overlapping(rate_card=self).first()
+        if other is not None:
+            raise ValidationError(
+                {
+                    "valid_from": (
+                        f"Overlaps rate card #{other.pk} '{other.name}', valid {other.validity}, which has the same "
+                        f"legal entity, currency {self.currency} and scope ({self.scope}). End one card the day "
+                        "before the other starts, or change this card's dates."
+                    )
+                }
+            )
+
+    @property
+    def validity(self) -> str:
+        return f"{self.valid_from} to {self.valid_to or 'open-ended'}"
 
     @property
     def scope(self) -> str:
@@ -168,3 +240,36 @@ class SyncPolicy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from governance.rules import rule_entries_validate
+        from governance.services import cron_validate
+
+        errors: dict[str, list[str]] = {}
+        self.cron = " ".join((self.cron or "").split())
+        if self.trigger == Trigger.SCHEDULE and not self.cron:
+            errors["cron"] = [
+                "A scheduled policy needs a cron expression (minute hour day-of-month month day-of-week, UTC), "
+                "for example '*/15 * * * *'."
+            ]
+        elif self.cron:
+            problem = cron_validate(expression=self.cron)
+            if problem:
+                errors["cron"] = [problem]
+        first, second = self.approval_threshold_amount, self.second_approval_threshold_amount
+        if second is not None and first is None:
+            errors["approval_threshold_amount"] = ["Set the first approval threshold before a second one."]
+        elif first is not None and second is not None and second < first:
+            errors["second_approval_threshold_amount"] = [
+                f"The second approval threshold must be at least the first ({first}); raise it or clear it."
+            ]
+        if (first is not None or second is not None) and not self.approval_currency:
+            errors["approval_currency"] = ["Give the currency of the approval thresholds, for example USD."]
+        base, cap = self.backoff_base_seconds, self.backoff_cap_seconds
+        if base is not None and cap is not None and cap < base:
+            errors["backoff_cap_seconds"] = ["The backoff cap must be at least the base backoff; raise it."]
+        rule_problems = rule_entries_validate(self.validation_rules if self.validation_rules is not None else [])
+        if rule_problems:
+            errors["validation_rules"] = rule_problems
+        if errors:
+            raise ValidationError(errors)

@@ -1,1 +1,232 @@
-"""Selectors of the governance app."""
+"""Selectors of the governance app: rate lookups, system-of-record answers and the overlap checks behind clean()."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.db.models import Q, QuerySet
+
+from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
+from integrationhub.errors import HubConflictError, HubNotFoundError
+
+if TYPE_CHECKING:
+    from mappings.models import CanonicalEntity
+
+SCOPE_CONTRACT = "contract"
+SCOPE_CLIENT = "client"
+SCOPE_ENTITY = "entity"
+
+
+@dataclass(frozen=True)
+class RateQuote:
+    """The rate that applies to one role at one legal entity on one day, and the card it came from."""
+
+    bill_rate: Decimal
+    cost_rate: Decimal
+    unit: str
+    currency: str
+    tolerance_percent: Decimal
+    rate_card_id: int
+    rate_card_name: str
+    scope: str
+
+
+# --- rate cards ------------------------------------------------------------------------------------
+
+
+def rate_card_valid_on(*, on_date: datetime.date) -> Q:
+    """A filter for cards whose validity includes `on_date` (both ends inclusive, no end = open-ended)."""
+    return Q(valid_from__lte=on_date) & (Q(valid_to__isnull=True) | Q(valid_to__gte=on_date))
+
+
+def rate_card_overlapping(*, rate_card: RateCard) -> QuerySet[RateCard]:
+    """Other cards of the same scope (entity, currency, client, contract) whose validity overlaps this one's."""
+    others = RateCard.objects.filter(
+        legal_entity_id=rate_card.legal_entity_id,
+        currency=rate_card.currency,
+        client_ref=rate_card.client_ref,
+        contract_ref=rate_card.contract_ref,
+    ).filter(Q(valid_to__isnull=True) | Q(valid_to__gte=rate_card.valid_from))
+    if rate_card.valid_to is not None:
+        others = others.filter(valid_from__lte=rate_card.valid_to)
+    if rate_card.pk:
+        others = others.exclude(pk=rate_card.pk)
+    return others.order_by("valid_from", "pk")
+
+
+def rate_for(
+    *,
+    legal_entity: LegalEntity | str,
+    role: str,
+    on_date: datetime.date,
+    client: str | None = None,
+    contract: str | None = None,
+    currency: str | None = None,
+) -> RateQuote:
+    """The rate for `role` on `on_date`: a contract card beats a client card beats the entity default card.
+
+    A more specific card that does not list the role falls through to the next level, so an override card
+    only needs the roles it changes. Without `currency`, the legal entity's base currency is preferred when
+    cards in several currencies apply. Raises HubNotFoundError when no card lists the role on that day.
+    """
+    entity = _legal_entity(legal_entity)
+    lines = RateCardLine.objects.select_related("rate_card").filter(
+        rate_card__legal_entity=entity,
+        role=role,
+        rate_card__in=RateCard.objects.filter(rate_card_valid_on(on_date=on_date)),
+    )
+    if currency:
+        lines = lines.filter(rate_card__currency=currency)
+
+    levels: list[tuple[str, Q]] = []
+    if contract:
+        # A contract card names its client; when the caller knows the client too, both must agree.
+        contract_q = Q(rate_card__contract_ref=contract)
+        if client:
+            contract_q &= Q(rate_card__client_ref=client)
+        levels.append((SCOPE_CONTRACT, contract_q))
+    if client:
+        levels.append((SCOPE_CLIENT, Q(rate_card__client_ref=client, rate_card__contract_ref="")))
+    levels.append((SCOPE_ENTITY, Q(rate_card__client_ref="", rate_card__contract_ref="")))
+
+    for scope, condition in levels:
+        found = list(lines.filter(condition))
+        if not found:
+            continue
+        line = _one_currency(found, entity=entity, role=role, on_date=on_date)
+        card = line.rate_card
+        return RateQuote(
+            bill_rate=line.bill_rate,
+            cost_rate=line.cost_rate,
+            unit=line.unit,
+            currency=card.currency,
+            tolerance_percent=card.tolerance_percent,
+            rate_card_id=card.pk,
+            rate_card_name=card.name,
+            scope=scope,
+        )
+
+    overrides = " or ".join(
+        part for part in (f"contract {contract}" if contract else "", f"client {client}" if client else "") if part
+    )
+    raise HubNotFoundError(
+        f"No rate card of legal entity {entity.code} lists role {role!r} on {on_date.isoformat()}"
+        + (f" (looked for {overrides} overrides and the entity default)" if overrides else "")
+        + ".",
+        hint="Add the role to a rate card valid on that day, or correct the role or date on the record.",
+    )
+
+
+def _legal_entity(legal_entity: LegalEntity | str) -> LegalEntity:
+    if isinstance(legal_entity, LegalEntity):
+        return legal_entity
+    try:
+        return LegalEntity.objects.get(code=legal_entity)
+    except LegalEntity.DoesNotExist:
+        raise HubNotFoundError(
+            f"No legal entity has the code {legal_entity!r}.", hint="Use the code of a registered legal entity."
+        ) from None
+
+
+def _one_currency(found: list[RateCardLine], *, entity: LegalEntity, role: str, on_date: datetime.date) -> RateCardLine:
+    # The overlap rule allows one card per scope and currency, so several hits differ only in currency.
+    if len(found) == 1:
+        return found[0]
+    base = [line for line in found if line.rate_card.currency == entity.base_currency]
+    if len(base) == 1:
+        return base[0]
+    cards = ", ".join(f"{line.rate_card.name} ({line.rate_card.currency})" for line in found)
+    raise HubConflictError(
+        f"Several rate cards of {entity.code} list role {role!r} on {on_date.isoformat()}: {cards}.",
+        hint="Ask for the rate in one currency, or end one of the cards.",
+    )
+
+
+# --- ownership rules ----------------------------------------------------------------------------------
+
+
+def field_paths_overlap(first: str, second: str) -> bool:
+    """Whether one dotted field path is the other or contains it ("billing" and "billing.method")."""
+    return first == second or first.startswith(second + ".") or second.startswith(first + ".")
+
+
+def _path_matches(owned: str, field: str) -> bool:
+    return field == owned or field.startswith(owned + ".")
+
+
+def owner_of(*, entity: CanonicalEntity | str, field: str, stage: str = "") -> OwnershipRule | None:
+    """The ownership rule answering "which system owns `field` of `entity` at `stage`?", or None.
+
+    Precedence: a rule for the stage beats a rule for every stage; within that, a rule listing the field
+    (or a dotted prefix of it) beats an "all fields" rule, and the longest listed path wins.
+    `entity` is a CanonicalEntity or its name.
+    """
+    rules = OwnershipRule.objects.select_related("entity", "owning_system")
+    rules = rules.filter(entity__name=entity) if isinstance(entity, str) else rules.filter(entity=entity)
+    stages = [stage, ""] if stage else [""]
+    candidates = list(rules.filter(lifecycle_stage__in=stages).order_by("id"))
+
+    def rank(rule: OwnershipRule) -> tuple[int, int, int]:
+        stage_rank = 0 if stage and rule.lifecycle_stage == stage else 1
+        if not rule.field_group:
+            return (stage_rank, 1, 0)
+        longest = max(len(path) for path in rule.field_group if _path_matches(path, field))
+        return (stage_rank, 0, -longest)
+
+    matching = [
+        rule for rule in candidates if not rule.field_group or any(_path_matches(p, field) for p in rule.field_group)
+    ]
+    if not matching:
+        return None
+    return min(matching, key=rank)  # min() is stable, so equal ranks keep the lowest id
+
+
+@dataclass(frozen=True)
+class OwnershipConflict:
+    """Another rule that claims some of the same fields of the same entity at the same stage."""
+
+    rule: OwnershipRule
+    fields: list[str]
+
+
+def ownership_rule_conflicts(*, rule: OwnershipRule) -> list[OwnershipConflict]:
+    """Rules of the same entity and stage whose fields overlap `rule`'s (two "all fields" rules also conflict)."""
+    if not rule.entity_id:
+        return []
+    others = OwnershipRule.objects.select_related("entity", "owning_system").filter(
+        entity_id=rule.entity_id, lifecycle_stage=rule.lifecycle_stage
+    )
+    if rule.pk:
+        others = others.exclude(pk=rule.pk)
+    conflicts = []
+    mine = list(rule.field_group or [])
+    for other in others.order_by("id"):
+        theirs = list(other.field_group or [])
+        if not mine and not theirs:
+            conflicts.append(OwnershipConflict(other, ["all fields"]))
+            continue
+        overlap = [a if a == b else f"{a} / {b}" for a in mine for b in theirs if field_paths_overlap(a, b)]
+        if overlap:
+            conflicts.append(OwnershipConflict(other, overlap))
+    return conflicts
+
+
+# --- sync policies ------------------------------------------------------------------------------------
+
+
+def sync_policy_get(*, policy_id: int) -> SyncPolicy | None:
+    """The policy with this id (with its legal entity), or None when it was deleted."""
+    return SyncPolicy.objects.select_related("legal_entity", "periodic_task").filter(pk=policy_id).first()
+
+
+def sync_policy_for(*, flow: str, legal_entity: LegalEntity | None = None) -> SyncPolicy | None:
+    """The active policy of a flow for a legal entity, falling back to the flow's enterprise-wide policy."""
+    policies = SyncPolicy.objects.filter(flow=flow, active=True)
+    if legal_entity is not None:
+        specific = policies.filter(legal_entity=legal_entity).order_by("id").first()
+        if specific:
+            return specific
+    return policies.filter(legal_entity__isnull=True).order_by("id").first()

@@ -128,6 +128,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Import needs the add permission (auditors cannot import); export needs view.
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("HUB_MAX_BODY_BYTES", str(1024 * 1024)))
 
 # --- Django REST framework -------------------------------------------------------------------------

@@ -259,7 +259,15 @@ class _CompiledRule:
         Everything it needs is bound as a closure constant; the steps run in one try block, and the
         slow step-by-step explanation of a failure runs only after a step raised.
         """
-        get = self.getters[0]
+        getters = tuple(self.getters)
+        get = getters[0]
+        if self.multi:
+            # Several sources (concat, coalesce, currency_convert): the first step takes the list of values.
+            source_key = None
+
+            def get(record: Any) -> Any:
+                return [getter(record) for getter in getters]
+
         fns = tuple(fn for _, _, fn in self.steps)
         chain: Callable[[Any], Any] | None
         if not fns:
@@ -336,7 +344,8 @@ class CompiledMapping:
         self._appliers: list[Applier] = []
         for compiled, spec_rule in zip(self.rules, spec.rules, strict=True):
             source_tokens = parse_path(spec_rule.sources[0])
-            one_plain_source = len(spec_rule.sources) == 1 and not has_wildcard(source_tokens) and not compiled.multi
+            plain_sources = not any(has_wildcard(parse_path(source)) for source in spec_rule.sources)
+            one_plain_source = len(spec_rule.sources) == 1 and plain_sources and not compiled.multi
             if (
                 one_plain_source
                 and not spec_rule.steps
@@ -347,11 +356,11 @@ class CompiledMapping:
                 and len(parse_path(spec_rule.target)) == 1
             ):
                 self._renames.append((str(source_tokens[0]), spec_rule.target))
-            elif one_plain_source and spec_rule.condition is None and not has_wildcard(parse_path(spec_rule.target)):
+            elif plain_sources and spec_rule.condition is None and not has_wildcard(parse_path(spec_rule.target)):
                 target_tokens = parse_path(spec_rule.target)
                 self._appliers.append(
                     compiled.fast_applier(
-                        source_key=str(source_tokens[0]) if len(source_tokens) == 1 else None,
+                        source_key=str(source_tokens[0]) if one_plain_source and len(source_tokens) == 1 else None,
                         target_key=spec_rule.target if len(target_tokens) == 1 else None,
                     )
                 )

@@ -186,9 +186,10 @@ def _concat(params: dict[str, Any], env: CompileEnv) -> Step:
     skip_empty = params.get("skip_empty", True)
 
     def step(values: Any) -> Any:
-        items = values if isinstance(values, list) else [values]
-        parts = [_text(item) for item in items if not (skip_empty and _empty(item))]
-        return separator.join(parts)
+        items = values if values.__class__ is list else [values]
+        if skip_empty:
+            items = [item for item in items if not (item is MISSING or item is None or item == "")]
+        return separator.join([item if item.__class__ is str else _text(item) for item in items])
 
     return step
 
@@ -339,6 +340,58 @@ def _zone(name: str) -> ZoneInfo:
         raise TransformError(f"unknown time zone {name!r}; use an IANA name such as Europe/London") from exc
 
 
+_FAST_CODES = {
+    "d": r"(?P<d>\d{1,2})",
+    "m": r"(?P<m>\d{1,2})",
+    "Y": r"(?P<Y>\d{4})",
+    "H": r"(?P<H>\d{1,2})",
+    "M": r"(?P<M>\d{1,2})",
+    "S": r"(?P<S>\d{1,2})",
+}
+
+
+def _date_parser(fmt: str) -> Callable[[str], datetime]:
+    """A parser for one format, compiled once.
+
+    strptime re-reads its format and the locale on every call and is the slowest step of most
+    mappings; formats made only of %d %m %Y %H %M %S and literals become one regex instead.
+    """
+    if fmt == "iso":
+        return datetime.fromisoformat
+    pattern, index, seen = "", 0, set()
+    while index < len(fmt):
+        char = fmt[index]
+        if char == "%" and index + 1 < len(fmt):
+            code = fmt[index + 1]
+            if code not in _FAST_CODES or code in seen:
+                return lambda text: datetime.strptime(text, fmt)
+            pattern += _FAST_CODES[code]
+            seen.add(code)
+            index += 2
+        else:
+            pattern += re.escape(char)
+            index += 1
+    if not {"d", "m", "Y"} <= seen:
+        return lambda text: datetime.strptime(text, fmt)
+    match = re.compile(pattern + r"\Z").match
+
+    def parse(text: str) -> datetime:
+        found = match(text)
+        if found is None:
+            raise ValueError(f"{text!r} does not match {fmt}")
+        parts = found.groupdict()
+        return datetime(
+            int(parts["Y"]),
+            int(parts["m"]),
+            int(parts["d"]),
+            int(parts.get("H") or 0),
+            int(parts.get("M") or 0),
+            int(parts.get("S") or 0),
+        )
+
+    return parse
+
+
 @transform(
     "parse_date",
     category="dates",
@@ -355,6 +408,7 @@ def _parse_date(params: dict[str, Any], env: CompileEnv) -> Step:
     """Parse text with the first matching of `formats` (strftime codes, or "iso"); `output` date or datetime
     (a naive time is read in `timezone`, default UTC, and given in UTC)."""
     formats = params.get("formats", ["iso"])
+    parsers = [_date_parser(fmt) for fmt in formats]
     zone = _zone(params.get("timezone", "UTC"))
     as_date = params.get("output", "date") == "date"
 
@@ -368,9 +422,9 @@ def _parse_date(params: dict[str, Any], env: CompileEnv) -> Step:
         else:
             text = _text(value).strip()
             parsed = None
-            for fmt in formats:
+            for parser in parsers:
                 try:
-                    parsed = datetime.fromisoformat(text) if fmt == "iso" else datetime.strptime(text, fmt)
+                    parsed = parser(text)
                     break
                 except ValueError:
                     continue

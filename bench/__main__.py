@@ -1,0 +1,28 @@
+"""Run benchmarks: `python -m bench mapping` (or `make bench`)."""
+
+from __future__ import annotations
+
+import sys
+
+BENCHMARKS = {
+    "mapping": "bench.mapping",
+}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+        return 2
+    import importlib
+
+    failed = 0
+    for name in names:
+        module = importlib.import_module(BENCHMARKS[name])
+        failed += 0 if module.main() else 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
