@@ -42,3 +42,6 @@ migrations-check: $(VENV)/.installed-dev
 
 clean:
 	rm -rf var/*.sqlite3* var/broker var/cache var/staticfiles
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench $(BENCH)

@@ -14,7 +14,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from bench.common import django_setup, interleaved_best, record_result
 
 RECORDS = 20_000
-STAGES = {"Prospecting": "open", "Qualification": "open", "Negotiation": "open", "Closed Won": "won", "Closed Lost": "lost"}
+STAGES = {
+    "Prospecting": "open",
+    "Qualification": "open",
+    "Negotiation": "open",
+    "Closed Won": "won",
+    "Closed Lost": "lost",
+}
 BILLING = {"T&M": "time_and_materials", "FF": "fixed_fee", "RET": "retainer", "MS": "milestone"}
 
 RULES = [
@@ -53,8 +59,16 @@ def make_records(count: int) -> list[dict]:
                 "Contract_Type__c": rng.choice(list(BILLING)),
                 "Amount": f"{rng.uniform(1000, 900000):.3f}",
                 "CloseDate__c": f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/2026",
-                "Owner": {"FirstName": rng.choice(["Ada", "Grace", "Alan"]), "LastName": rng.choice(["Lovelace", "Hopper", "Turing"])},
-                "Account": {"Id": f"001{i % 500:015d}", "Name": f"Client {i % 500}", "ParentId": f"001{i % 50:015d}", "Industry": "Retail"},
+                "Owner": {
+                    "FirstName": rng.choice(["Ada", "Grace", "Alan"]),
+                    "LastName": rng.choice(["Lovelace", "Hopper", "Turing"]),
+                },
+                "Account": {
+                    "Id": f"001{i % 500:015d}",
+                    "Name": f"Client {i % 500}",
+                    "ParentId": f"001{i % 50:015d}",
+                    "Industry": "Retail",
+                },
                 "CurrencyIsoCode": rng.choice(["USD", "GBP", "EUR"]),
                 "Probability": rng.randint(0, 100),
                 "Legal_Entity__c": rng.choice(["US01", "UK01", "DE01"]),
@@ -120,7 +134,8 @@ def jmespath_mapping():  # type: ignore[no-untyped-def]
 
     expression = jmespath.compile(
         "{id: Id, name: Name, stage: stage(StageName), billing_type: billing(Contract_Type__c),"
-        " amount: dec2(Amount), close_date: dmy(CloseDate__c), owner_name: join(' ', [Owner.FirstName, Owner.LastName]),"
+        " amount: dec2(Amount), close_date: dmy(CloseDate__c),"
+        " owner_name: join(' ', [Owner.FirstName, Owner.LastName]),"
         " client: {id: Account.Id, name: Account.Name, parent_id: Account.ParentId}, currency: CurrencyIsoCode,"
         " probability: Probability, legal_entity: Legal_Entity__c, practice: Practice__c, industry: Account.Industry,"
         " region: Region__c, description: Description, lead_source: LeadSource, external_ref: External_Ref__c,"
@@ -186,7 +201,8 @@ def main() -> bool:
         f"verdict: {'target met' if ok else 'TARGET MISSED'}",
     ]
     print(
-        f"mapping: compiled {rates['compiled']:,.0f}/s, hand {rates['hand']:,.0f}/s, jmespath {rates['jmespath']:,.0f}/s"
+        f"mapping: compiled {rates['compiled']:,.0f}/s, hand {rates['hand']:,.0f}/s,"
+        f" jmespath {rates['jmespath']:,.0f}/s"
         f" -> {vs_hand:.2f}x hand, {vs_jmes:.2f}x jmespath"
     )
     record_result("Mapping (20-field record)", lines)
