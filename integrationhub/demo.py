@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -51,8 +54,321 @@ class DemoSetupResult:
     logins: list[DemoLogin]
 
 
+DEMO_BASE_URL = "http://127.0.0.1:8000"
+DEMO_REASON = "demo firm set-up"
+
+LEGAL_ENTITIES = [
+    # code, name, country, currency, tax jurisdiction, region
+    ("US01", "Northwind Advisory Inc.", "US", "USD", "US-NY", "americas"),
+    ("UK01", "Northwind Advisory Ltd", "GB", "GBP", "GB", "emea"),
+    ("DE01", "Northwind Advisory GmbH", "DE", "EUR", "DE-BY", "emea"),
+]
+
+# Bill and cost rates per hour by role and entity (in the entity's currency).
+RATES = {
+    "US01": {
+        "Partner": (650, 280),
+        "Manager": (420, 170),
+        "Senior Consultant": (310, 120),
+        "Consultant": (240, 95),
+        "Analyst": (170, 65),
+    },
+    "UK01": {
+        "Partner": (520, 230),
+        "Manager": (340, 140),
+        "Senior Consultant": (250, 100),
+        "Consultant": (195, 78),
+        "Analyst": (140, 55),
+    },
+    "DE01": {
+        "Partner": (590, 250),
+        "Manager": (380, 155),
+        "Senior Consultant": (280, 110),
+        "Consultant": (215, 85),
+        "Analyst": (155, 60),
+    },
+}
+
+
+def demo_systems_spec() -> list[dict[str, Any]]:
+    """The demo's connected systems: sandbox CRM, PSA, collaboration and ERPs, Tryton for UK, and analytics."""
+    return [
+        {
+            "name": "CRM (sandbox Salesforce)",
+            "slug": "crm",
+            "role": "crm",
+            "connector_type": "salesforce_crm",
+            "base_url": f"{DEMO_BASE_URL}/sandbox/crm",
+            "settings": {"api_version": "v60.0", "external_id_field": "Hub_Id__c"},
+            "entities": ["US01", "UK01", "DE01"],
+        },
+        {
+            "name": "PSA (sandbox Harvest)",
+            "slug": "psa",
+            "role": "psa",
+            "connector_type": "harvest_psa",
+            "base_url": f"{DEMO_BASE_URL}/sandbox/psa/v2",
+            "settings": {"account_id": "100200"},
+            "entities": ["US01", "UK01", "DE01"],
+        },
+        {
+            "name": "Collaboration (sandbox Graph)",
+            "slug": "collab",
+            "role": "collaboration",
+            "connector_type": "collaboration_suite",
+            "base_url": f"{DEMO_BASE_URL}/sandbox/collab/v1.0",
+            "settings": {"auth_mode": "bearer"},
+            "entities": ["US01", "UK01", "DE01"],
+        },
+        {
+            "name": "ERP - UK entity (Tryton)",
+            "slug": "erp-uk",
+            "role": "erp",
+            "connector_type": "tryton_erp",
+            "base_url": "http://127.0.0.1:8011",
+            "settings": {"database": "hub", "company_id": 1},
+            "entities": ["UK01"],
+        },
+        {
+            "name": "ERP - US entity (sandbox)",
+            "slug": "erp-us",
+            "role": "erp",
+            "connector_type": "sandbox_erp",
+            "base_url": f"{DEMO_BASE_URL}/sandbox/erp/api",
+            "settings": {"company_code": "US01"},
+            "entities": ["US01"],
+        },
+        {
+            "name": "ERP - DE entity (sandbox)",
+            "slug": "erp-de",
+            "role": "erp",
+            "connector_type": "sandbox_erp",
+            "base_url": f"{DEMO_BASE_URL}/sandbox/erp/api",
+            "settings": {"company_code": "DE01"},
+            "entities": ["DE01"],
+        },
+        {
+            "name": "Analytics warehouse",
+            "slug": "analytics",
+            "role": "analytics",
+            "connector_type": "analytics_sink",
+            "base_url": f"{DEMO_BASE_URL}/sandbox/analytics",
+            "settings": {"dataset": "northwind"},
+            "entities": ["US01", "UK01", "DE01"],
+        },
+    ]
+
+
+def _demo_legal_entities() -> dict[str, Any]:
+    from governance.models import LegalEntity
+    from governance.services import legal_entity_save
+
+    entities = {}
+    for code, name, country, currency, tax, region in LEGAL_ENTITIES:
+        entity = LegalEntity.objects.filter(code=code).first() or legal_entity_save(
+            legal_entity=LegalEntity(
+                code=code, name=name, country=country, base_currency=currency, tax_jurisdiction=tax, region=region
+            ),
+            reason=DEMO_REASON,
+        )
+        entities[code] = entity
+    return entities
+
+
+def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
+    from connectors.models import ConnectedSystem
+    from connectors.services import connected_system_create
+
+    systems = {}
+    for spec in demo_systems_spec():
+        system = ConnectedSystem.objects.filter(slug=spec["slug"]).first() or connected_system_create(
+            name=spec["name"],
+            slug=spec["slug"],
+            role=spec["role"],
+            connector_type=spec["connector_type"],
+            base_url=spec["base_url"],
+            settings=spec["settings"],
+            legal_entities=[entities[code] for code in spec["entities"]],
+            reason=DEMO_REASON,
+        )
+        systems[spec["slug"]] = system
+    return systems
+
+
+def _demo_rate_cards(entities: dict[str, Any]) -> int:
+    from governance.models import RateCard
+    from governance.services import rate_card_save
+
+    created = 0
+    for code, roles_rates in RATES.items():
+        entity = entities[code]
+        lines = [
+            {"role": role, "bill_rate": bill, "cost_rate": cost, "unit": "hour"}
+            for role, (bill, cost) in roles_rates.items()
+        ]
+        name = f"{code} standard rates {date.today().year}"
+        if not RateCard.objects.filter(name=name).exists():
+            card = RateCard(
+                name=name,
+                legal_entity=entity,
+                currency=entity.base_currency,
+                valid_from=date(date.today().year, 1, 1),
+                tolerance_percent=Decimal("2.00"),
+            )
+            rate_card_save(rate_card=card, lines=lines, reason=DEMO_REASON)
+            created += 1
+    # One client override: a negotiated discount for a key UK client.
+    override_name = f"UK01 Contoso Retail negotiated rates {date.today().year}"
+    if not RateCard.objects.filter(name=override_name).exists():
+        card = RateCard(
+            name=override_name,
+            legal_entity=entities["UK01"],
+            currency="GBP",
+            valid_from=date(date.today().year, 1, 1),
+            client_ref="client-contoso-retail",
+            tolerance_percent=Decimal("1.00"),
+        )
+        rate_card_save(
+            rate_card=card,
+            lines=[
+                {"role": "Manager", "bill_rate": 310, "cost_rate": 140, "unit": "hour"},
+                {"role": "Senior Consultant", "bill_rate": 230, "cost_rate": 100, "unit": "hour"},
+            ],
+            reason=DEMO_REASON,
+        )
+        created += 1
+    return created
+
+
+def _demo_ownership(systems: dict[str, Any]) -> int:
+    from governance.models import OwnershipRule
+    from governance.services import ownership_rule_save
+    from mappings.models import CanonicalEntity
+
+    wanted = [
+        # entity, fields (empty = all), stage, owning system, conflict action
+        ("client", [], "", "crm", "exception"),
+        ("project", ["contract", "billing_method", "tax", "budget", "rate_card_id"], "", "erp-uk", "exception"),
+        ("project", ["project_manager_id", "engagement_partner_id", "delivery"], "", "psa", "ignore"),
+        ("time_entry", [], "", "psa", "exception"),
+        ("time_entry", [], "posted", "erp-uk", "exception"),
+    ]
+    created = 0
+    for entity_name, fields, stage, system_slug, action in wanted:
+        entity = CanonicalEntity.objects.get(name=entity_name)
+        exists = OwnershipRule.objects.filter(entity=entity, lifecycle_stage=stage, owning_system=systems[system_slug])
+        if exists.exists():
+            continue
+        ownership_rule_save(
+            rule=OwnershipRule(
+                entity=entity,
+                field_group=fields,
+                lifecycle_stage=stage,
+                owning_system=systems[system_slug],
+                conflict_action=action,
+                notes="demo: system of record",
+            ),
+            reason=DEMO_REASON,
+        )
+        created += 1
+    return created
+
+
+def _demo_policies() -> int:
+    from governance.models import SyncPolicy
+    from governance.services import sync_policy_save
+
+    policies = [
+        {
+            "name": "Opportunity to project",
+            "flow": "opportunity_to_project",
+            "trigger": "event",
+            "batch_size": 1,
+            "max_attempts": 5,
+            "validation_rules": [
+                {"rule": "required_fields", "params": {"paths": ["legal_entity_code", "billing_method", "currency"]}}
+            ],
+            "ordering_key_path": "id",
+        },
+        {
+            "name": "Approved time to ERP",
+            "flow": "time_expense_to_erp",
+            "trigger": "schedule",
+            "cron": "*/15 * * * *",
+            "batch_size": 500,
+            "max_attempts": 8,
+            "validation_rules": [
+                {"rule": "entry_approved", "params": {}},
+                {"rule": "rate_matches_card", "params": {}},
+                {"rule": "cost_code_allowed", "params": {"allowed_codes": ["BILL", "NONBILL", "TRAVEL"]}},
+                {"rule": "project_active_in_erp", "params": {}},
+                {"rule": "resource_known", "params": {}},
+                {"rule": "period_open", "params": {}},
+            ],
+            "ordering_key_path": "id",
+            "dead_letter_threshold": 8,
+        },
+        {
+            "name": "Milestone to billing",
+            "flow": "milestone_billing",
+            "trigger": "event",
+            "batch_size": 1,
+            "approval_threshold_amount": Decimal("50000"),
+            "second_approval_threshold_amount": Decimal("250000"),
+            "approval_currency": "USD",
+            "validation_rules": [
+                {"rule": "amount_within_contract_remaining", "params": {}},
+                {"rule": "not_billed_before", "params": {}},
+                {"rule": "client_accepted", "params": {}},
+            ],
+            "ordering_key_path": "id",
+        },
+        {
+            "name": "Invoice status to CRM",
+            "flow": "invoice_status",
+            "trigger": "schedule",
+            "cron": "*/5 * * * *",
+            "batch_size": 200,
+            "ordering_key_path": "id",
+        },
+        {
+            "name": "Client master",
+            "flow": "client_master",
+            "trigger": "event",
+            "batch_size": 50,
+            "ordering_key_path": "id",
+        },
+    ]
+    created = 0
+    for data in policies:
+        if SyncPolicy.objects.filter(name=data["name"]).exists():
+            continue
+        sync_policy_save(policy=SyncPolicy(**data), reason=DEMO_REASON)
+        created += 1
+    return created
+
+
+@transaction.atomic
+def demo_data_load() -> list[str]:
+    """The demo firm: legal entities, systems, canonical schemas, rate cards, ownership and policies (idempotent)."""
+    from mappings.services import canonical_entities_install
+
+    schemas = canonical_entities_install()
+    entities = _demo_legal_entities()
+    systems = _demo_systems(entities)
+    cards = _demo_rate_cards(entities)
+    rules = _demo_ownership(systems)
+    policies = _demo_policies()
+    return [
+        f"canonical entities: {schemas}",
+        f"legal entities: {', '.join(entities)}",
+        f"connected systems: {', '.join(systems)}",
+        f"rate cards created: {cards}, ownership rules created: {rules}, sync policies created: {policies}",
+    ]
+
+
 def demo_setup() -> DemoSetupResult:
-    """Everything `make run` needs: demo records from each app, then the demo users."""
-    summary: list[str] = []
+    """Everything `make run` needs: the demo firm's records, then the demo users."""
+    summary = demo_data_load()
     logins = demo_users_ensure()
     return DemoSetupResult(summary=summary, logins=logins)

@@ -53,7 +53,7 @@ class JsonFormatter(logging.Formatter):
         if correlation_id:
             entry["correlation_id"] = correlation_id
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and key not in entry and not key.startswith("_"):
+            if key not in _STANDARD_ATTRS and key not in entry and key != "correlation_id" and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
