@@ -16,7 +16,7 @@ SECRET_FIELDS = ["credentials", "webhook_secret"]
 
 
 class ConnectedSystem(models.Model):
-    """One instance of an application the hub talks to, such as "Salesforce prod" or "ERP – UK entity"."""
+    """One instance of an application the hub talks to, such as "Salesforce prod" or "ERP - UK entity"."""
 
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=60, unique=True, help_text="Used in webhook URLs: /api/v1/inbound/<slug>/…")

@@ -1,1 +1,67 @@
-"""Selectors of the mappings app."""
+"""Reads of the mappings app: the schema in force for an entity and payload validation against it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from jsonschema import Draft202012Validator
+
+from integrationhub.errors import HubNotFoundError
+from mappings.choices import SchemaStatus
+from mappings.models import CanonicalEntity, CanonicalSchema
+
+
+def canonical_entity_list() -> QuerySet[CanonicalEntity]:
+    """All canonical entities with their schema versions."""
+    return CanonicalEntity.objects.prefetch_related("schemas")
+
+
+def canonical_schema_current(*, entity_name: str) -> CanonicalSchema | None:
+    """The published schema version of an entity, or None when none is published."""
+    return (
+        CanonicalSchema.objects.select_related("entity")
+        .filter(entity__name=entity_name, status=SchemaStatus.PUBLISHED)
+        .order_by("-version")
+        .first()
+    )
+
+
+_validators: dict[tuple[int, int, str], Draft202012Validator] = {}
+_VALIDATOR_CACHE_SIZE = 256
+
+
+def _validator(schema: CanonicalSchema) -> Draft202012Validator:
+    # A version's JSON never changes after it is created (edits make a new version), so the compiled
+    # validator is reused for every record; created_at in the key tells apart rows that reuse an id.
+    key = (schema.pk, schema.version, schema.created_at.isoformat())
+    validator = _validators.get(key)
+    if validator is None:
+        if len(_validators) >= _VALIDATOR_CACHE_SIZE:
+            _validators.clear()
+        validator = Draft202012Validator(schema.json_schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        _validators[key] = validator
+    return validator
+
+
+def _json_path(parts: Any) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def canonical_payload_validate(*, entity_name: str, payload: Any) -> list[dict[str, str]]:
+    """Validate a payload against the entity's published schema; returns errors as {path, message, keyword}."""
+    schema = canonical_schema_current(entity_name=entity_name)
+    if schema is None:
+        raise HubNotFoundError(
+            f"No published schema for canonical entity '{entity_name}'.",
+            hint="Publish a schema version (or run the canonical entity install) first.",
+        )
+    validator = _validator(schema)
+    errors = sorted(validator.iter_errors(payload), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [
+        {"path": _json_path(error.absolute_path), "message": error.message, "keyword": str(error.validator)}
+        for error in errors
+    ]

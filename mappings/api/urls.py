@@ -2,6 +2,10 @@
 
 from rest_framework.routers import DefaultRouter
 
+from mappings.api import views
+
 router = DefaultRouter()
+router.register("canonical-entities", views.CanonicalEntityViewSet, basename="canonical-entity")
+router.register("canonical-schemas", views.CanonicalSchemaViewSet, basename="canonical-schema")
 
 urlpatterns = router.urls
