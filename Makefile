@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck migrations-check bench clean
+.PHONY: run test lint typecheck migrations-check bench clean tryton tryton-stop test-tryton
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,13 @@ clean:
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench $(BENCH)
+
+# The local Tryton ERP (its own venv and SQLite database in .tryton/), used by the UK entity and the tryton tests.
+tryton:
+	bash tryton/setup.sh --start
+
+tryton-stop:
+	bash tryton/stop.sh
+
+test-tryton: $(VENV)/.installed-dev
+	$(BIN)/pytest -m tryton connectors/tests/test_tryton.py $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ import httpx
 
 from connectors.base import Connector, HealthResult
 from connectors.choices import SystemRole
-from connectors.http import ApiKeyAuth, BearerAuth, OAuth2ClientCredentialsAuth, TerminalConnectorError, client_for
+from connectors.http import ApiKeyAuth, BearerAuth, OAuth2ClientCredentialsAuth, client_for
 from connectors.http import basic_auth as make_basic_auth
 from connectors.registry import register_connector
 from integrationhub.errors import HubValidationError
@@ -363,64 +363,7 @@ class AnalyticsSinkConnector(RestConnector):
     default_auth_mode = "bearer"
 
 
-@register_connector
-class TrytonErpConnector(Connector):
-    name = "tryton_erp"
-    label = "Tryton ERP (JSON-RPC)"
-    role_hint = SystemRole.ERP
-    description = "Tryton 8.x over JSON-RPC: parties, projects, timesheet lines, invoices and payments."
-    sensitive_parameters = frozenset({"user", "password"})
-    capabilities = frozenset({"health_check"})
-    parameter_schema = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["database", "company_id"],
-        "properties": {
-            "database": {
-                "type": "string",
-                "pattern": r"^[A-Za-z0-9_.-]+$",
-                "description": "Tryton database name; calls go to /<database>/.",
-            },
-            "company_id": {"type": "integer", "minimum": 1, "description": "company.company id put in the context."},
-            "employee_id": {"type": "integer", "minimum": 1, "description": "Default employee for timesheet lines."},
-            "language": {"type": "string", "pattern": "^[a-z]{2}(_[A-Z]{2})?$", "default": "en"},
-            "rpc_root_path": {
-                "type": "string",
-                "pattern": "^/",
-                "default": "/",
-                "description": "Server-level JSON-RPC path (common.server.version); the root on a standard trytond.",
-            },
-            "timeout_seconds": TIMEOUT_SECONDS,
-        },
-    }
+# Tryton speaks JSON-RPC rather than REST; its connector lives in its own module.
+from connectors.tryton import TrytonConnector  # noqa: E402
 
-    def health_check(self) -> HealthResult:
-        """JSON-RPC common.server.version on the server root: needs no login, proves trytond answers."""
-        path = str(self.settings.get("rpc_root_path", "/"))
-        started = time.perf_counter()
-        # Exactly id/method/params: with any other envelope trytond answers the bare result.
-        response = client_for(self.system).request(
-            "POST", path, json={"id": 1, "method": "common.server.version", "params": []}
-        )
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise TerminalConnectorError(
-                f"Tryton at {self.system.slug} did not answer JSON-RPC on {path}", status_code=response.status_code
-            ) from exc
-        if not isinstance(body, dict) or "result" not in body:
-            # Tryton reports errors with HTTP 200 and an `error` array.
-            error = body.get("error") if isinstance(body, dict) else None
-            raise TerminalConnectorError(
-                f"Tryton JSON-RPC error on common.server.version: {str(error)[:200]}",
-                status_code=response.status_code,
-                system_slug=self.system.slug,
-            )
-        return HealthResult(
-            ok=True,
-            status_code=response.status_code,
-            duration_ms=duration_ms,
-            message=f"Tryton {body['result']} answered on {path}",
-        )
+register_connector(TrytonConnector)

@@ -1,0 +1,1145 @@
+"""The Tryton ERP connector: a JSON-RPC client for Tryton 8.x and the `tryton_erp` connector type.
+
+Tryton's JSON-RPC (measured in shared/reference/TRYTON.md):
+- `POST /<db>/rpc/` with exactly {"id", "method", "params"}; `POST /rpc/` for server-level methods.
+- Login with `common.db.login` → [user_id, session_key, bus_url]; later calls send
+  `Authorization: Session base64(login:user_id:key)`. A bad password is HTTP 401, too many failed
+  logins HTTP 429.
+- Methods marked fresh_session (account.invoice.post, the pay wizard, account.move.post) need a
+  session used in the last `[session] timeout` (300 s) and otherwise answer 401 and delete the
+  session: the client logs in again before such a call when the session is older than that, and
+  once more on any 401.
+- Application errors come back with HTTP **200** and an `error` array: they are terminal (the same
+  call fails the same way). 401/403/422 are terminal too; 429, 5xx and transport failures are retryable
+  (classified by connectors.http).
+- Dates, datetimes, timedeltas, Decimals and bytes travel as `{"__class__": ...}` objects.
+
+Entities: client → party.party, project → project.work (invoiced on timesheets), time_entry →
+timesheet.line, invoice → account.invoice (read side). Idempotency keys are stored in the ERP as the
+text tag `hub:<key>`, searched before every create: a party identifier for clients, the first line of
+the project's comment, and the timesheet line's description (`hub:<key>` or `hub:<key> <note>`).
+Search-then-create is two transactions; the hub's per-key delivery lock makes that safe.
+
+Voiding a time entry deletes the timesheet line while it is not invoiced. Tryton refuses negative
+durations (`duration >= 0` is a field domain), so an invoiced line cannot be reversed with a
+negative line: void raises a terminal error that tells finance to credit the invoice in Tryton.
+
+Nothing secret is ever logged: each RPC logs its method name, outcome and duration, never params
+(common.db.login carries the password) or headers (the session key).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from connectors.base import ChangeBatch, Connector, ConnectorCapabilityError, HealthResult, UpsertResult
+from connectors.choices import SystemRole
+from connectors.http import (
+    RetryableConnectorError,
+    SystemHttpClient,
+    TerminalConnectorError,
+    classify_error,
+    client_for,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RPC_ROOT_PATH = "/rpc/"
+DEFAULT_SESSION_TIMEOUT_SECONDS = 300
+# Log in again this long before Tryton's session timeout, so a fresh_session call never races it.
+FRESH_SESSION_MARGIN_SECONDS = 60
+# Calls that Tryton only accepts from a session used within [session] timeout.
+FRESH_SESSION_METHODS = frozenset(
+    {
+        "model.account.invoice.post",
+        "model.account.move.post",
+        "wizard.account.invoice.pay.create",
+    }
+)
+BATCH_CHUNK = 500  # timesheet lines per create call: the measured sweet spot on SQLite (TRYTON.md)
+SEARCH_CHUNK = 200  # keys per search: one OR clause per key, and SQLite limits expression depth
+BATCH_TIMEOUT_SECONDS = 120.0
+KEY_PATTERN = re.compile(r"^\S{1,200}$")
+TAG_PREFIX = "hub:"
+
+
+# --- wire format -------------------------------------------------------------------------------------
+
+
+def to_wire(value: Any) -> Any:
+    """Python values → Tryton's JSON: tagged objects for the types JSON has no word for."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            # Tryton stores naive UTC timestamps.
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return {
+            "__class__": "datetime",
+            "year": value.year,
+            "month": value.month,
+            "day": value.day,
+            "hour": value.hour,
+            "minute": value.minute,
+            "second": value.second,
+            "microsecond": value.microsecond,
+        }
+    if isinstance(value, dt.date):
+        return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
+    if isinstance(value, dt.time):
+        return {
+            "__class__": "time",
+            "hour": value.hour,
+            "minute": value.minute,
+            "second": value.second,
+            "microsecond": value.microsecond,
+        }
+    if isinstance(value, dt.timedelta):
+        return {"__class__": "timedelta", "seconds": value.total_seconds()}
+    if isinstance(value, Decimal):
+        return {"__class__": "Decimal", "decimal": str(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {"__class__": "bytes", "base64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(key): to_wire(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_wire(item) for item in value]
+    return value
+
+
+def _from_wire_object(obj: dict[str, Any]) -> Any:
+    kind = obj.get("__class__")
+    if kind == "datetime":
+        return dt.datetime(
+            obj["year"], obj["month"], obj["day"], obj["hour"], obj["minute"], obj["second"], obj["microsecond"]
+        )
+    if kind == "date":
+        return dt.date(obj["year"], obj["month"], obj["day"])
+    if kind == "time":
+        return dt.time(obj["hour"], obj["minute"], obj["second"], obj["microsecond"])
+    if kind == "timedelta":
+        return dt.timedelta(seconds=obj["seconds"])
+    if kind == "Decimal":
+        return Decimal(obj["decimal"])
+    if kind == "bytes":
+        return base64.b64decode(obj["base64"])
+    return obj
+
+
+def from_wire(text: bytes | str) -> Any:
+    """Tryton's JSON → Python values (date, datetime, timedelta, Decimal, bytes)."""
+    return json.loads(text, object_hook=_from_wire_object)
+
+
+def jsonable(value: Any) -> Any:
+    """Python values from Tryton → plain JSON for the hub's payloads (ISO dates, Decimal as string)."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC).isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    return value
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+class TrytonRpcError(TerminalConnectorError):
+    """Tryton answered the call with an `error` array (HTTP 200): a UserError, an access error, a bug."""
+
+    code = "tryton_rpc_error"
+    title = "Tryton refused the call"
+
+    def __init__(self, detail: str, *, fault: str = "", rpc_method: str = "", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.fault = fault
+        self.rpc_method = rpc_method
+
+
+class TrytonAuthError(TerminalConnectorError):
+    """Tryton refused the login (HTTP 401): wrong user or password, or the user is inactive."""
+
+    code = "connector_auth"
+    title = "The connected system refused the hub's credentials"
+
+
+def _rpc_error(error: Any, *, rpc_method: str, system_slug: str) -> TrytonRpcError:
+    # UserError:  ["UserError", [message, description, domain]]
+    # A bug:      [str(exception), traceback]   (the traceback stays out of the hub's messages)
+    fault, message = "Error", ""
+    if isinstance(error, list) and error:
+        fault = str(error[0])
+        args = error[1] if len(error) > 1 else ""
+        if isinstance(args, list):
+            message = " ".join(str(part) for part in args[:2] if isinstance(part, str) and part)
+        elif fault.endswith(("Error", "Exception", "Warning")):
+            message = str(args)
+    detail = f"Tryton {fault} on {rpc_method}" + (f": {message}" if message else "")
+    return TrytonRpcError(detail[:1000], fault=fault, rpc_method=rpc_method, system_slug=system_slug)
+
+
+# --- the JSON-RPC client -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    login: str
+    user_id: int
+    key: str = field(repr=False)
+    last_used: float = 0.0
+    context: dict[str, Any] | None = None
+
+    def authorization(self) -> str:
+        token = base64.b64encode(f"{self.login}:{self.user_id}:{self.key}".encode()).decode("ascii")
+        return f"Session {token}"
+
+
+# Sessions are shared by every connector instance of a process (a connector is built per operation):
+# one login serves a whole worker. Keyed by the system, server, database, login and a digest of the
+# password, so changed credentials log in again. Memory only: the key never reaches a cache or a log.
+_sessions: dict[tuple[str, ...], _Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def sessions_clear() -> None:
+    """Forget every cached Tryton session (tests)."""
+    with _sessions_lock:
+        _sessions.clear()
+
+
+class TrytonClient:
+    """A Tryton JSON-RPC client bound to one database and user, over the hub's pooled HTTP client."""
+
+    def __init__(
+        self,
+        *,
+        http: SystemHttpClient,
+        database: str,
+        login: str,
+        password: str,
+        language: str = "en",
+        rpc_root_path: str = DEFAULT_RPC_ROOT_PATH,
+        session_timeout: float = DEFAULT_SESSION_TIMEOUT_SECONDS,
+        context: Mapping[str, Any] | None = None,
+        system_slug: str = "",
+    ) -> None:
+        self.http = http
+        self.database = database
+        self.login_name = login
+        self._password = password
+        self.language = language
+        self.rpc_root_path = rpc_root_path
+        self.session_timeout = session_timeout
+        self.base_context = dict(context or {})
+        self.system_slug = system_slug
+        self._id = 0
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        self._session_key = (system_slug, str(http.config.base_url), database, login, digest)
+
+    def __repr__(self) -> str:
+        return f"<TrytonClient {self.login_name}@{self.database} system={self.system_slug!r}>"
+
+    @property
+    def db_path(self) -> str:
+        return f"/{self.database}/rpc/"
+
+    # -- transport --
+
+    def _envelope(self, method: str, params: Sequence[Any]) -> dict[str, Any]:
+        self._id += 1
+        # Exactly these three keys: with any other envelope trytond answers the bare result.
+        return {"id": self._id, "method": method, "params": to_wire(list(params))}
+
+    def _post(
+        self, path: str, method: str, params: Sequence[Any], *, session: _Session | None, timeout: float | None
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        if session is not None:
+            headers["Authorization"] = session.authorization()
+        started = time.perf_counter()
+        outcome = "transport error"
+        try:
+            response = self.http.request(
+                "POST", path, json=self._envelope(method, params), headers=headers, timeout=timeout, check=False
+            )
+            outcome = f"http {response.status_code}"
+            return response
+        finally:
+            logger.info(
+                "tryton rpc",
+                extra={
+                    "system": self.system_slug,
+                    "rpc_method": method,
+                    "outcome": outcome,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+
+    def _result(self, response: httpx.Response, method: str) -> Any:
+        if response.status_code >= 400:
+            raise classify_error(response, system_slug=self.system_slug)
+        try:
+            body = from_wire(response.content)
+        except ValueError as exc:
+            raise TerminalConnectorError(
+                f"Tryton answered {method} with something that is not JSON", system_slug=self.system_slug
+            ) from exc
+        if not isinstance(body, dict):
+            raise TerminalConnectorError(
+                f"Tryton answered {method} without a JSON-RPC envelope", system_slug=self.system_slug
+            )
+        if body.get("error") is not None:
+            raise _rpc_error(body["error"], rpc_method=method, system_slug=self.system_slug)
+        return body.get("result")
+
+    # -- server level, no login --
+
+    def server_version(self) -> str:
+        response = self._post(self.rpc_root_path, "common.server.version", [], session=None, timeout=None)
+        return str(self._result(response, "common.server.version"))
+
+    # -- session --
+
+    def _cached_session(self) -> _Session | None:
+        with _sessions_lock:
+            return _sessions.get(self._session_key)
+
+    def _drop_session(self, session: _Session | None) -> None:
+        with _sessions_lock:
+            if session is not None and _sessions.get(self._session_key) is session:
+                del _sessions[self._session_key]
+
+    def login(self) -> _Session:
+        """common.db.login with the password; raises TrytonAuthError on 401 (429 is retryable)."""
+        method = "common.db.login"
+        response = self._post(
+            self.db_path,
+            method,
+            [self.login_name, {"password": self._password}, self.language],
+            session=None,
+            timeout=None,
+        )
+        if response.status_code in (401, 403):
+            raise TrytonAuthError(
+                f"Tryton refused the login of the hub's user on database '{self.database}' "
+                f"(HTTP {response.status_code})",
+                status_code=response.status_code,
+                system_slug=self.system_slug,
+                hint="Check the system's credentials (user and password) and that the Tryton user is active.",
+            )
+        if response.status_code == 404:
+            raise TerminalConnectorError(
+                f"Tryton has no database '{self.database}' (HTTP 404 on login)",
+                status_code=404,
+                system_slug=self.system_slug,
+                hint="Check the database setting, and that trytond preloads it (-d).",
+            )
+        result = self._result(response, method)
+        try:
+            user_id, key = int(result[0]), str(result[1])
+        except (TypeError, ValueError, IndexError) as exc:
+            raise TerminalConnectorError(
+                "Tryton answered the login without a session", system_slug=self.system_slug
+            ) from exc
+        session = _Session(login=self.login_name, user_id=user_id, key=key, last_used=time.monotonic())
+        with _sessions_lock:
+            _sessions[self._session_key] = session
+        return session
+
+    def logout(self, session: _Session | None = None) -> None:
+        """End a session (the cached one by default); best effort, it expires on its own anyway."""
+        session = session or self._cached_session()
+        if session is None:
+            return
+        self._drop_session(session)
+        try:
+            self._post(self.db_path, "common.db.logout", [], session=session, timeout=None)
+        except RetryableConnectorError:
+            logger.info("tryton logout failed", extra={"system": self.system_slug})
+
+    def _session_for(self, method: str) -> _Session:
+        session = self._cached_session()
+        if session is None:
+            return self.login()
+        if method in FRESH_SESSION_METHODS:
+            idle = time.monotonic() - session.last_used
+            if idle > self.session_timeout - FRESH_SESSION_MARGIN_SECONDS:
+                self._drop_session(session)
+                return self.login()
+        return session
+
+    def call(self, method: str, params: Sequence[Any], *, timeout: float | None = None) -> Any:
+        """One authenticated call; logs in when needed and once more if Tryton answers 401."""
+        session = self._session_for(method)
+        response = self._post(self.db_path, method, params, session=session, timeout=timeout)
+        if response.status_code == 401:
+            # Expired, logged out, timed out for a fresh_session method, or the server restarted.
+            self._drop_session(session)
+            session = self.login()
+            response = self._post(self.db_path, method, params, session=session, timeout=timeout)
+            if response.status_code == 401:
+                raise TrytonAuthError(
+                    f"Tryton refused {method} right after a fresh login (HTTP 401)",
+                    status_code=401,
+                    system_slug=self.system_slug,
+                )
+        result = self._result(response, method)
+        session.last_used = time.monotonic()
+        return result
+
+    # -- model and wizard calls --
+
+    def context(self) -> dict[str, Any]:
+        """The user's preferences as the GUI sends them, with the connector's own context on top."""
+        session = self._session_for("model.res.user.get_preferences")
+        if session.context is None:
+            preferences = self.call("model.res.user.get_preferences", [True, {}])
+            session = self._session_for("model.res.user.get_preferences")
+            session.context = {**(preferences or {}), **self.base_context}
+        return dict(session.context)
+
+    def execute(
+        self,
+        model: str,
+        method: str,
+        *args: Any,
+        context: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """`model.<model>.<method>(*args, context)`: the context is always the last parameter."""
+        ctx = {**self.context(), **(context or {})}
+        return self.call(f"model.{model}.{method}", [*args, ctx], timeout=timeout)
+
+    def search_read(
+        self,
+        model: str,
+        domain: list[Any],
+        fields: Sequence[str],
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        order: Sequence[tuple[str, str]] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        order_list = [list(item) for item in order] if order else None
+        return list(
+            self.execute(model, "search_read", domain, offset, limit, order_list, list(fields), context=context) or []
+        )
+
+    def read(self, model: str, ids: Sequence[int], fields: Sequence[str]) -> list[dict[str, Any]]:
+        return list(self.execute(model, "read", list(ids), list(fields)) or [])
+
+    def create(self, model: str, values: Sequence[Mapping[str, Any]], *, timeout: float | None = None) -> list[int]:
+        return [int(i) for i in self.execute(model, "create", [dict(v) for v in values], timeout=timeout)]
+
+    def write(self, model: str, ids: Sequence[int], values: Mapping[str, Any]) -> None:
+        self.execute(model, "write", list(ids), dict(values))
+
+    def delete(self, model: str, ids: Sequence[int]) -> None:
+        self.execute(model, "delete", list(ids))
+
+    def run_wizard(
+        self, wizard: str, steps: Sequence[tuple[str, Mapping[str, Any]]], *, context: Mapping[str, Any]
+    ) -> list[Any]:
+        """Create the wizard, execute each (button state, form data) step, then delete it."""
+        ctx = {**self.context(), **context}
+        created = self.call(f"wizard.{wizard}.create", [ctx])
+        session_id = created[0]
+        results = []
+        try:
+            for state, data in steps:
+                results.append(self.call(f"wizard.{wizard}.execute", [session_id, dict(data), state, ctx]))
+        finally:
+            self.call(f"wizard.{wizard}.delete", [session_id, ctx])
+        return results
+
+
+# --- idempotency tags --------------------------------------------------------------------------------
+
+
+def tag_for(key: str) -> str:
+    """The text the hub leaves in the ERP record to find it again by its idempotency key."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise TerminalConnectorError(
+            "An idempotency key for Tryton must be 1-200 characters without spaces",
+            hint="The key is stored in the ERP record as 'hub:<key>'.",
+        )
+    return TAG_PREFIX + key
+
+
+def _like_escape(text: str) -> str:
+    # Tryton's like uses backslash as its escape character.
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _tag_domain(field_name: str, tags: Sequence[str], separator: str) -> list[Any]:
+    """Match a text field equal to a tag, or starting with the tag and the separator."""
+    domain: list[Any] = ["OR", (field_name, "in", list(tags))]
+    domain.extend((field_name, "like", _like_escape(tag) + separator + "%") for tag in tags)
+    return domain
+
+
+def _tag_of(text: str | None, separator: str) -> str | None:
+    if not text or not text.startswith(TAG_PREFIX):
+        return None
+    return text.split(separator, 1)[0]
+
+
+def _tagged_text(tag: str, note: str | None, separator: str) -> str:
+    note = (note or "").strip()
+    return f"{tag}{separator}{note}" if note else tag
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- the connector -----------------------------------------------------------------------------------
+
+TIME_ENTRY_FIELDS = ["id", "work", "employee", "date", "duration", "description", "invoice_line", "company"]
+PROJECT_FIELDS = [
+    "id",
+    "name",
+    "type",
+    "party",
+    "company",
+    "product",
+    "list_price",
+    "project_invoice_method",
+    "timesheet_works",
+    "children",
+    "comment",
+    "amount_to_invoice",
+    "invoiced_amount",
+    "timesheet_duration",
+]
+CLIENT_FIELDS = ["id", "name", "code", "identifiers", "addresses", "customer_payment_term"]
+INVOICE_FIELDS = [
+    "id",
+    "number",
+    "state",
+    "type",
+    "party",
+    "company",
+    "currency",
+    "invoice_date",
+    "untaxed_amount",
+    "tax_amount",
+    "total_amount",
+    "amount_to_pay",
+    "reconciled",
+    "lines",
+    "move",
+    "create_date",
+    "write_date",
+    "last_modified_at",
+]
+ENTITY_MODELS = {
+    "client": ("party.party", CLIENT_FIELDS),
+    "project": ("project.work", PROJECT_FIELDS),
+    "time_entry": ("timesheet.line", TIME_ENTRY_FIELDS),
+    "invoice": ("account.invoice", INVOICE_FIELDS),
+}
+CHANGE_ENTITIES = frozenset({"invoice", "project", "client", "time_entry"})
+UPSERT_ENTITIES = frozenset({"client", "project", "time_entry"})
+
+
+class TrytonConnector(Connector):
+    """Tryton 8.x over JSON-RPC: clients, projects and approved time in; invoices and payments out."""
+
+    name = "tryton_erp"
+    label = "Tryton ERP (JSON-RPC)"
+    role_hint = SystemRole.ERP
+    description = "Tryton 8.x over JSON-RPC: parties, projects, timesheet lines, invoices and payments."
+    sensitive_parameters = frozenset({"user", "password"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    parameter_schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["database", "company_id"],
+        "properties": {
+            "database": {
+                "type": "string",
+                "pattern": r"^[A-Za-z0-9_.-]+$",
+                "description": "Tryton database name; calls go to /<database>/rpc/.",
+            },
+            "company_id": {"type": "integer", "minimum": 1, "description": "company.company id put in the context."},
+            "employee_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Employee for timesheet lines without one (default: the hub user's employee).",
+            },
+            "product_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Service product (UoM hour) billed on new projects; its list price is the rate.",
+            },
+            "payment_term_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Customer payment term of new clients.",
+            },
+            "payment_method_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Payment method used to pay invoices.",
+            },
+            "language": {"type": "string", "pattern": "^[a-z]{2}(_[A-Z]{2})?$", "default": "en"},
+            "rpc_root_path": {
+                "type": "string",
+                "pattern": "^/",
+                "default": DEFAULT_RPC_ROOT_PATH,
+                "description": "Server-level JSON-RPC path (common.server.version): /rpc/ on trytond 8.x.",
+            },
+            "session_timeout_seconds": {
+                "type": "integer",
+                "minimum": 60,
+                "default": DEFAULT_SESSION_TIMEOUT_SECONDS,
+                "description": "Tryton's [session] timeout: fresh_session calls log in again past it.",
+            },
+            "page_size": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            "timeout_seconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 120,
+                "default": 10,
+                "description": "Read timeout of each call, in seconds (batches and invoicing get more).",
+            },
+        },
+    }
+
+    def __init__(self, *, system: Any, credentials: Mapping[str, Any] | None = None) -> None:
+        super().__init__(system=system, credentials=credentials)
+        self._client: TrytonClient | None = None
+        self._timesheet_work_of_project: dict[int, int] = {}
+
+    # -- plumbing --
+
+    @property
+    def slug(self) -> str:
+        return str(getattr(self.system, "slug", ""))
+
+    @property
+    def client(self) -> TrytonClient:
+        if self._client is None:
+            user = self.credentials.get("user")
+            password = self.credentials.get("password")
+            if not user or not password:
+                raise TrytonAuthError(
+                    f"System '{self.slug}' has no Tryton user or password in its credentials",
+                    system_slug=self.slug,
+                    hint="Set credentials.user and credentials.password of the system.",
+                )
+            context: dict[str, Any] = {"company": int(self.settings["company_id"])}
+            if self.settings.get("employee_id"):
+                context["employee"] = int(self.settings["employee_id"])
+            self._client = TrytonClient(
+                http=client_for(self.system),
+                database=str(self.settings["database"]),
+                login=str(user),
+                password=str(password),
+                language=str(self.settings.get("language", "en")),
+                rpc_root_path=str(self.settings.get("rpc_root_path", DEFAULT_RPC_ROOT_PATH)),
+                session_timeout=float(self.settings.get("session_timeout_seconds", DEFAULT_SESSION_TIMEOUT_SECONDS)),
+                context=context,
+                system_slug=self.slug,
+            )
+        return self._client
+
+    def _model(self, entity: str, supported: frozenset[str] | None = None) -> tuple[str, list[str]]:
+        if entity not in ENTITY_MODELS or (supported is not None and entity not in supported):
+            offered = ", ".join(sorted(supported or ENTITY_MODELS))
+            raise ConnectorCapabilityError(
+                f"Connector '{self.name}' does not handle entity '{entity}' here; it handles: {offered}."
+            )
+        return ENTITY_MODELS[entity]
+
+    def _company(self) -> int:
+        return int(self.settings["company_id"])
+
+    def _employee(self, payload: Mapping[str, Any]) -> int:
+        employee = (
+            payload.get("employee_id") or self.settings.get("employee_id") or self.client.context().get("employee")
+        )
+        if not employee:
+            raise TerminalConnectorError(
+                "No employee for the timesheet line: set employee_id on the entry or the system",
+                system_slug=self.slug,
+            )
+        return int(employee)
+
+    def _product(self, payload: Mapping[str, Any]) -> int:
+        product = payload.get("product_id") or self.settings.get("product_id")
+        if not product:
+            raise TerminalConnectorError(
+                "No service product for the project: set product_id on the project or the system",
+                system_slug=self.slug,
+            )
+        return int(product)
+
+    # -- operations --
+
+    def health_check(self) -> HealthResult:
+        """Log in with the system's credentials (a fresh login, not a cached session) and read the version."""
+        started = time.perf_counter()
+        version = self.client.server_version()
+        previous = self.client._cached_session()
+        self.client.login()
+        if previous is not None:
+            # A periodic health check must not leave one more open session in Tryton each time.
+            self.client.logout(previous)
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        return HealthResult(
+            ok=True,
+            status_code=200,
+            duration_ms=duration_ms,
+            message=f"Tryton {version}: logged in to database '{self.client.database}'",
+        )
+
+    def get(self, entity: str, external_id: str) -> dict[str, Any]:
+        model, fields = self._model(entity)
+        rows = self.client.search_read(model, [("id", "=", int(external_id))], fields, limit=1)
+        if not rows:
+            raise TerminalConnectorError(
+                f"Tryton has no {model} with id {external_id}", status_code=404, system_slug=self.slug
+            )
+        record = rows[0]
+        if entity == "project":
+            record["timesheet_work_id"] = (record.get("timesheet_works") or [None])[0]
+        if entity == "invoice":
+            self._add_invoice_projects([record])
+        return jsonable(record)
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        self._model(entity, UPSERT_ENTITIES)
+        found = self._find_many(entity, [idempotency_key])
+        record = found.get(idempotency_key)
+        return jsonable(record) if record is not None else None
+
+    def _find_many(self, entity: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Idempotency key → the ERP record carrying its tag."""
+        model, fields = self._model(entity, UPSERT_ENTITIES)
+        tags = {tag_for(key): key for key in keys}
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(list(tags), SEARCH_CHUNK):
+            if entity == "client":
+                rows = self.client.search_read(
+                    model, [("identifiers.code", "in", list(chunk))], [*fields, "identifiers.code"]
+                )
+                for row in rows:
+                    for identifier in row.get("identifiers.") or []:
+                        if identifier.get("code") in tags:
+                            found[tags[identifier["code"]]] = row
+                continue
+            text_field, separator = ("comment", "\n") if entity == "project" else ("description", " ")
+            rows = self.client.search_read(
+                model, _tag_domain(text_field, chunk, separator), fields, order=[("id", "ASC")]
+            )
+            for row in rows:
+                # SQLite's LIKE ignores case: compare the tag exactly.
+                tag = _tag_of(row.get(text_field), separator)
+                if tag in tags and tags[tag] not in found:
+                    found[tags[tag]] = row
+        return found
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        self._model(entity, UPSERT_ENTITIES)
+        if entity == "client":
+            return self._upsert_client(payload, idempotency_key)
+        if entity == "project":
+            return self._upsert_project(payload, idempotency_key)
+        return self.upsert_many(entity, [(payload, idempotency_key)])[0]
+
+    def void(self, entity: str, external_id: str) -> None:
+        """Withdraw a time entry: delete its timesheet line unless it is invoiced (see the module docstring)."""
+        if entity != "time_entry":
+            raise ConnectorCapabilityError(f"Connector '{self.name}' can only void time_entry, not '{entity}'.")
+        rows = self.client.search_read("timesheet.line", [("id", "=", int(external_id))], TIME_ENTRY_FIELDS, limit=1)
+        if not rows:
+            return  # already gone: voiding twice is a no-op
+        if rows[0].get("invoice_line"):
+            raise TerminalConnectorError(
+                f"Timesheet line {external_id} is already invoiced and cannot be withdrawn",
+                status_code=409,
+                system_slug=self.slug,
+                hint="Tryton refuses negative durations: credit the invoice line in Tryton instead.",
+            )
+        self.client.delete("timesheet.line", [int(external_id)])
+
+    def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
+        """Records changed after the cursor, oldest first, one page; the cursor is "<timestamp>|<id>".
+
+        Ordered by Tryton's last_modified_at (write date, or create date for a record never written) and
+        id, so records sharing a timestamp are neither skipped nor repeated across pages.
+        """
+        model, fields = self._model(entity, CHANGE_ENTITIES)
+        page_size = int(self.settings.get("page_size", 100))
+        domain: list[Any] = []
+        if cursor:
+            try:
+                stamp_text, last_id_text = cursor.rsplit("|", 1)
+                stamp, last_id = dt.datetime.fromisoformat(stamp_text), int(last_id_text)
+            except ValueError as exc:
+                raise TerminalConnectorError(f"Invalid Tryton cursor {cursor!r}", system_slug=self.slug) from exc
+            domain = [
+                "OR",
+                ("last_modified_at", ">", stamp),
+                [("last_modified_at", "=", stamp), ("id", ">", last_id)],
+            ]
+        if entity == "invoice":
+            domain = [domain, ("type", "=", "out")] if domain else [("type", "=", "out")]
+        wanted = list(dict.fromkeys([*fields, "last_modified_at"]))
+        rows = self.client.search_read(
+            model, domain, wanted, limit=page_size + 1, order=[("last_modified_at", "ASC"), ("id", "ASC")]
+        )
+        has_more = len(rows) > page_size
+        rows = rows[:page_size]
+        if entity == "invoice":
+            self._add_invoice_projects(rows)
+        next_cursor = cursor
+        if rows:
+            last = rows[-1]
+            next_cursor = f"{last['last_modified_at'].isoformat()}|{last['id']}"
+        return ChangeBatch(records=[jsonable(row) for row in rows], next_cursor=next_cursor, has_more=has_more)
+
+    # -- clients --
+
+    def _upsert_client(self, payload: Mapping[str, Any], key: str) -> UpsertResult:
+        name = str(payload.get("name") or "").strip()
+        if not name:
+            raise TerminalConnectorError("A client needs a name", system_slug=self.slug)
+        address = {k: payload[k] for k in ("street", "city", "postal_code") if payload.get(k)}
+        existing = self._find_many("client", [key]).get(key)
+        if existing:
+            values: dict[str, Any] = {}
+            if existing["name"] != name:
+                values["name"] = name
+            if address:
+                if existing.get("addresses"):
+                    values["addresses"] = [["write", existing["addresses"][:1], address]]
+                else:
+                    values["addresses"] = [["create", [address]]]
+            if values:
+                self.client.write("party.party", [existing["id"]], values)
+            return UpsertResult(external_id=str(existing["id"]), created=False, payload={"id": existing["id"]})
+        values = {
+            "name": name,
+            # type None: a free-form identifier, which Tryton does not validate.
+            "identifiers": [["create", [{"type": None, "code": tag_for(key)}]]],
+            "addresses": [["create", [address or {}]]],
+        }
+        payment_term = payload.get("payment_term_id") or self.settings.get("payment_term_id")
+        if payment_term:
+            values["customer_payment_term"] = int(payment_term)
+        mechanisms = [{"type": kind, "value": payload[kind]} for kind in ("email", "phone") if payload.get(kind)]
+        if mechanisms:
+            values["contact_mechanisms"] = [["create", mechanisms]]
+        (party_id,) = self.client.create("party.party", [values])
+        return UpsertResult(external_id=str(party_id), created=True, payload={"id": party_id})
+
+    # -- projects --
+
+    def _list_price(self, product_id: int) -> Any:
+        # create() runs no on_change: ask Tryton what the GUI would fill in for the product.
+        changes = self.client.execute(
+            "project.work", "on_change", {"product": product_id, "company": self._company()}, ["product"]
+        )
+        price = (changes or {}).get("list_price")
+        if price is None:
+            raise TerminalConnectorError(f"Product {product_id} has no list price in Tryton", system_slug=self.slug)
+        return price
+
+    def _project_result(self, project_id: int, created: bool) -> UpsertResult:
+        (project,) = self.client.read("project.work", [project_id], ["timesheet_works", "children", "list_price"])
+        tasks = (
+            self.client.read("project.work", project["children"], ["name", "timesheet_works"])
+            if project["children"]
+            else []
+        )
+        timesheet_works = list(project["timesheet_works"])
+        if timesheet_works:
+            self._timesheet_work_of_project[project_id] = timesheet_works[0]
+        return UpsertResult(
+            external_id=str(project_id),
+            created=created,
+            payload=jsonable(
+                {
+                    "id": project_id,
+                    "timesheet_works": timesheet_works,
+                    "timesheet_work_id": timesheet_works[0] if timesheet_works else None,
+                    "list_price": project["list_price"],
+                    "tasks": [
+                        {"id": t["id"], "name": t["name"], "timesheet_work_id": (t["timesheet_works"] or [None])[0]}
+                        for t in tasks
+                    ],
+                }
+            ),
+        )
+
+    def _upsert_project(self, payload: Mapping[str, Any], key: str) -> UpsertResult:
+        name = str(payload.get("name") or "").strip()
+        client_id = payload.get("client_id")
+        if not name or not client_id:
+            raise TerminalConnectorError("A project needs a name and a client_id (party id)", system_slug=self.slug)
+        product = self._product(payload)
+        list_price = payload.get("list_price")
+        price = Decimal(str(list_price)) if list_price is not None else None
+        existing = self._find_many("project", [key]).get(key)
+        if existing:
+            values: dict[str, Any] = {}
+            if existing["name"] != name:
+                values["name"] = name
+            if int(existing["party"] or 0) != int(client_id):
+                values["party"] = int(client_id)
+            if price is not None and existing.get("list_price") != price:
+                values["list_price"] = price
+            existing_tasks = (
+                {t["name"] for t in self.client.read("project.work", existing["children"], ["name"])}
+                if existing["children"]
+                else set()
+            )
+            new_tasks = [t for t in payload.get("tasks") or [] if t not in existing_tasks]
+            if new_tasks:
+                values["children"] = [
+                    ["create", [self._task_values(t, product, existing["list_price"]) for t in new_tasks]]
+                ]
+            if values:
+                self.client.write("project.work", [existing["id"]], values)
+            return self._project_result(existing["id"], created=False)
+        if price is None:
+            price = self._list_price(product)
+        values = {
+            "name": name,
+            "type": "project",
+            "company": self._company(),
+            "party": int(client_id),
+            "project_invoice_method": payload.get("invoice_method", "timesheet"),
+            "product": product,
+            "list_price": price,
+            "timesheet_available": True,
+            "comment": _tagged_text(tag_for(key), payload.get("note"), "\n"),
+        }
+        tasks = payload.get("tasks") or []
+        if tasks:
+            values["children"] = [["create", [self._task_values(t, product, price) for t in tasks]]]
+        (project_id,) = self.client.create("project.work", [values])
+        return self._project_result(project_id, created=True)
+
+    def _task_values(self, name: str, product: int, price: Any) -> dict[str, Any]:
+        return {
+            "name": str(name),
+            "type": "task",
+            "company": self._company(),
+            "product": product,
+            "list_price": price,
+            "timesheet_available": True,
+        }
+
+    def _timesheet_work(self, payload: Mapping[str, Any]) -> int:
+        if payload.get("work_id"):
+            return int(payload["work_id"])
+        project_id = payload.get("project_id")
+        if not project_id:
+            raise TerminalConnectorError(
+                "A time entry needs project_id (project.work) or work_id (timesheet.work)", system_slug=self.slug
+            )
+        project_id = int(project_id)
+        if project_id not in self._timesheet_work_of_project:
+            rows = self.client.read("project.work", [project_id], ["timesheet_works"])
+            works = rows[0]["timesheet_works"] if rows else []
+            if not works:
+                raise TerminalConnectorError(
+                    f"Project {project_id} is not open to timesheets in Tryton (no timesheet work)",
+                    system_slug=self.slug,
+                    hint="Set timesheet_available on the project in Tryton.",
+                )
+            self._timesheet_work_of_project[project_id] = works[0]
+        return self._timesheet_work_of_project[project_id]
+
+    # -- time entries --
+
+    def _time_entry_values(self, payload: Mapping[str, Any], key: str) -> dict[str, Any]:
+        try:
+            if payload.get("duration_seconds") is not None:
+                duration = dt.timedelta(seconds=float(payload["duration_seconds"]))
+            else:
+                duration = dt.timedelta(hours=float(Decimal(str(payload["hours"]))))
+            day = payload["date"]
+            day = dt.date.fromisoformat(day) if isinstance(day, str) else day
+        except (KeyError, ValueError, ArithmeticError) as exc:
+            raise TerminalConnectorError(
+                f"A time entry needs a date (YYYY-MM-DD) and hours or duration_seconds ({exc})", system_slug=self.slug
+            ) from exc
+        if duration < dt.timedelta(0):
+            raise TerminalConnectorError(
+                "Tryton refuses negative durations: withdraw the entry (void) instead", system_slug=self.slug
+            )
+        return {
+            "company": self._company(),
+            "employee": self._employee(payload),
+            "work": self._timesheet_work(payload),
+            "date": day,
+            "duration": duration,
+            "description": _tagged_text(tag_for(key), payload.get("note"), " "),
+        }
+
+    def upsert_many(self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]) -> list[UpsertResult]:
+        """Post many time entries: one search for their keys, then one create call per 500 new lines.
+
+        Results come back in the order of `items`. A key repeated within the batch is posted once.
+        An existing line that differs is corrected in place unless it is already invoiced.
+        """
+        if entity != "time_entry":
+            raise ConnectorCapabilityError(f"Connector '{self.name}' batches only time_entry, not '{entity}'.")
+        values_by_key: dict[str, dict[str, Any]] = {}
+        for payload, key in items:
+            if key not in values_by_key:
+                values_by_key[key] = self._time_entry_values(payload, key)
+        existing = self._find_many("time_entry", list(values_by_key))
+        results: dict[str, UpsertResult] = {}
+        for key, row in existing.items():
+            results[key] = self._correct_time_entry(row, values_by_key[key])
+        new_keys = [key for key in values_by_key if key not in existing]
+        for chunk in _chunks(new_keys, BATCH_CHUNK):
+            ids = self.client.create(
+                "timesheet.line", [values_by_key[key] for key in chunk], timeout=BATCH_TIMEOUT_SECONDS
+            )
+            for key, line_id in zip(chunk, ids, strict=True):
+                results[key] = UpsertResult(external_id=str(line_id), created=True, payload={"id": line_id})
+        out: list[UpsertResult] = []
+        seen: set[str] = set()
+        for _, key in items:
+            result = results[key]
+            if key in seen and result.created:
+                result = UpsertResult(external_id=result.external_id, created=False, payload=result.payload)
+            seen.add(key)
+            out.append(result)
+        return out
+
+    def _correct_time_entry(self, row: Mapping[str, Any], values: Mapping[str, Any]) -> UpsertResult:
+        changed = {
+            name: values[name]
+            for name in ("work", "employee", "date", "duration", "description")
+            if row.get(name) != values[name]
+        }
+        if changed:
+            if row.get("invoice_line"):
+                raise TerminalConnectorError(
+                    f"Timesheet line {row['id']} is already invoiced; the correction cannot be applied",
+                    status_code=409,
+                    system_slug=self.slug,
+                    hint="Credit the invoice line in Tryton, then post the corrected entry under a new key.",
+                )
+            self.client.write("timesheet.line", [row["id"]], changed)
+        return UpsertResult(
+            external_id=str(row["id"]), created=False, payload={"id": row["id"], "updated": bool(changed)}
+        )
+
+    # -- invoices (helpers for the billing flows, the tests and the demo) --
+
+    def _add_invoice_projects(self, invoices: list[dict[str, Any]]) -> None:
+        """Add `projects` (project.work ids) to invoices, found through their invoiced timesheet lines."""
+        if not invoices:
+            return
+        ids = [row["id"] for row in invoices]
+        lines = self.client.search_read(
+            "timesheet.line", [("invoice_line.invoice", "in", ids)], ["invoice_line.invoice", "work.origin"]
+        )
+        projects: dict[int, set[int]] = {}
+        for line in lines:
+            invoice = (line.get("invoice_line.") or {}).get("invoice")
+            origin = (line.get("work.") or {}).get("origin") or ""
+            if invoice and isinstance(origin, str) and origin.startswith("project.work,"):
+                projects.setdefault(invoice, set()).add(int(origin.split(",", 1)[1]))
+        for row in invoices:
+            row["projects"] = sorted(projects.get(row["id"], ()))
+
+    def _project_tree(self, project_id: int) -> list[dict[str, Any]]:
+        return self.client.search_read(
+            "project.work",
+            ["OR", ("id", "=", project_id), ("parent", "child_of", [project_id])],
+            ["id", "timesheet_works", "amount_to_invoice"],
+        )
+
+    def invoice_project(self, project_id: int | str) -> list[int]:
+        """Invoice what the project has to invoice; returns the ids of the invoices it created (maybe none)."""
+        project_id = int(project_id)
+        (project,) = self.client.read("project.work", [project_id], ["amount_to_invoice"])
+        if not project["amount_to_invoice"]:
+            # The button refuses a project with nothing to invoice; nothing to do is not an error here.
+            return []
+        works = [w for row in self._project_tree(project_id) for w in row["timesheet_works"]]
+        before = self._invoices_of_works(works)
+        self.client.execute("project.work", "invoice", [project_id], timeout=BATCH_TIMEOUT_SECONDS)
+        return sorted(self._invoices_of_works(works) - before)
+
+    def _invoices_of_works(self, works: Sequence[int]) -> set[int]:
+        if not works:
+            return set()
+        lines = self.client.search_read(
+            "timesheet.line",
+            [("work", "in", list(works)), ("invoice_line", "!=", None)],
+            ["invoice_line.invoice"],
+        )
+        invoices = ((line.get("invoice_line.") or {}).get("invoice") for line in lines)
+        return {int(invoice) for invoice in invoices if invoice}
+
+    def post_invoice(self, invoice_id: int | str) -> dict[str, Any]:
+        """Post a draft invoice (a fresh_session call: the client logs in again if its session is idle)."""
+        self.client.execute("account.invoice", "post", [int(invoice_id)], timeout=BATCH_TIMEOUT_SECONDS)
+        return self.get("invoice", str(invoice_id))
+
+    def pay_invoice(
+        self,
+        invoice_id: int | str,
+        *,
+        amount: Decimal | None = None,
+        payment_method_id: int | None = None,
+        date: dt.date | None = None,
+    ) -> dict[str, Any]:
+        """Pay a posted invoice with the account.invoice.pay wizard (the whole amount by default)."""
+        invoice_id = int(invoice_id)
+        method = payment_method_id or self.settings.get("payment_method_id")
+        if not method:
+            raise TerminalConnectorError(
+                "No payment method: set payment_method_id on the system", system_slug=self.slug
+            )
+        (invoice,) = self.client.read(
+            "account.invoice", [invoice_id], ["amount_to_pay", "currency", "company", "party", "account", "number"]
+        )
+        start = {
+            "amount": amount if amount is not None else invoice["amount_to_pay"],
+            "currency": invoice["currency"],
+            "company": invoice["company"],
+            "date": date or dt.date.today(),
+            "invoice_account": invoice["account"],
+            "payee": invoice["party"],
+            "payees": [invoice["party"]],
+            "payment_method": int(method),
+            "description": f"Payment {invoice['number'] or invoice_id}",
+        }
+        context = {"active_model": "account.invoice", "active_id": invoice_id, "active_ids": [invoice_id]}
+        self.client.run_wizard("account.invoice.pay", [("start", {}), ("choice", {"start": start})], context=context)
+        return self.get("invoice", str(invoice_id))
