@@ -25,6 +25,8 @@ run: $(VENV)/.installed-runtime
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py collectstatic --no-input --verbosity 0
 	$(PY) manage.py demo_setup
+	@if [ -x .tryton/venv/bin/trytond ]; then bash tryton/start.sh; \
+	  else echo "Local Tryton not installed (run 'make tryton' once): the UK entity's ERP stays offline."; fi
 	$(PY) manage.py run_hub
 
 test: $(VENV)/.installed-dev

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -175,9 +176,20 @@ def _demo_legal_entities() -> dict[str, Any]:
     return entities
 
 
+def local_tryton_credentials() -> dict[str, Any] | None:
+    """The local Tryton's API user and company (from `make tryton`), or None when it is not installed."""
+    from django.conf import settings
+
+    folder = settings.BASE_DIR / ".tryton"
+    if not (folder / "hub.pass").exists() or not (folder / "ids.json").exists():
+        return None
+    ids = json.loads((folder / "ids.json").read_text())
+    return {"user": "hub", "password": (folder / "hub.pass").read_text().strip(), "company_id": ids["company"]}
+
+
 def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
     from connectors.models import ConnectedSystem
-    from connectors.services import connected_system_create
+    from connectors.services import connected_system_create, connected_system_set_secrets
 
     systems = {}
     for spec in demo_systems_spec():
@@ -192,6 +204,13 @@ def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
             reason=DEMO_REASON,
         )
         systems[spec["slug"]] = system
+    tryton = local_tryton_credentials()
+    if tryton and not systems["erp-uk"].has_credentials:
+        connected_system_set_secrets(
+            system=systems["erp-uk"],
+            credentials={"user": tryton["user"], "password": tryton["password"]},
+            reason="demo: local Tryton API user",
+        )
     return systems
 
 

@@ -161,16 +161,17 @@ def compile_setter(path: str) -> Callable[[dict[str, Any], Any], None]:
         return set1
 
     if all(isinstance(token, str) and token != WILDCARD for token in tokens):
-        parents, leaf = tokens[:-1], tokens[-1]
+        parents = [str(token) for token in tokens[:-1]]
+        leaf = str(tokens[-1])
 
         def set_keys(output: dict[str, Any], value: Any) -> None:
             container = output
             for key in parents:
-                child = container.get(key)  # type: ignore[call-overload]
+                child = container.get(key)
                 if child.__class__ is not dict:
-                    child = container[key] = {}  # type: ignore[index]
-                container = child
-            container[leaf] = value  # type: ignore[index]
+                    child = container[key] = {}
+                container = child  # type: ignore[assignment]
+            container[leaf] = value
 
         return set_keys
 

@@ -1,21 +1,34 @@
-"""Writes of the mappings app: canonical entities and their versioned JSON Schemas."""
+"""Writes of the mappings app: canonical schemas, and mapping sets (drafts, the publish gate, import/export)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from integrationhub.errors import HubConflictError, HubValidationError
-from mappings.choices import CanonicalEntityName, SchemaStatus
-from mappings.models import CanonicalEntity, CanonicalSchema
+from mappings.choices import CanonicalEntityName, MappingStatus, SchemaStatus
+from mappings.compiler import MappingDefinitionError
+from mappings.models import (
+    CanonicalEntity,
+    CanonicalSchema,
+    FieldRule,
+    MappingSample,
+    MappingSet,
+    ValueMap,
+    ValueMapEntry,
+)
+from mappings.paths import MISSING
+from mappings.runtime import mapping_cache_invalidate, mapping_compile, value_map_names_used, xrefs_resolve
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +151,403 @@ def canonical_entities_install(*, user: Any = None) -> dict[str, int]:
         counts["schemas_published"] += 1
     logger.info("canonical entities installed", extra=counts)
     return counts
+
+
+# --- mapping sets: drafts, the publish gate, retirement, preview, export and import ---------------------
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    """One saved sample mapped by the candidate version, with the output diff against the published one."""
+
+    sample: str
+    output: dict[str, Any]
+    errors: list[dict[str, Any]]
+    diff: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """What publishing would do (or did): each sample's outcome; published is False for a dry run."""
+
+    mapping_set_id: int
+    version: int
+    previous_version: int | None
+    outcomes: list[SampleOutcome]
+    published: bool
+
+    @property
+    def blocking(self) -> list[SampleOutcome]:
+        return [outcome for outcome in self.outcomes if outcome.errors]
+
+
+def output_diff(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:
+    """Field-level differences between two mapped outputs: [{"path", "before", "after"}], sorted by path."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        changes: list[dict[str, Any]] = []
+        for key in sorted(set(before) | set(after)):
+            child = f"{path}.{key}" if path else str(key)
+            changes.extend(output_diff(before.get(key, MISSING), after.get(key, MISSING), child))
+        return changes
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            change
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+            for change in output_diff(b, a, f"{path}[{i}]")
+        ]
+    if before == after and type(before) is type(after):
+        return []
+    return [
+        {
+            "path": path or "(record)",
+            "before": None if before is MISSING else before,
+            "after": None if after is MISSING else after,
+        }
+    ]
+
+
+def _lineage_versions(mapping_set: MappingSet) -> QuerySet[MappingSet]:
+    return MappingSet.objects.filter(lineage=mapping_set.lineage)
+
+
+def mapping_set_create(
+    *,
+    name: str,
+    system: Any,
+    entity: CanonicalEntity,
+    direction: str,
+    legal_entity: Any = None,
+    parent: MappingSet | None = None,
+    notes: str = "",
+    user: Any = None,
+) -> MappingSet:
+    """Start a new mapping (version 1, draft) for a system, entity and direction."""
+    mapping_set = MappingSet(
+        name=name,
+        system=system,
+        entity=entity,
+        direction=direction,
+        legal_entity=legal_entity,
+        parent=parent,
+        notes=notes,
+        created_by=user,
+    )
+    mapping_set.lineage = MappingSet.lineage_for(
+        system_id=system.pk, entity_id=entity.pk, direction=direction, legal_entity_id=getattr(legal_entity, "pk", None)
+    )
+    existing = MappingSet.objects.filter(lineage=mapping_set.lineage).order_by("-version").first()
+    if existing is not None:
+        raise HubConflictError(
+            f"A mapping for this system, entity, direction and legal entity already exists: {existing}.",
+            hint="Open it and use “Create draft” to make a new version instead.",
+        )
+    if parent is not None and (parent.entity_id != entity.pk or parent.direction != direction):
+        raise HubValidationError(
+            "A regional mapping must extend a mapping of the same entity and direction.",
+            errors=[{"field": "parent", "message": f"{parent} maps {parent.entity} {parent.direction}."}],
+        )
+    with transaction.atomic():
+        mapping_set.full_clean()
+        mapping_set._change_reason = "mapping created"  # type: ignore[attr-defined]
+        mapping_set.save()
+    return mapping_set
+
+
+def field_rule_save(*, rule: FieldRule, user: Any = None, reason: str = "") -> FieldRule:
+    """Validate (paths, transforms, parameters, value maps) and save a rule of a draft mapping set."""
+    with transaction.atomic():
+        rule.full_clean()
+        rule._change_reason = reason or "rule saved"  # type: ignore[attr-defined]
+        rule.save()
+    return rule
+
+
+def mapping_set_create_draft(*, mapping_set: MappingSet, user: Any = None) -> MappingSet:
+    """A new draft version copying `mapping_set`'s rules; returns the lineage's existing draft if there is one."""
+    with transaction.atomic():
+        versions = _lineage_versions(mapping_set).select_for_update()
+        draft = versions.filter(status=MappingStatus.DRAFT).order_by("-version").first()
+        if draft is not None:
+            return draft
+        latest = versions.order_by("-version").first()
+        source_rules = list(mapping_set.rules.all())
+        draft = MappingSet.objects.get(pk=mapping_set.pk)
+        draft.pk = None
+        draft.id = None
+        draft.version = (latest.version if latest else 0) + 1
+        draft.status = MappingStatus.DRAFT
+        draft.published_at = None
+        draft.published_by = None
+        draft.created_by = user
+        draft._change_reason = f"draft v{draft.version} created from v{mapping_set.version}"  # type: ignore[attr-defined]
+        draft.save()
+        for rule in source_rules:
+            rule.pk = None
+            rule.id = None
+            rule.mapping_set = draft
+            rule._change_reason = f"copied into draft v{draft.version}"  # type: ignore[attr-defined]
+            rule.save()
+    return draft
+
+
+def _outcomes(candidate: MappingSet, previous: MappingSet | None) -> list[SampleOutcome]:
+    try:
+        compiled = mapping_compile(candidate)
+    except MappingDefinitionError as exc:
+        raise HubValidationError(
+            f"{candidate} cannot be compiled.", errors=[{"field": "rules", "message": p} for p in exc.problems]
+        ) from exc
+    before_compiled = mapping_compile(previous) if previous is not None else None
+    outcomes = []
+    for sample in MappingSample.objects.filter(lineage=candidate.lineage).order_by("name"):
+        result = compiled.map_one(sample.payload)
+        before = before_compiled.map_one(sample.payload).output if before_compiled else {}
+        outcomes.append(
+            SampleOutcome(
+                sample=sample.name,
+                output=result.output,
+                errors=[error.as_dict() for error in result.errors],
+                diff=output_diff(before, result.output),
+            )
+        )
+    return outcomes
+
+
+def mapping_set_publish(*, mapping_set: MappingSet, user: Any = None, confirm: bool = False) -> PublishReport:
+    """The publish gate: every saved sample must map without error; returns the diff against the published version.
+
+    With confirm=False nothing changes (the analyst reviews the diff); with confirm=True the previous
+    version is retired, this one published, and every worker recompiles.
+    """
+    if mapping_set.status != MappingStatus.DRAFT:
+        raise HubConflictError(f"{mapping_set} is {mapping_set.status}; only a draft can be published.")
+    previous = _lineage_versions(mapping_set).filter(status=MappingStatus.PUBLISHED).first()
+    outcomes = _outcomes(mapping_set, previous)
+    report = PublishReport(
+        mapping_set_id=mapping_set.pk,
+        version=mapping_set.version,
+        previous_version=previous.version if previous else None,
+        outcomes=outcomes,
+        published=False,
+    )
+    if report.blocking:
+        raise HubValidationError(
+            f"Publishing {mapping_set} would break {len(report.blocking)} saved sample(s); "
+            "fix the rules and try again.",
+            errors=[
+                {
+                    "field": f"samples.{outcome.sample}.{error['target']}",
+                    "message": str(error["message"]),
+                    "source": error["source"],
+                    "value": error["value"],
+                }
+                for outcome in report.blocking
+                for error in outcome.errors
+            ],
+        )
+    if not confirm:
+        return report
+    with transaction.atomic():
+        locked = _lineage_versions(mapping_set).select_for_update()
+        for old in locked.filter(status=MappingStatus.PUBLISHED):
+            old.status = MappingStatus.RETIRED
+            old._change_reason = f"retired by publishing v{mapping_set.version}"  # type: ignore[attr-defined]
+            old.save()
+        mapping_set.status = MappingStatus.PUBLISHED
+        mapping_set.published_at = timezone.now()
+        mapping_set.published_by = user
+        mapping_set._change_reason = f"published v{mapping_set.version}"  # type: ignore[attr-defined]
+        mapping_set.save()
+        transaction.on_commit(mapping_cache_invalidate)
+    return PublishReport(**{**report.__dict__, "published": True})
+
+
+def mapping_set_retire(*, mapping_set: MappingSet, user: Any = None) -> MappingSet:
+    """Retire a version: it no longer maps anything (a published one leaves its lineage without a live version)."""
+    if mapping_set.status == MappingStatus.RETIRED:
+        return mapping_set
+    with transaction.atomic():
+        mapping_set.status = MappingStatus.RETIRED
+        mapping_set._change_reason = "retired"  # type: ignore[attr-defined]
+        mapping_set.save()
+        transaction.on_commit(mapping_cache_invalidate)
+    return mapping_set
+
+
+def mapping_preview(*, mapping_set: MappingSet, payload: Any) -> dict[str, Any]:
+    """Map one sample payload with the set as it is now (drafts included); returns output and errors."""
+    if not isinstance(payload, dict):
+        raise HubValidationError(
+            "The sample payload must be a JSON object.", errors=[{"field": "payload", "message": "expected an object"}]
+        )
+    try:
+        compiled = mapping_compile(mapping_set)
+    except MappingDefinitionError as exc:
+        return {
+            "output": {},
+            "errors": [{"target": "", "source": "", "value": None, "message": p} for p in exc.problems],
+        }
+    if compiled.uses_xrefs:
+        compiled.prefetch_xrefs([payload], xrefs_resolve)
+    result = compiled.map_one(payload)
+    return {"output": result.output, "errors": [error.as_dict() for error in result.errors]}
+
+
+def mapping_sample_save(*, mapping_set: MappingSet, name: str, payload: Any, user: Any = None) -> MappingSample:
+    """Save (or replace) a named sample payload of the mapping's lineage; the publish gate replays it."""
+    if not isinstance(payload, dict):
+        raise HubValidationError(
+            "A sample payload must be a JSON object.", errors=[{"field": "payload", "message": "expected an object"}]
+        )
+    sample, _ = MappingSample.objects.update_or_create(
+        lineage=mapping_set.lineage, name=name, defaults={"payload": payload, "created_by": user}
+    )
+    return sample
+
+
+EXPORT_FORMAT = "integrationhub.mapping-set/1"
+
+
+def mapping_set_export(*, mapping_set: MappingSet) -> dict[str, Any]:
+    """The set as JSON, with its version, rules, the value maps it uses and its samples, to promote it elsewhere."""
+    rules = list(mapping_set.rules.all())
+    used = value_map_names_used(rules)
+    return {
+        "format": EXPORT_FORMAT,
+        "name": mapping_set.name,
+        "system": mapping_set.system.slug,
+        "entity": mapping_set.entity.name,
+        "direction": mapping_set.direction,
+        "legal_entity": mapping_set.legal_entity.code if mapping_set.legal_entity else None,
+        "parent": {"system": mapping_set.parent.system.slug, "version": mapping_set.parent.version}
+        if mapping_set.parent
+        else None,
+        "version": mapping_set.version,
+        "status": mapping_set.status,
+        "notes": mapping_set.notes,
+        "rules": [
+            {
+                "position": rule.position,
+                "target_path": rule.target_path,
+                "source_paths": rule.source_paths,
+                "steps": rule.steps,
+                "required": rule.required,
+                "has_default": rule.has_default,
+                "default_value": rule.default_value,
+                "condition": rule.condition,
+                "notes": rule.notes,
+            }
+            for rule in rules
+        ],
+        "value_maps": [
+            {
+                "name": value_map.name,
+                "description": value_map.description,
+                "unmapped": value_map.unmapped,
+                "default_value": value_map.default_value,
+                "entries": {entry.source_value: entry.target_value for entry in value_map.entries.all()},
+            }
+            for value_map in ValueMap.objects.filter(name__in=used).prefetch_related("entries")
+        ],
+        "samples": [
+            {"name": sample.name, "payload": sample.payload}
+            for sample in MappingSample.objects.filter(lineage=mapping_set.lineage).order_by("name")
+        ],
+    }
+
+
+def mapping_set_import(*, data: Any, user: Any = None) -> MappingSet:
+    """Import an exported set as a new draft of the matching lineage here (value maps and samples included).
+
+    All or nothing: a missing system, entity or a rule that does not validate leaves nothing stored.
+    """
+    from connectors.models import ConnectedSystem
+    from governance.models import LegalEntity
+
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise HubValidationError(f"This is not a mapping-set export (expected format {EXPORT_FORMAT!r}).")
+    problems: list[dict[str, str]] = []
+    system = ConnectedSystem.objects.filter(slug=data.get("system")).first()
+    entity = CanonicalEntity.objects.filter(name=data.get("entity")).first()
+    legal_entity = LegalEntity.objects.filter(code=data["legal_entity"]).first() if data.get("legal_entity") else None
+    if system is None:
+        problems.append({"field": "system", "message": f"no connected system with slug {data.get('system')!r} here"})
+    if entity is None:
+        problems.append({"field": "entity", "message": f"no canonical entity {data.get('entity')!r}"})
+    if data.get("legal_entity") and legal_entity is None:
+        problems.append({"field": "legal_entity", "message": f"no legal entity {data['legal_entity']!r} here"})
+    if problems:
+        raise HubValidationError("The export does not fit this installation.", errors=problems)
+    assert system is not None and entity is not None
+    with transaction.atomic():
+        for map_data in data.get("value_maps", []):
+            value_map, _ = ValueMap.objects.update_or_create(
+                name=map_data["name"],
+                defaults={
+                    "description": map_data.get("description", ""),
+                    "unmapped": map_data.get("unmapped", "error"),
+                    "default_value": map_data.get("default_value"),
+                },
+            )
+            for source_value, target_value in map_data.get("entries", {}).items():
+                ValueMapEntry.objects.update_or_create(
+                    value_map=value_map, source_value=source_value, defaults={"target_value": target_value}
+                )
+        lineage = MappingSet.lineage_for(
+            system_id=system.pk,
+            entity_id=entity.pk,
+            direction=data["direction"],
+            legal_entity_id=getattr(legal_entity, "pk", None),
+        )
+        latest = MappingSet.objects.filter(lineage=lineage).order_by("-version").first()
+        if latest is not None and latest.status == MappingStatus.DRAFT:
+            raise HubConflictError(f"{latest} is already a draft here; publish or delete it before importing.")
+        draft = MappingSet(
+            name=data["name"],
+            system=system,
+            entity=entity,
+            direction=data["direction"],
+            legal_entity=legal_entity,
+            notes=data.get("notes", ""),
+            created_by=user,
+            version=(latest.version + 1) if latest else 1,
+        )
+        draft.full_clean()
+        draft._change_reason = f"imported from export of v{data.get('version')}"  # type: ignore[attr-defined]
+        draft.save()
+        for index, rule_data in enumerate(data.get("rules", []), start=1):
+            rule = FieldRule(
+                mapping_set=draft,
+                **{
+                    key: rule_data.get(key)
+                    for key in (
+                        "position",
+                        "target_path",
+                        "source_paths",
+                        "steps",
+                        "required",
+                        "has_default",
+                        "default_value",
+                        "condition",
+                    )
+                },
+                notes=rule_data.get("notes") or "",
+            )
+            try:
+                rule.full_clean()
+            except ValidationError as exc:
+                raise HubValidationError(
+                    f"Rule {index} ({rule_data.get('target_path')}) of the export is not valid here; "
+                    "nothing was imported.",
+                    errors=[
+                        {"field": f"rules[{index - 1}].{field}", "message": " ".join(messages)}
+                        for field, messages in exc.message_dict.items()
+                    ],
+                ) from exc
+            rule._change_reason = "imported"  # type: ignore[attr-defined]
+            rule.save()
+        for sample in data.get("samples", []):
+            MappingSample.objects.update_or_create(
+                lineage=lineage, name=sample["name"], defaults={"payload": sample["payload"], "created_by": user}
+            )
+    return draft

@@ -415,6 +415,7 @@ def _parse_date(params: dict[str, Any], env: CompileEnv) -> Step:
     def parse(value: Any) -> Any:
         if value is MISSING or value is None:
             return value
+        parsed: datetime | None
         if isinstance(value, datetime):
             parsed = value
         elif isinstance(value, date):
@@ -430,6 +431,7 @@ def _parse_date(params: dict[str, Any], env: CompileEnv) -> Step:
                     continue
             if parsed is None:
                 raise TransformError(f"{text!r} matches none of the formats {formats}")
+        assert parsed is not None
         if as_date:
             return parsed.date()
         if parsed.tzinfo is None:
