@@ -1,1 +1,76 @@
-"""Choices of the sandbox app."""
+"""Choices of the sandbox app: the simulated systems, their object types and status words."""
+
+from django.db import models
+
+
+class SandboxSystem(models.TextChoices):
+    CRM = "crm", "CRM (Salesforce-shaped)"
+    PSA = "psa", "PSA (Harvest-shaped)"
+    COLLAB = "collab", "Collaboration (Microsoft Graph-shaped)"
+    ERP = "erp", "ERP (sandbox ERP)"
+
+
+class CrmObject(models.TextChoices):
+    ACCOUNT = "Account"
+    CONTACT = "Contact"
+    OPPORTUNITY = "Opportunity"
+
+
+class PsaObject(models.TextChoices):
+    USER = "users"
+    CLIENT = "clients"
+    PROJECT = "projects"
+    TIME_ENTRY = "time_entries"
+    MILESTONE = "milestones"
+
+
+class CollabObject(models.TextChoices):
+    USER = "users"
+    GROUP = "groups"
+
+
+class ErpObject(models.TextChoices):
+    CLIENT = "clients"
+    PROJECT = "projects"
+    TIME_ENTRY = "time-entries"
+    BILLING_EVENT = "billing-events"
+    INVOICE = "invoices"
+
+
+class ApprovalStatus(models.TextChoices):
+    UNSUBMITTED = "unsubmitted"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ErpProjectStatus(models.TextChoices):
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class ErpInvoiceStatus(models.TextChoices):
+    DRAFT = "draft"
+    POSTED = "posted"
+    PAID = "paid"
+
+
+class TimeoutAction(models.TextChoices):
+    ANSWER = "answer", "Sleep, then answer normally"
+    HANG_UP = "hang_up", "Sleep, then drop the connection without an answer"
+
+
+class AcceptThenFailMode(models.TextChoices):
+    BAD_GATEWAY = "502", "Store the write, answer 502"
+    DROP = "drop", "Store the write, drop the connection"
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+# Event names are constants (STYLE 5).
+EVENT_OPPORTUNITY_CLOSED_WON = "opportunity.closed_won"
+CLOSED_WON = "Closed Won"

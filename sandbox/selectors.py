@@ -1,1 +1,124 @@
-"""Selectors of the sandbox app."""
+"""Selectors of the sandbox app: records, paging, credentials checks and the active fault profile."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
+
+from sandbox.models import SandboxAccessToken, SandboxFaultProfile, SandboxRecord, SandboxSetting
+
+PROFILE_CACHE_SECONDS = 60
+PROFILE_FIELDS = (
+    "system",
+    "generation",
+    "latency_ms",
+    "error_rate",
+    "error_every_nth",
+    "error_status",
+    "seed",
+    "rate_limit_every_nth",
+    "rate_limit_requests",
+    "rate_limit_window_seconds",
+    "retry_after_seconds",
+    "burst_5xx",
+    "timeout_seconds",
+    "timeout_action",
+    "accept_then_fail_every_nth",
+    "accept_then_fail_mode",
+)
+
+
+def profile_cache_key(system: str) -> str:
+    return f"sandbox:faults:{system}:profile"
+
+
+def fault_profile_active(*, system: str) -> dict[str, Any] | None:
+    """The enabled fault profile of `system` as a dict (cached), or None when the system behaves."""
+    key = profile_cache_key(system)
+    cached = cache.get(key)
+    if cached is None:
+        profile = SandboxFaultProfile.objects.filter(system=system, enabled=True).first()
+        cached = (
+            {"enabled": False}
+            if profile is None
+            else {"enabled": True, **{f: getattr(profile, f) for f in PROFILE_FIELDS}}
+        )
+        cache.set(key, cached, PROFILE_CACHE_SECONDS)
+    return cached if cached.get("enabled") else None
+
+
+def sandbox_setting_get(*, system: str) -> SandboxSetting | None:
+    return SandboxSetting.objects.filter(system=system).first()
+
+
+def access_token_is_valid(*, system: str, token: str) -> bool:
+    """Whether `token` was issued by `system`'s token endpoint and has not expired."""
+    if not token:
+        return False
+    return SandboxAccessToken.objects.filter(system=system, token=token, expires_at__gt=timezone.now()).exists()
+
+
+def records(*, system: str, object_type: str, include_deleted: bool = False) -> QuerySet[SandboxRecord]:
+    qs = SandboxRecord.objects.filter(system=system, object_type=object_type)
+    return qs if include_deleted else qs.filter(deleted=False)
+
+
+def record_get(
+    *, system: str, object_type: str, external_id: str, include_deleted: bool = False
+) -> SandboxRecord | None:
+    return (
+        records(system=system, object_type=object_type, include_deleted=include_deleted)
+        .filter(external_id=str(external_id))
+        .first()
+    )
+
+
+def record_by_idempotency_key(*, system: str, object_type: str, key: str) -> SandboxRecord | None:
+    if not key:
+        return None
+    return SandboxRecord.objects.filter(system=system, object_type=object_type, idempotency_key=key).first()
+
+
+def record_by_field(*, system: str, object_type: str, field: str, value: Any) -> SandboxRecord | None:
+    """The live record whose payload has `field` == `value` (an external-id lookup)."""
+    # KeyTransform, not data__<field>: custom field names (External_Id__c) contain Django's lookup separator.
+    qs = records(system=system, object_type=object_type).alias(match=KeyTransform(field, "data"))
+    return qs.filter(match=value).order_by("id").first()
+
+
+def keyset_page(
+    qs: QuerySet[SandboxRecord], *, order_column: str, tiebreak: str, after: tuple[Any, Any] | None, size: int
+) -> tuple[list[SandboxRecord], bool]:
+    """One page of `qs` ordered by (order_column, tiebreak) strictly after `after`; and whether more follow.
+
+    A keyset never skips a record: one changed while a client pages moves behind the cursor and is
+    returned again later (a harmless duplicate), never lost.
+    """
+    qs = qs.order_by(order_column, tiebreak)
+    if after is not None:
+        value, last = after
+        qs = qs.filter(Q(**{f"{order_column}__gt": value}) | Q(**{order_column: value, f"{tiebreak}__gt": last}))
+    rows = list(qs[: size + 1])
+    return rows[:size], len(rows) > size
+
+
+def number_page(qs: QuerySet[SandboxRecord], *, page: int, per_page: int) -> tuple[list[SandboxRecord], int]:
+    """Page `page` (from 1) of `qs` ordered by id, and the total count. Id order keeps pages stable under updates."""
+    total = qs.count()
+    start = (page - 1) * per_page
+    return list(qs.order_by("id")[start : start + per_page]), total
+
+
+def parse_since(value: str) -> datetime | None:
+    """An ISO 8601 timestamp (naive means UTC) or None when empty; ValueError when malformed."""
+    if not value:
+        return None
+    from dateutil.parser import isoparse
+
+    parsed = isoparse(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

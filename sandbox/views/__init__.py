@@ -1,0 +1,1 @@
+"""HTTP faces of the simulated systems: each module speaks one vendor's dialect (paths, auth, errors, paging)."""

@@ -1,0 +1,371 @@
+"""The sandbox ERP: a plain JSON CRUD API for the legal entities that do not run Tryton.
+
+Auth: `X-API-Key: <key>`. Lists take `updated_since` (inclusive), `cursor` (opaque, from `next_cursor`)
+and `limit`, and are ordered by (updated_at, id): a record changed while a client pages moves behind the
+cursor and comes again, never skipped. POST takes an `Idempotency-Key` header: the same key answers the
+same record with 200 instead of 201. Amounts and hours are decimal strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from functools import wraps
+from typing import Any
+
+from dateutil.parser import isoparse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from integrationhub.errors import HubConflictError, HubValidationError
+from sandbox import selectors, services
+from sandbox.choices import ErpInvoiceStatus, ErpObject, ErpProjectStatus, SandboxSystem
+from sandbox.faults import with_faults
+from sandbox.models import SandboxRecord
+from sandbox.views.common import BadRequestBody, json_body
+
+SYSTEM = SandboxSystem.ERP
+MAX_LIMIT = 1000
+API_KEY_HEADER = "X-API-Key"
+
+# field -> kind: str, decimal, int (a reference id), date, list
+FIELDS: dict[str, dict[str, str]] = {
+    ErpObject.CLIENT: {
+        "name": "str",
+        "legal_entity": "str",
+        "currency": "str",
+        "country": "str",
+        "tax_id": "str",
+        "external_ref": "str",
+        "status": "str",
+    },
+    ErpObject.PROJECT: {
+        "client_id": "int",
+        "code": "str",
+        "name": "str",
+        "legal_entity": "str",
+        "currency": "str",
+        "status": "str",
+        "billing_type": "str",
+        "contract_value": "decimal",
+        "starts_on": "date",
+        "ends_on": "date",
+        "external_ref": "str",
+    },
+    ErpObject.TIME_ENTRY: {
+        "project_id": "int",
+        "date": "date",
+        "hours": "decimal",
+        "employee_ref": "str",
+        "role": "str",
+        "cost_code": "str",
+        "bill_rate": "decimal",
+        "cost_rate": "decimal",
+        "currency": "str",
+        "description": "str",
+        "source_ref": "str",
+    },
+    ErpObject.BILLING_EVENT: {
+        "project_id": "int",
+        "date": "date",
+        "amount": "decimal",
+        "currency": "str",
+        "description": "str",
+        "milestone_ref": "str",
+        "source_ref": "str",
+    },
+    ErpObject.INVOICE: {
+        "client_id": "int",
+        "project_id": "int",
+        "currency": "str",
+        "amount": "decimal",
+        "due_date": "date",
+        "status": "str",
+        "lines": "list",
+        "external_ref": "str",
+    },
+}
+REQUIRED = {
+    ErpObject.CLIENT: ["name", "legal_entity"],
+    ErpObject.PROJECT: ["client_id", "name", "legal_entity"],
+    ErpObject.TIME_ENTRY: ["project_id", "date", "hours"],
+    ErpObject.BILLING_EVENT: ["project_id", "amount"],
+    ErpObject.INVOICE: ["client_id", "amount"],
+}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    ErpObject.CLIENT: {"status": "active", "currency": "USD"},
+    ErpObject.PROJECT: {
+        "status": ErpProjectStatus.ACTIVE.value,
+        "currency": "USD",
+        "billing_type": "time_and_materials",
+    },
+    ErpObject.TIME_ENTRY: {"status": "posted", "currency": "USD"},
+    ErpObject.BILLING_EVENT: {"status": "pending", "currency": "USD"},
+    ErpObject.INVOICE: {"status": ErpInvoiceStatus.DRAFT.value, "currency": "USD", "lines": []},
+}
+REFERENCES = {"client_id": ErpObject.CLIENT, "project_id": ErpObject.PROJECT}
+STATUSES = {
+    ErpObject.PROJECT: set(ErpProjectStatus.values),
+    ErpObject.INVOICE: set(ErpInvoiceStatus.values),
+    ErpObject.CLIENT: {"active", "inactive"},
+}
+POSTS_TO_PROJECT = {ErpObject.TIME_ENTRY, ErpObject.BILLING_EVENT}
+
+
+def error(status: int, code: str, detail: str, fields: dict[str, str] | None = None) -> JsonResponse:
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    if fields:
+        body["fields"] = fields
+    return JsonResponse(body, status=status)
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render(record: SandboxRecord) -> dict[str, Any]:
+    return {
+        "id": int(record.external_id),
+        **record.data,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "deleted": record.deleted,
+    }
+
+
+def _clean(object_type: str, data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """Normalized fields, or HubValidationError naming each bad field."""
+    kinds = FIELDS[object_type]
+    problems: dict[str, str] = {name: "Unknown field." for name in data if name not in kinds}
+    cleaned: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = kinds.get(name)
+        if kind is None or value is None:
+            cleaned[name] = value
+            continue
+        if kind == "decimal":
+            try:
+                cleaned[name] = str(Decimal(str(value)).quantize(Decimal("0.01")))
+            except InvalidOperation:
+                problems[name] = "A decimal number is required."
+        elif kind == "int":
+            if isinstance(value, bool) or not str(value).isdigit():
+                problems[name] = "An id (integer) is required."
+            else:
+                cleaned[name] = int(value)
+        elif kind == "date":
+            try:
+                cleaned[name] = datetime.strptime(str(value), "%Y-%m-%d").date().isoformat()
+            except ValueError:
+                problems[name] = "A date YYYY-MM-DD is required."
+        elif kind == "list":
+            if not isinstance(value, list):
+                problems[name] = "A list is required."
+            cleaned[name] = value
+        else:
+            cleaned[name] = str(value)
+    if creating:
+        problems.update(
+            {name: "This field is required." for name in REQUIRED[object_type] if data.get(name) in (None, "")}
+        )
+    for name, target in REFERENCES.items():
+        checkable = name in kinds and cleaned.get(name) is not None and name not in problems
+        if (
+            checkable
+            and not selectors.records(system=SYSTEM, object_type=target).filter(external_id=str(cleaned[name])).exists()
+        ):
+            problems[name] = f"No {target[:-1]} with id {cleaned[name]}."
+    allowed = STATUSES.get(object_type)
+    if "status" in cleaned and allowed and cleaned["status"] not in allowed:
+        problems["status"] = f"One of: {', '.join(sorted(allowed))}."
+    if problems:
+        raise HubValidationError(
+            "Some fields are not valid.", errors=[{"field": k, "message": v} for k, v in problems.items()]
+        )
+    return {**(DEFAULTS[object_type] if creating else {}), **cleaned}
+
+
+def _failure(exc: Exception) -> JsonResponse:
+    if isinstance(exc, HubValidationError):
+        return error(422, "validation_error", exc.detail, {e["field"]: e.get("message", "") for e in exc.errors})
+    if isinstance(exc, HubConflictError):
+        return error(409, "conflict", exc.detail)
+    return error(404, "not_found", str(exc))
+
+
+# --- auth ---------------------------------------------------------------------------------------------
+
+
+def erp_auth(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        supplied = request.headers.get(API_KEY_HEADER, "")
+        expected = services.sandbox_setting_ensure(system=SYSTEM).api_token
+        if not supplied or not expected or not secrets.compare_digest(supplied, expected):
+            return error(401, "unauthorized", f"Missing or invalid {API_KEY_HEADER} header.")
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(with_faults(SYSTEM)(wrapped))
+
+
+@erp_auth
+def whoami(request: HttpRequest) -> HttpResponse:
+    """GET /whoami: proves the base URL and the API key; what a connector's health check should call."""
+    return JsonResponse({"system": SYSTEM, "name": "Sandbox ERP", "api_version": "1"})
+
+
+# --- cursor paging ------------------------------------------------------------------------------------
+
+
+def encode_cursor(record: SandboxRecord) -> str:
+    raw = json.dumps([record.updated_at.isoformat(), record.pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    value, pk = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    return isoparse(value), int(pk)
+
+
+def _list(request: HttpRequest, object_type: str) -> HttpResponse:
+    try:
+        since = selectors.parse_since(request.GET.get("updated_since", ""))
+        after = decode_cursor(request.GET["cursor"]) if request.GET.get("cursor") else None
+        default = services.sandbox_setting_ensure(system=SYSTEM).page_size
+        limit = max(1, min(MAX_LIMIT, int(request.GET.get("limit", default))))
+    except (ValueError, TypeError):
+        return error(400, "bad_request", "updated_since, cursor or limit is not valid.")
+    include_deleted = request.GET.get("include_deleted", "").lower() == "true"
+    qs = selectors.records(system=SYSTEM, object_type=object_type, include_deleted=include_deleted)
+    if since is not None:
+        qs = qs.filter(updated_at__gte=since)
+    for name in ("status", "external_ref", "legal_entity", "code", "source_ref"):
+        if request.GET.get(name) and name in FIELDS[object_type]:
+            qs = qs.filter(**{f"data__{name}": request.GET[name]})
+    for name in ("client_id", "project_id"):
+        if request.GET.get(name, "").isdigit() and name in FIELDS[object_type]:
+            qs = qs.filter(**{f"data__{name}": int(request.GET[name])})
+    if request.GET.get("idempotency_key"):
+        qs = qs.filter(idempotency_key=request.GET["idempotency_key"])
+    rows, more = selectors.keyset_page(qs, order_column="updated_at", tiebreak="id", after=after, size=limit)
+    return JsonResponse(
+        {
+            "results": [render(row) for row in rows],
+            "next_cursor": encode_cursor(rows[-1]) if rows else request.GET.get("cursor") or None,
+            "has_more": more,
+        }
+    )
+
+
+# --- writes -------------------------------------------------------------------------------------------
+
+
+def _create(request: HttpRequest, object_type: str) -> HttpResponse:
+    try:
+        data = json_body(request)
+    except BadRequestBody as exc:
+        return error(400, "bad_request", str(exc))
+    key = request.headers.get("Idempotency-Key", "") or str(data.pop("idempotency_key", "") or "")
+    existing = selectors.record_by_idempotency_key(system=SYSTEM, object_type=object_type, key=key)
+    if existing is not None:
+        return JsonResponse(render(existing), status=200)
+    try:
+        cleaned = _clean(object_type, data, creating=True)
+        if object_type in POSTS_TO_PROJECT:
+            services.erp_project_require_active(project_id=cleaned["project_id"])
+    except (HubValidationError, HubConflictError) as exc:
+        return _failure(exc)
+    if object_type == ErpObject.TIME_ENTRY and cleaned.get("bill_rate"):
+        cleaned["amount"] = str((Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01")))
+    record, created = services.record_create(system=SYSTEM, object_type=object_type, data=cleaned, idempotency_key=key)
+    if created and object_type == ErpObject.INVOICE:
+        record = services.record_update(record=record, changes={"number": f"INV-{int(record.external_id):06d}"})
+    return JsonResponse(render(record), status=201 if created else 200)
+
+
+def _update(request: HttpRequest, record: SandboxRecord) -> HttpResponse:
+    try:
+        data = json_body(request)
+        status = data.pop("status", None) if record.object_type == ErpObject.INVOICE else None
+        cleaned = _clean(record.object_type, data, creating=False)
+        if record.object_type == ErpObject.INVOICE and record.data.get("status") != ErpInvoiceStatus.DRAFT and cleaned:
+            raise HubConflictError(f"Invoice is {record.data.get('status')}; only a draft can be edited.")
+        if record.object_type in POSTS_TO_PROJECT:
+            raise HubConflictError("A posted entry cannot be edited; reverse it and post a new one.")
+        record = services.record_update(record=record, changes=cleaned)
+        if status is not None:
+            _clean(record.object_type, {"status": status}, creating=False)
+            record = services.erp_invoice_transition(record=record, status=status)
+    except BadRequestBody as exc:
+        return error(400, "bad_request", str(exc))
+    except (HubValidationError, HubConflictError) as exc:
+        return _failure(exc)
+    return JsonResponse(render(record))
+
+
+def collection(object_type: str) -> Callable[[HttpRequest], HttpResponse]:
+    @erp_auth
+    def view(request: HttpRequest) -> HttpResponse:
+        if request.method == "GET":
+            return _list(request, object_type)
+        if request.method == "POST":
+            return _create(request, object_type)
+        return error(405, "method_not_allowed", f"{request.method} is not allowed here.")
+
+    return view
+
+
+def detail(object_type: str) -> Callable[..., HttpResponse]:
+    @erp_auth
+    def view(request: HttpRequest, record_id: int) -> HttpResponse:
+        record = selectors.record_get(system=SYSTEM, object_type=object_type, external_id=str(record_id))
+        if record is None:
+            return error(404, "not_found", f"No {object_type} record with id {record_id}.")
+        if request.method == "GET":
+            return JsonResponse(render(record))
+        if request.method == "PATCH":
+            return _update(request, record)
+        if request.method == "DELETE":
+            if object_type == ErpObject.INVOICE and record.data.get("status") != ErpInvoiceStatus.DRAFT:
+                return error(409, "conflict", "Only a draft invoice can be deleted.")
+            if object_type in POSTS_TO_PROJECT:
+                return error(409, "conflict", "A posted entry cannot be deleted; reverse it.")
+            services.record_delete(record=record)
+            return HttpResponse(status=204)
+        return error(405, "method_not_allowed", f"{request.method} is not allowed here.")
+
+    return view
+
+
+def _invoice_action(status: str) -> Callable[..., HttpResponse]:
+    @erp_auth
+    def view(request: HttpRequest, record_id: int) -> HttpResponse:
+        record = selectors.record_get(system=SYSTEM, object_type=ErpObject.INVOICE, external_id=str(record_id))
+        if record is None or request.method != "POST":
+            return error(404, "not_found", f"No invoice with id {record_id}.")
+        try:
+            return JsonResponse(render(services.erp_invoice_transition(record=record, status=status)))
+        except HubConflictError as exc:
+            return _failure(exc)
+
+    return view
+
+
+invoice_post = _invoice_action(ErpInvoiceStatus.POSTED)
+invoice_pay = _invoice_action(ErpInvoiceStatus.PAID)
+
+
+@erp_auth
+def time_entry_reverse(request: HttpRequest, record_id: int) -> HttpResponse:
+    """POST time-entries/<id>/reverse: a negative entry cancels the original (idempotent: once per entry)."""
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "Use POST.")
+    try:
+        reversal, created = services.erp_time_entry_reverse(external_id=str(record_id))
+    except services.HubNotFoundError as exc:
+        return error(404, "not_found", exc.detail)
+    return JsonResponse(render(reversal), status=201 if created else 200)
