@@ -100,7 +100,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "role": "crm",
             "connector_type": "salesforce_crm",
             "base_url": f"{DEMO_BASE_URL}/sandbox/crm",
-            "settings": {"api_version": "v60.0", "external_id_field": "Hub_Id__c"},
+            "settings": {"api_version": "v60.0", "external_id_field": "Hub_Id__c", "health_path": "/whoami"},
             "entities": ["US01", "UK01", "DE01"],
         },
         {
@@ -109,7 +109,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "role": "psa",
             "connector_type": "harvest_psa",
             "base_url": f"{DEMO_BASE_URL}/sandbox/psa/v2",
-            "settings": {"account_id": "100200"},
+            "settings": {"account_id": "424242", "health_path": "/users/me"},
             "entities": ["US01", "UK01", "DE01"],
         },
         {
@@ -118,7 +118,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "role": "collaboration",
             "connector_type": "collaboration_suite",
             "base_url": f"{DEMO_BASE_URL}/sandbox/collab/v1.0",
-            "settings": {"auth_mode": "bearer"},
+            "settings": {"auth_mode": "bearer", "health_path": "/organization"},
             "entities": ["US01", "UK01", "DE01"],
         },
         {
@@ -136,7 +136,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "role": "erp",
             "connector_type": "sandbox_erp",
             "base_url": f"{DEMO_BASE_URL}/sandbox/erp/api",
-            "settings": {"company_code": "US01"},
+            "settings": {"company_code": "US01", "health_path": "/clients"},
             "entities": ["US01"],
         },
         {
@@ -145,7 +145,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "role": "erp",
             "connector_type": "sandbox_erp",
             "base_url": f"{DEMO_BASE_URL}/sandbox/erp/api",
-            "settings": {"company_code": "DE01"},
+            "settings": {"company_code": "DE01", "health_path": "/clients"},
             "entities": ["DE01"],
         },
         {
@@ -187,6 +187,30 @@ def local_tryton_credentials() -> dict[str, Any] | None:
     return {"user": "hub", "password": (folder / "hub.pass").read_text().strip(), "company_id": ids["company"]}
 
 
+CLOSED_WON_WEBHOOK = f"{DEMO_BASE_URL}/api/v1/inbound/crm/opportunity.closed_won/"
+
+
+def _demo_sandbox_secrets(systems: dict[str, Any]) -> None:
+    """Seed the sandbox systems and give the hub their demo credentials (and the CRM's webhook secret)."""
+    from connectors.services import connected_system_set_secrets
+    from sandbox.services import sandbox_demo_seed
+
+    seeded = sandbox_demo_seed(webhook_url=CLOSED_WON_WEBHOOK)
+    secrets = {
+        "crm": {
+            "credentials": {"client_id": seeded["crm"]["client_id"], "client_secret": seeded["crm"]["client_secret"]},
+            "webhook_secret": seeded["crm"]["webhook_secret"],
+        },
+        "psa": {"credentials": {"access_token": seeded["psa"]["api_token"]}},
+        "collab": {"credentials": {"bearer_token": seeded["collab"]["api_token"]}},
+        "erp-us": {"credentials": {"api_key": seeded["erp"]["api_token"]}},
+        "erp-de": {"credentials": {"api_key": seeded["erp"]["api_token"]}},
+    }
+    for slug, values in secrets.items():
+        if not systems[slug].has_credentials:
+            connected_system_set_secrets(system=systems[slug], reason="demo: sandbox credentials", **values)
+
+
 def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
     from connectors.models import ConnectedSystem
     from connectors.services import connected_system_create, connected_system_set_secrets
@@ -204,6 +228,7 @@ def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
             reason=DEMO_REASON,
         )
         systems[spec["slug"]] = system
+    _demo_sandbox_secrets(systems)
     tryton = local_tryton_credentials()
     if tryton and not systems["erp-uk"].has_credentials:
         connected_system_set_secrets(

@@ -19,6 +19,10 @@ def test_demo_setup_builds_the_firm_once_and_logs_in_every_role(db):
     assert OwnershipRule.objects.count() == 5
     assert SyncPolicy.objects.count() == 5
     assert "rate cards created: 0" in again.summary[-1]
+    # and the sandbox systems carry the demo credentials the sandboxes were seeded with
+    crm = ConnectedSystem.objects.get(slug="crm")
+    assert crm.has_credentials and crm.has_webhook_secret
+    assert ConnectedSystem.objects.get(slug="erp-us").credentials == {"api_key": "sandbox-erp-demo-key"}
 
     # and the client override beats the entity default for its client only
     uk = LegalEntity.objects.get(code="UK01")
