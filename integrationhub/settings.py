@@ -197,4 +197,6 @@ LOGGING = {
 }
 
 # --- Hub ------------------------------------------------------------------------------------------
+# Lets scripts switch the sandbox systems' fault injection without a staff session (empty: staff only).
+SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
