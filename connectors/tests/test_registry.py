@@ -40,13 +40,20 @@ def test_builtin_connectors_are_registered_with_valid_parameter_schemas():
     # given the registry after start-up
     # when the specs are listed
     specs = {spec.name: spec for spec in registry.specs()}
-    # then every built-in type is there, offers health_check only and has a valid schema
+    # then every built-in type is there, offers at least health_check and has a valid schema
     assert set(specs) >= BUILTIN
     for spec in specs.values():
         Draft202012Validator.check_schema(spec.parameter_schema)
-        assert spec.capabilities == frozenset({"health_check"})
+        assert "health_check" in spec.capabilities
         assert not set(spec.sensitive_parameters) & set(spec.parameter_schema.get("properties", {}))
     assert specs["tryton_erp"].sensitive_parameters == frozenset({"user", "password"})
+
+
+def test_tryton_type_is_the_full_json_rpc_connector():
+    from connectors.tryton import TrytonConnector
+
+    assert registry.get("tryton_erp") is TrytonConnector
+    assert {"upsert", "find", "fetch_changes", "void"} <= TrytonConnector.capabilities
 
 
 def test_registry_is_frozen_after_startup():
