@@ -10,7 +10,7 @@ from connectors.models import ConnectedSystem
 from connectors.services import connected_system_test_connection
 
 
-@shared_task(name="connectors.connected_system_test_connection_task", queue="housekeeping")
+@shared_task(name="connectors.connected_system_test_connection_task")
 def connected_system_test_connection_task(system_id: int) -> dict[str, Any] | None:
     """Test a system's connection in the background (read-only, so safe to run twice)."""
     system = ConnectedSystem.objects.filter(pk=system_id).first()

@@ -10,7 +10,7 @@ from celery import shared_task
 from governance import services
 
 
-@shared_task(name="governance.tasks.sync_policy_run_task", queue="housekeeping", ignore_result=True)
+@shared_task(name="governance.tasks.sync_policy_run_task", ignore_result=True)
 def sync_policy_run_task(policy_id: int) -> dict[str, Any]:
     """Run a scheduled sync policy's flow (started by beat from the policy's PeriodicTask)."""
     result = services.sync_policy_run(policy_id=policy_id)

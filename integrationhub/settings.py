@@ -174,6 +174,12 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_DB_REUSE_MAX = 1000
 HUB_QUEUES = ("inbound", "delivery", "replay", "housekeeping")
 CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in HUB_QUEUES)
+# Tasks that are not routed here (or given a queue when enqueued) run on housekeeping.
+CELERY_TASK_ROUTES = {
+    "governance.tasks.*": {"queue": "housekeeping"},
+    "connectors.*": {"queue": "housekeeping"},
+    "sandbox.*": {"queue": "delivery"},
+}
 CELERY_TASK_DEFAULT_QUEUE = "housekeeping"
 CELERY_TASK_DEFAULT_EXCHANGE = "housekeeping"
 CELERY_TASK_DEFAULT_ROUTING_KEY = "housekeeping"
