@@ -196,7 +196,7 @@ def _demo_sandbox_secrets(systems: dict[str, Any]) -> None:
     from sandbox.services import sandbox_demo_seed
 
     seeded = sandbox_demo_seed(webhook_url=CLOSED_WON_WEBHOOK)
-    secrets = {
+    secrets: dict[str, dict[str, Any]] = {
         "crm": {
             "credentials": {"client_id": seeded["crm"]["client_id"], "client_secret": seeded["crm"]["client_secret"]},
             "webhook_secret": seeded["crm"]["webhook_secret"],

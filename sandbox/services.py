@@ -48,9 +48,14 @@ logger = logging.getLogger(__name__)
 
 REASON_MAX_LENGTH = 100
 WEBHOOK_TIMEOUT_SECONDS = 10.0
-SALESFORCE_PREFIXES = {CrmObject.ACCOUNT: "001", CrmObject.CONTACT: "003", CrmObject.OPPORTUNITY: "006"}
+SALESFORCE_PREFIXES: dict[str, str] = {CrmObject.ACCOUNT: "001", CrmObject.CONTACT: "003", CrmObject.OPPORTUNITY: "006"}
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
-DEFAULT_PAGE_SIZES = {SandboxSystem.CRM: 200, SandboxSystem.PSA: 100, SandboxSystem.COLLAB: 100, SandboxSystem.ERP: 100}
+DEFAULT_PAGE_SIZES: dict[str, int] = {
+    SandboxSystem.CRM: 200,
+    SandboxSystem.PSA: 100,
+    SandboxSystem.COLLAB: 100,
+    SandboxSystem.ERP: 100,
+}
 
 
 class SandboxAuthError(HubError):
@@ -655,7 +660,7 @@ def sandbox_demo_seed(*, webhook_url: str = "") -> dict[str, dict[str, str]]:
             "external_reference": "OPP-2001",
         },
     )
-    for number, (name, amount, status, accepted) in enumerate(
+    for number, (name, milestone_amount, status, accepted) in enumerate(
         (("Discovery complete", 25000.0, "completed", True), ("MVP live", 75000.0, "open", False)), start=1
     ):
         _demo(
@@ -666,7 +671,7 @@ def sandbox_demo_seed(*, webhook_url: str = "") -> dict[str, dict[str, str]]:
                 "project_id": int(project.external_id),
                 "name": name,
                 "due_date": (today + timedelta(days=30 * number)).isoformat(),
-                "amount": amount,
+                "amount": milestone_amount,
                 "currency": "USD",
                 "status": status,
                 "client_accepted": accepted,
@@ -777,7 +782,7 @@ def sandbox_demo_seed(*, webhook_url: str = "") -> dict[str, dict[str, str]]:
             "contract_value": "40000.00",
         },
     )
-    for number, (status, amount) in enumerate(
+    for number, (status, invoice_amount) in enumerate(
         (
             (ErpInvoiceStatus.PAID, "40000.00"),
             (ErpInvoiceStatus.POSTED, "25000.00"),
@@ -793,10 +798,10 @@ def sandbox_demo_seed(*, webhook_url: str = "") -> dict[str, dict[str, str]]:
                 "client_id": northwind,
                 "project_id": int(active.external_id),
                 "currency": "USD",
-                "amount": amount,
+                "amount": invoice_amount,
                 "status": status.value,
                 "number": f"INV-DEMO-{number:03d}",
-                "lines": [{"description": "Professional services", "amount": amount}],
+                "lines": [{"description": "Professional services", "amount": invoice_amount}],
             },
         )
     return credentials
