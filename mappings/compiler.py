@@ -338,26 +338,36 @@ class CompiledMapping:
         self.rules = [_CompiledRule(rule, self.env) for rule in spec.rules]
         self.validator = Draft202012Validator(dict(spec.output_schema)) if spec.output_schema else None
         self._rule_by_target = {rule.target: rule for rule in self.rules}
-        # Plain renames of a top-level key to a top-level key (the bulk of most mappings) run in a tight
-        # loop of dict lookups; other one-source rules get a specialised closure; the rest the general path.
-        self._renames: list[tuple[str, str]] = []
+        # Plain copies (one or two key levels in, one or two key levels out, nothing else: the bulk of
+        # most mappings) run inline in a tight loop of dict lookups; other rules with plain sources get a
+        # specialised closure; conditions and wildcards take the general path.
+        self._copies: list[tuple[str, str | None, str, str | None]] = []
         self._appliers: list[Applier] = []
         for compiled, spec_rule in zip(self.rules, spec.rules, strict=True):
             source_tokens = parse_path(spec_rule.sources[0])
             plain_sources = not any(has_wildcard(parse_path(source)) for source in spec_rule.sources)
             one_plain_source = len(spec_rule.sources) == 1 and plain_sources and not compiled.multi
+            target_tokens = parse_path(spec_rule.target)
             if (
                 one_plain_source
                 and not spec_rule.steps
-                and len(source_tokens) == 1
+                and len(source_tokens) <= 2
+                and all(isinstance(token, str) for token in source_tokens)
                 and spec_rule.condition is None
                 and not spec_rule.required
                 and spec_rule.default is MISSING
-                and len(parse_path(spec_rule.target)) == 1
+                and len(target_tokens) <= 2
+                and all(isinstance(token, str) for token in target_tokens)
             ):
-                self._renames.append((str(source_tokens[0]), spec_rule.target))
-            elif plain_sources and spec_rule.condition is None and not has_wildcard(parse_path(spec_rule.target)):
-                target_tokens = parse_path(spec_rule.target)
+                self._copies.append(
+                    (
+                        str(source_tokens[0]),
+                        str(source_tokens[1]) if len(source_tokens) == 2 else None,
+                        str(target_tokens[0]),
+                        str(target_tokens[1]) if len(target_tokens) == 2 else None,
+                    )
+                )
+            elif plain_sources and spec_rule.condition is None and not has_wildcard(target_tokens):
                 self._appliers.append(
                     compiled.fast_applier(
                         source_key=str(source_tokens[0]) if one_plain_source and len(source_tokens) == 1 else None,
@@ -373,10 +383,20 @@ class CompiledMapping:
         output: dict[str, Any] = {}
         errors: list[FieldError] = []
         get = record.get
-        for source, target in self._renames:
+        for source, inner, target, leaf in self._copies:
             value = get(source, MISSING)
-            if value is not MISSING:
-                output[target] = value  # records come from JSON, so the value is JSON already
+            if inner is not None:
+                value = value.get(inner, MISSING) if value.__class__ is dict else MISSING
+            if value is MISSING:
+                continue
+            # Records come from JSON, so the value is JSON already.
+            if leaf is None:
+                output[target] = value
+            else:
+                parent = output.get(target)
+                if parent.__class__ is not dict:
+                    parent = output[target] = {}
+                parent[leaf] = value
         for apply in self._appliers:
             apply(record, output, errors)
         if self.validator is not None and not errors:
