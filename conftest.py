@@ -55,8 +55,12 @@ def client_as(make_role_user) -> Callable[[str], Client]:
 
 
 @pytest.fixture(scope="session")
-def live_celery_worker():
-    """A real Celery worker process on every hub queue, using this suite's broker settings; stopped at the end."""
+def live_celery_worker_db(django_db_setup, django_db_blocker):
+    """A real Celery worker process on every hub queue that uses this suite's test database (for tests marked
+    django_db(transaction=True), whose rows are committed), with the tests-only connector types registered.
+
+    One worker per session: two would compete for the same queues.
+    """
     import os
     import signal
     import subprocess
@@ -69,8 +73,28 @@ def live_celery_worker():
 
     from integrationhub.celery import app
 
-    hostname = f"test-{uuid.uuid4().hex[:8]}@%h"
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database_url = f"sqlite:///{database['NAME']}"
+    else:
+        # The test runner renamed NAME to the test database in place.
+        user = database.get("USER") or ""
+        password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
+        auth = f"{user}{password}@" if user else ""
+        host = database.get("HOST") or "127.0.0.1"
+        port = f":{database['PORT']}" if database.get("PORT") else ""
+        database_url = f"postgres://{auth}{host}{port}/{database['NAME']}"
+    hostname = f"testdb-{uuid.uuid4().hex[:8]}@%h"
     celery_bin = Path(sys.executable).with_name("celery")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "integrationhub.settings",
+        "DATABASE_URL": database_url,
+        "HUB_TEST_CONNECTORS": "1",
+        # Short breaker periods so the circuit tests run in seconds.
+        "HUB_CIRCUIT_FAILURE_THRESHOLD": os.environ.get("HUB_CIRCUIT_FAILURE_THRESHOLD", "3"),
+        "HUB_CIRCUIT_OPEN_SECONDS": os.environ.get("HUB_CIRCUIT_OPEN_SECONDS", "2"),
+    }
     process = subprocess.Popen(
         [
             str(celery_bin),
@@ -80,13 +104,13 @@ def live_celery_worker():
             "--queues",
             ",".join(settings.HUB_QUEUES),
             "--concurrency",
-            "1",
+            "2",
             "--hostname",
             hostname,
             "--loglevel",
             "WARNING",
         ],
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "integrationhub.settings"},
+        env=env,
         start_new_session=True,
     )
     expected = hostname.replace("%h", "")
@@ -107,3 +131,9 @@ def live_celery_worker():
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_celery_worker(live_celery_worker_db):
+    """The session's real worker, for tests that only need one to answer (health, pings)."""
+    return live_celery_worker_db

@@ -1,1 +1,34 @@
-"""Choices of the exception_queue app."""
+"""Status words and fixed vocabularies of the exception_queue app."""
+
+from django.db import models
+
+
+class ExceptionCategory(models.TextChoices):
+    VALIDATION = "validation", "Validation"
+    POLICY = "policy", "Policy rule"
+    OWNERSHIP_CONFLICT = "ownership_conflict", "Ownership conflict"
+    DUPLICATE_SUSPECT = "duplicate_suspect", "Duplicate suspect"
+    TARGET_REJECTED = "target_rejected", "Rejected by the target"
+    DEAD_LETTER = "dead_letter", "Dead letter"
+    APPROVAL_REQUIRED = "approval_required", "Approval required"
+
+
+class ExceptionState(models.TextChoices):
+    OPEN = "open", "Open"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    REPLAYED = "replayed", "Replayed"
+    RESOLVED = "resolved", "Resolved"
+
+
+class DecisionAction(models.TextChoices):
+    REPLAY = "replay", "Replay"
+    FIX_AND_REPLAY = "fix_and_replay", "Edit the payload and replay"
+    APPROVE = "approve", "Approve"
+    REJECT = "reject", "Reject"
+    RESOLVE = "resolve", "Resolve"
+
+
+class ReplayMapping(models.TextChoices):
+    ORIGINAL = "original", "The mapping version the message was first mapped with"
+    CURRENT = "current", "The mapping version published now"

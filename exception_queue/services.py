@@ -1,1 +1,258 @@
-"""Services of the exception_queue app."""
+"""Exception-queue actions: open an item, replay, edit and replay, approve, reject, bulk replay.
+
+Every action by a person writes one Decision row (who, when, why, and the payload diff for edits) and
+then calls one sync service; the engine does the work, this module only decides and records.
+"""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import QuerySet
+
+from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState, ReplayMapping
+from exception_queue.models import Decision, ExceptionItem
+from integrationhub.errors import HubConflictError, HubValidationError
+
+if TYPE_CHECKING:
+    from sync.models import Message
+
+PERM_DECIDE = "exception_queue.decide_exceptionitem"
+PERM_FIX = "exception_queue.fix_exceptionitem"
+PERM_REPLAY_MESSAGE = "sync.change_message"
+
+
+def exception_item_open(
+    *,
+    category: str,
+    reason: str,
+    message: Message | None = None,
+    delivery: Any = None,
+    system: Any = None,
+    legal_entity: Any = None,
+    payload_snapshot: Any = None,
+    failed_rules: list[dict[str, Any]] | None = None,
+    suggested_action: str = "",
+    amount: Decimal | None = None,
+    currency: str = "",
+    required_approvals: int = 1,
+) -> ExceptionItem:
+    """Open an item for work that needs a person; an open item of the same message, delivery and category
+    is updated instead, so a repeated failure never floods the queue."""
+    existing = None
+    if message is not None:
+        existing = (
+            ExceptionItem.objects.select_for_update()
+            .filter(message=message, delivery=delivery, category=category, state=ExceptionState.OPEN)
+            .first()
+        )
+    item = existing or ExceptionItem(category=category, message=message, delivery=delivery)
+    item.reason = reason[:4000]
+    item.system = system
+    item.legal_entity = legal_entity
+    item.payload_snapshot = payload_snapshot
+    item.failed_rules = failed_rules or []
+    item.suggested_action = suggested_action
+    item.amount = amount
+    item.currency = currency[:3]
+    item.required_approvals = required_approvals
+    item.full_clean(exclude=["message", "delivery", "system", "legal_entity"])
+    item.save()
+    return item
+
+
+def _require(user: Any, permission: str) -> None:
+    if user is None or not user.has_perm(permission):
+        raise PermissionDenied(f"This action needs the permission {permission}.")
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise HubValidationError(
+            "Give a reason for the decision; auditors read it next to the action.",
+            errors=[{"field": "reason", "message": "This field is required."}],
+        )
+    return reason
+
+
+def _locked_open(item: ExceptionItem) -> ExceptionItem:
+    item = ExceptionItem.objects.select_for_update(of=("self",)).select_related("message").get(pk=item.pk)
+    if item.state != ExceptionState.OPEN:
+        raise HubConflictError(
+            f"Exception item #{item.pk} is already {item.state}.", hint="Reload the queue; someone acted on it."
+        )
+    return item
+
+
+def payload_diff(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:
+    """The changes from `before` to `after` as [{path, before, after}], walking nested objects."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        changes: list[dict[str, Any]] = []
+        for key in sorted(set(before) | set(after), key=str):
+            child = f"{path}.{key}" if path else str(key)
+            if key not in before:
+                changes.append({"path": child, "before": None, "after": after[key], "change": "added"})
+            elif key not in after:
+                changes.append({"path": child, "before": before[key], "after": None, "change": "removed"})
+            else:
+                changes.extend(payload_diff(before[key], after[key], child))
+        return changes
+    if before != after:
+        return [{"path": path or "(record)", "before": before, "after": after, "change": "changed"}]
+    return []
+
+
+@transaction.atomic
+def exception_item_replay(
+    *, item: ExceptionItem, user: Any, reason: str, mapping: str = ReplayMapping.ORIGINAL
+) -> ExceptionItem:
+    """Replay the item's message unchanged, with the original or the current mapping version."""
+    from sync.services import message_replay
+
+    _require(user, PERM_FIX)
+    reason = _require_reason(reason)
+    item = _locked_open(item)
+    if item.message is None:
+        raise HubConflictError(f"Exception item #{item.pk} has no message to replay.")
+    if item.category == ExceptionCategory.APPROVAL_REQUIRED:
+        raise HubConflictError("An item awaiting approval is approved or rejected, not replayed.")
+    Decision.objects.create(item=item, message=item.message, action=DecisionAction.REPLAY, user=user, reason=reason)
+    item.state = ExceptionState.REPLAYED
+    item.save(update_fields=["state", "updated_at"])
+    message_replay(message=item.message, use_original_mapping=mapping == ReplayMapping.ORIGINAL)
+    return item
+
+
+@transaction.atomic
+def exception_item_fix_and_replay(
+    *, item: ExceptionItem, user: Any, reason: str, payload: dict[str, Any]
+) -> ExceptionItem:
+    """Replace the payload a person corrected (canonical if the message was mapped, else raw), record the
+    diff, and replay from the first stage that reads it."""
+    from sync.services import message_replay
+
+    _require(user, PERM_FIX)
+    reason = _require_reason(reason)
+    if not isinstance(payload, dict):
+        raise HubValidationError("The corrected payload must be a JSON object.")
+    item = _locked_open(item)
+    message = item.message
+    if message is None:
+        raise HubConflictError(f"Exception item #{item.pk} has no message to replay.")
+    edit_canonical = message.canonical_payload is not None
+    before = message.canonical_payload if edit_canonical else message.raw_payload
+    diff = payload_diff(before, payload)
+    if not diff:
+        raise HubValidationError("The payload is unchanged; use Replay to run it again as it is.")
+    Decision.objects.create(
+        item=item, message=message, action=DecisionAction.FIX_AND_REPLAY, user=user, reason=reason, payload_diff=diff
+    )
+    item.state = ExceptionState.REPLAYED
+    item.save(update_fields=["state", "updated_at"])
+    if edit_canonical:
+        message_replay(message=message, use_original_mapping=True, canonical_payload=payload)
+    else:
+        message_replay(message=message, use_original_mapping=False, raw_payload=payload)
+    return item
+
+
+@transaction.atomic
+def exception_item_approve(*, item: ExceptionItem, user: Any, reason: str) -> ExceptionItem:
+    """Approve a held item; above the second threshold a second, different approver completes the approval."""
+    from sync.services import message_release
+
+    _require(user, PERM_DECIDE)
+    reason = _require_reason(reason)
+    item = _locked_open(item)
+    if item.category != ExceptionCategory.APPROVAL_REQUIRED:
+        raise HubConflictError(
+            f"Exception item #{item.pk} is a {item.category} item; only approval items are approved.",
+            hint="Replay, fix and replay, or reject it instead.",
+        )
+    approvers = set(item.decisions.filter(action=DecisionAction.APPROVE).values_list("user_id", flat=True))
+    if user.pk in approvers:
+        raise HubConflictError(
+            "You already approved this item; a second, different approver must complete it.",
+            hint="Ask another finance approver to review it.",
+        )
+    Decision.objects.create(item=item, message=item.message, action=DecisionAction.APPROVE, user=user, reason=reason)
+    if len(approvers) + 1 >= item.required_approvals:
+        item.state = ExceptionState.APPROVED
+        item.save(update_fields=["state", "updated_at"])
+        if item.message is not None:
+            message_release(message=item.message)
+    return item
+
+
+@transaction.atomic
+def exception_item_reject(*, item: ExceptionItem, user: Any, reason: str) -> ExceptionItem:
+    """Reject an item with a reason: its message stops for good (it can still be replayed by an admin)."""
+    from sync.services import message_reject
+
+    _require(user, PERM_DECIDE)
+    reason = _require_reason(reason)
+    item = _locked_open(item)
+    Decision.objects.create(item=item, message=item.message, action=DecisionAction.REJECT, user=user, reason=reason)
+    item.state = ExceptionState.REJECTED
+    item.save(update_fields=["state", "updated_at"])
+    if item.message is not None:
+        message_reject(message=item.message, reason=reason)
+    return item
+
+
+def exception_items_bulk_replay(
+    *,
+    user: Any,
+    reason: str,
+    category: str | None = None,
+    system_id: int | None = None,
+    legal_entity_id: int | None = None,
+    created_after: datetime.datetime | None = None,
+    created_before: datetime.datetime | None = None,
+    limit: int = 500,
+    mapping: str = ReplayMapping.ORIGINAL,
+) -> int:
+    """Replay every open item matching the filter (at most `limit`), one Decision each; returns the count."""
+    from exception_queue.selectors import exception_item_list
+
+    _require(user, PERM_FIX)
+    reason = _require_reason(reason)
+    items: QuerySet[ExceptionItem] = exception_item_list(
+        state=ExceptionState.OPEN,
+        category=category,
+        system_id=system_id,
+        legal_entity_id=legal_entity_id,
+        created_after=created_after,
+        created_before=created_before,
+    ).exclude(category=ExceptionCategory.APPROVAL_REQUIRED)
+    count = 0
+    for item in items.filter(message__isnull=False)[:limit]:
+        try:
+            exception_item_replay(item=item, user=user, reason=reason, mapping=mapping)
+        except HubConflictError:
+            continue  # acted on concurrently; the other action stands
+        count += 1
+    return count
+
+
+@transaction.atomic
+def message_replay_request(
+    *, message: Message, user: Any, reason: str, mapping: str = ReplayMapping.ORIGINAL
+) -> Decision:
+    """An integration admin replays any message (delivered, failed or dead); audited as a Decision. Open
+    items of the message are marked replayed. A delivered message is looked up at the target first."""
+    from sync.services import message_replay
+
+    _require(user, PERM_REPLAY_MESSAGE)
+    reason = _require_reason(reason)
+    decision = Decision.objects.create(message=message, action=DecisionAction.REPLAY, user=user, reason=reason)
+    ExceptionItem.objects.filter(message=message, state=ExceptionState.OPEN).exclude(
+        category=ExceptionCategory.APPROVAL_REQUIRED
+    ).update(state=ExceptionState.REPLAYED)
+    message_replay(message=message, use_original_mapping=mapping == ReplayMapping.ORIGINAL)
+    return decision

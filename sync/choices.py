@@ -1,1 +1,56 @@
-"""Choices of the sync app."""
+"""Status words and fixed vocabularies of the sync app."""
+
+from django.db import models
+
+
+class MessageDirection(models.TextChoices):
+    INBOUND = "inbound", "Inbound (from a source system)"
+    OUTBOUND = "outbound", "Outbound (emitted by the hub)"
+
+
+class MessageStatus(models.TextChoices):
+    RECEIVED = "received", "Received"
+    MAPPED = "mapped", "Mapped to canonical"
+    VALIDATED = "validated", "Validated"
+    HELD = "held", "Held for approval"
+    QUEUED = "queued", "Queued for delivery"
+    DELIVERING = "delivering", "Delivering"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (needs a person)"
+    DEAD = "dead", "Dead letter"
+    SKIPPED_STALE = "skipped_stale", "Skipped: older than the last applied update"
+
+
+# Once a message is in one of these, the pipeline leaves it alone until a person replays it.
+MESSAGE_FINAL_STATUSES = frozenset(
+    {MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.DEAD, MessageStatus.SKIPPED_STALE}
+)
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    HELD = "held", "Held (target paused or circuit open)"
+    DELIVERING = "delivering", "Delivering"
+    RETRYING = "retrying", "Waiting to retry"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Rejected by the target"
+    DEAD = "dead", "Dead letter (retries exhausted)"
+    SKIPPED_STALE = "skipped_stale", "Skipped: older than the last applied update"
+
+
+DELIVERY_OPEN_STATUSES = frozenset(
+    {DeliveryStatus.PENDING, DeliveryStatus.HELD, DeliveryStatus.DELIVERING, DeliveryStatus.RETRYING}
+)
+DELIVERY_DONE_STATUSES = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED_STALE})
+
+
+class AttemptOutcome(models.TextChoices):
+    DELIVERED = "delivered", "Delivered"
+    ALREADY_APPLIED = "already_applied", "Found at the target by idempotency key; not sent again"
+    RETRYABLE_ERROR = "retryable_error", "Retryable error"
+    TERMINAL_ERROR = "terminal_error", "Terminal error"
+
+
+# Event names emitted for follow-up flows (see sync.services.follow_up_subscribe).
+EVENT_MESSAGE_DELIVERED = "sync.message.delivered"
+EVENT_MESSAGE_FAILED = "sync.message.failed"

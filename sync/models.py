@@ -1,8 +1,13 @@
-"""The engine's rows: cross-references between canonical ids and external ids."""
+"""The engine's rows: messages, deliveries and their attempts, routes, cross-references, ordering and cursors."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from governance.choices import Flow
+from sync.choices import AttemptOutcome, DeliveryStatus, MessageDirection, MessageStatus
 
 
 class CrossReference(models.Model):
@@ -24,3 +29,206 @@ class CrossReference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity} {self.canonical_id} = {self.system_id}:{self.external_id}"
+
+
+class Message(models.Model):
+    """One unit of work (an event or one record of a batch), stored once and timestamped at every stage."""
+
+    system = models.ForeignKey(
+        "connectors.ConnectedSystem",
+        on_delete=models.PROTECT,
+        related_name="messages",
+        help_text="The source system the message came from.",
+    )
+    entity = models.CharField(max_length=40, help_text="Canonical entity name, for example client.")
+    event_type = models.CharField(max_length=100, help_text="For example client.updated.")
+    direction = models.CharField(max_length=10, choices=MessageDirection.choices, default=MessageDirection.INBOUND)
+    idempotency_key = models.CharField(max_length=200)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    raw_payload = models.JSONField(null=True, blank=True, help_text="As received; pruned after the retention period.")
+    canonical_payload = models.JSONField(null=True, blank=True)
+    canonical_id = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=20, choices=MessageStatus.choices, default=MessageStatus.RECEIVED)
+    mapping_set = models.ForeignKey(
+        "mappings.MappingSet", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    mapping_version = models.PositiveIntegerField(null=True, blank=True)
+    legal_entity = models.ForeignKey(
+        "governance.LegalEntity", on_delete=models.PROTECT, null=True, blank=True, related_name="messages"
+    )
+    ordering_key = models.CharField(max_length=200, blank=True, help_text="Messages with one key apply in order.")
+    source_timestamp = models.DateTimeField(null=True, blank=True)
+    source_sequence = models.BigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Delivery attempts over all targets.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    notes = models.JSONField(default=list, blank=True, help_text="Ownership conflicts ignored, routing remarks.")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    replay_count = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Handed to a worker by the dispatcher.")
+    mapped_at = models.DateTimeField(null=True, blank=True)
+    validated_at = models.DateTimeField(null=True, blank=True)
+    held_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["system", "idempotency_key"], name="unique_message_idempotency_key")
+        ]
+        indexes = [
+            # The dispatcher and the sweeper: received messages not yet (or too long ago) handed to a worker.
+            models.Index(
+                fields=["dispatched_at", "id"],
+                name="message_to_dispatch_idx",
+                condition=models.Q(status="received"),
+            ),
+            models.Index(fields=["status", "received_at"], name="message_status_idx"),
+            models.Index(fields=["entity", "ordering_key"], name="message_ordering_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.event_type} from {self.system_id} ({self.status})"
+
+
+class Route(models.Model):
+    """Where messages of one source system and entity go: a target system and its outbound mapping."""
+
+    name = models.CharField(max_length=200)
+    source_system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="routes_out")
+    entity = models.CharField(max_length=40, help_text="Canonical entity name, for example client.")
+    event_types = models.JSONField(
+        default=list, blank=True, help_text='Only these event types, for example ["client.updated"]; empty for all.'
+    )
+    legal_entity = models.ForeignKey(
+        "governance.LegalEntity",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="routes",
+        help_text="Only messages of this legal entity; empty for all.",
+    )
+    target_system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="routes_in")
+    outbound_mapping_set = models.ForeignKey(
+        "mappings.MappingSet",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: the target's published outbound mapping, or the canonical record as is when it has none.",
+    )
+    flow = models.CharField(
+        max_length=40, choices=Flow.choices, blank=True, help_text="The flow whose sync policy applies."
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["source_system__name", "entity", "target_system__name"]
+        indexes = [models.Index(fields=["source_system", "entity", "active"], name="route_lookup_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Delivery(models.Model):
+    """One message going to one target system: its status, external id and idempotency key."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    target_system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="deliveries")
+    route = models.ForeignKey(Route, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
+    status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    revision = models.PositiveIntegerField(default=0, help_text="Bumped when an edited payload is replayed.")
+    lookup_first = models.BooleanField(
+        default=False, help_text="The request may already be at the target: look it up before sending."
+    )
+    mapping_set = models.ForeignKey(
+        "mappings.MappingSet", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    outbound_payload = models.JSONField(null=True, blank=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["message", "target_system"], name="unique_delivery_per_target")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
+            models.Index(fields=["target_system", "status"], name="delivery_target_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message #{self.message_id} → {self.target_system_id} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One call to a target system (append-only): what was sent, what came back and how long it took."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts_log")
+    number = models.PositiveIntegerField()
+    request_summary = models.JSONField(default=dict, blank=True)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=100, blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        indexes = [models.Index(fields=["delivery", "number"], name="attempt_delivery_idx")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"
+
+
+class OrderingWatermark(models.Model):
+    """The newest source position applied for one record (entity, key) at one target: older updates are skipped."""
+
+    target_system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.CASCADE, related_name="+")
+    entity = models.CharField(max_length=40)
+    ordering_key = models.CharField(max_length=200)
+    source_timestamp = models.DateTimeField(null=True, blank=True)
+    source_sequence = models.BigIntegerField(null=True, blank=True)
+    message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target_system", "entity", "ordering_key"], name="unique_watermark_per_record"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity} {self.ordering_key} @ {self.target_system_id}: {self.source_timestamp}"
+
+
+class PollCursor(models.Model):
+    """The watermark of a scheduled pull per (system, entity); it moves only after a page is stored."""
+
+    system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.CASCADE, related_name="poll_cursors")
+    entity = models.CharField(max_length=40)
+    cursor = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["system", "entity"], name="unique_cursor_per_system_entity")]
+
+    def __str__(self) -> str:
+        return f"{self.system_id} {self.entity}: {self.cursor or '(start)'}"

@@ -1,1 +1,100 @@
-"""Selectors of the sync app."""
+"""Reads of the sync engine: the trace of a correlation id, and message lookups."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.db.models import QuerySet
+
+from sync.models import DeliveryAttempt, Message
+
+# The stage timestamps of a message, in pipeline order.
+MESSAGE_STAGES = (
+    ("received", "received_at"),
+    ("mapped", "mapped_at"),
+    ("validated", "validated_at"),
+    ("held", "held_at"),
+    ("queued", "queued_at"),
+    ("delivered", "delivered_at"),
+    ("failed", "failed_at"),
+)
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One thing that happened to the work of a correlation id."""
+
+    at: datetime.datetime
+    stage: str
+    message_id: int
+    system: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": self.at.isoformat()}
+
+
+def message_trace(*, correlation_id: str) -> list[TraceStep]:
+    """Every stage of a correlation id across systems, in time order: message stages, each delivery attempt,
+    exception items and the decisions people took on them."""
+    from exception_queue.models import Decision, ExceptionItem
+
+    steps: list[TraceStep] = []
+    messages = list(Message.objects.select_related("system").filter(correlation_id=correlation_id).order_by("id"))
+    for message in messages:
+        for stage, attribute in MESSAGE_STAGES:
+            at = getattr(message, attribute)
+            if at is not None:
+                steps.append(TraceStep(at, stage, message.pk, message.system.slug, {"event_type": message.event_type}))
+    ids = [message.pk for message in messages]
+    attempts = DeliveryAttempt.objects.select_related("delivery__target_system").filter(delivery__message_id__in=ids)
+    for attempt in attempts:
+        steps.append(
+            TraceStep(
+                attempt.created_at,
+                f"attempt:{attempt.outcome}",
+                attempt.delivery.message_id,
+                attempt.delivery.target_system.slug,
+                {
+                    "number": attempt.number,
+                    "status_code": attempt.status_code,
+                    "duration_ms": attempt.duration_ms,
+                    "error": attempt.error,
+                },
+            )
+        )
+    for item in ExceptionItem.objects.select_related("system").filter(message_id__in=ids):
+        steps.append(
+            TraceStep(
+                item.created_at,
+                f"exception:{item.category}",
+                item.message_id or 0,
+                item.system.slug if item.system else "",
+                {"item_id": item.pk, "reason": item.reason, "state": item.state},
+            )
+        )
+    for decision in Decision.objects.filter(message_id__in=ids):
+        steps.append(
+            TraceStep(
+                decision.created_at,
+                f"decision:{decision.action}",
+                decision.message_id or 0,
+                "",
+                {"user_id": decision.user_id, "reason": decision.reason, "item_id": decision.item_id},
+            )
+        )
+    # Within one instant, pipeline order decides (received before mapped, and so on).
+    order = {stage: index for index, (stage, _) in enumerate(MESSAGE_STAGES)}
+    return sorted(steps, key=lambda step: (step.at, order.get(step.stage, len(order)), step.message_id))
+
+
+def message_list(*, status: str | None = None, system_id: int | None = None) -> QuerySet[Message]:
+    """Messages, newest first, optionally by status and source system."""
+    messages = Message.objects.select_related("system")
+    if status:
+        messages = messages.filter(status=status)
+    if system_id:
+        messages = messages.filter(system_id=system_id)
+    return messages

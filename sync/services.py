@@ -1,1 +1,1221 @@
-"""Services of the sync app."""
+"""The sync engine: ingest once, map, validate, check ownership, hold, route, deliver idempotently, retry, replay.
+
+Every stage is an explicit service called by a Celery task that takes ids (sync/tasks.py). Ingest writes
+the message row and nothing else; the dispatcher (beat, every second) hands stored messages to workers in
+batches, and the sweeper re-dispatches anything a lost task left behind. Each stage stamps the message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import logging
+import random
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from connectors.choices import SystemState
+from connectors.http import ConnectorError
+from connectors.models import ConnectedSystem
+from connectors.registry import connector_for
+from exception_queue.choices import ExceptionCategory
+from exception_queue.services import exception_item_open
+from governance.models import LegalEntity, OwnershipRule, SyncPolicy
+from governance.rules import RuleContext, rule_get
+from governance.selectors import owner_of, rate_for, sync_policy_for
+from integrationhub.dispatch import enqueue_on_commit
+from integrationhub.errors import HubError
+from integrationhub.logging import bind_correlation_id, current_correlation_id
+from mappings.choices import CanonicalEntityName, Direction
+from mappings.compiler import CompiledMapping, MappingDefinitionError
+from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
+from mappings.selectors import canonical_payload_validate
+from sandbox.webhooks import (
+    DEFAULT_TOLERANCE_SECONDS,
+    HEADER_ID,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    verify_standard_webhook,
+)
+from sync import circuit
+from sync.choices import (
+    DELIVERY_DONE_STATUSES,
+    EVENT_MESSAGE_DELIVERED,
+    EVENT_MESSAGE_FAILED,
+    AttemptOutcome,
+    DeliveryStatus,
+    MessageStatus,
+)
+from sync.errors import (
+    MalformedPayloadError,
+    PayloadTooLargeError,
+    SignatureError,
+    SystemPausedError,
+    UnknownEventTypeError,
+    UnknownSystemError,
+)
+from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, OrderingWatermark, Route
+from sync.ratelimit import rate_budget_wait
+
+logger = logging.getLogger(__name__)
+
+MAX_JSON_DEPTH = 32
+DISPATCH_BATCH_SIZE = 100
+DELIVERY_BATCH_SIZE = 20
+# Fields that identify a record rather than describe it: never subject to ownership rules.
+IDENTITY_FIELDS = frozenset({"id", "updated_at", "source_system", "external_refs"})
+LEGAL_ENTITY_FIELDS = ("legal_entity_code", "contracting_legal_entity_code")
+# The money field an approval threshold applies to, first present wins (credit limits are approved too).
+AMOUNT_FIELDS = ("amount", "total_amount", "credit_limit")
+EVENT_TYPE = re.compile(r"^([a-z_]+)\.[a-z_]+(\.[a-z_]+)*$")
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def max_body_bytes() -> int:
+    return int(_setting("HUB_INBOUND_MAX_BODY_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 1024 * 1024))
+
+
+def sweep_after_seconds() -> float:
+    return _setting("HUB_SYNC_SWEEP_AFTER_SECONDS", 60)
+
+
+def stuck_delivery_seconds() -> float:
+    """How long a delivery may stay mid-call before the sweeper treats its worker as dead: past the task
+    time limit, no live worker can still be in that call."""
+    return _setting("HUB_SYNC_STUCK_DELIVERY_SECONDS", sweep_after_seconds() + float(settings.CELERY_TASK_TIME_LIMIT))
+
+
+# --- policy defaults -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry knobs of a flow's sync policy, or the hub's defaults when the flow has none."""
+
+    max_attempts: int = 5
+    backoff_base_seconds: float = 10
+    backoff_cap_seconds: float = 3600
+    jitter: bool = True
+
+    @classmethod
+    def of(cls, policy: SyncPolicy | None) -> RetryPolicy:
+        if policy is None:
+            return cls()
+        return cls(
+            # dead_letter_threshold says when a message is dead-lettered; it can only shorten max_attempts.
+            max_attempts=max(1, min(policy.max_attempts, policy.dead_letter_threshold or policy.max_attempts)),
+            backoff_base_seconds=policy.backoff_base_seconds,
+            backoff_cap_seconds=policy.backoff_cap_seconds,
+            jitter=policy.jitter,
+        )
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Exponential backoff (base * 2^(attempt-1), capped), spread randomly when jitter is on; never less
+        than the target's Retry-After."""
+        computed = min(self.backoff_cap_seconds, self.backoff_base_seconds * (2 ** max(0, attempt - 1)))
+        if self.jitter:
+            computed = random.uniform(0, computed)  # noqa: S311 - spreading retries, not cryptography
+        return max(computed, retry_after or 0.0)
+
+
+# --- ingest ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What the inbound endpoint answers: the stored (or original) message and its correlation id."""
+
+    message_id: int
+    correlation_id: str
+    duplicate: bool
+
+
+def _json_depth_ok(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(current, dict):
+            stack.extend((child, depth + 1) for child in current.values())
+        elif isinstance(current, list):
+            stack.extend((child, depth + 1) for child in current)
+    return True
+
+
+def entity_for_event_type(event_type: str) -> str:
+    """The canonical entity an event type is about: "client.updated" → "client"."""
+    match = EVENT_TYPE.match(event_type or "")
+    if not match or match.group(1) not in CanonicalEntityName.values:
+        raise UnknownEventTypeError(
+            f"Event type {event_type!r} does not name a canonical entity.",
+            hint="Send <entity>.<action>, for example client.updated; entities: "
+            + ", ".join(CanonicalEntityName.values)
+            + ".",
+        )
+    return match.group(1)
+
+
+def _verify_signature(system: ConnectedSystem, headers: Mapping[str, str], body: bytes, now: float) -> str:
+    webhook_id = headers.get(HEADER_ID, "")
+    timestamp = headers.get(HEADER_TIMESTAMP, "")
+    signature = headers.get(HEADER_SIGNATURE, "")
+    if not system.webhook_secret:
+        raise SignatureError(
+            f"System '{system.slug}' has no webhook secret, so no webhook from it can be verified.",
+            hint="An integration admin sets the system's webhook secret; then configure the sender with it.",
+        )
+    if not (webhook_id and timestamp and signature):
+        raise SignatureError(
+            "The webhook-id, webhook-timestamp and webhook-signature headers are required.",
+            hint="Sign the request with the Standard Webhooks scheme and the system's webhook secret.",
+        )
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not a Unix timestamp in seconds.") from None
+    if abs(now - sent_at) > DEFAULT_TOLERANCE_SECONDS:
+        raise SignatureError(
+            f"The webhook timestamp is {int(abs(now - sent_at))} s away from the hub's clock "
+            f"(tolerance {DEFAULT_TOLERANCE_SECONDS} s).",
+            hint="Check the sender's clock, then re-sign and resend the event with the current time.",
+        )
+    if not verify_standard_webhook(system.webhook_secret, webhook_id, sent_at, signature, body, now=now):
+        raise SignatureError(
+            "The webhook signature does not match the body.",
+            hint="Sign id.timestamp.body with the system's current webhook secret and send the body unchanged.",
+        )
+    return webhook_id
+
+
+def message_ingest(
+    *,
+    system_slug: str,
+    event_type: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    correlation_id: str,
+    now: float | None = None,
+) -> IngestResult:
+    """Verify and store one inbound event as exactly one Message; a repeated idempotency key stores nothing.
+
+    `headers` must have lower-case names. Raises a HubError (4xx) and stores nothing when the system is
+    unknown or paused, the body too large, the signature bad or stale, or the JSON malformed or too deep.
+    """
+    current = time.time() if now is None else now
+    system = ConnectedSystem.objects.filter(slug=system_slug).first()
+    if system is None:
+        raise UnknownSystemError(
+            f"No connected system has the slug {system_slug!r}.",
+            hint="Check the webhook URL: /api/v1/inbound/<system-slug>/<event-type>/.",
+        )
+    if system.state == SystemState.PAUSED:
+        raise SystemPausedError(
+            f"System '{system.slug}' is paused, so the hub does not accept its events now.",
+            hint="Resend the event after an integration admin resumes the system.",
+        )
+    entity = entity_for_event_type(event_type)
+    if len(body) > max_body_bytes():
+        raise PayloadTooLargeError(
+            f"The body has {len(body)} bytes; the limit is {max_body_bytes()}.",
+            hint="Send large data sets as a file drop or page them into several events.",
+        )
+    webhook_id = _verify_signature(system, headers, body, current)
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedPayloadError(
+            f"The body is not valid JSON: {exc}"[:300], hint="Send a JSON object, UTF-8 encoded."
+        ) from None
+    if not isinstance(payload, dict):
+        raise MalformedPayloadError("The body must be a JSON object.", hint="Wrap the record in an object.")
+    if not _json_depth_ok(payload, MAX_JSON_DEPTH):
+        raise MalformedPayloadError(
+            f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", hint="Flatten the payload."
+        )
+    idempotency_key = (webhook_id or headers.get("idempotency-key", "")).strip()[:200]
+    sequence = headers.get("x-source-sequence", "")
+    message = Message(
+        system=system,
+        entity=entity,
+        event_type=event_type,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        raw_payload=payload,
+        source_sequence=int(sequence) if sequence.isdigit() else None,
+    )
+    # No full_clean() here on purpose: this is the hot path and every field is set by code; the unique
+    # constraint on (system, idempotency_key) is the duplicate check, one INSERT instead of SELECT + INSERT.
+    try:
+        with transaction.atomic():
+            message.save(force_insert=True)
+    except IntegrityError:
+        original = (
+            Message.objects.filter(system=system, idempotency_key=idempotency_key)
+            .values("id", "correlation_id")
+            .first()
+        )
+        if original is None:
+            raise
+        return IngestResult(original["id"], original["correlation_id"], duplicate=True)
+    return IngestResult(message.pk, correlation_id, duplicate=False)
+
+
+# --- dispatcher and sweeper ------------------------------------------------------------------------
+
+
+def _locked(queryset: QuerySet) -> QuerySet:
+    # SKIP LOCKED lets two dispatchers share the work on PostgreSQL; SQLite serialises writers anyway.
+    if connection.features.has_select_for_update_skip_locked:
+        return queryset.select_for_update(skip_locked=True, of=("self",))
+    return queryset
+
+
+def _chunks(ids: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def messages_enqueue(*, message_ids: list[int], queue: str = "inbound") -> None:
+    """Hand messages to the pipeline workers once the current transaction commits."""
+    from sync.tasks import messages_process_task
+
+    for chunk in _chunks(message_ids, DISPATCH_BATCH_SIZE):
+        enqueue_on_commit(messages_process_task, chunk, queue=queue)
+
+
+def deliveries_enqueue(*, delivery_ids: list[int]) -> None:
+    """Hand deliveries to the delivery workers once the current transaction commits."""
+    from sync.tasks import deliveries_send_task
+
+    for chunk in _chunks(delivery_ids, DELIVERY_BATCH_SIZE):
+        enqueue_on_commit(deliveries_send_task, chunk, queue="delivery")
+
+
+@transaction.atomic
+def messages_dispatch(*, limit: int = 1000, now: datetime.datetime | None = None) -> int:
+    """Claim received messages no worker has yet and enqueue them in batches; returns how many."""
+    current = now or timezone.now()
+    ids = list(
+        _locked(Message.objects.filter(status=MessageStatus.RECEIVED, dispatched_at__isnull=True))
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    if ids:
+        Message.objects.filter(pk__in=ids).update(dispatched_at=current)
+        messages_enqueue(message_ids=ids)
+    return len(ids)
+
+
+@transaction.atomic
+def deliveries_dispatch(*, limit: int = 1000, now: datetime.datetime | None = None) -> int:
+    """Enqueue deliveries that are due (new, retry time reached, or released by resume / a closing circuit)."""
+    current = now or timezone.now()
+    stale = current - datetime.timedelta(seconds=sweep_after_seconds())
+    due = (
+        Delivery.objects.filter(
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD],
+            target_system__state__in=[SystemState.ACTIVE, SystemState.CIRCUIT_OPEN],
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=current))
+        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+    )
+    rows = list(_locked(due).order_by("next_attempt_at", "id").values_list("id", "target_system_id")[:limit])
+    if not rows:
+        return 0
+    by_target: dict[int, list[int]] = defaultdict(list)
+    for delivery_id, target_id in rows:
+        by_target[target_id].append(delivery_id)
+    open_circuits = set(
+        ConnectedSystem.objects.filter(pk__in=by_target, state=SystemState.CIRCUIT_OPEN).values_list("pk", flat=True)
+    )
+    chosen: list[int] = []
+    for target_id, ids in by_target.items():
+        # A half-open circuit gets a single probe; the rest wait until it has closed.
+        chosen.extend(ids[:1] if target_id in open_circuits else ids)
+    Delivery.objects.filter(pk__in=chosen).update(dispatched_at=current)
+    deliveries_enqueue(delivery_ids=chosen)
+    return len(chosen)
+
+
+def sync_tick() -> dict[str, int]:
+    """One beat of the dispatcher: new messages to the pipeline, due deliveries to the delivery workers."""
+    return {"messages": messages_dispatch(), "deliveries": deliveries_dispatch()}
+
+
+@transaction.atomic
+def sync_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
+    """Re-dispatch work a lost task left behind: messages idle before delivery, deliveries stuck mid-call."""
+    current = now or timezone.now()
+    stale = current - datetime.timedelta(seconds=sweep_after_seconds())
+    waiting = [MessageStatus.RECEIVED, MessageStatus.MAPPED, MessageStatus.VALIDATED]
+    message_ids = list(
+        _locked(
+            Message.objects.filter(status__in=waiting).filter(
+                Q(dispatched_at__lt=stale) | Q(dispatched_at__isnull=True, received_at__lt=stale)
+            )
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:1000]
+    )
+    if message_ids:
+        Message.objects.filter(pk__in=message_ids).update(dispatched_at=current)
+        messages_enqueue(message_ids=message_ids)
+        logger.warning("sweeper re-dispatched messages", extra={"count": len(message_ids)})
+    # A delivery left "delivering" (worker killed mid-call) may have reached the target: the retry looks
+    # it up by idempotency key before sending again (attempts > 0 makes it do so).
+    stuck_after = current - datetime.timedelta(seconds=stuck_delivery_seconds())
+    stuck = Delivery.objects.filter(status=DeliveryStatus.DELIVERING, updated_at__lt=stuck_after)
+    stuck_count = stuck.update(status=DeliveryStatus.RETRYING, next_attempt_at=current, dispatched_at=None)
+    return {"messages": len(message_ids), "deliveries": stuck_count}
+
+
+# --- the pipeline: map, validate, ownership, hold, route -------------------------------------------
+
+
+class PipelineStop(Exception):
+    """A stage ended the message's run (exception item opened, held, or skipped)."""
+
+
+def _value_at(record: Mapping[str, Any], path: str) -> Any:
+    current: Any = record
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return None
+        current = current[part]
+    return current
+
+
+def _routes_for(message: Message) -> list[Route]:
+    routes = Route.objects.filter(source_system_id=message.system_id, entity=message.entity, active=True).filter(
+        Q(legal_entity__isnull=True) | Q(legal_entity_id=message.legal_entity_id)
+    )
+    return [
+        route
+        for route in routes.select_related("target_system").order_by("id")
+        if not route.event_types or message.event_type in route.event_types
+    ]
+
+
+def policy_for_message(message: Message, routes: list[Route] | None = None) -> SyncPolicy | None:
+    """The sync policy of the first route's flow for the message's legal entity (None: hub defaults)."""
+    routes = _routes_for(message) if routes is None else routes
+    flow = next((route.flow for route in routes if route.flow), "")
+    if not flow:
+        return None
+    return sync_policy_for(flow=flow, legal_entity=message.legal_entity)
+
+
+def _system_legal_entity_id(system_id: int) -> int | None:
+    ids = list(LegalEntity.objects.filter(systems__id=system_id).values_list("id", flat=True)[:2])
+    return ids[0] if len(ids) == 1 else None
+
+
+def _open_item(message: Message, category: str, reason: str, **fields: Any) -> None:
+    exception_item_open(
+        category=category,
+        reason=reason,
+        message=message,
+        legal_entity=message.legal_entity,
+        system=fields.pop("system", message.system),
+        **fields,
+    )
+
+
+def _fail(message: Message, *, category: str, reason: str, now: datetime.datetime, **fields: Any) -> NoReturn:
+    message.status = MessageStatus.FAILED
+    message.failed_at = now
+    message.last_error = reason[:2000]
+    message.save()
+    _open_item(message, category, reason, **fields)
+    follow_up_emit(EVENT_MESSAGE_FAILED, message.pk)
+    raise PipelineStop
+
+
+def _stage_map(message: Message, now: datetime.datetime) -> None:
+    legal_entity_id = message.legal_entity_id or _system_legal_entity_id(message.system_id)
+    mapping_set = message.mapping_set
+    if mapping_set is None:
+        mapping_set = published_mapping_set(
+            system_id=message.system_id,
+            entity_name=message.entity,
+            direction=Direction.INBOUND,
+            legal_entity_id=legal_entity_id,
+        )
+    if mapping_set is None:
+        _fail(
+            message,
+            category=ExceptionCategory.VALIDATION,
+            reason=f"No published inbound mapping for {message.entity} from {message.system.slug}.",
+            payload_snapshot=message.raw_payload,
+            suggested_action="Publish an inbound mapping for this system and entity, then replay.",
+            now=now,
+        )
+    try:
+        compiled = compiled_mapping(mapping_set.pk)
+    except MappingDefinitionError as exc:
+        _fail(
+            message,
+            category=ExceptionCategory.VALIDATION,
+            reason=f"Mapping {mapping_set} does not compile: {exc}",
+            payload_snapshot=message.raw_payload,
+            suggested_action="Fix the mapping, publish it and replay with the current mapping.",
+            now=now,
+        )
+    record = message.raw_payload or {}
+    if compiled.uses_xrefs:
+        compiled.prefetch_xrefs([record], xrefs_resolve)
+    result = compiled.map_one(record)
+    message.mapping_set = mapping_set
+    message.mapping_version = mapping_set.version
+    if result.errors:
+        _fail(
+            message,
+            category=ExceptionCategory.VALIDATION,
+            reason=f"{len(result.errors)} field(s) could not be mapped: " + "; ".join(map(str, result.errors[:5])),
+            payload_snapshot=message.raw_payload,
+            failed_rules=[
+                {
+                    "rule": "mapping",
+                    "field": e["target"],
+                    "expected": e["source"],
+                    "actual": e["value"],
+                    "message": e["message"],
+                }
+                for e in (error.as_dict() for error in result.errors)
+            ],
+            suggested_action="Correct the source record (or the mapping) and replay.",
+            now=now,
+        )
+    message.canonical_payload = result.output
+    message.status = MessageStatus.MAPPED
+    message.mapped_at = now
+    _derive_record_fields(message, legal_entity_id)
+    # The inbound mapping already validated its output against the canonical schema: not done twice.
+    message._schema_checked = compiled.validator is not None  # type: ignore[attr-defined]
+
+
+def _derive_record_fields(message: Message, fallback_legal_entity_id: int | None) -> None:
+    canonical = message.canonical_payload or {}
+    message.canonical_id = str(canonical.get("id") or "")[:100]
+    code = next((canonical[name] for name in LEGAL_ENTITY_FIELDS if canonical.get(name)), None)
+    if code:
+        message.legal_entity = LegalEntity.objects.filter(code=code).first()
+    elif message.legal_entity_id is None and fallback_legal_entity_id:
+        message.legal_entity_id = fallback_legal_entity_id
+    updated = canonical.get("updated_at")
+    parsed = parse_datetime(updated) if isinstance(updated, str) else None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, datetime.UTC)
+    message.source_timestamp = parsed
+
+
+def _money(canonical: Mapping[str, Any]) -> tuple[Decimal | None, str]:
+    for name in AMOUNT_FIELDS:
+        value = canonical.get(name)
+        if isinstance(value, Mapping) and "amount" in value:
+            try:
+                return Decimal(str(value["amount"])), str(value.get("currency") or "")
+            except InvalidOperation:
+                return None, ""
+    return None, ""
+
+
+def _stage_validate(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> None:
+    canonical = message.canonical_payload or {}
+    if not getattr(message, "_schema_checked", False):
+        try:
+            problems = canonical_payload_validate(entity_name=message.entity, payload=canonical)
+        except HubError as exc:
+            problems = [{"path": "", "message": exc.detail, "keyword": "schema"}]
+        if problems:
+            _fail(
+                message,
+                category=ExceptionCategory.VALIDATION,
+                reason=f"{len(problems)} schema error(s): "
+                + "; ".join(f"{p['path'] or 'record'}: {p['message']}" for p in problems[:5]),
+                payload_snapshot=canonical,
+                failed_rules=[
+                    {
+                        "rule": "schema",
+                        "field": p["path"],
+                        "expected": p["keyword"],
+                        "actual": None,
+                        "message": p["message"],
+                    }
+                    for p in problems
+                ],
+                suggested_action="Correct the payload to match the canonical schema and replay.",
+                now=now,
+            )
+    if policy is not None and policy.validation_rules:
+        context = RuleContext(rate_lookup=rate_for)
+        failed = []
+        for entry in policy.validation_rules:
+            result = rule_get(entry["rule"]).run(canonical, entry.get("params") or {}, context)
+            if not result.passed:
+                failed.append(
+                    {
+                        "rule": result.rule,
+                        "field": result.field,
+                        "expected": _jsonable(result.expected),
+                        "actual": _jsonable(result.actual),
+                        "message": result.message,
+                    }
+                )
+        if failed:
+            _fail(
+                message,
+                category=ExceptionCategory.POLICY,
+                reason="; ".join(item["message"] for item in failed),
+                payload_snapshot=canonical,
+                failed_rules=failed,
+                suggested_action="Fix the record in the source system, or edit the payload here and replay.",
+                now=now,
+            )
+    message.status = MessageStatus.VALIDATED
+    message.validated_at = now
+    ordering_path = policy.ordering_key_path if policy is not None else ""
+    key = _value_at(canonical, ordering_path) if ordering_path else None
+    message.ordering_key = str(key if key is not None else message.canonical_id)[:200]
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def _stage_ownership(message: Message, now: datetime.datetime) -> None:
+    canonical = dict(message.canonical_payload or {})
+    if not OwnershipRule.objects.filter(entity__name=message.entity).exists():
+        return
+    stage = str(canonical.get("status") or "")
+    ignored: list[str] = []
+    conflicts: list[dict[str, Any]] = []
+    for field in [name for name in canonical if name not in IDENTITY_FIELDS]:
+        rule = owner_of(entity=message.entity, field=field, stage=stage)
+        if rule is None or rule.owning_system_id == message.system_id:
+            continue
+        entry = {"field": field, "owner": rule.owning_system.slug, "rule": rule.pk, "action": rule.conflict_action}
+        if rule.conflict_action == "ignore":
+            ignored.append(field)
+            canonical.pop(field, None)
+        conflicts.append(entry)
+    blocking = [c for c in conflicts if c["action"] != "ignore"]
+    if blocking:
+        _fail(
+            message,
+            category=ExceptionCategory.OWNERSHIP_CONFLICT,
+            reason="; ".join(
+                f"{c['field']} is owned by {c['owner']} (rule #{c['rule']}), not {message.system.slug}"
+                for c in blocking
+            ),
+            payload_snapshot=message.canonical_payload,
+            failed_rules=[
+                {
+                    "rule": "ownership",
+                    "field": c["field"],
+                    "expected": c["owner"],
+                    "actual": message.system.slug,
+                    "message": f"{c['field']} is owned by {c['owner']}",
+                }
+                for c in blocking
+            ],
+            suggested_action="Make the change in the owning system, or remove the fields and replay.",
+            now=now,
+        )
+    if ignored:
+        # Never overwrite a field the sender does not own; the conflict stays on record on the message.
+        message.canonical_payload = canonical
+        message.notes = [*message.notes, {"ownership_ignored": ignored, "at": now.isoformat()}]
+
+
+def _stage_hold(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> None:
+    if policy is None or policy.approval_threshold_amount is None or message.approved_at is not None:
+        return
+    amount, currency = _money(message.canonical_payload or {})
+    if amount is None or amount < policy.approval_threshold_amount:
+        return
+    if policy.approval_currency and currency and currency != policy.approval_currency:
+        note = f" (in {currency}; the threshold is in {policy.approval_currency}, so it is held to be safe)"
+    else:
+        note = ""
+    second = policy.second_approval_threshold_amount
+    required = 2 if second is not None and amount >= second else 1
+    message.status = MessageStatus.HELD
+    message.held_at = now
+    message.save()
+    _open_item(
+        message,
+        ExceptionCategory.APPROVAL_REQUIRED,
+        f"{amount} {currency} is at or above the approval threshold {policy.approval_threshold_amount} "
+        f"{policy.approval_currency}{note}.",
+        payload_snapshot=message.canonical_payload,
+        amount=amount,
+        currency=currency,
+        required_approvals=required,
+        suggested_action="Approve to deliver, or reject with a reason"
+        + (" (two different approvers are needed above the second threshold)." if required == 2 else "."),
+    )
+    raise PipelineStop
+
+
+def _outbound(route: Route, message: Message) -> tuple[Any, Any, list[str]]:
+    """(mapping set, payload, errors) for one target; the canonical record as is when no outbound mapping exists."""
+    mapping_set = route.outbound_mapping_set or published_mapping_set(
+        system_id=route.target_system_id,
+        entity_name=message.entity,
+        direction=Direction.OUTBOUND,
+        legal_entity_id=message.legal_entity_id,
+    )
+    canonical = message.canonical_payload or {}
+    if mapping_set is None:
+        return None, canonical, []
+    compiled: CompiledMapping = compiled_mapping(mapping_set.pk)
+    if compiled.uses_xrefs:
+        compiled.prefetch_xrefs([canonical], xrefs_resolve)
+    result = compiled.map_one(canonical)
+    return mapping_set, result.output, [str(error) for error in result.errors]
+
+
+def _stage_route(message: Message, routes: list[Route], now: datetime.datetime) -> list[int]:
+    if not routes:
+        message.status = MessageStatus.DELIVERED
+        message.delivered_at = now
+        message.notes = [*message.notes, {"routing": "no active route matched; nothing to deliver"}]
+        return []
+    existing = {d.target_system_id: d for d in Delivery.objects.filter(message=message)}
+    to_send: list[int] = []
+    rejected: list[str] = []
+    for route in routes:
+        mapping_set, payload, errors = _outbound(route, message)
+        delivery = existing.get(route.target_system_id)
+        if delivery is None:
+            delivery = Delivery(message=message, target_system=route.target_system, route=route)
+            delivery.idempotency_key = delivery_idempotency_key(message.pk, route.target_system_id, 0)
+        elif delivery.outbound_payload != payload and delivery.attempts:
+            # A changed payload is a new request: a new key, so the target never confuses it with the old one.
+            delivery.revision += 1
+            delivery.idempotency_key = delivery_idempotency_key(message.pk, route.target_system_id, delivery.revision)
+            delivery.lookup_first = False
+        elif delivery.attempts or delivery.status in DELIVERY_DONE_STATUSES:
+            # Same request again (a replay): it may already be at the target, so look it up before sending.
+            delivery.lookup_first = True
+        delivery.route = route
+        delivery.mapping_set = mapping_set
+        delivery.outbound_payload = payload
+        delivery.attempts = 0
+        delivery.next_attempt_at = None
+        delivery.dispatched_at = now
+        delivery.last_error = ""
+        if errors:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = "; ".join(errors)[:2000]
+            delivery.save()
+            rejected.append(route.target_system.slug)
+            _open_item(
+                message,
+                ExceptionCategory.VALIDATION,
+                f"Outbound mapping for {route.target_system.slug} failed: " + "; ".join(errors[:5]),
+                delivery=delivery,
+                system=route.target_system,
+                payload_snapshot=message.canonical_payload,
+                suggested_action="Correct the record or the outbound mapping, then replay.",
+            )
+            continue
+        delivery.status = DeliveryStatus.PENDING
+        delivery.save()
+        to_send.append(delivery.pk)
+    message.status = MessageStatus.QUEUED if to_send else MessageStatus.FAILED
+    message.queued_at = now
+    if not to_send:
+        message.failed_at = now
+        message.last_error = f"Outbound mapping failed for {', '.join(rejected)}."
+    return to_send
+
+
+def delivery_idempotency_key(message_id: int, target_id: int, revision: int) -> str:
+    """The key sent with every call of one delivery: the same for retries, new for an edited replay."""
+    return f"hub-{message_id}-{target_id}" + (f"-r{revision}" if revision else "")
+
+
+def message_process(*, message_id: int) -> str | None:
+    """Run one message through the stages it has not passed yet; returns its new status (None: nothing to do)."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update(of=("self",))
+            .select_related("system", "legal_entity", "mapping_set")
+            .filter(pk=message_id)
+            .first()
+        )
+        if message is None or message.status not in (
+            MessageStatus.RECEIVED,
+            MessageStatus.MAPPED,
+            MessageStatus.VALIDATED,
+        ):
+            return None  # already processed: running a task twice has one effect
+        previous = current_correlation_id()
+        bind_correlation_id(message.correlation_id)
+        now = timezone.now()
+        try:
+            if message.status == MessageStatus.RECEIVED:
+                _stage_map(message, now)
+            routes = _routes_for(message)
+            policy = policy_for_message(message, routes)
+            if message.status == MessageStatus.MAPPED:
+                _stage_validate(message, policy, now)
+                _stage_ownership(message, now)
+            _stage_hold(message, policy, now)
+            delivery_ids = _stage_route(message, routes, now)
+            message.save()
+            deliveries_enqueue(delivery_ids=delivery_ids)
+        except PipelineStop:
+            pass
+        finally:
+            bind_correlation_id(previous)
+        return message.status
+
+
+def messages_process(*, message_ids: Iterable[int]) -> dict[str, int]:
+    """Process a batch of messages, each in its own transaction so one bad record never blocks the rest."""
+    counts: dict[str, int] = defaultdict(int)
+    for message_id in message_ids:
+        try:
+            status = message_process(message_id=message_id)
+        except Exception:
+            # Left in its stage with dispatched_at set: the sweeper retries it; the error is logged once here.
+            logger.exception("message processing failed", extra={"message_id": message_id})
+            status = "error"
+        counts[status or "skipped"] += 1
+    return dict(counts)
+
+
+# --- delivery ----------------------------------------------------------------------------------------
+
+
+def _position(timestamp: datetime.datetime | None, sequence: int | None) -> tuple[float, int]:
+    return (timestamp.timestamp() if timestamp else float("-inf"), sequence if sequence is not None else -1)
+
+
+def _is_stale(delivery: Delivery) -> bool:
+    message = delivery.message
+    if not message.ordering_key or (message.source_timestamp is None and message.source_sequence is None):
+        return False
+    mark = OrderingWatermark.objects.filter(
+        target_system_id=delivery.target_system_id, entity=message.entity, ordering_key=message.ordering_key
+    ).first()
+    if mark is None or mark.message_id == message.pk:
+        return False
+    return _position(message.source_timestamp, message.source_sequence) <= _position(
+        mark.source_timestamp, mark.source_sequence
+    )
+
+
+def _watermark_advance(delivery: Delivery) -> None:
+    message = delivery.message
+    if not message.ordering_key:
+        return
+    mark, _ = OrderingWatermark.objects.select_for_update().get_or_create(
+        target_system_id=delivery.target_system_id, entity=message.entity, ordering_key=message.ordering_key
+    )
+    if mark.message_id is None or _position(message.source_timestamp, message.source_sequence) > _position(
+        mark.source_timestamp, mark.source_sequence
+    ):
+        mark.source_timestamp = message.source_timestamp
+        mark.source_sequence = message.source_sequence
+        mark.message = message
+        mark.save()
+
+
+def _ordering_lock_key(delivery: Delivery) -> str | None:
+    message = delivery.message
+    if not message.ordering_key:
+        return None
+    system = delivery.target_system
+    return f"hub:order:{system.slug}:{system.pk}:{message.entity}:{message.ordering_key}"[:240]
+
+
+@dataclass
+class CallOutcome:
+    outcome: str
+    external_id: str = ""
+    status_code: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+    operation: str = "upsert"
+
+
+def _call(delivery: Delivery, system: ConnectedSystem, lookup_first: bool) -> CallOutcome:
+    """Find (when the request may already have landed) then upsert, through the connector only."""
+    entity = delivery.message.entity
+    operation = "upsert"
+    try:
+        connector = connector_for(system)
+        if lookup_first and connector.supports("find"):
+            operation = "find"
+            found = connector.find(entity, delivery.idempotency_key)
+            if found:
+                external_id = str(found.get("id") or found.get("external_id") or "")
+                return CallOutcome(AttemptOutcome.ALREADY_APPLIED, external_id=external_id, operation=operation)
+            operation = "upsert"
+        result = connector.upsert(entity, dict(delivery.outbound_payload or {}), delivery.idempotency_key)
+        return CallOutcome(AttemptOutcome.DELIVERED, external_id=str(result.external_id), operation=operation)
+    except ConnectorError as exc:
+        outcome = AttemptOutcome.RETRYABLE_ERROR if exc.retryable else AttemptOutcome.TERMINAL_ERROR
+        return CallOutcome(
+            outcome, status_code=exc.status_code, error=exc.detail, retry_after=exc.retry_after, operation=operation
+        )
+    except HubError as exc:  # capability missing, credentials not set: a person must act
+        return CallOutcome(AttemptOutcome.TERMINAL_ERROR, error=exc.detail, operation=operation)
+    except Exception as exc:  # an unexpected failure: maybe transient, and the retry budget bounds it
+        logger.exception("unexpected error delivering", extra={"delivery_id": delivery.pk})
+        return CallOutcome(
+            AttemptOutcome.RETRYABLE_ERROR, error=f"{type(exc).__name__}: {exc}"[:500], operation=operation
+        )
+
+
+def _wait(delivery_id: int, *, status: str, until: datetime.datetime | None) -> None:
+    # Waiting (paused target, open circuit, spent rate budget, busy record) costs no attempt.
+    Delivery.objects.filter(pk=delivery_id).update(
+        status=status, next_attempt_at=until, dispatched_at=None, updated_at=timezone.now()
+    )
+
+
+def delivery_send(*, delivery_id: int, task_id: str = "") -> str | None:
+    """Deliver one message to one target: idempotent upsert, attempt row, cross-reference, retry or exception."""
+    delivery = Delivery.objects.select_related("message", "target_system", "route").filter(pk=delivery_id).first()
+    claimable = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD)
+    if delivery is None or delivery.status not in claimable:
+        return None
+    system = delivery.target_system
+    now = timezone.now()
+    if system.state == SystemState.PAUSED:
+        _wait(delivery.pk, status=DeliveryStatus.HELD, until=None)
+        return DeliveryStatus.HELD
+    gate = circuit.circuit_gate(system=system)
+    if not gate.allowed:
+        until = datetime.datetime.fromtimestamp(gate.retry_at or time.time() + 1, tz=datetime.UTC)
+        _wait(delivery.pk, status=DeliveryStatus.HELD, until=until)
+        return DeliveryStatus.HELD
+    lock_key = _ordering_lock_key(delivery)
+    # The lock covers one call; a killed worker's lock expires after the call's timeout plus a margin. A lock
+    # held by this same delivery was left by a dead worker (the row claim is exclusive), so it is taken over.
+    lock_seconds = int(float((system.settings or {}).get("timeout_seconds") or 10) * 2 + 30)
+    token = f"{delivery.pk}:{task_id}"
+    if lock_key and not cache.add(lock_key, token, timeout=lock_seconds):
+        holder = str(cache.get(lock_key) or "")
+        if holder.split(":", 1)[0] != str(delivery.pk):
+            _wait(delivery.pk, status=delivery.status, until=now + datetime.timedelta(seconds=1))
+            return None
+        cache.set(lock_key, token, timeout=lock_seconds)
+    try:
+        return _send_locked(delivery, system, task_id=task_id, probe=gate.probe)
+    finally:
+        if lock_key:
+            cache.delete(lock_key)
+
+
+def _send_locked(delivery: Delivery, system: ConnectedSystem, *, task_id: str, probe: bool) -> str | None:
+    sync_policy = policy_for_message(delivery.message, [delivery.route]) if delivery.route else None
+    policy = RetryPolicy.of(sync_policy)
+    # A flow may ask for less than the system's budget; the budget itself is per system, shared by all flows.
+    rate_per_second = system.rate_limit_per_second
+    if sync_policy is not None and sync_policy.rate_limit_per_second:
+        rate_per_second = min(rate_per_second, sync_policy.rate_limit_per_second)
+    budget = rate_budget_wait(system_key=f"{system.slug}:{system.pk}", rate_per_second=rate_per_second)
+    if not budget.allowed:
+        _wait(
+            delivery.pk,
+            status=delivery.status,
+            until=timezone.now() + datetime.timedelta(seconds=budget.wait_seconds),
+        )
+        return None
+    with transaction.atomic():
+        locked = Delivery.objects.select_for_update().filter(pk=delivery.pk).first()
+        if locked is None or locked.status not in (
+            DeliveryStatus.PENDING,
+            DeliveryStatus.RETRYING,
+            DeliveryStatus.HELD,
+        ):
+            return None
+        delivery.refresh_from_db()
+        if _is_stale(delivery):
+            delivery.status = DeliveryStatus.SKIPPED_STALE
+            delivery.last_error = "A newer update of this record was already applied at the target."
+            delivery.save()
+            _message_settle(delivery.message_id)
+            return DeliveryStatus.SKIPPED_STALE
+        # Committed before the call: if the worker dies mid-call, the attempt count says "maybe sent",
+        # so the next try looks the record up by idempotency key instead of creating it again.
+        delivery.status = DeliveryStatus.DELIVERING
+        delivery.attempts += 1
+        delivery.save(update_fields=["status", "attempts", "updated_at"])
+    lookup_first = delivery.lookup_first or delivery.attempts > 1
+    message = delivery.message
+    previous = current_correlation_id()
+    bind_correlation_id(message.correlation_id)
+    started = time.perf_counter()
+    try:
+        result = _call(delivery, system, lookup_first)
+    finally:
+        bind_correlation_id(previous)
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    return _record(delivery, system, result, policy, duration_ms=duration_ms, task_id=task_id, probe=probe)
+
+
+@transaction.atomic
+def _record(
+    delivery: Delivery,
+    system: ConnectedSystem,
+    result: CallOutcome,
+    policy: RetryPolicy,
+    *,
+    duration_ms: float,
+    task_id: str,
+    probe: bool,
+) -> str:
+    now = timezone.now()
+    message = delivery.message
+    payload_bytes = len(json.dumps(delivery.outbound_payload or {}, default=str))
+    # Numbered over the delivery's whole life: a replay starts a new retry budget, not a new numbering.
+    previous = DeliveryAttempt.objects.filter(delivery=delivery).aggregate(last=Max("number"))["last"] or 0
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        number=previous + 1,
+        request_summary={
+            "target": system.slug,
+            "operation": result.operation,
+            "entity": message.entity,
+            "idempotency_key": delivery.idempotency_key,
+            "payload_bytes": payload_bytes,
+            "probe": probe,
+        },
+        status_code=result.status_code,
+        duration_ms=duration_ms,
+        outcome=result.outcome,
+        error=result.error[:2000],
+        task_id=task_id[:100],
+        correlation_id=message.correlation_id,
+    )
+    delivery.next_attempt_at = None
+    delivery.dispatched_at = None
+    if result.outcome in (AttemptOutcome.DELIVERED, AttemptOutcome.ALREADY_APPLIED):
+        circuit.circuit_record_success(system=system)
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.external_id = result.external_id or delivery.external_id
+        delivery.delivered_at = now
+        delivery.last_error = ""
+        delivery.lookup_first = False
+        delivery.save()
+        if message.canonical_id and delivery.external_id:
+            _xref_upsert(system, message.entity, message.canonical_id, delivery.external_id)
+        _watermark_advance(delivery)
+    elif result.outcome == AttemptOutcome.TERMINAL_ERROR:
+        # The system answered (a 4xx): it is up, so the circuit counts it as a success.
+        if result.status_code is not None:
+            circuit.circuit_record_success(system=system)
+        delivery.status = DeliveryStatus.FAILED
+        delivery.last_error = result.error
+        delivery.save()
+        _open_item(
+            message,
+            ExceptionCategory.TARGET_REJECTED,
+            f"{system.slug} rejected the {message.entity}: {result.error}",
+            delivery=delivery,
+            system=system,
+            payload_snapshot=delivery.outbound_payload,
+            suggested_action="Correct the payload (or the target's data) and replay; it will not be retried alone.",
+        )
+    else:
+        circuit.circuit_record_failure(system=system)
+        delivery.last_error = result.error
+        if delivery.attempts >= policy.max_attempts:
+            delivery.status = DeliveryStatus.DEAD
+            delivery.save()
+            _open_item(
+                message,
+                ExceptionCategory.DEAD_LETTER,
+                f"{delivery.attempts} attempts to {system.slug} failed; last: {result.error}",
+                delivery=delivery,
+                system=system,
+                payload_snapshot=delivery.outbound_payload,
+                suggested_action="Check the target system, then replay; the replay looks the record up first.",
+            )
+        else:
+            delivery.status = DeliveryStatus.RETRYING
+            delay = policy.delay(delivery.attempts, result.retry_after)
+            delivery.next_attempt_at = now + datetime.timedelta(seconds=delay)
+            delivery.save()
+    _message_settle(message.pk)
+    return delivery.status
+
+
+def _xref_upsert(system: ConnectedSystem, entity: str, canonical_id: str, external_id: str) -> None:
+    updated = CrossReference.objects.filter(system=system, entity=entity, canonical_id=canonical_id).update(
+        external_id=external_id, updated_at=timezone.now()
+    )
+    if not updated:
+        try:
+            with transaction.atomic():
+                CrossReference.objects.create(
+                    system=system, entity=entity, canonical_id=canonical_id, external_id=external_id
+                )
+        except IntegrityError:
+            logger.warning(
+                "cross-reference conflict",
+                extra={"system": system.slug, "entity": entity, "canonical_id": canonical_id},
+            )
+
+
+def _message_settle(message_id: int) -> str:
+    """Derive the message's status from its deliveries (run after every delivery outcome)."""
+    message = Message.objects.select_for_update().get(pk=message_id)
+    rows = list(message.deliveries.values_list("status", "attempts", "next_attempt_at", "last_error"))
+    statuses = {row[0] for row in rows}
+    now = timezone.now()
+    message.attempts = sum(row[1] for row in rows)
+    open_rows = [
+        row for row in rows if row[0] not in (*DELIVERY_DONE_STATUSES, DeliveryStatus.FAILED, DeliveryStatus.DEAD)
+    ]
+    errors = [row[3] for row in rows if row[3]]
+    message.last_error = errors[-1][:2000] if errors else ""
+    if open_rows:
+        message.status = MessageStatus.DELIVERING
+        due = [row[2] for row in open_rows if row[2] is not None]
+        message.next_attempt_at = min(due) if due else None
+    elif DeliveryStatus.DEAD in statuses:
+        message.status, message.failed_at, message.next_attempt_at = MessageStatus.DEAD, now, None
+    elif DeliveryStatus.FAILED in statuses:
+        message.status, message.failed_at, message.next_attempt_at = MessageStatus.FAILED, now, None
+    elif statuses == {DeliveryStatus.SKIPPED_STALE}:
+        message.status, message.next_attempt_at = MessageStatus.SKIPPED_STALE, None
+    else:
+        message.status, message.delivered_at, message.next_attempt_at = MessageStatus.DELIVERED, now, None
+    message.save(
+        update_fields=["status", "attempts", "next_attempt_at", "last_error", "failed_at", "delivered_at", "updated_at"]
+    )
+    if message.status == MessageStatus.DELIVERED:
+        follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk)
+    elif message.status in (MessageStatus.FAILED, MessageStatus.DEAD):
+        follow_up_emit(EVENT_MESSAGE_FAILED, message.pk)
+    return message.status
+
+
+def deliveries_send(*, delivery_ids: Iterable[int], task_id: str = "") -> dict[str, int]:
+    """Send a batch of deliveries; each one is claimed, called and recorded on its own."""
+    counts: dict[str, int] = defaultdict(int)
+    for delivery_id in delivery_ids:
+        try:
+            status = delivery_send(delivery_id=delivery_id, task_id=task_id)
+        except Exception:
+            logger.exception("delivery failed unexpectedly", extra={"delivery_id": delivery_id})
+            status = "error"
+        counts[status or "skipped"] += 1
+    return dict(counts)
+
+
+# --- replay, approval release ----------------------------------------------------------------------
+
+
+@transaction.atomic
+def message_replay(
+    *,
+    message: Message,
+    use_original_mapping: bool = False,
+    raw_payload: dict[str, Any] | None = None,
+    canonical_payload: dict[str, Any] | None = None,
+    queue: str = "replay",
+) -> Message:
+    """Run a message through the pipeline again (delivered, failed, dead or held), optionally with an edited
+    payload. Deliveries keep their idempotency keys unless the payload changed, so a replay of a delivered
+    message is looked up at the target first and never creates a duplicate."""
+    message = Message.objects.select_for_update().get(pk=message.pk)
+    now = timezone.now()
+    if not use_original_mapping:
+        message.mapping_set = None
+        message.mapping_version = None
+    if canonical_payload is not None:
+        message.canonical_payload = canonical_payload
+        message.status = MessageStatus.MAPPED
+        message.approved_at = None
+    else:
+        if raw_payload is not None:
+            message.raw_payload = raw_payload
+            message.approved_at = None
+        message.canonical_payload = None
+        message.status = MessageStatus.RECEIVED
+    message.replay_count += 1
+    message.last_error = ""
+    message.failed_at = None
+    message.dispatched_at = now
+    message.save()
+    messages_enqueue(message_ids=[message.pk], queue=queue)
+    return message
+
+
+@transaction.atomic
+def message_release(*, message: Message) -> Message:
+    """Release an approved held message to routing and delivery."""
+    message = Message.objects.select_for_update().get(pk=message.pk)
+    if message.status != MessageStatus.HELD:
+        raise HubError(f"Message #{message.pk} is {message.status}, not held; nothing to release.")
+    message.approved_at = timezone.now()
+    message.status = MessageStatus.VALIDATED
+    message.dispatched_at = message.approved_at
+    message.save()
+    messages_enqueue(message_ids=[message.pk], queue="replay")
+    return message
+
+
+@transaction.atomic
+def message_reject(*, message: Message, reason: str) -> Message:
+    """Stop a message for good (a person rejected it)."""
+    message = Message.objects.select_for_update().get(pk=message.pk)
+    message.status = MessageStatus.FAILED
+    message.failed_at = timezone.now()
+    message.last_error = f"Rejected: {reason}"[:2000]
+    message.save()
+    return message
+
+
+def deliveries_release(*, system: ConnectedSystem) -> int:
+    """Resume: make the held deliveries of a system due now, and reset its breaker (resume is a person's call)."""
+    circuit.circuit_reset(system=system)
+    return Delivery.objects.filter(target_system=system, status=DeliveryStatus.HELD).update(
+        next_attempt_at=None, dispatched_at=None
+    )
+
+
+# --- follow-up events ------------------------------------------------------------------------------
+
+_subscribers: dict[str, list[Callable[[int], None]]] = defaultdict(list)
+
+
+def follow_up_subscribe(event: str, handler: Callable[[int], None]) -> None:
+    """Call `handler(message_id)` after commit whenever `event` happens (handlers should enqueue a task)."""
+    if handler not in _subscribers[event]:
+        _subscribers[event].append(handler)
+
+
+def follow_up_emit(event: str, message_id: int) -> None:
+    for handler in list(_subscribers.get(event, ())):
+        transaction.on_commit(functools.partial(handler, message_id))

@@ -1,1 +1,31 @@
-"""Tasks of the sync app."""
+"""Celery tasks of the sync engine: thin, take ids, idempotent. Start them with integrationhub.dispatch."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from sync import services
+
+
+@shared_task(name="sync.sync_tick_task", ignore_result=True)
+def sync_tick_task() -> dict[str, int]:
+    """Beat, every second: hand stored messages and due deliveries to the workers in batches."""
+    return services.sync_tick()
+
+
+@shared_task(name="sync.sync_sweep_task", ignore_result=True)
+def sync_sweep_task() -> dict[str, int]:
+    """Beat: re-dispatch messages and deliveries a lost task left behind."""
+    return services.sync_sweep()
+
+
+@shared_task(name="sync.messages_process_task", ignore_result=True)
+def messages_process_task(message_ids: list[int]) -> dict[str, int]:
+    """Map, validate, check ownership, hold and route a batch of messages."""
+    return services.messages_process(message_ids=message_ids)
+
+
+@shared_task(bind=True, name="sync.deliveries_send_task", ignore_result=True)
+def deliveries_send_task(self, delivery_ids: list[int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Send a batch of deliveries to their targets."""
+    return services.deliveries_send(delivery_ids=delivery_ids, task_id=self.request.id or "")

@@ -1,0 +1,40 @@
+"""Errors the inbound endpoint answers with; each renders as problem+json and says what the sender should do."""
+
+from __future__ import annotations
+
+from integrationhub.errors import HubError, HubNotFoundError
+
+
+class UnknownSystemError(HubNotFoundError):
+    code = "unknown_system"
+    title = "No connected system has this slug"
+
+
+class UnknownEventTypeError(HubError):
+    status = 400
+    code = "unknown_event_type"
+    title = "The event type names no canonical entity"
+
+
+class SignatureError(HubError):
+    status = 401
+    code = "bad_signature"
+    title = "The webhook signature could not be verified"
+
+
+class SystemPausedError(HubError):
+    status = 423
+    code = "system_paused"
+    title = "The system is paused"
+
+
+class PayloadTooLargeError(HubError):
+    status = 413
+    code = "payload_too_large"
+    title = "The body is too large"
+
+
+class MalformedPayloadError(HubError):
+    status = 400
+    code = "malformed_payload"
+    title = "The body is not acceptable JSON"

@@ -1,0 +1,46 @@
+"""A connector for the tests' local HTTP target (sync/tests/conftest.py): find and upsert over plain REST.
+
+The target keeps records per entity, upserts by the record's `id` and remembers idempotency keys:
+POST /records/<entity> with an Idempotency-Key header, GET /records/<entity>?idempotency_key=<key>.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import Connector, HealthResult, UpsertResult
+from connectors.http import client_for
+from connectors.registry import register_connector
+
+
+@register_connector
+class SyncTestTargetConnector(Connector):
+    name = "sync_test_target"
+    label = "Sync test target (tests only)"
+    role_hint = ""
+    description = "The sync engine tests' local HTTP target."
+    capabilities = frozenset({"health_check", "find", "upsert"})
+    parameter_schema = {"type": "object", "properties": {"timeout_seconds": {"type": "number"}}}
+
+    def health_check(self) -> HealthResult:
+        response = client_for(self.system).request("GET", "/health")
+        return HealthResult(ok=True, status_code=response.status_code, duration_ms=0.0, message="ok")
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        response = client_for(self.system).request(
+            "GET", f"/records/{entity}", params={"idempotency_key": idempotency_key}, check=False
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            from connectors.http import raise_for_status
+
+            raise_for_status(response, system_slug=self.system.slug)
+        return response.json()
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        response = client_for(self.system).request(
+            "POST", f"/records/{entity}", json=payload, headers={"Idempotency-Key": idempotency_key}
+        )
+        body = response.json()
+        return UpsertResult(external_id=str(body["id"]), created=bool(body.get("created")), payload=body)
