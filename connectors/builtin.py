@@ -1,20 +1,43 @@
-"""The connector types that ship with the hub.
+"""The connector types that ship with the hub: generic REST, Salesforce, Harvest, Graph, the sandbox ERP.
 
-Each declares a realistic parameter schema for `ConnectedSystem.settings` and the secret parameters
-that belong in `credentials`. For now every type implements `health_check` only, and says so in its
-capabilities; the data operations arrive with the sync engine and are refused until then.
+Each declares a parameter schema for `ConnectedSystem.settings`, the secret parameters that belong in
+`credentials`, and exactly the operations it implements. Every call goes through connectors.http
+(pooled client, correlation id, one log line per call without secrets, one error classification).
+
+Exactly-once: `upsert` always looks the idempotency key up in the target (`find`) before it creates,
+and sends the key along when the API accepts one, so retrying after a lost answer (the record was
+stored, the response never arrived) finds the record instead of creating a second one. A record that
+is found is updated with the fields that differ (none on a plain retry, so a retry writes nothing).
+
+Cursors are opaque strings to the hub. Where an API pages by number or offset, the cursor carries the
+`updated_since` watermark of the pass and the next page, and the next pass starts from the newest
+change seen (inclusive: a record on the boundary may come twice, one is never skipped).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from connectors.base import Connector, HealthResult
+from connectors.base import ChangeBatch, Connector, ConnectorCapabilityError, HealthResult, UpsertResult
 from connectors.choices import SystemRole
-from connectors.http import ApiKeyAuth, BearerAuth, OAuth2ClientCredentialsAuth, client_for
+from connectors.http import (
+    ApiKeyAuth,
+    BearerAuth,
+    OAuth2ClientCredentialsAuth,
+    TerminalConnectorError,
+    classify_error,
+    client_for,
+)
 from connectors.http import basic_auth as make_basic_auth
 from connectors.registry import register_connector
 from integrationhub.errors import HubValidationError
@@ -70,8 +93,127 @@ OAUTH2_NEEDS_TOKEN_URL: dict[str, Any] = {
 AUTH_SECRETS = frozenset({"api_key", "bearer_token", "client_id", "client_secret", "username", "password"})
 
 
+PAGE_SIZE: dict[str, Any] = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 2000,
+    "default": 100,
+    "description": "Records per page when fetching changes.",
+}
+MAX_CHANGED_FIELDS_PREVIEW = 5
+
+
+class CredentialsRefusedError(TerminalConnectorError):
+    """The system refused the hub's credentials (401/403, or the OAuth2 token endpoint said no)."""
+
+    code = "connector_auth"
+    title = "The connected system refused the hub's credentials"
+
+
+# --- small helpers shared by the connectors -------------------------------------------------------------
+
+
+def cursor_encode(state: Mapping[str, Any]) -> str:
+    """A cursor the hub stores as text: compact JSON of the connector's paging state."""
+    return json.dumps({k: v for k, v in state.items() if v is not None}, separators=(",", ":"), sort_keys=True)
+
+
+def cursor_decode(cursor: str | None, *, system_slug: str = "") -> dict[str, Any]:
+    if not cursor:
+        return {}
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise TerminalConnectorError(f"Invalid cursor {cursor[:80]!r}", system_slug=system_slug)
+    return state
+
+
+def dotted(data: Any, path: str) -> Any:
+    """`data["a"]["b"]` for the path "a.b"; None when a step is missing."""
+    for part in [p for p in path.split(".") if p]:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _comparable(value: Any) -> Any:
+    # Numbers come back normalised ("10.00", 10.0): compare them as decimals, everything else as is.
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float, Decimal)) or (isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value)):
+        try:
+            return Decimal(str(value)).normalize()
+        except InvalidOperation:
+            return value
+    return value
+
+
+def changed_fields(existing: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload fields whose value differs from the record as the system shows it.
+
+    A reference sent as `project_id` is shown by some APIs as `project: {id, name}`; both forms compare.
+    """
+    changes: dict[str, Any] = {}
+    for name, value in payload.items():
+        if name in existing:
+            current = existing[name]
+        elif name.endswith("_id") and isinstance(existing.get(name[:-3]), Mapping):
+            current = existing[name[:-3]].get("id")
+        else:
+            changes[name] = value
+            continue
+        if _comparable(current) != _comparable(value):
+            changes[name] = value
+    return changes
+
+
+def newest(current: str | None, candidate: Any) -> str | None:
+    """The later of two ISO timestamps (the watermark of a pass)."""
+    if not candidate:
+        return current
+    candidate = str(candidate)
+    if not current:
+        return candidate
+    try:
+        return candidate if _parse_time(candidate) > _parse_time(current) else current
+    except ValueError:
+        return max(current, candidate)
+
+
+def _parse_time(value: str) -> datetime:
+    text = value.strip().replace("Z", "+00:00")
+    # Salesforce writes +0000; fromisoformat wants +00:00.
+    text = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", text)
+    return datetime.fromisoformat(text)
+
+
+class _RefusingOAuth2Auth(OAuth2ClientCredentialsAuth):
+    """OAuth2 client credentials whose token-endpoint refusal reads as "credentials refused"."""
+
+    def _store(self, response: httpx.Response, system_slug: str) -> str:
+        if response.status_code in (400, 401, 403):
+            try:
+                error = str(response.json().get("error") or "")
+            except (ValueError, AttributeError):
+                error = ""
+            # invalid_client / unauthorized_client / invalid_grant: the id or secret is wrong or revoked.
+            if response.status_code != 400 or error in ("", "invalid_client", "unauthorized_client", "invalid_grant"):
+                reason = f": {error}" if error else ""
+                raise CredentialsRefusedError(
+                    f"The token endpoint of {system_slug or 'the system'} refused the hub's client credentials "
+                    f"(HTTP {response.status_code}{reason})",
+                    status_code=response.status_code,
+                    system_slug=system_slug,
+                    hint="Check the client id and secret of the system, and that the app is still authorised.",
+                )
+        return super()._store(response, system_slug)
+
+
 class RestConnector(Connector):
-    """Shared plumbing of the HTTP/JSON connectors: auth from the credentials and a GET health check."""
+    """Shared plumbing of the HTTP/JSON connectors: auth from the credentials, calls, a GET health check."""
 
     default_auth_mode = "api_key"
 
@@ -102,7 +244,7 @@ class RestConnector(Connector):
         if mode == "basic":
             return make_basic_auth(self._credential("username"), self._credential("password"))
         if mode == "oauth2":
-            return OAuth2ClientCredentialsAuth(
+            return _RefusingOAuth2Auth(
                 token_url=self.token_url(),
                 client_id=self._credential("client_id"),
                 client_secret=self._credential("client_secret"),
@@ -114,13 +256,74 @@ class RestConnector(Connector):
     def extra_headers(self) -> dict[str, str]:
         return {}
 
+    @property
+    def slug(self) -> str:
+        return str(getattr(self.system, "slug", ""))
+
+    def page_size(self, default: int = 100) -> int:
+        return int(self.settings.get("page_size") or default)
+
+    def raise_for(self, response: httpx.Response) -> None:
+        """Raise the classified error of a failed answer; 401/403 say the credentials were refused."""
+        if response.status_code in (401, 403):
+            raise CredentialsRefusedError(
+                f"{self.label} ({self.slug}) refused the hub's credentials: HTTP {response.status_code} on "
+                f"{response.request.url.path}",
+                status_code=response.status_code,
+                system_slug=self.slug,
+                hint="Check the system's credentials and the permissions of the account the hub uses.",
+            )
+        if response.status_code >= 400:
+            raise classify_error(response, system_slug=self.slug)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        missing_ok: bool = False,
+        auth: bool = True,
+    ) -> httpx.Response | None:
+        """One call through the system's pooled client; with `missing_ok` a 404 answers None."""
+        response = client_for(self.system).request(
+            method,
+            path,
+            auth=self.auth() if auth else None,
+            headers={**self.extra_headers(), **(headers or {})},
+            params=params,
+            json=json,
+            check=False,
+        )
+        if missing_ok and response.status_code in (404, 410):
+            return None
+        self.raise_for(response)
+        return response
+
+    def call_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.call(method, path, **kwargs)
+        if response is None:
+            return None
+        if response.status_code == 204 or not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TerminalConnectorError(
+                f"{self.slug} answered {method} {httpx.URL(path).path} with a body that is not JSON",
+                status_code=response.status_code,
+                system_slug=self.slug,
+            ) from exc
+
     def health_check(self) -> HealthResult:
         """GET the health path; 2xx is healthy, anything else raises the classified connector error."""
         path = str(self.settings.get("health_path", "/health"))
         # A health endpoint is often public; only authenticate when credentials were given.
-        auth = self.auth() if self.credentials else None
         started = time.perf_counter()
-        response = client_for(self.system).request("GET", path, auth=auth, headers=self.extra_headers())
+        response = self.call("GET", path, auth=bool(self.credentials))
+        assert response is not None
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         return HealthResult(
             ok=True,
@@ -129,15 +332,29 @@ class RestConnector(Connector):
             message=f"GET {path} answered {response.status_code} {response.reason_phrase}",
         )
 
+    def unknown_entity(self, entity: str, known: Mapping[str, Any]) -> ConnectorCapabilityError:
+        return ConnectorCapabilityError(
+            f"Connector '{self.name}' (system '{self.slug}') does not handle entity '{entity}'; "
+            f"it handles: {', '.join(sorted(known)) or 'none'}.",
+            hint="Map the flow to an entity this system handles, or configure it in the system's settings.",
+        )
+
+
+def with_id(record: Mapping[str, Any], id_value: Any) -> dict[str, Any]:
+    """The record with the hub's `id` key (what the sync engine reads) set to the system's id."""
+    return {**record, "id": str(id_value)}
+
 
 @register_connector
 class GenericRestConnector(RestConnector):
+    """Any JSON-over-HTTP API, configured per entity: where records live, how to page and find them."""
+
     name = "generic_rest"
     label = "Generic REST API"
     role_hint = ""
     description = "Any JSON-over-HTTP API: one endpoint per canonical entity, configurable auth and pagination."
     sensitive_parameters = AUTH_SECRETS
-    capabilities = frozenset({"health_check"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -171,12 +388,36 @@ class GenericRestConnector(RestConnector):
                         "type": "string",
                         "description": "Query parameter for incremental pulls, e.g. updated_since.",
                     },
+                    "updated_field": {
+                        "type": "string",
+                        "default": "updated_at",
+                        "description": "Field of a record holding its last change (the watermark of a pull).",
+                    },
                     "results_path": {
                         "type": "string",
                         "description": "Dotted path of the record list in a list response, e.g. data.items.",
                     },
+                    "lookup_param": {
+                        "type": "string",
+                        "description": "Query parameter that finds a record by idempotency key, e.g. "
+                        "idempotency_key or external_ref. Without it `find` finds nothing.",
+                    },
+                    "idempotency_field": {
+                        "type": "string",
+                        "description": "Payload field the key is written to on create (for lookup_param to find).",
+                    },
                     "idempotency_header": {"type": "string", "default": "Idempotency-Key"},
-                    "upsert_method": {"enum": ["POST", "PUT", "PATCH"], "default": "POST"},
+                    "upsert_method": {
+                        "enum": ["POST", "PUT", "PATCH"],
+                        "default": "POST",
+                        "description": "Method that creates a record on the collection path.",
+                    },
+                    "update_method": {
+                        "enum": ["PUT", "PATCH", "none"],
+                        "default": "PATCH",
+                        "description": "Method that updates a found record on <path>/<id>; none keeps it as is.",
+                    },
+                    "void_method": {"enum": ["DELETE", "none"], "default": "DELETE"},
                 },
             },
             "pagination": {
@@ -192,21 +433,193 @@ class GenericRestConnector(RestConnector):
                     "limit_param": {"type": "string", "default": "limit"},
                     "cursor_param": {"type": "string", "default": "cursor"},
                     "next_cursor_path": {"type": "string", "description": "Dotted path of the next cursor."},
+                    "has_more_path": {
+                        "type": "string",
+                        "description": "Dotted path of a boolean 'more pages follow' (else: a full page means more).",
+                    },
                 },
             },
         },
     }
 
+    def endpoint(self, entity: str) -> dict[str, Any]:
+        endpoints = self.settings.get("endpoints") or {}
+        if entity not in endpoints:
+            raise self.unknown_entity(entity, endpoints)
+        return dict(endpoints[entity])
+
+    def _pagination(self) -> dict[str, Any]:
+        return dict(self.settings.get("pagination") or {"style": "none"})
+
+    def _records(self, endpoint: Mapping[str, Any], body: Any) -> list[dict[str, Any]]:
+        path = endpoint.get("results_path")
+        rows = dotted(body, path) if path else body
+        if rows is None and isinstance(body, Mapping):
+            # Common envelopes, when results_path was not configured.
+            rows = next((body[k] for k in ("results", "data", "items", "records", "value") if k in body), None)
+        if not isinstance(rows, list):
+            raise TerminalConnectorError(
+                f"{self.slug} answered a list call without a record list (set results_path)", system_slug=self.slug
+            )
+        return [dict(row) for row in rows if isinstance(row, Mapping)]
+
+    def _id(self, endpoint: Mapping[str, Any], record: Mapping[str, Any]) -> str:
+        value = dotted(record, str(endpoint.get("id_field", "id")))
+        if value in (None, ""):
+            raise TerminalConnectorError(
+                f"{self.slug} answered a record without its id field '{endpoint.get('id_field', 'id')}'",
+                system_slug=self.slug,
+            )
+        return str(value)
+
+    def _detail_path(self, endpoint: Mapping[str, Any], external_id: str) -> str:
+        return f"{str(endpoint['path']).rstrip('/')}/{quote(str(external_id), safe='')}"
+
+    def get(self, entity: str, external_id: str) -> dict[str, Any]:
+        endpoint = self.endpoint(entity)
+        record = self.call_json("GET", self._detail_path(endpoint, external_id))
+        return with_id(record, self._id(endpoint, record))
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        endpoint = self.endpoint(entity)
+        lookup = endpoint.get("lookup_param")
+        if not lookup:
+            return None
+        pagination = self._pagination()
+        params: dict[str, Any] = {str(lookup): idempotency_key}
+        if pagination.get("style") in ("page", "link"):
+            params[pagination.get("page_size_param", "per_page")] = 1
+        elif pagination.get("style") in ("offset", "cursor"):
+            params[pagination.get("limit_param", "limit")] = 1
+        rows = self._records(endpoint, self.call_json("GET", str(endpoint["path"]), params=params))
+        field = endpoint.get("idempotency_field")
+        if field:
+            # An API that ignores an unknown filter answers everything: keep only the exact match.
+            rows = [row for row in rows if str(dotted(row, str(field))) == idempotency_key]
+        return with_id(rows[0], self._id(endpoint, rows[0])) if rows else None
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        endpoint = self.endpoint(entity)
+        found = self.find(entity, idempotency_key)
+        if found is not None:
+            external_id = found["id"]
+            method = str(endpoint.get("update_method", "PATCH"))
+            changes = changed_fields(found, payload)
+            if method == "none" or not changes:
+                return UpsertResult(external_id=external_id, created=False, payload=found)
+            body = changes if method == "PATCH" else payload
+            updated = self.call_json(method, self._detail_path(endpoint, external_id), json=body)
+            return UpsertResult(external_id=external_id, created=False, payload=updated or found)
+        body = dict(payload)
+        if endpoint.get("idempotency_field"):
+            body[str(endpoint["idempotency_field"])] = idempotency_key
+        header = str(endpoint.get("idempotency_header") or "Idempotency-Key")
+        created = self.call_json(
+            str(endpoint.get("upsert_method", "POST")),
+            str(endpoint["path"]),
+            json=body,
+            headers={header: idempotency_key},
+        )
+        return UpsertResult(external_id=self._id(endpoint, created), created=True, payload=created)
+
+    def void(self, entity: str, external_id: str) -> None:
+        endpoint = self.endpoint(entity)
+        if endpoint.get("void_method", "DELETE") == "none":
+            raise ConnectorCapabilityError(f"System '{self.slug}' does not void '{entity}' (void_method is none).")
+        # Already gone is voided: compensation may run twice.
+        self.call("DELETE", self._detail_path(endpoint, external_id), missing_ok=True)
+
+    def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
+        """One page of records changed since the cursor, in the API's own paging style."""
+        endpoint = self.endpoint(entity)
+        pagination = self._pagination()
+        style = str(pagination.get("style", "none"))
+        size = int(pagination.get("page_size", 100))
+        state = cursor_decode(cursor, system_slug=self.slug)
+        since_param = endpoint.get("updated_since_param")
+        updated_field = str(endpoint.get("updated_field", "updated_at"))
+        params: dict[str, Any] = {}
+        if since_param and state.get("since") and style != "cursor":
+            params[str(since_param)] = state["since"]
+        path = str(endpoint["path"])
+        if style == "page":
+            page = int(state.get("page", 1))
+            params |= {pagination.get("page_param", "page"): page, pagination.get("page_size_param", "per_page"): size}
+        elif style == "offset":
+            offset = int(state.get("offset", 0))
+            params |= {pagination.get("offset_param", "offset"): offset, pagination.get("limit_param", "limit"): size}
+        elif style == "cursor":
+            params[pagination.get("limit_param", "limit")] = size
+            if state.get("cursor"):
+                params[pagination.get("cursor_param", "cursor")] = state["cursor"]
+        elif style == "link":
+            params[pagination.get("page_size_param", "per_page")] = size
+            if state.get("url"):
+                # The next link carries every parameter itself; passing params would replace its query.
+                path, params = str(state["url"]), {}
+        response = self.call("GET", path, params=params or None)
+        assert response is not None
+        body = response.json()
+        rows = self._records(endpoint, body)
+        records = [with_id(row, self._id(endpoint, row)) for row in rows]
+        watermark = state.get("max")
+        for row in rows:
+            watermark = newest(watermark, dotted(row, updated_field))
+        has_more_path = pagination.get("has_more_path")
+        full_page = len(rows) >= size
+        if style == "cursor":
+            next_value = dotted(body, str(pagination.get("next_cursor_path", "next_cursor")))
+            more = bool(dotted(body, str(has_more_path))) if has_more_path else bool(next_value) and full_page
+            # The API's cursor is the position itself: keep it even at the end, the next pull continues there.
+            next_state = {"cursor": next_value or state.get("cursor")}
+            return ChangeBatch(records=records, next_cursor=cursor_encode(next_state), has_more=more)
+        if style == "page":
+            more = bool(dotted(body, str(has_more_path))) if has_more_path else full_page
+            next_state = {"since": state.get("since"), "page": int(state.get("page", 1)) + 1, "max": watermark}
+        elif style == "offset":
+            more = bool(dotted(body, str(has_more_path))) if has_more_path else full_page
+            next_state = {
+                "since": state.get("since"),
+                "offset": int(state.get("offset", 0)) + len(rows),
+                "max": watermark,
+            }
+        elif style == "link":
+            next_url = response.links.get("next", {}).get("url")
+            more = bool(next_url)
+            next_state = {"since": state.get("since"), "url": next_url, "max": watermark}
+        else:
+            more = False
+            next_state = {}
+        if not more:
+            # The pass is complete: the next one asks for what changed since the newest change seen.
+            next_state = {"since": watermark or state.get("since")} if since_param else {}
+        return ChangeBatch(
+            records=records, next_cursor=cursor_encode(next_state) if next_state else None, has_more=more
+        )
+
+
+SALESFORCE_OBJECTS = {"client": "Account", "opportunity": "Opportunity", "contact": "Contact"}
+# Fields a pull selects when settings.query_fields does not say (SOQL has no SELECT *).
+SALESFORCE_FIELDS = {
+    "Account": ["Name", "AccountNumber", "Type", "Industry", "BillingCountry", "CurrencyIsoCode"],
+    "Contact": ["FirstName", "LastName", "Email", "Phone", "Title", "AccountId"],
+    "Opportunity": ["Name", "AccountId", "StageName", "Amount", "CurrencyIsoCode", "CloseDate", "IsClosed", "IsWon"],
+}
+SALESFORCE_SYSTEM_FIELDS = ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate"]
+SALESFORCE_FIELD = r"^[A-Za-z][A-Za-z0-9_]*$"
+
 
 @register_connector
 class SalesforceCrmConnector(RestConnector):
+    """Salesforce REST: OAuth2 client credentials, SOQL pulls paged by nextRecordsUrl, upsert by external id."""
+
     name = "salesforce_crm"
     label = "Salesforce CRM"
     role_hint = SystemRole.CRM
     description = "Salesforce REST API with OAuth2; upserts by an external-id field."
     default_auth_mode = "oauth2"
     sensitive_parameters = frozenset({"client_id", "client_secret", "username", "password", "security_token"})
-    capabilities = frozenset({"health_check"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -230,7 +643,20 @@ class SalesforceCrmConnector(RestConnector):
                 "type": "object",
                 "description": "Canonical entity → SObject, e.g. client → Account.",
                 "propertyNames": {"enum": CANONICAL_ENTITIES},
-                "additionalProperties": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*$"},
+                "additionalProperties": {"type": "string", "pattern": SALESFORCE_FIELD},
+            },
+            "query_fields": {
+                "type": "object",
+                "description": "SObject → the fields a pull selects (Id, IsDeleted, CreatedDate, LastModifiedDate "
+                "and the external-id field are always added).",
+                "additionalProperties": {"type": "array", "items": {"type": "string", "pattern": SALESFORCE_FIELD}},
+            },
+            "page_size": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 2000,
+                "default": 200,
+                "description": "batchSize of a SOQL query (Sforce-Query-Options).",
             },
             "scope": SCOPE,
             "health_path": HEALTH_PATH,
@@ -244,15 +670,138 @@ class SalesforceCrmConnector(RestConnector):
     def token_url(self) -> str:
         return self.system.base_url.rstrip("/") + str(self.settings.get("token_path", "/services/oauth2/token"))
 
+    @property
+    def data_path(self) -> str:
+        return f"/services/data/{self.settings.get('api_version', 'v61.0')}"
+
+    @property
+    def external_id_field(self) -> str:
+        return str(self.settings.get("external_id_field", "Hub_Id__c"))
+
+    def sobject(self, entity: str) -> str:
+        names = {**SALESFORCE_OBJECTS, **(self.settings.get("object_names") or {})}
+        if entity not in names:
+            raise self.unknown_entity(entity, names)
+        return str(names[entity])
+
+    def _normalise(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return with_id({k: v for k, v in record.items() if k != "attributes"}, record.get("Id"))
+
+    def _by_key_path(self, sobject: str, key: str) -> str:
+        return f"{self.data_path}/sobjects/{sobject}/{self.external_id_field}/{quote(key, safe='')}"
+
+    def get(self, entity: str, external_id: str) -> dict[str, Any]:
+        sobject = self.sobject(entity)
+        return self._normalise(self.call_json("GET", f"{self.data_path}/sobjects/{sobject}/{quote(external_id)}"))
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        record = self.call_json("GET", self._by_key_path(self.sobject(entity), idempotency_key), missing_ok=True)
+        return self._normalise(record) if record else None
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        """Find by the external-id field; update the record found, else upsert by external id (201)."""
+        sobject = self.sobject(entity)
+        body = {k: v for k, v in payload.items() if k not in ("Id", "attributes", self.external_id_field)}
+        found = self.find(entity, idempotency_key)
+        if found is not None:
+            changes = changed_fields(found, body)
+            if changes:
+                self.call("PATCH", f"{self.data_path}/sobjects/{sobject}/{quote(found['id'])}", json=changes)
+            return UpsertResult(external_id=found["id"], created=False, payload={**found, **changes})
+        answer = self.call_json("PATCH", self._by_key_path(sobject, idempotency_key), json=body)
+        external_id = (answer or {}).get("id")
+        created = bool((answer or {}).get("created", True))
+        if not external_id:
+            # 204: someone upserted the same key between our find and our call; read its id.
+            again = self.find(entity, idempotency_key)
+            if again is None:
+                raise TerminalConnectorError(
+                    f"{self.slug} accepted the upsert of {sobject} but the record cannot be read back",
+                    system_slug=self.slug,
+                )
+            external_id, created = again["id"], False
+        return UpsertResult(external_id=str(external_id), created=created, payload={**body, "Id": external_id})
+
+    def void(self, entity: str, external_id: str) -> None:
+        """Delete the record (Salesforce keeps it in the recycle bin); already deleted is fine."""
+        self.call("DELETE", f"{self.data_path}/sobjects/{self.sobject(entity)}/{quote(external_id)}", missing_ok=True)
+
+    def _soql(self, sobject: str, since: str | None) -> str:
+        configured = (self.settings.get("query_fields") or {}).get(sobject) or SALESFORCE_FIELDS.get(sobject, ["Name"])
+        fields = list(dict.fromkeys([*SALESFORCE_SYSTEM_FIELDS, *configured, self.external_id_field]))
+        where = ""
+        if since:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})", since):
+                raise TerminalConnectorError(f"Invalid Salesforce cursor time {since!r}", system_slug=self.slug)
+            # >= and not >: records sharing the last timestamp read may not all have been read yet;
+            # the ones that were are skipped by (LastModifiedDate, Id) in fetch_changes.
+            where = f" WHERE LastModifiedDate >= {since}"
+        # Every part is validated: field and object names by the schema's pattern, the time by the regex above.
+        return f"SELECT {', '.join(fields)} FROM {sobject}{where} ORDER BY LastModifiedDate, Id"  # noqa: S608
+
+    def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
+        """SOQL changed since the cursor, ordered by LastModifiedDate and Id, following nextRecordsUrl.
+
+        The cursor is {"since", "last_id", "next"}: the (LastModifiedDate, Id) of the last record read and
+        the nextRecordsUrl. A new pass, or one whose query locator expired (Salesforce keeps them 15
+        minutes), queries LastModifiedDate >= since and skips what is at or before (since, last_id), so
+        records sharing a timestamp are neither skipped nor repeated.
+        """
+        sobject = self.sobject(entity)
+        state = cursor_decode(cursor, system_slug=self.slug)
+        headers = {"Sforce-Query-Options": f"batchSize={self.page_size(200)}"}
+        body = None
+        if state.get("next"):
+            try:
+                body = self.call_json("GET", str(state["next"]), headers=headers)
+            except TerminalConnectorError as exc:
+                if isinstance(exc, CredentialsRefusedError) or exc.status_code not in (400, 404):
+                    raise
+                body = None  # INVALID_QUERY_LOCATOR: the locator expired, query again from the watermark
+        if body is None:
+            soql = self._soql(sobject, state.get("since"))
+            body = self.call_json("GET", f"{self.data_path}/query", params={"q": soql}, headers=headers)
+        raw = [self._normalise(row) for row in body.get("records", [])]
+        rows = [row for row in raw if not self._already_read(row, state)]
+        next_state = {"since": state.get("since"), "last_id": state.get("last_id")}
+        if raw:
+            next_state = {"since": raw[-1].get("LastModifiedDate"), "last_id": raw[-1].get("Id")}
+        next_url = None if body.get("done", True) else body.get("nextRecordsUrl")
+        next_state["next"] = next_url
+        return ChangeBatch(
+            records=rows,
+            next_cursor=cursor_encode(next_state) if next_state["since"] else None,
+            has_more=bool(next_url),
+        )
+
+    @staticmethod
+    def _already_read(row: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+        since, stamp = state.get("since"), row.get("LastModifiedDate")
+        if not since or not stamp:
+            return False
+        current, mark = _parse_time(str(stamp)), _parse_time(str(since))
+        return current < mark or (current == mark and str(row.get("Id", "")) <= str(state.get("last_id") or ""))
+
+
+HARVEST_RESOURCES = {
+    "time_entry": "time_entries",
+    "project": "projects",
+    "resource": "users",
+    "milestone": "milestones",
+    "client": "clients",
+}
+
 
 @register_connector
 class HarvestPsaConnector(RestConnector):
+    """Harvest v2: bearer token and account id, page-number lists with updated_since, Idempotency-Key on create."""
+
     name = "harvest_psa"
     label = "Harvest (PSA)"
     role_hint = SystemRole.PSA
     description = "Harvest API v2: projects, time entries and expenses, bearer token plus account id."
     sensitive_parameters = frozenset({"access_token"})
-    capabilities = frozenset({"health_check"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -274,22 +823,117 @@ class HarvestPsaConnector(RestConnector):
     def auth(self) -> httpx.Auth | None:
         return BearerAuth(self._credential("access_token"))
 
+    def auth_mode(self) -> str:
+        return "bearer"
+
     def extra_headers(self) -> dict[str, str]:
         headers = {"Harvest-Account-Id": str(self.settings.get("account_id", ""))}
         if self.settings.get("contact_email"):
             headers["User-Agent"] = f"IntegrationHub ({self.settings['contact_email']})"
         return headers
 
+    def resource(self, entity: str) -> str:
+        if entity not in HARVEST_RESOURCES:
+            raise self.unknown_entity(entity, HARVEST_RESOURCES)
+        return HARVEST_RESOURCES[entity]
+
+    def get(self, entity: str, external_id: str) -> dict[str, Any]:
+        record = self.call_json("GET", f"/{self.resource(entity)}/{quote(str(external_id), safe='')}")
+        return with_id(record, record["id"])
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        resource = self.resource(entity)
+        body = self.call_json("GET", f"/{resource}", params={"idempotency_key": idempotency_key, "per_page": 1})
+        rows = body.get(resource) or []
+        return with_id(rows[0], rows[0]["id"]) if rows else None
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        """Find by key; PATCH the fields that differ on a record found, else POST with Idempotency-Key."""
+        resource = self.resource(entity)
+        found = self.find(entity, idempotency_key)
+        if found is not None:
+            changes = changed_fields(found, payload)
+            if not changes:
+                return UpsertResult(external_id=found["id"], created=False, payload=found)
+            updated = self.call_json("PATCH", f"/{resource}/{found['id']}", json=changes)
+            return UpsertResult(external_id=found["id"], created=False, payload=updated)
+        created = self.call_json("POST", f"/{resource}", json=payload, headers={"Idempotency-Key": idempotency_key})
+        return UpsertResult(external_id=str(created["id"]), created=True, payload=created)
+
+    def void(self, entity: str, external_id: str) -> None:
+        """Delete the record (an approved time entry must be unapproved first: Harvest answers 422)."""
+        self.call("DELETE", f"/{self.resource(entity)}/{quote(str(external_id), safe='')}", missing_ok=True)
+
+    def approve(self, external_id: str, *, approver_id: int | None = None, approve: bool = True) -> dict[str, Any]:
+        """Approve (or unapprove) a time entry; not a pipeline operation, used by the demo and the tests."""
+        action = "approve" if approve else "unapprove"
+        body = {"approver_id": approver_id} if approver_id is not None else {}
+        record = self.call_json("POST", f"/time_entries/{quote(str(external_id), safe='')}/{action}", json=body)
+        return with_id(record, record["id"])
+
+    def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
+        """Records with updated_since >= the pass's watermark, page by page (Harvest orders lists by id).
+
+        The cursor is {"since", "page", "max"}: id order keeps page N stable while records change, and the
+        next pass starts from the newest updated_at seen (Harvest's updated_since is inclusive).
+        """
+        resource = self.resource(entity)
+        state = cursor_decode(cursor, system_slug=self.slug)
+        page = int(state.get("page", 1))
+        params: dict[str, Any] = {"page": page, "per_page": self.page_size()}
+        if state.get("since"):
+            params["updated_since"] = state["since"]
+        body = self.call_json("GET", f"/{resource}", params=params)
+        rows = body.get(resource) or []
+        watermark = state.get("max")
+        for row in rows:
+            watermark = newest(watermark, row.get("updated_at"))
+        more = bool(body.get("next_page"))
+        if more:
+            next_state = {"since": state.get("since"), "page": int(body["next_page"]), "max": watermark}
+        else:
+            next_state = {"since": watermark or state.get("since")}
+        records = [with_id(row, row["id"]) for row in rows]
+        return ChangeBatch(
+            records=records,
+            next_cursor=cursor_encode(next_state) if next_state["since"] or more else None,
+            has_more=more,
+        )
+
+
+GRAPH_GROUP_CREATE = ("displayName", "description", "visibility")
+MAIL_NICKNAME_MAX = 64
+
+
+def mail_nickname_for(key: str, prefix: str = "hub-") -> str:
+    """A Graph mailNickname derived from an idempotency key: lower-case letters, digits and dashes, <= 64.
+
+    Long or lossy keys get a digest suffix, so two different keys never share a workspace.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
+    candidate = f"{prefix}{slug}"
+    if slug and len(candidate) <= MAIL_NICKNAME_MAX and slug == key:
+        return candidate
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{prefix}{slug[: MAIL_NICKNAME_MAX - len(prefix) - 13]}-{digest}".replace("--", "-")
+
+
+class _SafeFormat(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
 
 @register_connector
 class CollaborationSuiteConnector(RestConnector):
+    """Microsoft Graph shape: a project's workspace is a Unified group (team), found by its mailNickname."""
+
     name = "collaboration_suite"
     label = "Collaboration suite"
     role_hint = SystemRole.COLLABORATION
     description = "Workspaces and channels for delivery teams (Teams/Slack/SharePoint-style REST API)."
     default_auth_mode = "oauth2"
     sensitive_parameters = AUTH_SECRETS
-    capabilities = frozenset({"health_check"})
+    capabilities = frozenset({"health_check", "get", "find", "upsert", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -304,6 +948,17 @@ class CollaborationSuiteConnector(RestConnector):
                 "default": "{client_name} - {project_name}",
                 "description": "Placeholders from the canonical project.",
             },
+            "mail_nickname_prefix": {
+                "type": "string",
+                "pattern": "^[a-z0-9-]{0,20}$",
+                "default": "hub-",
+                "description": "Prefix of the mailNickname derived from the idempotency key.",
+            },
+            "void_action": {
+                "enum": ["archive", "delete"],
+                "default": "archive",
+                "description": "What compensation does to a workspace: archive the team, or delete the group.",
+            },
             "auth_mode": AUTH_MODE,
             "api_key_header": API_KEY_HEADER,
             "token_url": TOKEN_URL,
@@ -314,27 +969,220 @@ class CollaborationSuiteConnector(RestConnector):
         "allOf": [OAUTH2_NEEDS_TOKEN_URL],
     }
 
+    WORKSPACE_ENTITIES = frozenset({"project"})
+
+    def _check(self, entity: str) -> None:
+        if entity not in self.WORKSPACE_ENTITIES:
+            raise self.unknown_entity(entity, dict.fromkeys(self.WORKSPACE_ENTITIES))
+
+    def mail_nickname(self, idempotency_key: str) -> str:
+        return mail_nickname_for(idempotency_key, str(self.settings.get("mail_nickname_prefix", "hub-")))
+
+    def get(self, entity: str, external_id: str) -> dict[str, Any]:
+        self._check(entity)
+        group = self.call_json("GET", f"/groups/{quote(external_id, safe='')}")
+        return with_id({k: v for k, v in group.items() if not k.startswith("@odata")}, group["id"])
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        self._check(entity)
+        nickname = self.mail_nickname(idempotency_key).replace("'", "''")
+        body = self.call_json("GET", "/groups", params={"$filter": f"mailNickname eq '{nickname}'"})
+        rows = body.get("value") or []
+        return with_id(rows[0], rows[0]["id"]) if rows else None
+
+    def _workspace(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        name = payload.get("displayName") or payload.get("workspace_name")
+        if not name:
+            values = _SafeFormat({**payload, "project_name": payload.get("project_name") or payload.get("name", "")})
+            pattern = str(self.settings.get("workspace_name_pattern", "{client_name} - {project_name}"))
+            name = pattern.format_map(values).strip(" -") or payload.get("name") or payload.get("code")
+        if not name:
+            raise TerminalConnectorError(
+                "A workspace needs a name: displayName, name, or the fields of workspace_name_pattern",
+                system_slug=self.slug,
+            )
+        visibility = str(payload.get("visibility") or self.settings.get("workspace_visibility", "private"))
+        return {
+            "displayName": str(name)[:256],
+            "description": payload.get("description")
+            or (f"Delivery workspace of {payload['code']}" if payload.get("code") else None),
+            "visibility": visibility.capitalize() if visibility != "internal" else "Private",
+        }
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        """Find the workspace by the mailNickname derived from the key; update it, or create the group.
+
+        `payload["members"]` (user ids or user principal names) are added after the group exists.
+        """
+        self._check(entity)
+        wanted = self._workspace(payload)
+        found = self.find(entity, idempotency_key)
+        if found is not None:
+            changes = {k: v for k, v in changed_fields(found, wanted).items() if v is not None}
+            if changes:
+                self.call("PATCH", f"/groups/{found['id']}", json=changes)
+            result = UpsertResult(external_id=found["id"], created=False, payload={**found, **changes})
+        else:
+            body = {
+                **{k: v for k, v in wanted.items() if v is not None},
+                "mailNickname": self.mail_nickname(idempotency_key),
+                "mailEnabled": True,
+                "securityEnabled": False,
+                "groupTypes": ["Unified"],
+            }
+            created = self.call_json("POST", "/groups", json=body)
+            result = UpsertResult(external_id=str(created["id"]), created=True, payload=created)
+        if payload.get("members"):
+            self.add_members(result.external_id, [str(m) for m in payload["members"]])
+        return result
+
+    def add_members(self, group_id: str, members: list[str]) -> list[str]:
+        """Add users (ids or user principal names) to a workspace; those already in it are left alone."""
+        current = self.call_json("GET", f"/groups/{quote(group_id, safe='')}/members")
+        present = {str(user.get("id")) for user in current.get("value", [])} | {
+            str(user.get("userPrincipalName", "")).lower() for user in current.get("value", [])
+        }
+        added: list[str] = []
+        for member in members:
+            if member in present or member.lower() in present:
+                continue
+            user = self.call_json("GET", f"/users/{quote(member, safe='@')}")
+            if str(user["id"]) in present:
+                continue
+            reference = {"@odata.id": f"{self.system.base_url.rstrip('/')}/directoryObjects/{user['id']}"}
+            response = client_for(self.system).request(
+                "POST",
+                f"/groups/{quote(group_id, safe='')}/members/$ref",
+                auth=self.auth(),
+                headers=self.extra_headers(),
+                json=reference,
+                check=False,
+            )
+            if response.status_code == 400 and "already exist" in response.text:
+                continue  # added by an earlier attempt whose answer was lost
+            self.raise_for(response)
+            present.add(str(user["id"]))
+            added.append(str(user["id"]))
+        return added
+
+    def void(self, entity: str, external_id: str) -> None:
+        """Archive the team (the default) or delete the group; a workspace already gone is voided."""
+        self._check(entity)
+        if self.settings.get("void_action", "archive") == "delete":
+            self.call("DELETE", f"/groups/{quote(external_id, safe='')}", missing_ok=True)
+        else:
+            self.call("POST", f"/teams/{quote(external_id, safe='')}/archive", missing_ok=True)
+
+
+ERP_RESOURCES = {
+    "client": "clients",
+    "project": "projects",
+    "time_entry": "time-entries",
+    "expense": "time-entries",
+    "milestone": "billing-events",
+    "billing_event": "billing-events",
+    "invoice": "invoices",
+}
+# Posted entries cannot be edited in the ERP: a found one is the answer, a correction is a reversal.
+ERP_IMMUTABLE = frozenset({"time-entries", "billing-events"})
+ERP_NEEDS_ENTITY = frozenset({"clients", "projects"})
+
 
 @register_connector
 class SandboxErpConnector(RestConnector):
+    """The sandbox ERP: cursor-paged lists, Idempotency-Key on create, reversal of posted time."""
+
     name = "sandbox_erp"
     label = "Sandbox ERP (simulated)"
     role_hint = SystemRole.ERP
     description = "The hub's simulated ERP for demos and tests; speaks REST and can be told to fail."
     sensitive_parameters = frozenset({"api_key", "bearer_token"})
-    capabilities = frozenset({"health_check"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "company_code": {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9_-]{1,19}$"},
+            "company_code": {
+                "type": "string",
+                "pattern": "^[A-Z0-9][A-Z0-9_-]{1,19}$",
+                "description": "Legal entity written on new clients and projects that do not name one.",
+            },
             "auth_mode": {"enum": ["none", "api_key", "bearer"], "default": "api_key"},
             "api_key_header": API_KEY_HEADER,
+            "page_size": {**PAGE_SIZE, "maximum": 1000},
             "health_path": HEALTH_PATH,
             "timeout_seconds": TIMEOUT_SECONDS,
         },
     }
+
+    def resource(self, entity: str) -> str:
+        if entity not in ERP_RESOURCES:
+            raise self.unknown_entity(entity, ERP_RESOURCES)
+        return ERP_RESOURCES[entity]
+
+    def get(self, entity: str, external_id: str) -> dict[str, Any]:
+        record = self.call_json("GET", f"/{self.resource(entity)}/{quote(str(external_id), safe='')}")
+        return with_id(record, record["id"])
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        body = self.call_json(
+            "GET", f"/{self.resource(entity)}", params={"idempotency_key": idempotency_key, "limit": 1}
+        )
+        rows = body.get("results") or []
+        return with_id(rows[0], rows[0]["id"]) if rows else None
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        """Find by key; a found posted entry is kept, other records get the fields that differ; else create."""
+        resource = self.resource(entity)
+        body = dict(payload)
+        if resource in ERP_NEEDS_ENTITY and self.settings.get("company_code"):
+            body.setdefault("legal_entity", self.settings["company_code"])
+        found = self.find(entity, idempotency_key)
+        if found is not None:
+            changes = {} if resource in ERP_IMMUTABLE else changed_fields(found, body)
+            if not changes:
+                return UpsertResult(external_id=found["id"], created=False, payload=found)
+            updated = self.call_json("PATCH", f"/{resource}/{found['id']}", json=changes)
+            return UpsertResult(external_id=found["id"], created=False, payload=updated)
+        created = self.call_json("POST", f"/{resource}", json=body, headers={"Idempotency-Key": idempotency_key})
+        return UpsertResult(external_id=str(created["id"]), created=True, payload=created)
+
+    def void(self, entity: str, external_id: str) -> None:
+        """Reverse a time entry, close a project, deactivate a client, delete a draft invoice."""
+        resource = self.resource(entity)
+        path = f"/{resource}/{quote(str(external_id), safe='')}"
+        if resource == "time-entries":
+            self.call("POST", f"{path}/reverse")  # idempotent in the ERP: once per entry
+        elif resource == "projects":
+            self.call("PATCH", path, json={"status": "closed"})
+        elif resource == "clients":
+            self.call("PATCH", path, json={"status": "inactive"})
+        elif resource == "invoices":
+            self.call("DELETE", path, missing_ok=True)
+        else:
+            raise ConnectorCapabilityError(
+                f"The sandbox ERP cannot void a posted {entity}; post a negative billing event instead."
+            )
+
+    def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
+        """One page ordered by (updated_at, id) after the ERP's own cursor; deleted records come too."""
+        resource = self.resource(entity)
+        state = cursor_decode(cursor, system_slug=self.slug)
+        params: dict[str, Any] = {"limit": self.page_size(), "include_deleted": "true"}
+        if state.get("cursor"):
+            params["cursor"] = state["cursor"]
+        elif state.get("since"):
+            params["updated_since"] = state["since"]
+        body = self.call_json("GET", f"/{resource}", params=params)
+        rows = body.get("results") or []
+        next_value = body.get("next_cursor") or state.get("cursor")
+        next_state = {"cursor": next_value} if next_value else dict(state)
+        return ChangeBatch(
+            records=[with_id(row, row["id"]) for row in rows],
+            next_cursor=cursor_encode(next_state) if next_state else None,
+            has_more=bool(body.get("has_more")),
+        )
 
 
 @register_connector
@@ -363,7 +1211,9 @@ class AnalyticsSinkConnector(RestConnector):
     default_auth_mode = "bearer"
 
 
-# Tryton speaks JSON-RPC rather than REST; its connector lives in its own module.
+# Tryton speaks JSON-RPC rather than REST, and the CSV drop reads files: each has its own module.
+from connectors.csv_drop import CsvDropConnector  # noqa: E402
 from connectors.tryton import TrytonConnector  # noqa: E402
 
 register_connector(TrytonConnector)
+register_connector(CsvDropConnector)

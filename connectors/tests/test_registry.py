@@ -95,14 +95,14 @@ def test_registry_rejects_capabilities_that_are_not_implemented():
 
 @pytest.mark.django_db
 def test_calling_an_operation_outside_the_capabilities_raises_capability_error():
-    # given a system whose connector offers health_check only
-    system = ConnectedSystemFactory(slug="erp-uk", connector_type="sandbox_erp", settings={})
+    # given a system whose connector only reads (a CSV drop folder cannot be written to)
+    system = ConnectedSystemFactory(slug="drop", connector_type="csv_drop", settings={"folder": "x"})
     connector = connector_for(system)
     # when the pipeline asks it to upsert
     with pytest.raises(ConnectorCapabilityError) as caught:
         connector.upsert("project", {"id": "P-1"}, "idem-1")
     # then the error names the connector and the capability, and is a 501 HubError
-    assert "sandbox_erp" in caught.value.detail
+    assert "csv_drop" in caught.value.detail
     assert "upsert" in caught.value.detail
     assert caught.value.status == 501
     assert not connector.supports("upsert")
