@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from django.http import HttpRequest, HttpResponse
@@ -28,6 +29,20 @@ def bind_correlation_id(value: str | None) -> None:
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def correlation_id_from_headers(headers: Mapping[str, str]) -> str | None:
+    """X-Correlation-ID when given, else the trace id of a W3C `traceparent`, else None."""
+    supplied = headers.get(CORRELATION_HEADER, "")
+    if supplied and supplied.isprintable():
+        return supplied[:64]
+    match = _TRACEPARENT.match(headers.get("traceparent", "").strip().lower())
+    if match and match.group("trace") != "0" * 32:
+        return match.group("trace")
+    return None
 
 
 class CorrelationIdFilter(logging.Filter):
@@ -67,8 +82,7 @@ class CorrelationIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        supplied = request.headers.get(CORRELATION_HEADER, "")
-        correlation_id = supplied[:64] if supplied and supplied.isprintable() else new_correlation_id()
+        correlation_id = correlation_id_from_headers(request.headers) or new_correlation_id()
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         token = _correlation_id.set(correlation_id)
         try:

@@ -203,6 +203,17 @@ LOGGING = {
 }
 
 # --- Hub ------------------------------------------------------------------------------------------
+# The sync engine: circuit breaker, sweeper and inbound limits (see README, configuration).
+HUB_CIRCUIT_FAILURE_THRESHOLD = int(env_str("HUB_CIRCUIT_FAILURE_THRESHOLD", "5"))
+HUB_CIRCUIT_OPEN_SECONDS = float(env_str("HUB_CIRCUIT_OPEN_SECONDS", "30"))
+HUB_SYNC_SWEEP_AFTER_SECONDS = float(env_str("HUB_SYNC_SWEEP_AFTER_SECONDS", "60"))
+HUB_SYNC_STUCK_DELIVERY_SECONDS = float(
+    env_str("HUB_SYNC_STUCK_DELIVERY_SECONDS", str(HUB_SYNC_SWEEP_AFTER_SECONDS + CELERY_TASK_TIME_LIMIT))
+)
+HUB_INBOUND_MAX_BODY_BYTES = int(env_str("HUB_INBOUND_MAX_BODY_BYTES", str(DATA_UPLOAD_MAX_MEMORY_SIZE)))
+HUB_CSV_DROP_ROOT = Path(env_str("HUB_CSV_DROP_ROOT", str(VAR_DIR / "csv-drop")))
+# Outbound HTTP honours HTTP(S)_PROXY / NO_PROXY from the environment unless this is off.
+HUB_HTTP_TRUST_ENV = env_bool("HUB_HTTP_TRUST_ENV", True)
 # Lets scripts switch the sandbox systems' fault injection without a staff session (empty: staff only).
 SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))

@@ -27,3 +27,11 @@ def test_requests_get_a_correlation_id_and_keep_a_supplied_one(client):
     supplied = client.get("/healthz", headers={CORRELATION_HEADER: "trace-42"})
     assert len(generated[CORRELATION_HEADER]) == 32
     assert supplied[CORRELATION_HEADER] == "trace-42"
+
+
+def test_a_w3c_traceparent_supplies_the_correlation_id_when_no_header_does(client):
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = client.get("/healthz", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    malformed = client.get("/healthz", headers={"traceparent": "not-a-trace"})
+    assert response[CORRELATION_HEADER] == trace
+    assert len(malformed[CORRELATION_HEADER]) == 32 and malformed[CORRELATION_HEADER] != trace
