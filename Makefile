@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck migrations-check bench clean tryton tryton-stop test-tryton
+.PHONY: chromium run test lint typecheck migrations-check bench clean tryton tryton-stop test-tryton
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ run: $(VENV)/.installed-runtime
 	  else echo "Local Tryton not installed (run 'make tryton' once): the UK entity's ERP stays offline."; fi
 	$(PY) manage.py run_hub
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's Chromium; install it when missing (needs root, as on CI machines).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }; }
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT_MS = 15_000
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless, launched once for the whole test session."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (make test does this)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield chromium
