@@ -86,3 +86,12 @@ class SyncPolicyFactory(factory.django.DjangoModelFactory):
     flow = Flow.TIME_EXPENSE_TO_ERP
     trigger = Trigger.EVENT
     validation_rules = factory.LazyFunction(list)
+
+
+def policy_periodic_tasks():
+    """The beat entries that sync policies own (other apps install their own schedules)."""
+    from django_celery_beat.models import PeriodicTask
+
+    from governance.services import SYNC_POLICY_TASK
+
+    return PeriodicTask.objects.filter(task=SYNC_POLICY_TASK)

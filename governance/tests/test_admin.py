@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 from django.contrib import admin
-from django_celery_beat.models import PeriodicTask
 from import_export.admin import ImportExportMixin
 
 from governance.admin import GovernanceAdmin
@@ -18,6 +17,7 @@ from governance.tests.factories import (
     LegalEntityFactory,
     RateCardFactory,
     RateCardLineFactory,
+    policy_periodic_tasks,
 )
 from integrationhub.admin_base import HubHistoryAdmin
 
@@ -220,7 +220,7 @@ def test_sync_policy_admin_saves_through_the_service_and_keeps_the_schedule(clie
     response = client.post(f"/admin/governance/syncpolicy/{policy.pk}/delete/", {"post": "yes"})
 
     # then
-    assert response.status_code == 302 and PeriodicTask.objects.count() == 0
+    assert response.status_code == 302 and policy_periodic_tasks().count() == 0
 
 
 # --- roles: refused admin writes leave the database unchanged -----------------------------------------

@@ -7,7 +7,6 @@ import json
 from decimal import Decimal
 
 import pytest
-from django_celery_beat.models import PeriodicTask
 
 from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from governance.tests.factories import (
@@ -18,6 +17,7 @@ from governance.tests.factories import (
     RateCardFactory,
     RateCardLineFactory,
     SyncPolicyFactory,
+    policy_periodic_tasks,
 )
 
 pytestmark = pytest.mark.django_db
@@ -189,19 +189,19 @@ def test_sync_policy_api_validates_and_keeps_the_schedule(client_as):
 
     # then
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "validation_rules"
-    assert SyncPolicy.objects.count() == 0 and PeriodicTask.objects.count() == 0
+    assert SyncPolicy.objects.count() == 0 and policy_periodic_tasks().count() == 0
 
     # when
     created = send(client, "post", "/api/v1/sync-policies/", body)
 
     # then
     assert created.status_code == 201, created.content
-    assert PeriodicTask.objects.get(pk=created.json()["periodic_task"]).enabled
+    assert policy_periodic_tasks().get(pk=created.json()["periodic_task"]).enabled
 
     # when
     send(client, "patch", f"/api/v1/sync-policies/{created.json()['id']}/", {"trigger": "manual"})
     # then
-    assert PeriodicTask.objects.count() == 0
+    assert policy_periodic_tasks().count() == 0
 
     # when
     deleted = client.delete(f"/api/v1/sync-policies/{created.json()['id']}/", headers={"X-Change-Reason": "retired"})

@@ -11,7 +11,6 @@ import pytest
 import tablib
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django_celery_beat.models import PeriodicTask
 
 from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from governance.resources import RateCardResource
@@ -22,6 +21,7 @@ from governance.tests.factories import (
     LegalEntityFactory,
     RateCardFactory,
     RateCardLineFactory,
+    policy_periodic_tasks,
 )
 
 pytestmark = pytest.mark.django_db
@@ -222,7 +222,7 @@ def test_sync_policy_import_keeps_the_schedule_in_step_and_checks_rules(uk, impo
 
     # then
     assert {(e.row, e.field) for e in failed.errors} == {(2, "cron"), (2, "validation_rules")}
-    assert SyncPolicy.objects.count() == 0 and PeriodicTask.objects.count() == 0
+    assert SyncPolicy.objects.count() == 0 and policy_periodic_tasks().count() == 0
 
     # when
     report = governance_import(

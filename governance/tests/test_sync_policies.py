@@ -8,12 +8,11 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django_celery_beat.models import PeriodicTask
 
 from governance import flows, services, tasks
 from governance.choices import Flow, Trigger
 from governance.models import SyncPolicy
-from governance.tests.factories import SyncPolicyFactory
+from governance.tests.factories import SyncPolicyFactory, policy_periodic_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +91,7 @@ def test_saving_a_scheduled_policy_creates_its_periodic_task():
     policy = services.sync_policy_save(policy=scheduled())
 
     # then
-    task = PeriodicTask.objects.get(pk=SyncPolicy.objects.get(pk=policy.pk).periodic_task_id)
+    task = policy_periodic_tasks().get(pk=SyncPolicy.objects.get(pk=policy.pk).periodic_task_id)
     assert task.task == "governance.tasks.sync_policy_run_task"
     assert json.loads(task.args) == [policy.pk] and task.queue == "housekeeping" and task.enabled
     cron = task.crontab
@@ -116,16 +115,16 @@ def test_changing_cron_updates_and_deactivating_disables_the_same_task():
     services.sync_policy_save(policy=policy)
 
     # then
-    task = PeriodicTask.objects.get(pk=task_id)
+    task = policy_periodic_tasks().get(pk=task_id)
     assert (task.crontab.minute, task.crontab.hour) == ("*/30", "*") and task.enabled
-    assert PeriodicTask.objects.count() == 1
+    assert policy_periodic_tasks().count() == 1
 
     # when
     policy.active = False
     services.sync_policy_save(policy=policy)
 
     # then
-    assert PeriodicTask.objects.get(pk=task_id).enabled is False
+    assert policy_periodic_tasks().get(pk=task_id).enabled is False
 
 
 def test_switching_to_event_trigger_deletes_the_task_and_back_creates_one():
@@ -137,31 +136,31 @@ def test_switching_to_event_trigger_deletes_the_task_and_back_creates_one():
     services.sync_policy_save(policy=policy)
 
     # then
-    assert PeriodicTask.objects.count() == 0 and SyncPolicy.objects.get(pk=policy.pk).periodic_task_id is None
+    assert policy_periodic_tasks().count() == 0 and SyncPolicy.objects.get(pk=policy.pk).periodic_task_id is None
 
     # when
     policy.trigger = Trigger.SCHEDULE
     services.sync_policy_save(policy=policy)
 
     # then
-    assert PeriodicTask.objects.filter(pk=SyncPolicy.objects.get(pk=policy.pk).periodic_task_id).exists()
+    assert policy_periodic_tasks().filter(pk=SyncPolicy.objects.get(pk=policy.pk).periodic_task_id).exists()
 
 
 def test_event_policy_has_no_task():
     services.sync_policy_save(policy=SyncPolicy(name="events", flow=Flow.CLIENT_MASTER))
-    assert PeriodicTask.objects.count() == 0
+    assert policy_periodic_tasks().count() == 0
 
 
 def test_invalid_policy_leaves_no_task_behind():
     with pytest.raises(ValidationError):
         services.sync_policy_save(policy=scheduled(approval_threshold_amount=Decimal("5")))
-    assert PeriodicTask.objects.count() == 0 and SyncPolicy.objects.count() == 0
+    assert policy_periodic_tasks().count() == 0 and SyncPolicy.objects.count() == 0
 
 
 def test_deleting_a_policy_deletes_its_task():
     policy = services.sync_policy_save(policy=scheduled())
     services.sync_policy_delete(policy=policy, reason="no longer needed")
-    assert PeriodicTask.objects.count() == 0 and SyncPolicy.objects.count() == 0
+    assert policy_periodic_tasks().count() == 0 and SyncPolicy.objects.count() == 0
     assert SyncPolicy.history.filter(history_type="-").get().history_change_reason == "no longer needed"
 
 
