@@ -6,6 +6,7 @@ import sys
 
 BENCHMARKS = {
     "mapping": "bench.mapping",
+    "tryton": "bench.tryton_posting",
 }
 
 
