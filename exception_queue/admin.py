@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from exception_queue.models import Decision, ExceptionItem
 
@@ -34,6 +34,12 @@ class ExceptionItemAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        from exception_queue.selectors import open_item_counts_by_category
+
+        context = {**(extra_context or {}), "category_counts": open_item_counts_by_category()}
+        return super().changelist_view(request, extra_context=context)
 
 
 @admin.register(Decision)

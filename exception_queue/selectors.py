@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from exception_queue.models import Decision, ExceptionItem
 
@@ -38,3 +38,18 @@ def exception_item_list(
 def decision_list(*, item_id: int) -> QuerySet[Decision]:
     """The decisions on one item, oldest first."""
     return Decision.objects.select_related("user").filter(item_id=item_id).order_by("created_at", "id")
+
+
+def open_item_counts_by_category() -> list[dict[str, object]]:
+    """Open items per category, every category listed (zero included): [{category, label, count}]."""
+    from exception_queue.choices import ExceptionCategory, ExceptionState
+
+    counts = dict(
+        ExceptionItem.objects.filter(state=ExceptionState.OPEN)
+        .values_list("category")
+        .annotate(n=Count("id"))
+        .values_list("category", "n")
+    )
+    return [
+        {"category": value, "label": label, "count": counts.get(value, 0)} for value, label in ExceptionCategory.choices
+    ]

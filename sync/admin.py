@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from connectors.models import ConnectedSystem
 from integrationhub.admin_base import HubHistoryAdmin
-from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, PollCursor, Route
+from integrationhub.errors import HubError
+from mappings.choices import CanonicalEntityName
+from sync.models import (
+    CrossReference,
+    Delivery,
+    DeliveryAttempt,
+    FileDrop,
+    Message,
+    PollCursor,
+    PollSchedule,
+    Route,
+)
 
 
 class ReadOnlyLogAdmin(admin.ModelAdmin):
@@ -42,12 +58,54 @@ class DeliveryInline(admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyLogAdmin):
+    """Messages, read-only: search by correlation id or a record's id (at the source or a target); the detail
+    page shows the deliveries and the full trace (every stage, attempt and decision, in order)."""
+
     list_display = ["id", "event_type", "system", "status", "correlation_id", "attempts", "received_at"]
-    list_filter = ["status", "entity", "system"]
-    search_fields = ["=correlation_id", "=idempotency_key", "=canonical_id"]
+    list_filter = ["status", "direction", "entity", "system"]
+    search_fields = ["=correlation_id", "=idempotency_key", "=canonical_id", "=deliveries__external_id"]
+    search_help_text = "Correlation id, idempotency key, or a record's id at its source or at a target."
     date_hierarchy = "received_at"
+    list_select_related = ["system"]
+    readonly_fields = ["trace"]
     inlines = [DeliveryInline]
     actions = ["replay_messages"]
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            # The source's own id inside the raw payload (before mapping gives a canonical id).
+            results = results | queryset.filter(raw_payload__id=term)
+            may_have_duplicates = True
+        return results, may_have_duplicates
+
+    @admin.display(description="Trace")
+    def trace(self, obj: Message) -> str:
+        from django.utils.html import format_html, format_html_join
+
+        from sync.selectors import message_trace
+
+        steps = message_trace(correlation_id=obj.correlation_id)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>#{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    step.at.isoformat(timespec="milliseconds"),
+                    step.stage,
+                    step.message_id,
+                    step.system,
+                    ", ".join(f"{k}={v}" for k, v in step.detail.items() if v not in (None, "")),
+                )
+                for step in steps
+            ),
+        )
+        return format_html(
+            '<table class="hub-trace"><thead><tr><th>At</th><th>Stage</th><th>Message</th><th>System</th>'
+            "<th>Detail</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     @admin.action(description="Replay the selected messages (looked up at the target first: no duplicates)")
     def replay_messages(self, request: HttpRequest, queryset: Any) -> None:
@@ -86,4 +144,86 @@ class CrossReferenceAdmin(ReadOnlyLogAdmin):
 
 @admin.register(PollCursor)
 class PollCursorAdmin(ReadOnlyLogAdmin):
-    list_display = ["system", "entity", "cursor", "updated_at"]
+    list_display = ["system", "entity", "last_outcome", "last_run_at", "records_stored", "last_error", "updated_at"]
+    list_filter = ["last_outcome", "entity", "system"]
+
+
+@admin.register(PollSchedule)
+class PollScheduleAdmin(HubHistoryAdmin):
+    list_display = ["system", "entity", "every_seconds", "max_pages", "active", "updated_at"]
+    list_filter = ["active", "entity", "system"]
+    actions = ["run_now"]
+
+    def save_model(self, request: HttpRequest, obj: PollSchedule, form: Any, change: bool) -> None:
+        from sync.services import poll_schedule_save
+
+        poll_schedule_save(schedule=obj, user=request.user, reason=form.cleaned_data.get("change_reason", ""))
+
+    def delete_model(self, request: HttpRequest, obj: PollSchedule) -> None:
+        from sync.services import poll_schedule_delete
+
+        poll_schedule_delete(schedule=obj)
+
+    @admin.action(description="Run the selected pulls now (on the housekeeping queue)")
+    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+        from integrationhub.dispatch import enqueue_on_commit
+        from sync.tasks import poll_run_task
+
+        for schedule in queryset:
+            enqueue_on_commit(poll_run_task, schedule.pk, queue="housekeeping")
+        self.message_user(request, f"{queryset.count()} pull(s) queued.", messages.SUCCESS)
+
+
+class FileDropUploadForm(forms.Form):
+    system = forms.ModelChoiceField(queryset=ConnectedSystem.objects.order_by("name"), to_field_name="slug")
+    entity = forms.ChoiceField(choices=CanonicalEntityName.choices, initial=CanonicalEntityName.TIME_ENTRY)
+    file = forms.FileField(help_text="CSV, UTF-8, with a header row.")
+
+
+@admin.register(FileDrop)
+class FileDropAdmin(ReadOnlyLogAdmin):
+    """Uploaded CSV files and their row reports; "Upload file" stores a new one (Sync → File drops)."""
+
+    list_display = ["id", "file_name", "system", "entity", "status", "rows_total", "rows_accepted", "created_at"]
+    list_filter = ["status", "entity", "system"]
+    search_fields = ["file_name", "=sha256", "=correlation_id"]
+    readonly_fields = [field.name for field in FileDrop._meta.fields]
+
+    def get_urls(self) -> list[Any]:
+        upload = path("upload/", self.admin_site.admin_view(self.upload_view), name="sync_filedrop_upload")
+        return [upload, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        context = {**(extra_context or {}), "can_upload": request.user.has_perm("sync.add_filedrop")}
+        return super().changelist_view(request, extra_context=context)
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        from sync.services import file_drop_ingest
+
+        if not request.user.has_perm("sync.add_filedrop"):
+            raise PermissionDenied
+        drop = None
+        if request.method == "POST":
+            form = FileDropUploadForm(request.POST, request.FILES)
+            if form.is_valid():
+                upload = form.cleaned_data["file"]
+                try:
+                    drop = file_drop_ingest(
+                        system=form.cleaned_data["system"],
+                        entity=form.cleaned_data["entity"],
+                        file_name=upload.name or "upload.csv",
+                        content=upload.read(),
+                        user=request.user,
+                    )
+                except HubError as exc:
+                    form.add_error(None, exc.detail)
+        else:
+            form = FileDropUploadForm()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Upload file",
+            "form": form,
+            "drop": drop,
+        }
+        return TemplateResponse(request, "admin/sync/filedrop/upload.html", context)

@@ -54,3 +54,29 @@ class AttemptOutcome(models.TextChoices):
 # Event names emitted for follow-up flows (see sync.services.follow_up_subscribe).
 EVENT_MESSAGE_DELIVERED = "sync.message.delivered"
 EVENT_MESSAGE_FAILED = "sync.message.failed"
+
+
+# The action part of the event type of records that arrive without an event: "<entity>.changed" for a
+# scheduled pull (the hub cannot tell a create from an update), "<entity>.imported" for a file drop.
+PULL_EVENT_ACTION = "changed"
+FILE_DROP_EVENT_ACTION = "imported"
+
+
+class FileDropStatus(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted: every row stored"
+    REJECTED = "rejected", "Rejected: nothing stored (see the row errors)"
+    DUPLICATE = "duplicate", "Duplicate: this file was stored before"
+
+
+class PollOutcome(models.TextChoices):
+    COMPLETE = "complete", "Complete: no more pages"
+    PAGE_LIMIT = "page_limit", "Stopped at the page limit; the next run continues"
+    RATE_LIMITED = "rate_limited", "Stopped: the system's rate budget is spent; the next run continues"
+    ERROR = "error", "Stopped by an error; the cursor stays at the last stored page"
+    SKIPPED = "skipped", "Skipped: paused, inactive, or another run holds the cursor"
+
+
+class FollowUpStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Handled by every subscriber"
+    FAILED = "failed", "Failed (retries exhausted)"

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from governance.choices import Flow
-from sync.choices import AttemptOutcome, DeliveryStatus, MessageDirection, MessageStatus
+from mappings.choices import CanonicalEntityName
+from sync.choices import (
+    AttemptOutcome,
+    DeliveryStatus,
+    FileDropStatus,
+    FollowUpStatus,
+    MessageDirection,
+    MessageStatus,
+)
 
 
 class CrossReference(models.Model):
@@ -224,7 +234,11 @@ class PollCursor(models.Model):
 
     system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.CASCADE, related_name="poll_cursors")
     entity = models.CharField(max_length=40)
-    cursor = models.CharField(max_length=500, blank=True)
+    cursor = models.TextField(blank=True, help_text="Opaque to the hub: the connector's resume position.")
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=20, blank=True)
+    last_error = models.TextField(blank=True)
+    records_stored = models.PositiveBigIntegerField(default=0, help_text="Messages stored by pulls, all runs.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -232,3 +246,84 @@ class PollCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system_id} {self.entity}: {self.cursor or '(start)'}"
+
+
+class PollSchedule(models.Model):
+    """A scheduled pull of one entity from one system: its beat entry runs `poll_run` every N seconds."""
+
+    system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.CASCADE, related_name="poll_schedules")
+    entity = models.CharField(max_length=40, choices=CanonicalEntityName.choices)
+    every_seconds = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(5)], help_text="How often the pull runs."
+    )
+    max_pages = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Pages per run at most (empty: until the source has no more)."
+    )
+    active = models.BooleanField(default=True)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", on_delete=models.SET_NULL, null=True, blank=True, editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(excluded_fields=["periodic_task"])
+
+    class Meta:
+        ordering = ["system__name", "entity"]
+        constraints = [models.UniqueConstraint(fields=["system", "entity"], name="unique_poll_schedule")]
+
+    def __str__(self) -> str:
+        return f"pull {self.entity} from {self.system_id} every {self.every_seconds} s"
+
+
+class FileDrop(models.Model):
+    """One uploaded CSV file (append-only): what it held, how many rows were stored, and each row's errors."""
+
+    system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="file_drops")
+    entity = models.CharField(max_length=40, choices=CanonicalEntityName.choices)
+    file_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64, help_text="Of the file's bytes: the same file twice stores nothing.")
+    status = models.CharField(max_length=20, choices=FileDropStatus.choices)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_accepted = models.PositiveIntegerField(default=0, help_text="Rows stored as new messages.")
+    rows_duplicate = models.PositiveIntegerField(default=0, help_text="Valid rows already stored before.")
+    errors = models.JSONField(default=list, blank=True, help_text="[{row, field, message}]; row 1 is the header.")
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["system", "sha256"], name="file_drop_hash_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.status}, {self.rows_accepted}/{self.rows_total} rows)"
+
+
+class FollowUpEvent(models.Model):
+    """A follow-up event (sync.message.delivered, ...) stored in the transaction that caused it (an outbox
+    row), then handed by the dispatcher to the subscribers; durable across crashes, retried on failure."""
+
+    name = models.CharField(max_length=100)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="follow_up_events")
+    sequence = models.PositiveIntegerField(default=0, help_text="The message's replay count when emitted.")
+    status = models.CharField(max_length=20, choices=FollowUpStatus.choices, default=FollowUpStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["name", "message", "sequence"], name="unique_follow_up_per_run")]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"], name="follow_up_due_idx", condition=models.Q(status="pending")
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of message #{self.message_id} ({self.status})"

@@ -6,7 +6,7 @@ import datetime
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from sync.models import DeliveryAttempt, Message
 
@@ -92,9 +92,51 @@ def message_trace(*, correlation_id: str) -> list[TraceStep]:
 
 def message_list(*, status: str | None = None, system_id: int | None = None) -> QuerySet[Message]:
     """Messages, newest first, optionally by status and source system."""
-    messages = Message.objects.select_related("system")
+    messages = Message.objects.select_related("system", "legal_entity")
     if status:
         messages = messages.filter(status=status)
     if system_id:
         messages = messages.filter(system_id=system_id)
     return messages
+
+
+def message_detail(*, message_id: int) -> Message | None:
+    """One message with its system, legal entity and deliveries."""
+    return (
+        Message.objects.select_related("system", "legal_entity")
+        .prefetch_related("deliveries__target_system")
+        .filter(pk=message_id)
+        .first()
+    )
+
+
+def correlation_ids_for_external_id(*, external_id: str, limit: int = 20) -> list[str]:
+    """The correlation ids of the newest messages about a record, by its id at the source or at a target."""
+    ids = (
+        Message.objects.filter(
+            Q(canonical_id=external_id) | Q(raw_payload__id=external_id) | Q(deliveries__external_id=external_id)
+        )
+        .order_by("-id")
+        .values_list("correlation_id", flat=True)
+    )
+    seen: list[str] = []
+    for correlation_id in ids[: limit * 5]:
+        if correlation_id not in seen:
+            seen.append(correlation_id)
+        if len(seen) >= limit:
+            break
+    return seen
+
+
+def record_trace(*, external_id: str) -> list[TraceStep]:
+    """Every stage of every correlation id that touched a record (by external id), in time order."""
+    steps: list[TraceStep] = []
+    for correlation_id in correlation_ids_for_external_id(external_id=external_id):
+        steps.extend(message_trace(correlation_id=correlation_id))
+    order = {stage: index for index, (stage, _) in enumerate(MESSAGE_STAGES)}
+    return sorted(steps, key=lambda step: (step.at, order.get(step.stage, len(order)), step.message_id))
+
+
+def delivery_attempt_list() -> QuerySet[DeliveryAttempt]:
+    """Delivery attempts, newest first, with their delivery and target system."""
+    return DeliveryAttempt.objects.select_related("delivery__target_system").order_by("-created_at", "-id")

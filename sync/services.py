@@ -7,8 +7,10 @@ batches, and the sweeper re-dispatches anything a lost task left behind. Each st
 
 from __future__ import annotations
 
+import csv
 import datetime
-import functools
+import hashlib
+import io
 import json
 import logging
 import random
@@ -23,7 +25,7 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q, QuerySet
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -37,7 +39,7 @@ from governance.models import LegalEntity, OwnershipRule, SyncPolicy
 from governance.rules import RuleContext, rule_get
 from governance.selectors import owner_of, rate_for, sync_policy_for
 from integrationhub.dispatch import enqueue_on_commit
-from integrationhub.errors import HubError
+from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
 from mappings.choices import CanonicalEntityName, Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
@@ -55,9 +57,14 @@ from sync.choices import (
     DELIVERY_DONE_STATUSES,
     EVENT_MESSAGE_DELIVERED,
     EVENT_MESSAGE_FAILED,
+    FILE_DROP_EVENT_ACTION,
+    PULL_EVENT_ACTION,
     AttemptOutcome,
     DeliveryStatus,
+    FileDropStatus,
+    FollowUpStatus,
     MessageStatus,
+    PollOutcome,
 )
 from sync.errors import (
     MalformedPayloadError,
@@ -67,7 +74,18 @@ from sync.errors import (
     UnknownEventTypeError,
     UnknownSystemError,
 )
-from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, OrderingWatermark, Route
+from sync.models import (
+    CrossReference,
+    Delivery,
+    DeliveryAttempt,
+    FileDrop,
+    FollowUpEvent,
+    Message,
+    OrderingWatermark,
+    PollCursor,
+    PollSchedule,
+    Route,
+)
 from sync.ratelimit import rate_budget_wait
 
 logger = logging.getLogger(__name__)
@@ -356,7 +374,11 @@ def deliveries_dispatch(*, limit: int = 1000, now: datetime.datetime | None = No
 
 def sync_tick() -> dict[str, int]:
     """One beat of the dispatcher: new messages to the pipeline, due deliveries to the delivery workers."""
-    return {"messages": messages_dispatch(), "deliveries": deliveries_dispatch()}
+    return {
+        "messages": messages_dispatch(),
+        "deliveries": deliveries_dispatch(),
+        "follow_ups": follow_up_events_dispatch(),
+    }
 
 
 @transaction.atomic
@@ -1151,6 +1173,11 @@ def message_replay(
     message is looked up at the target first and never creates a duplicate."""
     message = Message.objects.select_for_update().get(pk=message.pk)
     now = timezone.now()
+    if message.raw_payload is None and raw_payload is None and canonical_payload is None:
+        raise HubConflictError(
+            f"Message #{message.pk} has no payload left to replay: the retention period pruned it.",
+            hint="Resend the record from its source system (or pull it again).",
+        )
     if not use_original_mapping:
         message.mapping_set = None
         message.mapping_version = None
@@ -1208,15 +1235,591 @@ def deliveries_release(*, system: ConnectedSystem) -> int:
 
 # --- follow-up events ------------------------------------------------------------------------------
 
+FOLLOW_UP_BATCH_SIZE = 100
+FOLLOW_UP_MAX_ATTEMPTS = 10
 _subscribers: dict[str, list[Callable[[int], None]]] = defaultdict(list)
 
 
 def follow_up_subscribe(event: str, handler: Callable[[int], None]) -> None:
-    """Call `handler(message_id)` after commit whenever `event` happens (handlers should enqueue a task)."""
+    """Register `handler(message_id)` for `event`. Handlers run in a worker, inside the transaction that marks
+    the event handled, so the database writes of a handler happen exactly once; a handler that raises is
+    retried with backoff. Register at import time (an app's ready()), so web and worker processes agree."""
     if handler not in _subscribers[event]:
         _subscribers[event].append(handler)
 
 
+def subscribe(event: str) -> Callable[[Callable[[int], None]], Callable[[int], None]]:
+    """Decorator form of follow_up_subscribe: `@subscribe(EVENT_MESSAGE_DELIVERED)`."""
+
+    def register(handler: Callable[[int], None]) -> Callable[[int], None]:
+        follow_up_subscribe(event, handler)
+        return handler
+
+    return register
+
+
+def follow_up_unsubscribe(event: str, handler: Callable[[int], None]) -> None:
+    """Remove a handler (tests, reloading a plugin)."""
+    if handler in _subscribers.get(event, []):
+        _subscribers[event].remove(handler)
+
+
 def follow_up_emit(event: str, message_id: int) -> None:
-    for handler in list(_subscribers.get(event, ())):
-        transaction.on_commit(functools.partial(handler, message_id))
+    """Store the event in the caller's transaction (an outbox row) when anyone subscribes to it; the
+    dispatcher hands it to the subscribers after commit. Emitting twice in one run of a message is one event."""
+    if not _subscribers.get(event):
+        return  # nobody listens: no row, so the hot path pays nothing for an unused event
+    sequence = Message.objects.filter(pk=message_id).values_list("replay_count", flat=True).first() or 0
+    FollowUpEvent.objects.bulk_create(
+        [FollowUpEvent(name=event, message_id=message_id, sequence=sequence)], ignore_conflicts=True
+    )
+
+
+@transaction.atomic
+def follow_up_events_dispatch(*, limit: int = 1000, now: datetime.datetime | None = None) -> int:
+    """Claim due pending follow-up events and enqueue them in batches; returns how many."""
+    from sync.tasks import follow_up_events_process_task
+
+    current = now or timezone.now()
+    stale = current - datetime.timedelta(seconds=sweep_after_seconds())
+    due = (
+        FollowUpEvent.objects.filter(status=FollowUpStatus.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=current))
+        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+    )
+    ids = list(_locked(due).order_by("id").values_list("id", flat=True)[:limit])
+    if ids:
+        FollowUpEvent.objects.filter(pk__in=ids).update(dispatched_at=current)
+        for chunk in _chunks(ids, FOLLOW_UP_BATCH_SIZE):
+            enqueue_on_commit(follow_up_events_process_task, chunk, queue="inbound")
+    return len(ids)
+
+
+def follow_up_event_process(*, event_id: int) -> str | None:
+    """Run every subscriber of one event; the event is marked handled in the same transaction."""
+    try:
+        with transaction.atomic():
+            event = _locked(FollowUpEvent.objects.filter(pk=event_id, status=FollowUpStatus.PENDING)).first()
+            if event is None:
+                return None  # handled already (a task run twice) or held by another worker
+            for handler in list(_subscribers.get(event.name, ())):
+                handler(event.message_id)
+            event.status = FollowUpStatus.DONE
+            event.attempts += 1
+            event.processed_at = timezone.now()
+            event.last_error = ""
+            event.save()
+            return event.status
+    except Exception as exc:
+        logger.exception("follow-up handler failed", extra={"event_id": event_id})
+        event = FollowUpEvent.objects.get(pk=event_id)
+        event.attempts += 1
+        event.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        event.dispatched_at = None
+        if event.attempts >= FOLLOW_UP_MAX_ATTEMPTS:
+            event.status = FollowUpStatus.FAILED
+        else:
+            delay = min(3600, 2**event.attempts)
+            event.next_attempt_at = timezone.now() + datetime.timedelta(seconds=delay)
+        event.save()
+        return event.status
+
+
+def follow_up_events_process(*, event_ids: Iterable[int]) -> dict[str, int]:
+    """Process a batch of follow-up events, each in its own transaction."""
+    counts: dict[str, int] = defaultdict(int)
+    for event_id in event_ids:
+        counts[follow_up_event_process(event_id=event_id) or "skipped"] += 1
+    return dict(counts)
+
+
+# --- scheduled pulls ---------------------------------------------------------------------------------
+
+# Fields that carry a record's version, first present wins; without one the record's content is its version.
+VERSION_FIELDS = ("updated_at", "updatedAt", "LastModifiedDate", "write_date", "modified", "version", "_version")
+POLL_LOCK_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one run of a poller did: pages read, messages stored, records already stored, and why it stopped."""
+
+    system: str
+    entity: str
+    pages: int
+    stored: int
+    duplicates: int
+    outcome: str
+    error: str = ""
+    cursor: str = ""
+
+
+def record_version(record: Mapping[str, Any]) -> str:
+    """The version of a pulled record: its change timestamp or version field, else a hash of its content, so a
+    re-pulled unchanged record has the same key and a changed one a new key."""
+    for name in VERSION_FIELDS:
+        value = record.get(name)
+        if value not in (None, ""):
+            return str(value)
+    content = json.dumps(record, sort_keys=True, default=str).encode()
+    return "sha256:" + hashlib.sha256(content).hexdigest()[:32]
+
+
+def pull_idempotency_key(*, entity: str, record: Mapping[str, Any]) -> str:
+    """pull:<entity>:<external id>:<version>; unique per system by the Message constraint. Too long: hashed."""
+    external_id = str(record.get("id") or record.get("external_id") or "")
+    if not external_id:
+        # A source without ids (a bare CSV row): the content identifies the record.
+        external_id = "content-" + hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+    key = f"pull:{entity}:{external_id}:{record_version(record)}"
+    if len(key) > 200:
+        key = f"pull:{entity}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+    return key
+
+
+def messages_store_batch(
+    *,
+    system: ConnectedSystem,
+    entity: str,
+    event_type: str,
+    keyed_records: list[tuple[str, dict[str, Any]]],
+    correlation_id: str | None = None,
+) -> tuple[int, int]:
+    """Insert one Message per (idempotency key, record) in one statement; keys already stored are skipped.
+
+    Returns (stored, duplicates). Call it inside the transaction that also records the progress (the poll
+    cursor, the file drop), so both commit together. New messages wait in `received` for the dispatcher.
+    """
+    from integrationhub.logging import new_correlation_id
+
+    unique: dict[str, dict[str, Any]] = {}
+    for key, record in keyed_records:
+        unique.setdefault(key, record)
+    existing = set(
+        Message.objects.filter(system=system, idempotency_key__in=list(unique)).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    now = timezone.now()
+    rows = [
+        Message(
+            system=system,
+            entity=entity,
+            event_type=event_type,
+            idempotency_key=key,
+            correlation_id=correlation_id or new_correlation_id(),
+            raw_payload=record,
+            received_at=now,
+        )
+        for key, record in unique.items()
+        if key not in existing
+    ]
+    # ON CONFLICT DO NOTHING: a concurrent writer of the same key wins and this row is dropped, never doubled.
+    Message.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+    return len(rows), len(keyed_records) - len(rows)
+
+
+def poll_page_store(
+    *, poll_cursor: PollCursor, entity: str, records: list[dict[str, Any]], next_cursor: str
+) -> tuple[int, int]:
+    """Store one pulled page and move the cursor past it, in one transaction: both or neither."""
+    with transaction.atomic():
+        stored, duplicates = messages_store_batch(
+            system=poll_cursor.system,
+            entity=entity,
+            event_type=f"{entity}.{PULL_EVENT_ACTION}",
+            keyed_records=[(pull_idempotency_key(entity=entity, record=record), record) for record in records],
+        )
+        PollCursor.objects.filter(pk=poll_cursor.pk).update(
+            cursor=next_cursor,
+            records_stored=F("records_stored") + stored,
+            updated_at=timezone.now(),
+        )
+    poll_cursor.cursor = next_cursor
+    return stored, duplicates
+
+
+def _poll_finish(poll_cursor: PollCursor, result: PollResult) -> PollResult:
+    PollCursor.objects.filter(pk=poll_cursor.pk).update(
+        last_run_at=timezone.now(), last_outcome=result.outcome, last_error=result.error[:2000]
+    )
+    log = logger.warning if result.outcome == PollOutcome.ERROR else logger.info
+    log(
+        "poll run %s",
+        result.outcome,
+        extra={"system": result.system, "entity": result.entity, "pages": result.pages, "stored": result.stored},
+    )
+    return result
+
+
+def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = None) -> PollResult:
+    """Pull the changes of one entity from one system page by page, from the persisted cursor, within the
+    system's rate budget. Each page's records are stored as inbound Messages (once per record version) in
+    the same transaction that moves the cursor, so a crash at any point resumes with no gap and no duplicate.
+    """
+    if entity not in CanonicalEntityName.values:
+        raise HubValidationError(f"{entity!r} is not a canonical entity.", errors=[{"field": "entity"}])
+    poll_cursor, _ = PollCursor.objects.get_or_create(system=system, entity=entity)
+    poll_cursor.system = system
+
+    def result(outcome: str, pages: int = 0, stored: int = 0, duplicates: int = 0, error: str = "") -> PollResult:
+        return PollResult(
+            system.slug, entity, pages, stored, duplicates, outcome, error, cursor=poll_cursor.cursor or ""
+        )
+
+    if system.state == SystemState.PAUSED:
+        return _poll_finish(poll_cursor, result(PollOutcome.SKIPPED, error="The system is paused."))
+    # One run per (system, entity) at a time: two runs would fetch the same pages (harmless, keys dedupe,
+    # but wasted calls against the budget). The lock expires, so a killed run never blocks the next one.
+    lock_key = f"hub:poll:{system.pk}:{entity}"
+    if not cache.add(lock_key, "1", timeout=POLL_LOCK_SECONDS):
+        return result(PollOutcome.SKIPPED, error="Another run of this poller is in progress.")
+    pages = stored = duplicates = 0
+    try:
+        connector = connector_for(system)
+        while max_pages is None or pages < max_pages:
+            budget = rate_budget_wait(
+                system_key=f"{system.slug}:{system.pk}", rate_per_second=system.rate_limit_per_second
+            )
+            if not budget.allowed:
+                return _poll_finish(poll_cursor, result(PollOutcome.RATE_LIMITED, pages, stored, duplicates))
+            try:
+                batch = connector.fetch_changes(entity, poll_cursor.cursor or None)
+            except (ConnectorError, HubError) as exc:
+                return _poll_finish(
+                    poll_cursor, result(PollOutcome.ERROR, pages, stored, duplicates, error=str(exc.detail))
+                )
+            page_stored, page_duplicates = poll_page_store(
+                poll_cursor=poll_cursor,
+                entity=entity,
+                records=[dict(record) for record in batch.records],
+                next_cursor=batch.next_cursor or "",
+            )
+            pages += 1
+            stored += page_stored
+            duplicates += page_duplicates
+            if not batch.has_more:
+                return _poll_finish(poll_cursor, result(PollOutcome.COMPLETE, pages, stored, duplicates))
+        return _poll_finish(poll_cursor, result(PollOutcome.PAGE_LIMIT, pages, stored, duplicates))
+    finally:
+        cache.delete(lock_key)
+
+
+def poll_schedule_run(*, schedule_id: int) -> PollResult | None:
+    """Run the pull of one PollSchedule (what its beat entry calls); None when it no longer exists or is off."""
+    schedule = PollSchedule.objects.select_related("system").filter(pk=schedule_id).first()
+    if schedule is None or not schedule.active:
+        return None
+    return poll_run(system=schedule.system, entity=schedule.entity, max_pages=schedule.max_pages)
+
+
+POLL_TASK = "sync.poll_run_task"
+POLL_QUEUE = "housekeeping"
+
+
+@transaction.atomic
+def poll_schedule_save(*, schedule: PollSchedule, user: Any = None, reason: str = "") -> PollSchedule:
+    """Validate and save a poll schedule, and keep its beat entry (an interval PeriodicTask) in step."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    if user is not None and getattr(user, "is_authenticated", False):
+        schedule._history_user = user  # type: ignore[attr-defined]
+    if reason:
+        schedule._change_reason = reason[:100]  # type: ignore[attr-defined]
+    schedule.full_clean()
+    schedule.save()
+    interval, _ = IntervalSchedule.objects.get_or_create(every=schedule.every_seconds, period="seconds")
+    task = PeriodicTask.objects.filter(pk=schedule.periodic_task_id).first() or PeriodicTask()
+    task.name = f"pull {schedule.entity} from {schedule.system.slug} (#{schedule.pk})"[:200]
+    task.task = POLL_TASK
+    task.interval = interval
+    task.crontab = None
+    task.args = json.dumps([schedule.pk])
+    task.kwargs = "{}"
+    task.queue = POLL_QUEUE
+    task.exchange = POLL_QUEUE
+    task.routing_key = POLL_QUEUE
+    task.enabled = schedule.active
+    # A run nobody started within its interval is obsolete: the next one resumes from the same cursor.
+    task.expire_seconds = schedule.every_seconds
+    task.description = f"Scheduled pull of {schedule.entity} from {schedule.system}."
+    task.save()
+    if schedule.periodic_task_id != task.pk:
+        PollSchedule.objects.filter(pk=schedule.pk).update(periodic_task=task)
+        schedule.periodic_task = task
+    return schedule
+
+
+@transaction.atomic
+def poll_schedule_delete(*, schedule: PollSchedule) -> None:
+    """Delete a poll schedule and its beat entry (the cursor stays: a new schedule resumes from it)."""
+    task_id = schedule.periodic_task_id
+    schedule.delete()
+    if task_id:
+        from django_celery_beat.models import PeriodicTask
+
+        PeriodicTask.objects.filter(pk=task_id).delete()
+
+
+# --- file drop ---------------------------------------------------------------------------------------
+
+FILE_FIELD = "_file"
+ROW_FIELD = "_row"
+
+
+def file_drop_max_bytes() -> int:
+    return int(_setting("HUB_FILE_DROP_MAX_BYTES", 20 * 1024 * 1024))
+
+
+def file_drop_max_rows() -> int:
+    return int(_setting("HUB_FILE_DROP_MAX_ROWS", 50_000))
+
+
+def _file_drop_rows(text: str) -> tuple[int, list[tuple[int, dict[str, Any]]], list[dict[str, Any]]]:
+    """(data rows seen, [(row number, record)], errors); row numbers as a spreadsheet shows them (header: row 1)."""
+    errors: list[dict[str, Any]] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip() for name in next(reader, [])]
+    except csv.Error as exc:
+        return 0, [], [{"row": 1, "field": "", "message": f"The header row cannot be read: {exc}"}]
+    if not header or not any(header):
+        return 0, [], [{"row": 1, "field": "", "message": "The file has no header row naming the fields."}]
+    blank = [index + 1 for index, name in enumerate(header) if not name]
+    if blank:
+        errors.append({"row": 1, "field": "", "message": f"Column(s) {blank} of the header have no name."})
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        errors.append({"row": 1, "field": ", ".join(repeated), "message": "Column names must be unique."})
+    rows: list[tuple[int, dict[str, Any]]] = []
+    row_number = 1
+    seen = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            errors.append({"row": reader.line_num, "field": "", "message": f"Malformed row: {exc}"})
+            break
+        row_number += 1
+        if not any(value.strip() for value in values):
+            continue  # a blank line (often the last one) is not a record
+        seen += 1
+        if len(values) != len(header):
+            errors.append(
+                {
+                    "row": row_number,
+                    "field": "",
+                    "message": f"The row has {len(values)} field(s); the header has {len(header)}.",
+                }
+            )
+            continue
+        rows.append((row_number, dict(zip(header, values, strict=True))))
+    return seen, rows, errors
+
+
+def _file_drop_mapping_errors(system: ConnectedSystem, entity: str, rows: list[tuple[int, dict[str, Any]]]) -> list:
+    """Each row through the system's published inbound mapping, as the pipeline will: the errors it would hit."""
+    mapping_set = published_mapping_set(
+        system_id=system.pk,
+        entity_name=entity,
+        direction=Direction.INBOUND,
+        legal_entity_id=_system_legal_entity_id(system.pk),
+    )
+    if mapping_set is None:
+        return []  # the pipeline reports it per message (no published mapping); the rows themselves are fine
+    try:
+        compiled = compiled_mapping(mapping_set.pk)
+    except MappingDefinitionError as exc:
+        return [{"row": None, "field": "", "message": f"Mapping {mapping_set} does not compile: {exc}"}]
+    records = [record for _, record in rows]
+    if compiled.uses_xrefs:
+        compiled.prefetch_xrefs(records, xrefs_resolve)
+    errors = []
+    for row_number, record in rows:
+        for error in compiled.map_one(record).errors:
+            detail = error.as_dict()
+            errors.append(
+                {
+                    "row": row_number,
+                    "field": detail["source"] or detail["target"],
+                    "message": f"{detail['target']}: {detail['message']}",
+                    "value": detail["value"],
+                }
+            )
+    return errors
+
+
+def file_drop_key(*, entity: str, sha256: str, row: int, record: Mapping[str, Any]) -> str:
+    """A row with an id: file:<entity>:<id>:<version> (the same record in a later file is stored once);
+    without: file:<file hash>:<row>."""
+    external_id = str(record.get("id") or "").strip()
+    if not external_id:
+        return f"file:{sha256[:40]}:{row}"
+    key = f"file:{entity}:{external_id}:{record_version(record)}"
+    return key if len(key) <= 200 else f"file:{entity}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def file_drop_ingest(
+    *, system: ConnectedSystem, entity: str, file_name: str, content: bytes, user: Any = None
+) -> FileDrop:
+    """Store every row of an uploaded CSV file as an inbound Message, all or nothing.
+
+    Every row is checked first (the CSV structure, then the system's published inbound mapping when there
+    is one); if any row fails, nothing of the file is stored and the FileDrop row lists each error with its
+    row number (the header is row 1) and field. The same file uploaded again stores nothing new.
+    """
+    from integrationhub.logging import new_correlation_id
+
+    if entity not in CanonicalEntityName.values:
+        raise HubValidationError(
+            f"{entity!r} is not a canonical entity.", errors=[{"field": "entity", "message": "Unknown entity."}]
+        )
+    if system.state == SystemState.PAUSED:
+        raise SystemPausedError(f"System '{system.slug}' is paused; upload the file after it is resumed.")
+    if len(content) > file_drop_max_bytes():
+        raise PayloadTooLargeError(
+            f"The file has {len(content)} bytes; the limit is {file_drop_max_bytes()}.",
+            hint="Split the file into smaller ones.",
+        )
+    digest = hashlib.sha256(content).hexdigest()
+    drop = FileDrop(
+        system=system,
+        entity=entity,
+        file_name=file_name[:255],
+        sha256=digest,
+        correlation_id=new_correlation_id(),
+        uploaded_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        errors: list[dict[str, Any]] = [
+            {"row": None, "field": "", "message": f"The file is not UTF-8 text (byte {exc.start})."}
+        ]
+        rows: list[tuple[int, dict[str, Any]]] = []
+        seen = 0
+    else:
+        seen, rows, errors = _file_drop_rows(text)
+    drop.rows_total = seen
+    if len(rows) > file_drop_max_rows():
+        errors.append(
+            {
+                "row": None,
+                "field": "",
+                "message": f"The file has {len(rows)} rows; the limit is {file_drop_max_rows()}.",
+            }
+        )
+    elif rows:
+        # Structural errors do not hide mapping errors: one upload reports every row that needs fixing.
+        errors = [*errors, *_file_drop_mapping_errors(system, entity, rows)]
+    if not errors and not rows:
+        errors = [{"row": None, "field": "", "message": "The file has no data rows."}]
+    with transaction.atomic():
+        if errors:
+            drop.status = FileDropStatus.REJECTED
+            drop.errors = sorted(errors, key=lambda error: (error["row"] or 0, error["field"]))[:1000]
+            drop.save()
+            return drop
+        keyed = [
+            (
+                file_drop_key(entity=entity, sha256=digest, row=row_number, record=record),
+                {**record, FILE_FIELD: drop.file_name, ROW_FIELD: row_number},
+            )
+            for row_number, record in rows
+        ]
+        stored, duplicates = messages_store_batch(
+            system=system,
+            entity=entity,
+            event_type=f"{entity}.{FILE_DROP_EVENT_ACTION}",
+            keyed_records=keyed,
+            correlation_id=drop.correlation_id,
+        )
+        drop.rows_accepted = stored
+        drop.rows_duplicate = duplicates
+        drop.status = FileDropStatus.ACCEPTED if stored else FileDropStatus.DUPLICATE
+        drop.save()
+    return drop
+
+
+# --- retention ---------------------------------------------------------------------------------------
+
+# Messages whose payloads may go: the work is done. Failed and dead messages keep theirs for a replay.
+PRUNABLE_STATUSES = (MessageStatus.DELIVERED, MessageStatus.SKIPPED_STALE)
+
+
+def retention_payload_days() -> float:
+    return _setting("HUB_RETENTION_DAYS", 30)
+
+
+def retention_attempt_days() -> float:
+    return _setting("HUB_RETENTION_ATTEMPT_DAYS", max(90, retention_payload_days()))
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one retention run pruned, and whether work was left for the next run (the batches ran out)."""
+
+    payloads_pruned: int
+    attempts_deleted: int
+    more: bool
+
+
+def _open_item_message_ids() -> QuerySet:
+    from exception_queue.choices import ExceptionState
+    from exception_queue.models import ExceptionItem
+
+    return ExceptionItem.objects.filter(state=ExceptionState.OPEN, message__isnull=False).values("message_id")
+
+
+def retention_prune(
+    *, now: datetime.datetime | None = None, batch_size: int = 1000, max_batches: int = 20
+) -> RetentionResult:
+    """Prune past the retention settings in bounded batches, each in its own short transaction: first blank
+    the payloads (raw, canonical, outbound) of messages delivered more than HUB_RETENTION_DAYS ago, keeping
+    the row and its stage timestamps for the KPIs; then delete delivery attempts older than
+    HUB_RETENTION_ATTEMPT_DAYS. Messages with an open exception item keep everything; decisions, exception
+    items and message rows are never deleted."""
+    current = now or timezone.now()
+    payload_cutoff = current - datetime.timedelta(days=retention_payload_days())
+    attempt_cutoff = current - datetime.timedelta(days=retention_attempt_days())
+    open_items = _open_item_message_ids()
+    prunable = (
+        Message.objects.filter(status__in=PRUNABLE_STATUSES)
+        .filter(Q(delivered_at__lt=payload_cutoff) | Q(delivered_at__isnull=True, received_at__lt=payload_cutoff))
+        .filter(Q(raw_payload__isnull=False) | Q(canonical_payload__isnull=False))
+        .exclude(pk__in=open_items)
+    )
+    old_attempts = DeliveryAttempt.objects.filter(created_at__lt=attempt_cutoff).exclude(
+        delivery__message_id__in=open_items
+    )
+    payloads = attempts = batches = 0
+    more = False
+    while True:
+        if batches >= max_batches:
+            more = True
+            break
+        with transaction.atomic():
+            ids = list(prunable.order_by("id").values_list("id", flat=True)[:batch_size])
+            if not ids:
+                break
+            # None is SQL NULL here (not JSON null), so a pruned row no longer matches `isnull=False`.
+            Message.objects.filter(pk__in=ids).update(raw_payload=None, canonical_payload=None, updated_at=current)
+            Delivery.objects.filter(message_id__in=ids).update(outbound_payload=None)
+        payloads += len(ids)
+        batches += 1
+    while True:
+        if batches >= max_batches:
+            more = True
+            break
+        with transaction.atomic():
+            ids = list(old_attempts.order_by("id").values_list("id", flat=True)[:batch_size])
+            if not ids:
+                break
+            DeliveryAttempt.objects.filter(pk__in=ids).delete()
+        attempts += len(ids)
+        batches += 1
+    if payloads or attempts:
+        logger.info("retention pruned", extra={"payloads": payloads, "attempts": attempts, "more": more})
+    return RetentionResult(payloads, attempts, more)

@@ -29,3 +29,23 @@ def messages_process_task(message_ids: list[int]) -> dict[str, int]:
 def deliveries_send_task(self, delivery_ids: list[int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Send a batch of deliveries to their targets."""
     return services.deliveries_send(delivery_ids=delivery_ids, task_id=self.request.id or "")
+
+
+@shared_task(name="sync.poll_run_task", ignore_result=True)
+def poll_run_task(schedule_id: int) -> dict[str, object] | None:
+    """Beat, per PollSchedule: pull the next pages of one entity from one system."""
+    result = services.poll_schedule_run(schedule_id=schedule_id)
+    return None if result is None else {"outcome": result.outcome, "pages": result.pages, "stored": result.stored}
+
+
+@shared_task(name="sync.retention_prune_task", ignore_result=True)
+def retention_prune_task() -> dict[str, object]:
+    """Beat, hourly: prune payloads and old delivery attempts in bounded batches."""
+    result = services.retention_prune()
+    return {"payloads": result.payloads_pruned, "attempts": result.attempts_deleted, "more": result.more}
+
+
+@shared_task(name="sync.follow_up_events_process_task", ignore_result=True)
+def follow_up_events_process_task(event_ids: list[int]) -> dict[str, int]:
+    """Hand a batch of stored follow-up events to their subscribers."""
+    return services.follow_up_events_process(event_ids=event_ids)

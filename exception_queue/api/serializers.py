@@ -1,1 +1,87 @@
-"""API serializers of the exception_queue app."""
+"""API serializers of the exception_queue app: items, their decisions, and the bodies of the actions."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from exception_queue.choices import ExceptionCategory
+from exception_queue.models import Decision, ExceptionItem
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(read_only=True, default=None)
+
+    class Meta:
+        model = Decision
+        fields = ["id", "action", "user", "reason", "payload_diff", "created_at"]
+        read_only_fields = fields
+
+
+ITEM_FIELDS = [
+    "id",
+    "category",
+    "state",
+    "reason",
+    "suggested_action",
+    "required_approvals",
+    "message",
+    "correlation_id",
+    "delivery",
+    "system",
+    "legal_entity",
+    "amount",
+    "currency",
+    "created_at",
+    "updated_at",
+]
+
+
+class ExceptionItemSerializer(serializers.ModelSerializer):
+    system = serializers.CharField(source="system.slug", read_only=True, default=None)
+    legal_entity = serializers.CharField(source="legal_entity.code", read_only=True, default=None)
+    correlation_id = serializers.CharField(source="message.correlation_id", read_only=True, default=None)
+
+    class Meta:
+        model = ExceptionItem
+        fields = ITEM_FIELDS
+        read_only_fields = fields
+
+
+class ExceptionItemDetailSerializer(ExceptionItemSerializer):
+    decisions = DecisionSerializer(many=True, read_only=True)
+
+    class Meta(ExceptionItemSerializer.Meta):
+        fields = [*ITEM_FIELDS, "payload_snapshot", "failed_rules", "decisions"]
+        read_only_fields = fields
+
+
+class DecisionRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="Why; auditors read it next to the decision.")
+
+
+class ReplayRequestSerializer(DecisionRequestSerializer):
+    use_current_mapping = serializers.BooleanField(
+        default=False, help_text="Map with the mapping version published now instead of the original one."
+    )
+
+
+class FixRequestSerializer(DecisionRequestSerializer):
+    payload = serializers.JSONField(help_text="The corrected payload (canonical if the message was mapped).")
+
+    def validate_payload(self, value: object) -> object:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("The corrected payload must be a JSON object.")
+        return value
+
+
+class BulkReplayRequestSerializer(ReplayRequestSerializer):
+    category = serializers.ChoiceField(choices=ExceptionCategory.choices, required=False)
+    system = serializers.SlugField(required=False, help_text="Connected system slug.")
+    legal_entity = serializers.CharField(required=False, help_text="Legal entity code.")
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=500)
+
+
+class BulkReplayResultSerializer(serializers.Serializer):
+    replayed = serializers.IntegerField()

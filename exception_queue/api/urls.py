@@ -2,6 +2,9 @@
 
 from rest_framework.routers import DefaultRouter
 
+from exception_queue.api import views
+
 router = DefaultRouter()
+router.register("exception-items", views.ExceptionItemViewSet, basename="exception-item")
 
 urlpatterns = router.urls

@@ -1,1 +1,139 @@
-"""API views of the exception_queue app."""
+"""API views of the exception_queue app: read the queue; approve, reject, replay, fix and bulk replay.
+
+Each action parses its body, calls one service (which checks the permission again, records the Decision
+and starts the engine) and renders the item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from connectors.models import ConnectedSystem
+from exception_queue import selectors, services
+from exception_queue.api.filters import ExceptionItemFilterSet
+from exception_queue.api.serializers import (
+    BulkReplayRequestSerializer,
+    BulkReplayResultSerializer,
+    DecisionRequestSerializer,
+    ExceptionItemDetailSerializer,
+    ExceptionItemSerializer,
+    FixRequestSerializer,
+    ReplayRequestSerializer,
+)
+from exception_queue.choices import ReplayMapping
+from exception_queue.models import ExceptionItem
+from governance.models import LegalEntity
+from integrationhub.errors import HubValidationError
+from sync.api.permissions import ActionPermissionMixin
+
+SCOPE_DECIDE = "exceptions:decide"
+
+
+def _mapping(data: dict[str, Any]) -> str:
+    return ReplayMapping.CURRENT if data.get("use_current_mapping") else ReplayMapping.ORIGINAL
+
+
+class ExceptionItemViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
+    """The exception queue: items with filters; each decision is a POST with a reason."""
+
+    scope_family = "exceptions"
+    required_scope: str | None = None  # set per action through @action
+    filterset_class = ExceptionItemFilterSet
+    search_fields = ["reason", "=message__correlation_id", "=message__canonical_id"]
+    ordering_fields = ["created_at", "id", "amount", "category", "state"]
+
+    def get_queryset(self) -> Any:
+        items = selectors.exception_item_list()
+        if self.action == "retrieve":
+            items = items.prefetch_related("decisions__user")
+        return items
+
+    def get_serializer_class(self) -> Any:
+        return ExceptionItemDetailSerializer if self.action == "retrieve" else ExceptionItemSerializer
+
+    def _answer(self, item: ExceptionItem) -> Response:
+        fresh = selectors.exception_item_list().prefetch_related("decisions__user").get(pk=item.pk)
+        return Response(ExceptionItemDetailSerializer(fresh).data)
+
+    @staticmethod
+    def _body(serializer_class: type, request: Request) -> dict[str, Any]:
+        form = serializer_class(data=request.data)
+        form.is_valid(raise_exception=True)
+        return dict(form.validated_data)
+
+    @extend_schema(request=DecisionRequestSerializer, responses={200: ExceptionItemDetailSerializer})
+    @action(detail=True, methods=["post"], action_permission=services.PERM_DECIDE, required_scope=SCOPE_DECIDE)
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        """Approve a held item (a second, different approver completes it above the second threshold)."""
+        data = self._body(DecisionRequestSerializer, request)
+        item = services.exception_item_approve(item=self.get_object(), user=request.user, reason=data["reason"])
+        return self._answer(item)
+
+    @extend_schema(request=DecisionRequestSerializer, responses={200: ExceptionItemDetailSerializer})
+    @action(detail=True, methods=["post"], action_permission=services.PERM_DECIDE, required_scope=SCOPE_DECIDE)
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        """Reject an item with a reason: its message stops."""
+        data = self._body(DecisionRequestSerializer, request)
+        item = services.exception_item_reject(item=self.get_object(), user=request.user, reason=data["reason"])
+        return self._answer(item)
+
+    @extend_schema(request=ReplayRequestSerializer, responses={200: ExceptionItemDetailSerializer})
+    @action(detail=True, methods=["post"], action_permission=services.PERM_FIX, required_scope=SCOPE_DECIDE)
+    def replay(self, request: Request, pk: str | None = None) -> Response:
+        """Replay the item's message unchanged, with the original or the current mapping."""
+        data = self._body(ReplayRequestSerializer, request)
+        item = services.exception_item_replay(
+            item=self.get_object(), user=request.user, reason=data["reason"], mapping=_mapping(data)
+        )
+        return self._answer(item)
+
+    @extend_schema(request=FixRequestSerializer, responses={200: ExceptionItemDetailSerializer})
+    @action(detail=True, methods=["post"], action_permission=services.PERM_FIX, required_scope=SCOPE_DECIDE)
+    def fix(self, request: Request, pk: str | None = None) -> Response:
+        """Replace the payload with a corrected one (the diff is recorded) and replay it."""
+        data = self._body(FixRequestSerializer, request)
+        item = services.exception_item_fix_and_replay(
+            item=self.get_object(), user=request.user, reason=data["reason"], payload=data["payload"]
+        )
+        return self._answer(item)
+
+    @extend_schema(request=BulkReplayRequestSerializer, responses={202: BulkReplayResultSerializer})
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="bulk-replay",
+        action_permission=services.PERM_FIX,
+        required_scope=SCOPE_DECIDE,
+    )
+    def bulk_replay(self, request: Request) -> Response:
+        """Replay every open item matching the filter (approval items excluded), one Decision each."""
+        data = self._body(BulkReplayRequestSerializer, request)
+        system_id = legal_entity_id = None
+        if data.get("system"):
+            system_id = ConnectedSystem.objects.filter(slug=data["system"]).values_list("pk", flat=True).first()
+            if system_id is None:
+                raise HubValidationError("Unknown system.", errors=[{"field": "system", "message": "No such slug."}])
+        if data.get("legal_entity"):
+            legal_entity_id = LegalEntity.objects.filter(code=data["legal_entity"]).values_list("pk", flat=True).first()
+            if legal_entity_id is None:
+                raise HubValidationError(
+                    "Unknown legal entity.", errors=[{"field": "legal_entity", "message": "No such code."}]
+                )
+        count = services.exception_items_bulk_replay(
+            user=request.user,
+            reason=data["reason"],
+            category=data.get("category"),
+            system_id=system_id,
+            legal_entity_id=legal_entity_id,
+            created_after=data.get("created_after"),
+            created_before=data.get("created_before"),
+            limit=data["limit"],
+            mapping=_mapping(data),
+        )
+        return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)

@@ -1,1 +1,146 @@
-"""API serializers of the sync app."""
+"""API serializers of the sync app: messages, deliveries and their attempts, traces, file drops."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from sync.models import Delivery, DeliveryAttempt, FileDrop, Message
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    message = serializers.IntegerField(source="delivery.message_id", read_only=True)
+    target_system = serializers.CharField(source="delivery.target_system.slug", read_only=True)
+
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "id",
+            "delivery",
+            "message",
+            "target_system",
+            "number",
+            "outcome",
+            "status_code",
+            "duration_ms",
+            "error",
+            "request_summary",
+            "task_id",
+            "correlation_id",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    target_system = serializers.CharField(source="target_system.slug", read_only=True, default=None)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "target_system",
+            "status",
+            "idempotency_key",
+            "revision",
+            "external_id",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "created_at",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+
+MESSAGE_FIELDS = [
+    "id",
+    "system",
+    "entity",
+    "event_type",
+    "direction",
+    "status",
+    "correlation_id",
+    "idempotency_key",
+    "canonical_id",
+    "legal_entity",
+    "mapping_set",
+    "mapping_version",
+    "attempts",
+    "replay_count",
+    "last_error",
+    "received_at",
+    "dispatched_at",
+    "mapped_at",
+    "validated_at",
+    "held_at",
+    "queued_at",
+    "delivered_at",
+    "failed_at",
+]
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    """A message in a list: status and stage timestamps, no payloads."""
+
+    system = serializers.CharField(source="system.slug", read_only=True, default=None)
+    legal_entity = serializers.CharField(source="legal_entity.code", read_only=True, default=None)
+
+    class Meta:
+        model = Message
+        fields = MESSAGE_FIELDS
+        read_only_fields = fields
+
+
+class MessageDetailSerializer(MessageSerializer):
+    """One message with its payloads (blank once the retention pruned them) and its deliveries."""
+
+    deliveries = DeliverySerializer(many=True, read_only=True)
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MESSAGE_FIELDS, "raw_payload", "canonical_payload", "notes", "deliveries"]
+        read_only_fields = fields
+
+
+class MessageReplaySerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="Why; auditors read it next to the replay.")
+    use_current_mapping = serializers.BooleanField(
+        default=False, help_text="Map with the mapping version published now instead of the original one."
+    )
+
+
+class TraceStepSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    stage = serializers.CharField()
+    message_id = serializers.IntegerField()
+    system = serializers.CharField()
+    detail = serializers.DictField()
+
+
+class FileDropSerializer(serializers.ModelSerializer):
+    system = serializers.CharField(source="system.slug", read_only=True, default=None)
+    uploaded_by = serializers.CharField(read_only=True, default=None)
+
+    class Meta:
+        model = FileDrop
+        fields = [
+            "id",
+            "system",
+            "entity",
+            "file_name",
+            "sha256",
+            "status",
+            "rows_total",
+            "rows_accepted",
+            "rows_duplicate",
+            "errors",
+            "correlation_id",
+            "uploaded_by",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class FileDropUploadSerializer(serializers.Serializer):
+    system = serializers.SlugField(help_text="Slug of the connected system the file comes from.")
+    entity = serializers.CharField(help_text="Canonical entity of the rows, e.g. time_entry.")
+    file = serializers.FileField(help_text="A CSV file; the header row names the fields.")
