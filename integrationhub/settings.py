@@ -212,6 +212,11 @@ HUB_SYNC_STUCK_DELIVERY_SECONDS = float(
 )
 HUB_INBOUND_MAX_BODY_BYTES = int(env_str("HUB_INBOUND_MAX_BODY_BYTES", str(DATA_UPLOAD_MAX_MEMORY_SIZE)))
 HUB_CSV_DROP_ROOT = Path(env_str("HUB_CSV_DROP_ROOT", str(VAR_DIR / "csv-drop")))
+# Retention of operational rows: payloads of delivered messages, then delivery attempts.
+HUB_RETENTION_DAYS = int(env_str("HUB_RETENTION_DAYS", "30"))
+HUB_RETENTION_ATTEMPT_DAYS = int(env_str("HUB_RETENTION_ATTEMPT_DAYS", "90"))
+HUB_FILE_DROP_MAX_BYTES = int(env_str("HUB_FILE_DROP_MAX_BYTES", str(20 * 1024 * 1024)))
+HUB_FILE_DROP_MAX_ROWS = int(env_str("HUB_FILE_DROP_MAX_ROWS", "50000"))
 # Outbound HTTP honours HTTP(S)_PROXY / NO_PROXY from the environment unless this is off.
 HUB_HTTP_TRUST_ENV = env_bool("HUB_HTTP_TRUST_ENV", True)
 # Lets scripts switch the sandbox systems' fault injection without a staff session (empty: staff only).
