@@ -29,6 +29,9 @@ HUB_APPS = (
     "sandbox",
     "django_celery_beat",
 )
+# The project app's own models (API keys, audit log, legal-entity scopes) get explicit rules below instead
+# of the per-app wildcards: analysts and finance approvers do not see the audit log or the keys.
+PERMISSION_APPS = (*HUB_APPS, "integrationhub")
 ALL = frozenset({"*"})
 VIEW = frozenset({"view"})
 EDIT = frozenset({"add", "change", "delete", "view"})
@@ -36,7 +39,12 @@ EDIT = frozenset({"add", "change", "delete", "view"})
 # (pattern on "app_label.model", actions). The default actions are add/change/delete/view; a custom
 # permission is matched by its whole codename (for example "decide_exceptionitem").
 ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
-    AUDITOR: [(f"{app}.*", VIEW) for app in HUB_APPS],
+    AUDITOR: [(f"{app}.*", VIEW) for app in HUB_APPS]
+    + [
+        ("integrationhub.auditevent", VIEW),
+        ("integrationhub.apikey", VIEW),
+        ("integrationhub.userlegalentityscope", VIEW),
+    ],
     ANALYST: [(f"{app}.*", VIEW) for app in HUB_APPS]
     + [
         ("mappings.*", EDIT),
@@ -51,7 +59,12 @@ ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
         ("exception_queue.exceptionitem", frozenset({"change", "decide_exceptionitem", "fix_exceptionitem"})),
         ("exception_queue.decision", frozenset({"add"})),
     ],
-    INTEGRATION_ADMIN: [(f"{app}.*", ALL) for app in HUB_APPS],
+    INTEGRATION_ADMIN: [(f"{app}.*", ALL) for app in HUB_APPS]
+    + [
+        ("integrationhub.apikey", ALL),
+        ("integrationhub.auditevent", VIEW),
+        ("integrationhub.userlegalentityscope", ALL),
+    ],
 }
 
 
@@ -75,7 +88,9 @@ def role_grants(*, role: str, app_label: str, model: str, codename: str) -> bool
 @transaction.atomic
 def roles_sync() -> dict[str, int]:
     """Create the role groups if missing and set each one's permissions to exactly what ROLE_RULES grants."""
-    permissions = list(Permission.objects.select_related("content_type").filter(content_type__app_label__in=HUB_APPS))
+    permissions = list(
+        Permission.objects.select_related("content_type").filter(content_type__app_label__in=PERMISSION_APPS)
+    )
     counts: dict[str, int] = {}
     for role in ROLES:
         group, _ = Group.objects.get_or_create(name=role)

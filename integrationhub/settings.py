@@ -222,3 +222,8 @@ HUB_HTTP_TRUST_ENV = env_bool("HUB_HTTP_TRUST_ENV", True)
 # Lets scripts switch the sandbox systems' fault injection without a staff session (empty: staff only).
 SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
+
+# --- Security: API keys, scopes, throttles, input limits, CSP, login lockout, production hardening ----------
+from integrationhub import settings_security  # noqa: E402
+
+settings_security.apply(globals())

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from integrationhub import health
+from integrationhub.api.views import ApiDocsView
 
 api_v1 = [
     path("", include("governance.api.urls")),
@@ -15,6 +16,7 @@ api_v1 = [
     path("", include("workflows.api.urls")),
     path("", include("exception_queue.api.urls")),
     path("", include("insights.api.urls")),
+    path("", include("integrationhub.api.urls")),
 ]
 
 urlpatterns = [
@@ -24,5 +26,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
     path("sandbox/", include("sandbox.urls")),
 ]

@@ -6,6 +6,8 @@ from dataclasses import asdict
 from typing import Any
 
 from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -113,6 +115,13 @@ class ConnectedSystemViewSet(
         return Response(self.get_serializer(system).data)
 
 
+@extend_schema_view(
+    retrieve=extend_schema(
+        parameters=[
+            OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Connector type name.")
+        ]
+    )
+)
 class ConnectorTypeViewSet(viewsets.ViewSet):
     """The registered connector types: parameter schema, secret parameters and capabilities."""
 

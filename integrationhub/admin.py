@@ -1,0 +1,180 @@
+"""Admin of the project app: API keys (the key shown once on creation, revoke action), the read-only audit
+log with CSV export, and users' legal-entity scopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from integrationhub import apikeys, audit
+from integrationhub.models import ApiKey, AuditEvent, UserLegalEntityScope
+from integrationhub.scopes import SCOPE_CHOICES
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=SCOPE_CHOICES, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "owner", "scopes", "legal_entity", "expires_at"]
+
+    def clean_expires_at(self) -> Any:
+        value = self.cleaned_data.get("expires_at")
+        if value is not None and value <= timezone.now():
+            raise forms.ValidationError("The expiry must be in the future.")
+        return value
+
+
+API_KEY_FIELDS = (
+    "name",
+    "prefix",
+    "owner",
+    "scope_list",
+    "legal_entity",
+    "created_by",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "revoked_by",
+    "last_used_at",
+    "status",
+)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created here or by `manage.py create_api_key`, never edited: revoke and create a new one."""
+
+    list_display = ["name", "prefix", "owner", "scope_list", "legal_entity", "status", "expires_at", "last_used_at"]
+    list_filter = ["revoked_at", "legal_entity"]
+    search_fields = ["name", "prefix", "owner__username"]
+    actions = ["revoke_selected"]
+    readonly_fields = API_KEY_FIELDS
+    fields = API_KEY_FIELDS
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+            kwargs["fields"] = ApiKeyCreateForm.Meta.fields
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ApiKeyCreateForm.Meta.fields if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return () if obj is None else self.readonly_fields
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "owner" and field is not None and field.queryset is not None:
+            if not request.user.is_superuser:
+                # A key acts as its owner: only a superuser may create one that acts as someone else.
+                field.queryset = field.queryset.filter(pk=request.user.pk)
+            field.initial = request.user.pk
+        return field
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # No edit form for an existing key (it is immutable); the list's revoke action needs the permission.
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: the key's row stays for the audit trail
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            raise PermissionDenied
+        if obj.owner_id != request.user.pk and not request.user.is_superuser:
+            raise PermissionDenied
+        created = apikeys.api_key_create(
+            name=obj.name,
+            owner=obj.owner,
+            scopes=form.cleaned_data["scopes"],
+            created_by=request.user,
+            legal_entity=obj.legal_entity,
+            expires_at=obj.expires_at,
+            request=request,
+        )
+        obj.pk = created.api_key.pk
+        obj.prefix = created.api_key.prefix
+        obj._state.adding = False
+        request._hub_new_api_key = created.key  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        # Rendered straight away, not redirected: the key must not travel through a message cookie or the session.
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.model._meta,
+            "api_key": obj,
+            "key": getattr(request, "_hub_new_api_key", ""),
+        }
+        response = TemplateResponse(request, "admin/integrationhub/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset:
+            if api_key.revoked_at is None:
+                apikeys.api_key_revoke(api_key=api_key, user=request.user, request=request)
+                revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The append-only audit log: browse, filter, search and export; nobody adds, edits or deletes."""
+
+    list_display = ["occurred_at", "actor_username", "api_key_prefix", "action", "object_type", "object_id", "summary"]
+    list_filter = ["action", "occurred_at", "object_type", "actor_username"]
+    search_fields = ["summary", "actor_username", "object_id", "correlation_id", "ip"]
+    date_hierarchy = "occurred_at"
+    actions = ["export_csv"]
+    list_per_page = 100
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Export the selected events as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(
+            audit.audit_event_csv_rows(queryset.order_by("-occurred_at", "-id").iterator(chunk_size=2000)),
+            content_type="text/csv; charset=utf-8",
+        )
+        response["Content-Disposition"] = 'attachment; filename="audit-events.csv"'
+        return response
+
+
+@admin.register(UserLegalEntityScope)
+class UserLegalEntityScopeAdmin(admin.ModelAdmin):
+    """Which legal entities a regional user works on (no entities: enterprise-wide)."""
+
+    list_display = ["user", "entity_codes"]
+    search_fields = ["user__username", "legal_entities__code"]
+    filter_horizontal = ["legal_entities"]
+
+    @admin.display(description="legal entities")
+    def entity_codes(self, obj: UserLegalEntityScope) -> str:
+        return ", ".join(entity.code for entity in obj.legal_entities.all()) or "enterprise-wide"

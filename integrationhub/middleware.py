@@ -1,0 +1,57 @@
+"""Middleware of the security layer: the Content-Security-Policy header and the API body-size limit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from integrationhub.errors import PROBLEM_CONTENT_TYPE, problem
+
+CSP_HEADER = "Content-Security-Policy"
+API_PREFIX = "/api/"
+
+
+class ContentSecurityPolicyMiddleware:
+    """Adds HUB_CONTENT_SECURITY_POLICY to every response that has none (scripts only from this origin)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.policy = getattr(settings, "HUB_CONTENT_SECURITY_POLICY", "")
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if self.policy and CSP_HEADER not in response:
+            response[CSP_HEADER] = self.policy
+        return response
+
+
+class ApiBodyLimitMiddleware:
+    """Refuses an API request whose declared body is over DATA_UPLOAD_MAX_MEMORY_SIZE with a 413 problem+json.
+
+    Django raises RequestDataTooBig only when the body is read, deep in a view, where it would surface as a
+    500; checked here, before any view, the client learns the limit. (LimitedJSONParser also catches a
+    body that arrives without a Content-Length.)
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and request.path.startswith(API_PREFIX):
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                body = problem(
+                    status=413,
+                    title="The request body is too large",
+                    detail=f"The body has {declared} bytes; the limit is {limit} bytes.",
+                    code="payload_too_large",
+                    hint="Send large data sets as a file drop or in pages.",
+                )
+                return JsonResponse(body, status=413, content_type=PROBLEM_CONTENT_TYPE)
+        return self.get_response(request)
