@@ -135,11 +135,14 @@ def _apply_secrets(
 
 
 def _log_secrets_changed(system: ConnectedSystem, changed: list[str], user: Any) -> None:
-    # Names what changed and who changed it; never a value.
+    # Names what changed and who changed it; never a value. The audit trail keeps the same facts.
+    from integrationhub.audit import credentials_changed
+
     logger.info(
         "credentials changed",
         extra={"system": system.slug, "fields": changed, "user": getattr(user, "username", None)},
     )
+    credentials_changed(system=system, changed=changed, user=user)
 
 
 @transaction.atomic

@@ -106,7 +106,11 @@ class SyncPolicySerializer(serializers.ModelSerializer):
     legal_entity = serializers.SlugRelatedField(
         slug_field="code", queryset=LegalEntity.objects.all(), allow_null=True, required=False
     )
-    periodic_task: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(read_only=True)
+    periodic_task: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
+    # A list of {"rule", "params"}; null is refused here rather than by the database.
+    validation_rules = serializers.JSONField(required=False, allow_null=False, default=list)
 
     class Meta:
         model = SyncPolicy

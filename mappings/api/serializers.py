@@ -15,7 +15,9 @@ class CanonicalSchemaSerializer(serializers.ModelSerializer):
     """One schema version. Creating one makes a new draft; versions are never edited in place."""
 
     entity = serializers.SlugRelatedField(slug_field="name", queryset=CanonicalEntity.objects.all())
-    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = CanonicalSchema
@@ -110,8 +112,12 @@ class MappingSetSerializer(serializers.ModelSerializer):
     parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]
         queryset=MappingSet.objects.all(), required=False, allow_null=True
     )
-    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    published_by: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    published_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     rules = NestedFieldRuleSerializer(many=True, read_only=True)
 
     class Meta:
@@ -169,7 +175,7 @@ class ValueMapSerializer(serializers.ModelSerializer):
         slug_field="code", queryset=LegalEntity.objects.all(), required=False, allow_null=True
     )
     # Written as a whole table; read back from the rows (to_representation).
-    entries = serializers.DictField(child=serializers.JSONField(), required=False, write_only=True)
+    entries = serializers.DictField(child=serializers.JSONField(), required=False)
 
     class Meta:
         model = ValueMap
