@@ -110,7 +110,7 @@ class SyncPolicySerializer(serializers.ModelSerializer):
         read_only=True, allow_null=True
     )
     # A list of {"rule", "params"}; null is refused here rather than by the database.
-    validation_rules = serializers.JSONField(required=False, allow_null=False, default=list)
+    validation_rules = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=True)
 
     class Meta:
         model = SyncPolicy
