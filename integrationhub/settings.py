@@ -148,6 +148,18 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "integrationhub.errors.problem_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
+    # Several models have a `status`, `state` or `direction` with different choices: name each enum.
+    "ENUM_NAME_OVERRIDES": {
+        # Mapping sets and messages share the values inbound/outbound: one enum serves both.
+        "DirectionEnum": "sync.choices.MessageDirection",
+        "MappingStatusEnum": "mappings.choices.MappingStatus",
+        "MessageStatusEnum": "sync.choices.MessageStatus",
+        "DeliveryStatusEnum": "sync.choices.DeliveryStatus",
+        "FileDropStatusEnum": "sync.choices.FileDropStatus",
+        "FollowUpStatusEnum": "sync.choices.FollowUpStatus",
+        "SystemStateEnum": "connectors.choices.SystemState",
+        "ExceptionStateEnum": "exception_queue.choices.ExceptionState",
+    },
     "TITLE": "Integration Hub API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

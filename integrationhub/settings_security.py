@@ -70,6 +70,7 @@ def apply(settings: dict[str, Any]) -> None:
         "REDOC_DIST": "SIDECAR",
         # One name per choice set: the deploy check fails on drf-spectacular's enum-collision warnings.
         "ENUM_NAME_OVERRIDES": {
+            **settings.get("SPECTACULAR_SETTINGS", {}).get("ENUM_NAME_OVERRIDES", {}),
             "ApiKeyStatusEnum": ["active", "expired", "revoked"],
             "MappingStatusEnum": "mappings.choices.MappingStatus",
             "CanonicalEntityNameEnum": "mappings.choices.CanonicalEntityName",

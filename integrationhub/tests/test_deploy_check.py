@@ -23,7 +23,12 @@ PRODUCTION_ENV = {
 def run_manage(args: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        env={**os.environ, "HUB_VAR_DIR": str(tmp_path), **env},
+        # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a deployment never has it.
+        env={
+            **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+            "HUB_VAR_DIR": str(tmp_path),
+            **env,
+        },
         cwd=django_settings.BASE_DIR,
         capture_output=True,
         text=True,

@@ -168,6 +168,13 @@ class MappingSampleSerializer(serializers.Serializer):
     payload = serializers.JSONField()
 
 
+class ValueMapEntriesField(serializers.DictField):
+    """The entries as {"source value": canonical value}: written as a whole table, read from the entry rows."""
+
+    def get_attribute(self, instance: ValueMap) -> dict[str, Any]:
+        return {entry.source_value: entry.target_value for entry in instance.entries.all()}
+
+
 class ValueMapSerializer(serializers.ModelSerializer):
     """A lookup table; entries are {"source value": canonical value}. Saving one makes every worker recompile."""
 
@@ -175,7 +182,7 @@ class ValueMapSerializer(serializers.ModelSerializer):
         slug_field="code", queryset=LegalEntity.objects.all(), required=False, allow_null=True
     )
     # Written as a whole table; read back from the rows (to_representation).
-    entries = serializers.DictField(child=serializers.JSONField(), required=False)
+    entries = ValueMapEntriesField(child=serializers.JSONField(), required=False)
 
     class Meta:
         model = ValueMap
