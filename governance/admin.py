@@ -17,6 +17,7 @@ from governance import services
 from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from governance.resources import LegalEntityResource, OwnershipRuleResource, RateCardResource, SyncPolicyResource
 from integrationhub.admin_base import HubHistoryAdmin
+from integrationhub.scoping import EntityScopedAdminMixin
 
 
 def admin_change_reason(form: forms.ModelForm | None, *, change: bool) -> str:
@@ -101,7 +102,7 @@ class RateCardLineInline(admin.TabularInline):
 
 
 @admin.register(RateCard)
-class RateCardAdmin(GovernanceAdmin):
+class RateCardAdmin(EntityScopedAdminMixin, GovernanceAdmin):
     resource_classes = [RateCardResource]
     inlines = [RateCardLineInline]
     list_display = [

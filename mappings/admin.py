@@ -21,6 +21,7 @@ from django.utils.html import format_html
 
 from integrationhub.admin_base import ChangeReasonForm, HubHistoryAdmin
 from integrationhub.errors import HubError
+from integrationhub.scoping import EntityScopedAdminMixin
 from mappings import views
 from mappings.choices import MappingStatus, SchemaStatus
 from mappings.editor import value_map_users
@@ -207,7 +208,7 @@ class ValueMapEntryInline(admin.TabularInline):
 
 
 @admin.register(ValueMap)
-class ValueMapAdmin(HubHistoryAdmin):
+class ValueMapAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
     form = ValueMapForm
     list_display = ["name", "unmapped", "legal_entity", "entry_count", "updated_at"]
     list_filter = ["unmapped", "legal_entity"]
@@ -267,7 +268,7 @@ def _editable(obj: MappingSet | None) -> bool:
 
 
 @admin.register(MappingSet)
-class MappingSetAdmin(HubHistoryAdmin):
+class MappingSetAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
     form = MappingSetForm
     change_form_template = "mappings/admin/mappingset_change_form.html"
     change_list_template = "mappings/admin/mappingset_change_list.html"
@@ -415,7 +416,8 @@ class MappingSetAdmin(HubHistoryAdmin):
 
 
 @admin.register(FieldRule)
-class FieldRuleAdmin(HubHistoryAdmin):
+class FieldRuleAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
+    entity_scope_field = "mapping_set__legal_entity"
     """Single rules with their history (who changed which rule, when, why); the editor is the usual way in."""
 
     form = FieldRuleForm

@@ -23,6 +23,7 @@ from governance.api.serializers import (
 from governance.filters import LegalEntityFilterSet, OwnershipRuleFilterSet, RateCardFilterSet, SyncPolicyFilterSet
 from governance.models import LegalEntity, OwnershipRule, RateCard, SyncPolicy
 from integrationhub.errors import HubValidationError
+from integrationhub.scoping import EntityScopedViewSetMixin
 
 CHANGE_REASON_HEADER = "X-Change-Reason"
 DEFAULT_CHANGE_REASON = "changed through the API"
@@ -99,7 +100,7 @@ class OwnershipRuleViewSet(ServiceModelViewSet):
         services.ownership_rule_delete(rule=instance, user=user, reason=reason)
 
 
-class RateCardViewSet(ServiceModelViewSet):
+class RateCardViewSet(EntityScopedViewSetMixin, ServiceModelViewSet):
     """Rate cards with their lines, and the rate lookup the sync engine uses."""
 
     queryset = RateCard.objects.select_related("legal_entity").prefetch_related("lines")

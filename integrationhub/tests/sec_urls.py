@@ -132,13 +132,10 @@ from governance.api.views import RateCardViewSet  # noqa: E402
 from governance.models import RateCard  # noqa: E402
 from integrationhub.scoping import EntityScopedAdminMixin, EntityScopedViewSetMixin  # noqa: E402
 
-
-class ScopedRateCardViewSet(EntityScopedViewSetMixin, RateCardViewSet):
-    pass
-
-
-class ScopedRateCardAdmin(EntityScopedAdminMixin, RateCardAdmin):
-    pass
+# The rate card admin and viewset are entity-scoped themselves; the probe serves them on their own site.
+assert issubclass(RateCardViewSet, EntityScopedViewSetMixin) and issubclass(RateCardAdmin, EntityScopedAdminMixin)
+ScopedRateCardViewSet = RateCardViewSet
+ScopedRateCardAdmin = RateCardAdmin
 
 
 scoped_admin_site = django_admin.AdminSite(name="scoped_admin")

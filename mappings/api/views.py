@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integrationhub.scoping import EntityScopedViewSetMixin
 from mappings import editor, selectors, services
 from mappings.api.serializers import (
     CanonicalEntitySerializer,
@@ -121,7 +122,7 @@ class ActionPermissionsMixin:
         return super().get_permissions()  # type: ignore[misc]
 
 
-class MappingSetViewSet(ActionPermissionsMixin, viewsets.ModelViewSet):
+class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewsets.ModelViewSet):
     """Mapping set versions with their rules; `preview`, `publish` (the regression gate), `export`, `import`,
     `create-draft`, `retire` and `samples`. Only drafts change; published versions are changed by a new draft."""
 
@@ -226,7 +227,8 @@ class MappingSetViewSet(ActionPermissionsMixin, viewsets.ModelViewSet):
         return Response({"id": sample.pk, "name": sample.name, "payload": sample.payload}, status=201)
 
 
-class FieldRuleViewSet(viewsets.ModelViewSet):
+class FieldRuleViewSet(EntityScopedViewSetMixin, viewsets.ModelViewSet):
+    entity_scope_field = "mapping_set__legal_entity"
     """Field rules of mapping sets; a write to a published set, an unknown transform or a bad parameter is 400."""
 
     queryset = FieldRule.objects.select_related("mapping_set").order_by("mapping_set", "position", "id")
@@ -248,7 +250,7 @@ class FieldRuleViewSet(viewsets.ModelViewSet):
         editor.field_rule_delete(rule=instance, user=self.request.user, reason="rule deleted (API)")
 
 
-class ValueMapViewSet(viewsets.ModelViewSet):
+class ValueMapViewSet(EntityScopedViewSetMixin, viewsets.ModelViewSet):
     """Value maps with their entries ({"source": canonical}); a map still used by a mapping cannot be deleted."""
 
     queryset = ValueMap.objects.select_related("legal_entity").prefetch_related("entries")
