@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState, ReplayMapping
 from exception_queue.models import Decision, ExceptionItem
+from integrationhub.audit import AuditAction, audit_record
 from integrationhub.errors import HubConflictError, HubValidationError
 
 if TYPE_CHECKING:
@@ -24,6 +25,39 @@ if TYPE_CHECKING:
 PERM_DECIDE = "exception_queue.decide_exceptionitem"
 PERM_FIX = "exception_queue.fix_exceptionitem"
 PERM_REPLAY_MESSAGE = "sync.change_message"
+
+
+# Every decision is also written to the append-only audit trail, which auditors browse and export.
+DECISION_AUDIT_ACTIONS = {
+    DecisionAction.APPROVE: AuditAction.EXCEPTION_APPROVED,
+    DecisionAction.REJECT: AuditAction.EXCEPTION_REJECTED,
+    DecisionAction.FIX_AND_REPLAY: AuditAction.EXCEPTION_FIXED,
+    DecisionAction.REPLAY: AuditAction.MESSAGE_REPLAYED,
+    DecisionAction.RESOLVE: AuditAction.EXCEPTION_OVERRIDDEN,
+}
+
+
+def _decision_record(**fields: Any) -> Decision:
+    """Store a decision and its audit event in the same transaction."""
+    decision = Decision.objects.create(**fields)
+    item, message = decision.item, decision.message
+    target = f"exception item #{item.pk}" if item else f"message #{message.pk}" if message else "nothing"
+    audit_record(
+        action=DECISION_AUDIT_ACTIONS.get(decision.action, AuditAction.EXCEPTION_OVERRIDDEN),
+        actor=decision.user,
+        object_type="exception_queue.exceptionitem" if item else "sync.message",
+        object_id=item.pk if item else (message.pk if message else ""),
+        summary=f"{decision.get_action_display()} on {target}: {decision.reason}"[:500],
+        details={
+            "decision_id": decision.pk,
+            "message_id": message.pk if message else None,
+            "changed_fields": sorted({str(change.get("path", "")) for change in (decision.payload_diff or [])})
+            if isinstance(decision.payload_diff, list)
+            else [],
+        },
+        correlation_id=getattr(message, "correlation_id", None),
+    )
+    return decision
 
 
 def exception_item_open(
@@ -121,7 +155,7 @@ def exception_item_replay(
         raise HubConflictError(f"Exception item #{item.pk} has no message to replay.")
     if item.category == ExceptionCategory.APPROVAL_REQUIRED:
         raise HubConflictError("An item awaiting approval is approved or rejected, not replayed.")
-    Decision.objects.create(item=item, message=item.message, action=DecisionAction.REPLAY, user=user, reason=reason)
+    _decision_record(item=item, message=item.message, action=DecisionAction.REPLAY, user=user, reason=reason)
     item.state = ExceptionState.REPLAYED
     item.save(update_fields=["state", "updated_at"])
     message_replay(message=item.message, use_original_mapping=mapping == ReplayMapping.ORIGINAL)
@@ -149,7 +183,7 @@ def exception_item_fix_and_replay(
     diff = payload_diff(before, payload)
     if not diff:
         raise HubValidationError("The payload is unchanged; use Replay to run it again as it is.")
-    Decision.objects.create(
+    _decision_record(
         item=item, message=message, action=DecisionAction.FIX_AND_REPLAY, user=user, reason=reason, payload_diff=diff
     )
     item.state = ExceptionState.REPLAYED
@@ -180,7 +214,7 @@ def exception_item_approve(*, item: ExceptionItem, user: Any, reason: str) -> Ex
             "You already approved this item; a second, different approver must complete it.",
             hint="Ask another finance approver to review it.",
         )
-    Decision.objects.create(item=item, message=item.message, action=DecisionAction.APPROVE, user=user, reason=reason)
+    _decision_record(item=item, message=item.message, action=DecisionAction.APPROVE, user=user, reason=reason)
     if len(approvers) + 1 >= item.required_approvals:
         item.state = ExceptionState.APPROVED
         item.save(update_fields=["state", "updated_at"])
@@ -197,7 +231,7 @@ def exception_item_reject(*, item: ExceptionItem, user: Any, reason: str) -> Exc
     _require(user, PERM_DECIDE)
     reason = _require_reason(reason)
     item = _locked_open(item)
-    Decision.objects.create(item=item, message=item.message, action=DecisionAction.REJECT, user=user, reason=reason)
+    _decision_record(item=item, message=item.message, action=DecisionAction.REJECT, user=user, reason=reason)
     item.state = ExceptionState.REJECTED
     item.save(update_fields=["state", "updated_at"])
     if item.message is not None:
@@ -250,7 +284,7 @@ def message_replay_request(
 
     _require(user, PERM_REPLAY_MESSAGE)
     reason = _require_reason(reason)
-    decision = Decision.objects.create(message=message, action=DecisionAction.REPLAY, user=user, reason=reason)
+    decision = _decision_record(message=message, action=DecisionAction.REPLAY, user=user, reason=reason)
     ExceptionItem.objects.filter(message=message, state=ExceptionState.OPEN).exclude(
         category=ExceptionCategory.APPROVAL_REQUIRED
     ).update(state=ExceptionState.REPLAYED)

@@ -71,6 +71,13 @@ def test_a_large_amount_needs_two_different_approvers_before_it_is_delivered(hel
         (DecisionAction.APPROVE, "approver-1"),
         (DecisionAction.APPROVE, "approver-2"),
     ]
+    # and both approvals are in the append-only audit trail with who and why
+    from integrationhub.audit import AuditAction
+    from integrationhub.models import AuditEvent
+
+    audited = AuditEvent.objects.filter(action=AuditAction.EXCEPTION_APPROVED, object_id=str(item.pk))
+    assert sorted(audited.values_list("actor_username", flat=True)) == ["approver-1", "approver-2"]
+    assert any("Within the client's contract" in event.summary for event in audited)
 
 
 def test_an_auditor_cannot_approve(held, make_role_user):
@@ -79,8 +86,11 @@ def test_an_auditor_cannot_approve(held, make_role_user):
     # when the auditor tries to approve
     with pytest.raises(PermissionDenied):
         exception_item_approve(item=item, user=make_role_user("auditor"), reason="ok")
-    # then nothing is recorded
+    # then nothing is recorded, neither as a decision nor in the audit trail
+    from integrationhub.models import AuditEvent
+
     assert not Decision.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="exception.").exists()
 
 
 def test_reject_needs_a_reason_and_stops_the_message(held, make_role_user):
