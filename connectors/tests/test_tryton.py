@@ -1,6 +1,6 @@
 """The Tryton connector against a real Tryton 8.2 (tryton/setup.sh builds it, the fixture serves a fresh copy).
 
-Run: HUB_VAR_DIR=/tmp/hub-try .venv/bin/pytest connectors/tests/test_tryton.py -q -m tryton
+Run: make test-tryton
 """
 
 from __future__ import annotations
