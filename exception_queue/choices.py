@@ -11,6 +11,7 @@ class ExceptionCategory(models.TextChoices):
     TARGET_REJECTED = "target_rejected", "Rejected by the target"
     DEAD_LETTER = "dead_letter", "Dead letter"
     APPROVAL_REQUIRED = "approval_required", "Approval required"
+    ACTIVATION_HELD = "activation_held", "Activation held"
 
 
 class ExceptionState(models.TextChoices):
@@ -19,6 +20,7 @@ class ExceptionState(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     REPLAYED = "replayed", "Replayed"
     RESOLVED = "resolved", "Resolved"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class DecisionAction(models.TextChoices):
@@ -27,6 +29,12 @@ class DecisionAction(models.TextChoices):
     APPROVE = "approve", "Approve"
     REJECT = "reject", "Reject"
     RESOLVE = "resolve", "Resolve"
+    OVERRIDE = "override", "Approve an override of failed rules"
+    RETRY_STEP = "retry_step", "Retry the held step"
+    COMPENSATE = "compensate", "Compensate (undo completed steps)"
+    CANCEL = "cancel", "Cancel the run"
+    LINK_EXISTING = "link_existing", "Link to the existing record"
+    CREATE_NEW = "create_new", "Create a new record"
 
 
 class ReplayMapping(models.TextChoices):

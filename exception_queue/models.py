@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
+from governance.choices import Flow
 
 
 class ExceptionItem(models.Model):
@@ -37,6 +38,27 @@ class ExceptionItem(models.Model):
     system = models.ForeignKey(
         "connectors.ConnectedSystem", on_delete=models.PROTECT, null=True, blank=True, related_name="exception_items"
     )
+    flow = models.CharField(max_length=40, choices=Flow.choices, blank=True)
+    workflow_run = models.ForeignKey(
+        "workflows.WorkflowRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="exception_items",
+        help_text="The workflow run held by this item, for workflow exceptions.",
+    )
+    step = models.CharField(max_length=60, blank=True, help_text="The workflow step the item holds, if any.")
+    external_id = models.CharField(
+        max_length=200, blank=True, db_index=True, help_text="The record's id in its source system, for search."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who asked for the approval; they may not approve their own item.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -51,6 +73,8 @@ class ExceptionItem(models.Model):
             models.Index(fields=["state", "category", "-created_at"], name="exception_queue_idx"),
             models.Index(fields=["system", "state"], name="exception_system_idx"),
             models.Index(fields=["legal_entity", "state"], name="exception_entity_idx"),
+            models.Index(fields=["flow", "state"], name="exception_flow_idx"),
+            models.Index(fields=["state", "-created_at"], name="exception_state_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -67,6 +67,9 @@ class Message(models.Model):
         "governance.LegalEntity", on_delete=models.PROTECT, null=True, blank=True, related_name="messages"
     )
     ordering_key = models.CharField(max_length=200, blank=True, help_text="Messages with one key apply in order.")
+    flow = models.CharField(
+        max_length=40, choices=Flow.choices, blank=True, help_text="The flow of the route or policy that took it."
+    )
     source_timestamp = models.DateTimeField(null=True, blank=True)
     source_sequence = models.BigIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Delivery attempts over all targets.")
@@ -99,6 +102,7 @@ class Message(models.Model):
             ),
             models.Index(fields=["status", "received_at"], name="message_status_idx"),
             models.Index(fields=["entity", "ordering_key"], name="message_ordering_idx"),
+            models.Index(fields=["flow", "received_at"], name="message_flow_received_idx"),
         ]
 
     def __str__(self) -> str:
