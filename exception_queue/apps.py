@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class ExceptionQueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "exception_queue"
+
+    def ready(self) -> None:
+        # Registers the engine's item actions; the workflows register theirs in their own ready().
+        from exception_queue import actions  # noqa: F401

@@ -28,13 +28,25 @@ PERM_REPLAY_MESSAGE = "sync.change_message"
 
 
 # Every decision is also written to the append-only audit trail, which auditors browse and export.
-DECISION_AUDIT_ACTIONS = {
+DECISION_AUDIT_ACTIONS: dict[str, AuditAction] = {
     DecisionAction.APPROVE: AuditAction.EXCEPTION_APPROVED,
     DecisionAction.REJECT: AuditAction.EXCEPTION_REJECTED,
     DecisionAction.FIX_AND_REPLAY: AuditAction.EXCEPTION_FIXED,
     DecisionAction.REPLAY: AuditAction.MESSAGE_REPLAYED,
     DecisionAction.RESOLVE: AuditAction.EXCEPTION_OVERRIDDEN,
+    DecisionAction.OVERRIDE: AuditAction.EXCEPTION_OVERRIDDEN,
+    DecisionAction.RETRY_STEP: AuditAction.WORKFLOW_STEP_RETRIED,
+    DecisionAction.COMPENSATE: AuditAction.WORKFLOW_COMPENSATED,
+    DecisionAction.CANCEL: AuditAction.WORKFLOW_CANCELLED,
+    DecisionAction.LINK_EXISTING: AuditAction.DUPLICATE_LINKED,
+    DecisionAction.CREATE_NEW: AuditAction.DUPLICATE_CREATED,
 }
+
+
+def decision_record(**fields: Any) -> Decision:
+    """Store a decision (item, message, action, user, reason, payload_diff) and its audit event together;
+    the one way every exception-queue action, including the workflows' own, is recorded."""
+    return _decision_record(**fields)
 
 
 def _decision_record(**fields: Any) -> Decision:
@@ -74,17 +86,28 @@ def exception_item_open(
     amount: Decimal | None = None,
     currency: str = "",
     required_approvals: int = 1,
+    flow: str = "",
+    workflow_run: Any = None,
+    step: str = "",
+    external_id: str = "",
+    requested_by: Any = None,
 ) -> ExceptionItem:
     """Open an item for work that needs a person; an open item of the same message, delivery and category
     is updated instead, so a repeated failure never floods the queue."""
     existing = None
-    if message is not None:
+    if message is not None or workflow_run is not None:
         existing = (
             ExceptionItem.objects.select_for_update()
-            .filter(message=message, delivery=delivery, category=category, state=ExceptionState.OPEN)
+            .filter(
+                message=message,
+                delivery=delivery,
+                workflow_run=workflow_run,
+                category=category,
+                state=ExceptionState.OPEN,
+            )
             .first()
         )
-    item = existing or ExceptionItem(category=category, message=message, delivery=delivery)
+    item = existing or ExceptionItem(category=category, message=message, delivery=delivery, workflow_run=workflow_run)
     item.reason = reason[:4000]
     item.system = system
     item.legal_entity = legal_entity
@@ -94,9 +117,28 @@ def exception_item_open(
     item.amount = amount
     item.currency = currency[:3]
     item.required_approvals = required_approvals
-    item.full_clean(exclude=["message", "delivery", "system", "legal_entity"])
+    item.flow = flow or item.flow or getattr(message, "flow", "") or ""
+    item.step = step
+    item.external_id = external_id[:200] or item.external_id
+    item.requested_by = requested_by
+    item.full_clean(exclude=["message", "delivery", "system", "legal_entity", "workflow_run", "requested_by"])
     item.save()
     return item
+
+
+def require_permission(user: Any, permission: str) -> None:
+    """Refuse (PermissionDenied) a user without `permission`; used by every decision service."""
+    _require(user, permission)
+
+
+def require_reason(reason: str) -> str:
+    """The stripped reason, or a validation error naming the field: every decision needs a reason."""
+    return _require_reason(reason)
+
+
+def locked_open_item(item: ExceptionItem) -> ExceptionItem:
+    """`item` locked for update, or a conflict error when someone already acted on it."""
+    return _locked_open(item)
 
 
 def _require(user: Any, permission: str) -> None:
@@ -207,6 +249,11 @@ def exception_item_approve(*, item: ExceptionItem, user: Any, reason: str) -> Ex
         raise HubConflictError(
             f"Exception item #{item.pk} is a {item.category} item; only approval items are approved.",
             hint="Replay, fix and replay, or reject it instead.",
+        )
+    if item.requested_by_id is not None and item.requested_by_id == user.pk:
+        raise HubConflictError(
+            "You asked for this approval, so you cannot approve it yourself.",
+            hint="Ask another finance approver to review it.",
         )
     approvers = set(item.decisions.filter(action=DecisionAction.APPROVE).values_list("user_id", flat=True))
     if user.pk in approvers:

@@ -32,6 +32,11 @@ class AuditAction(models.TextChoices):
     EXCEPTION_OVERRIDDEN = "exception.overridden", "Exception overridden"
     EXCEPTION_FIXED = "exception.fixed", "Exception fixed"
     MESSAGE_REPLAYED = "message.replayed", "Message replayed"
+    WORKFLOW_STEP_RETRIED = "workflow.step_retried", "Workflow step retried"
+    WORKFLOW_COMPENSATED = "workflow.compensated", "Workflow compensated"
+    WORKFLOW_CANCELLED = "workflow.cancelled", "Workflow cancelled"
+    DUPLICATE_LINKED = "duplicate.linked", "Duplicate linked to an existing record"
+    DUPLICATE_CREATED = "duplicate.created_new", "Duplicate suspect created as a new record"
     ENTITY_SCOPE_CHANGED = "entity_scope.changed", "Legal-entity scope changed"
 
 

@@ -191,3 +191,33 @@ def test_bulk_replay_replays_only_the_items_matching_the_filter(client, make_flo
     assert Decision.objects.filter(action=DecisionAction.REPLAY).count() == 2
     assert ExceptionItem.objects.filter(state=ExceptionState.OPEN, system=second.source).count() == 1
     assert Message.objects.filter(system=first.source, status=MessageStatus.RECEIVED).count() == 2
+
+
+def test_the_action_registry_offers_approve_to_finance_and_nothing_to_an_auditor(held, make_role_user):
+    # given a held approval item
+    from exception_queue.actions import item_action_perform, item_actions_available
+
+    _, item = held
+    finance = make_role_user("finance_approver", "approver-r")
+    auditor = make_role_user("auditor", "auditor-r")
+    # then finance is offered approve and reject, the auditor nothing, and replay is not offered on approvals
+    assert {a.action for a in item_actions_available(item=item, user=finance)} == {"approve", "reject"}
+    assert item_actions_available(item=item, user=auditor) == []
+    # and an action that does not apply is refused naming the ones that do
+    with pytest.raises(HubConflictError, match="not an action on approval required items"):
+        item_action_perform(item=item, action="replay", user=finance, reason="x")
+    # when finance approves through the registry, a decision is recorded
+    item_action_perform(item=item, action="approve", user=finance, reason="ok")
+    assert item.decisions.filter(action=DecisionAction.APPROVE, user=finance).exists()
+
+
+def test_the_requester_cannot_approve_their_own_item(held, make_role_user):
+    # given an item requested by a finance approver
+    _, item = held
+    requester = make_role_user("finance_approver", "requester")
+    item.requested_by = requester
+    item.save()
+    # when they approve it, then it is refused and nothing is recorded
+    with pytest.raises(HubConflictError, match="cannot approve it yourself"):
+        exception_item_approve(item=item, user=requester, reason="mine")
+    assert not item.decisions.exists()
