@@ -1,1 +1,135 @@
-"""Services of the workflows app."""
+"""The run and step bookkeeping every workflow shares: start a run once per business key, record each step's
+state and timing, hold a run on an exception item, finish it. Flows call these; KPIs and traces read the rows."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from exception_queue.models import ExceptionItem
+from workflows.choices import FINISHED_RUN_STATUSES, RunStatus, StepStatus
+from workflows.models import WorkflowRun, WorkflowStep
+
+
+def workflow_run_start(
+    *,
+    flow: str,
+    business_key: str,
+    legal_entity: Any = None,
+    message: Any = None,
+    correlation_id: str = "",
+    context: Mapping[str, Any] | None = None,
+    amount: Decimal | None = None,
+    currency: str = "",
+    triggered_at: datetime.datetime | None = None,
+) -> tuple[WorkflowRun, bool]:
+    """The run of `flow` for `business_key`, created on the first trigger; a repeated trigger (a webhook sent
+    twice, a pull that reads the record again) returns the existing run and False, so nothing runs twice."""
+    existing = WorkflowRun.objects.filter(flow=flow, business_key=business_key).first()
+    if existing is not None:
+        return existing, False
+    run = WorkflowRun(
+        flow=flow,
+        business_key=business_key[:200],
+        legal_entity=legal_entity,
+        message=message,
+        correlation_id=correlation_id or getattr(message, "correlation_id", "") or "",
+        context=dict(context or {}),
+        amount=amount,
+        currency=currency[:3],
+        triggered_at=triggered_at or timezone.now(),
+    )
+    run.full_clean(exclude=["legal_entity", "message"])
+    try:
+        with transaction.atomic():
+            run.save()
+    except IntegrityError:
+        # Two workers started the same run at once; the other one won and owns it.
+        return WorkflowRun.objects.get(flow=flow, business_key=business_key), False
+    return run, True
+
+
+def workflow_step_begin(*, run: WorkflowRun, name: str, position: int) -> WorkflowStep:
+    """Mark step `name` running (created on first use) and count the attempt; the run points at it."""
+    now = timezone.now()
+    step, _ = WorkflowStep.objects.get_or_create(run=run, name=name, defaults={"position": position})
+    step.status = StepStatus.RUNNING
+    step.attempts += 1
+    step.started_at = now
+    step.finished_at = None
+    step.error = ""
+    step.save(update_fields=["status", "attempts", "started_at", "finished_at", "error"])
+    if run.current_step != name or run.status != RunStatus.RUNNING:
+        run.current_step = name
+        run.status = RunStatus.RUNNING
+        run.save(update_fields=["current_step", "status", "updated_at"])
+    return step
+
+
+def workflow_step_done(
+    *, step: WorkflowStep, result: Mapping[str, Any] | None = None, status: str = StepStatus.DONE
+) -> WorkflowStep:
+    """Record a step as done (or skipped) with what it produced; the result is merged into the run's context."""
+    step.status = status
+    step.finished_at = timezone.now()
+    step.result = dict(result or {})
+    step.error = ""
+    step.save(update_fields=["status", "finished_at", "result", "error"])
+    if result:
+        run = step.run
+        run.context = {**(run.context or {}), **dict(result)}
+        run.save(update_fields=["context", "updated_at"])
+    return step
+
+
+def workflow_step_fail(*, step: WorkflowStep, error: str) -> WorkflowStep:
+    """Record a step's failure; the caller decides whether the run is held or retried."""
+    step.status = StepStatus.FAILED
+    step.finished_at = timezone.now()
+    step.error = error[:4000]
+    step.save(update_fields=["status", "finished_at", "error"])
+    run = step.run
+    run.last_error = step.error
+    run.save(update_fields=["last_error", "updated_at"])
+    return step
+
+
+def workflow_run_hold(
+    *,
+    run: WorkflowRun,
+    category: str,
+    reason: str,
+    step: str = "",
+    status: str = RunStatus.HELD,
+    **item_fields: Any,
+) -> ExceptionItem:
+    """Hold `run` (held at a step, or awaiting approval) on an exception item that names the step and why."""
+    from exception_queue.services import exception_item_open
+
+    run.status = status
+    run.current_step = step or run.current_step
+    run.last_error = reason[:4000]
+    run.save(update_fields=["status", "current_step", "last_error", "updated_at"])
+    item_fields.setdefault("message", run.message)
+    item_fields.setdefault("legal_entity", run.legal_entity)
+    item_fields.setdefault("amount", run.amount)
+    item_fields.setdefault("currency", run.currency)
+    return exception_item_open(
+        category=category, reason=reason, flow=run.flow, workflow_run=run, step=step, **item_fields
+    )
+
+
+def workflow_run_finish(*, run: WorkflowRun, status: str = RunStatus.COMPLETED) -> WorkflowRun:
+    """Close `run` with a final status and its finish time (the end of the flow's KPI)."""
+    if status not in FINISHED_RUN_STATUSES:
+        raise ValueError(f"{status!r} is not a final run status; use one of {', '.join(FINISHED_RUN_STATUSES)}.")
+    run.status = status
+    run.finished_at = timezone.now()
+    run.current_step = "" if status == RunStatus.COMPLETED else run.current_step
+    run.save(update_fields=["status", "finished_at", "current_step", "updated_at"])
+    return run
