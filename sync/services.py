@@ -802,6 +802,8 @@ def message_process(*, message_id: int) -> str | None:
             if message.status == MessageStatus.RECEIVED:
                 _stage_map(message, now)
             routes = _routes_for(message)
+            # Stored on the message so KPIs, the queue and traces group by flow without joining routes.
+            message.flow = message.flow or next((route.flow for route in routes if route.flow), "")
             policy = policy_for_message(message, routes)
             if message.status == MessageStatus.MAPPED:
                 _stage_validate(message, policy, now)

@@ -10,7 +10,7 @@ import pytest
 from connectors.models import ConnectedSystem
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
-from governance.choices import ConflictAction
+from governance.choices import ConflictAction, Flow
 from governance.models import OwnershipRule
 from mappings.models import CanonicalEntity
 from sync.choices import AttemptOutcome, DeliveryStatus, MessageStatus
@@ -236,3 +236,16 @@ def test_an_older_update_arriving_after_a_newer_one_is_skipped_stale(client, mak
     assert older.status == MessageStatus.SKIPPED_STALE
     assert target.record("client", "C-5")["name"] == "New name"
     assert len(target.upserts()) == 1
+
+
+def test_a_processed_message_carries_the_flow_of_its_route(client, make_flow, target):
+    # given a client flow whose route belongs to client master
+    flow = make_flow(target.url)
+    response = signed_post(client, flow, client_record())
+    message = Message.objects.get(pk=response.json()["message_id"])
+    assert message.flow == ""
+    # when it is processed
+    message_process(message_id=message.pk)
+    # then it is stamped with the route's flow
+    message.refresh_from_db()
+    assert message.flow == Flow.CLIENT_MASTER
