@@ -24,10 +24,10 @@ from integrationhub.errors import HubError
 from integrationhub.scoping import EntityScopedAdminMixin
 from mappings import views
 from mappings.choices import MappingStatus, SchemaStatus
-from mappings.editor import value_map_users
 from mappings.forms import FieldRuleForm, MappingSetForm, ValueMapEntryForm, ValueMapForm
 from mappings.models import CanonicalEntity, CanonicalSchema, FieldRule, MappingSet, ValueMap, ValueMapEntry
 from mappings.runtime import mapping_cache_invalidate
+from mappings.selectors import value_map_users
 from mappings.services import (
     canonical_schema_edit,
     canonical_schema_publish,

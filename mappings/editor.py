@@ -1,4 +1,4 @@
-"""The mapping editor's core: preview of unsaved rules, saving a whole rules table, and what the page reads.
+"""The mapping editor's reads: preview of unsaved rules and what the page shows (writes live in services.py).
 
 The browser editor and the API both call these; they never save while previewing. A preview compiles
 the edited rules in memory (the set's own rules as typed, plus the rules it inherits from its parent and
@@ -7,104 +7,19 @@ does not override), so an analyst sees the effect of a change before it is store
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 from django.apps import apps
-from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import transaction
+from django.core.exceptions import FieldDoesNotExist
 
-from integrationhub.errors import HubConflictError, HubValidationError
-from mappings.choices import Direction, MappingStatus
+from integrationhub.errors import HubValidationError
+from mappings.choices import Direction
 from mappings.compiler import MappingDefinitionError, MappingSpec, RuleSpec, compile_mapping, rule_validate
 from mappings.models import FieldRule, MappingSample, MappingSet, ValueMap
 from mappings.paths import MISSING
+from mappings.rule_rows import RuleRow, rule_rows_parse
 from mappings.runtime import effective_rules, rule_spec, value_maps_load, xrefs_resolve
-from mappings.services import PublishReport, field_rule_save
-
-RULE_FIELDS = ("target_path", "source_paths", "steps", "required", "has_default", "default_value", "condition", "notes")
-
-
-@dataclass(frozen=True)
-class RuleRow:
-    """One row of the editor's rules table, parsed: the rule's fields, or the problems that stop it parsing."""
-
-    index: int
-    id: int | None
-    fields: dict[str, Any]
-    problems: list[str]
-
-
-def _json_text(text: Any, *, label: str, problems: list[str], empty: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    if not text.strip():
-        return empty
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        problems.append(f"{label} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).")
-        return empty
-
-
-def rule_row_parse(*, index: int, row: Any) -> RuleRow:
-    """Parse one row as the editor sends it: JSON columns may arrive as text (steps, default, condition).
-
-    Source paths may be a JSON list or comma-separated text. An empty default means "no default"; a default
-    that is not JSON is taken as text, so `GBP` works as well as `"GBP"`.
-    """
-    if not isinstance(row, dict):
-        return RuleRow(index=index, id=None, fields={}, problems=["A rule row must be a JSON object."])
-    problems: list[str] = []
-    sources = row.get("source_paths", [])
-    if isinstance(sources, str):
-        text = sources.strip()
-        if text.startswith("["):
-            sources = _json_text(text, label="Source paths", problems=problems, empty=[])
-        else:
-            sources = [part.strip() for part in text.split(",") if part.strip()]
-    steps = _json_text(row.get("steps", []), label="Steps", problems=problems, empty=[])
-    condition = _json_text(row.get("condition"), label="Condition", problems=problems, empty=None)
-    if "default" in row:  # the editor's single "default" box: empty means none
-        raw = row["default"]
-        has_default = not (raw is None or (isinstance(raw, str) and not raw.strip()))
-        default_value: Any = None
-        if has_default and isinstance(raw, str):
-            try:
-                default_value = json.loads(raw)
-            except json.JSONDecodeError:
-                default_value = raw.strip()
-        elif has_default:
-            default_value = raw
-    else:
-        has_default = bool(row.get("has_default", False))
-        default_value = row.get("default_value")
-    raw_id = row.get("id")
-    try:
-        rule_id = int(raw_id) if raw_id not in (None, "") else None
-    except (TypeError, ValueError):
-        rule_id = None
-        problems.append(f"Unknown rule id {raw_id!r}.")
-    fields = {
-        "target_path": str(row.get("target_path") or "").strip(),
-        "source_paths": sources,
-        "steps": steps,
-        "required": bool(row.get("required", False)),
-        "has_default": has_default,
-        "default_value": default_value,
-        "condition": condition or None,
-        "notes": str(row.get("notes") or "")[:300],
-    }
-    return RuleRow(index=index, id=rule_id, fields=fields, problems=problems)
-
-
-def rule_rows_parse(rows: Any) -> list[RuleRow]:
-    if not isinstance(rows, list):
-        raise HubValidationError(
-            "The rules must be a list of rule rows.", errors=[{"field": "rules", "message": "expected a list"}]
-        )
-    return [rule_row_parse(index=index, row=row) for index, row in enumerate(rows)]
+from mappings.services import PublishReport
 
 
 def _spec_of(fields: dict[str, Any]) -> RuleSpec:
@@ -200,88 +115,6 @@ def inherited_rules(mapping_set: MappingSet) -> list[FieldRule]:
     return effective_rules(mapping_set.parent) if mapping_set.parent is not None else []
 
 
-def mapping_rules_save(*, mapping_set: MappingSet, rules: Any, user: Any = None, reason: str = "") -> list[FieldRule]:
-    """Save the editor's whole rules table for a draft: rows in order, removed rows deleted; all or nothing.
-
-    Each row is saved through field_rule_save (so the same validation as every other write applies). When
-    any row fails, nothing is stored and HubValidationError lists every failing row as rules[<row>].<field>.
-    """
-    if mapping_set.status != MappingStatus.DRAFT:
-        raise HubConflictError(
-            f"{mapping_set} is {mapping_set.status}; create a draft version to change its rules.",
-            hint="Use “Create draft”, then edit the draft.",
-        )
-    reason = (reason or "").strip()
-    if not reason:
-        raise HubValidationError(
-            "Give a reason for the change; auditors see it in the history.",
-            errors=[{"field": "reason", "message": "This field is required."}],
-        )
-    rows = rule_rows_parse(rules)
-    errors: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for row in rows:
-        problems = list(row.problems)
-        target = row.fields.get("target_path")
-        if target and target in seen:
-            problems.append(f"Target {target} is also mapped by row {seen[target] + 1}.")
-        elif target:
-            seen[target] = row.index
-        errors.extend({"row": row.index, "field": f"rules[{row.index}]", "message": p} for p in problems)
-    if errors:
-        raise HubValidationError(_rows_failed(errors), errors=errors)
-    saved: list[FieldRule] = []
-    with transaction.atomic():
-        existing = {rule.pk: rule for rule in MappingSet.objects.select_for_update().get(pk=mapping_set.pk).rules.all()}
-        unknown = {row.index for row in rows if row.id is not None and row.id not in existing}
-        for row in (rows[index] for index in sorted(unknown)):
-            errors.append({"row": row.index, "field": f"rules[{row.index}]", "message": "This rule no longer exists."})
-        keep = {row.id for row in rows if row.id is not None}
-        for rule in existing.values():
-            if rule.pk not in keep:
-                rule._change_reason = reason[:100]  # type: ignore[attr-defined]
-                if user is not None and getattr(user, "pk", None):
-                    rule._history_user = user  # type: ignore[attr-defined]
-                rule.delete()
-        for row in rows:
-            if row.index in unknown:
-                continue
-            found = existing.get(row.id) if row.id is not None else None
-            rule = found or FieldRule(mapping_set=mapping_set)
-            for name in RULE_FIELDS:
-                setattr(rule, name, row.fields[name])
-            rule.position = row.index
-            if user is not None and getattr(user, "pk", None):
-                rule._history_user = user  # type: ignore[attr-defined]
-            try:
-                field_rule_save(rule=rule, user=user, reason=reason[:100])
-            except ValidationError as exc:
-                errors.extend(
-                    {"row": row.index, "field": f"rules[{row.index}].{field}", "message": message}
-                    for field, messages in _messages(exc).items()
-                    for message in messages
-                )
-                continue
-            saved.append(rule)
-        if errors:
-            # Raising inside the atomic block rolls back the rows already saved: all or nothing.
-            raise HubValidationError(_rows_failed(errors), errors=errors)
-    return saved
-
-
-def _messages(exc: ValidationError) -> dict[str, list[str]]:
-    if hasattr(exc, "error_dict"):
-        return {("rule" if key == "__all__" else key): list(value) for key, value in exc.message_dict.items()}
-    return {"rule": list(exc.messages)}
-
-
-def _rows_failed(errors: list[dict[str, Any]]) -> str:
-    rows = sorted({error["row"] + 1 for error in errors})
-    return f"Rule row(s) {', '.join(map(str, rows))} are not valid; nothing was saved: " + "; ".join(
-        error["message"] for error in errors[:3]
-    )
-
-
 def rule_as_row(rule: FieldRule) -> dict[str, Any]:
     """A saved rule in the shape the editor edits (and sends back)."""
     return {
@@ -352,110 +185,3 @@ def editor_recent_messages(mapping_set: MappingSet, *, limit: int = 20) -> list[
         for row in rows
         if isinstance(row[field], dict)
     ]
-
-
-# --- small writes the API needs that have no service yet (candidates for services.py) ----------------------
-
-
-def mapping_set_update(
-    *, mapping_set: MappingSet, data: dict[str, Any], user: Any = None, reason: str = ""
-) -> MappingSet:
-    """Rename a draft, change its notes or its parent; the lineage fields never change after creation."""
-    if mapping_set.status != MappingStatus.DRAFT:
-        raise HubConflictError(f"{mapping_set} is {mapping_set.status}; create a draft version to change it.")
-    fixed = [name for name in ("system", "entity", "direction", "legal_entity") if name in data]
-    changed = [name for name in fixed if data[name] != getattr(mapping_set, name)]
-    if changed:
-        raise HubValidationError(
-            "The system, entity, direction and legal entity of a mapping are fixed once it is created.",
-            errors=[{"field": name, "message": "cannot be changed"} for name in changed],
-        )
-    parent = data.get("parent", mapping_set.parent)
-    if parent is not None and (
-        parent.pk == mapping_set.pk
-        or parent.entity_id != mapping_set.entity_id
-        or parent.direction != mapping_set.direction
-    ):
-        raise HubValidationError(
-            "A regional mapping must extend another mapping of the same entity and direction.",
-            errors=[{"field": "parent", "message": f"{parent} cannot be the parent of {mapping_set}."}],
-        )
-    for name in ("name", "notes", "parent"):
-        if name in data:
-            setattr(mapping_set, name, data[name])
-    with transaction.atomic():
-        mapping_set.full_clean()
-        mapping_set._change_reason = (reason or "mapping changed")[:100]  # type: ignore[attr-defined]
-        mapping_set.save()
-    return mapping_set
-
-
-def mapping_set_delete(*, mapping_set: MappingSet, user: Any = None) -> None:
-    """Delete a draft version (with its rules); published and retired versions are the record of what ran."""
-    if mapping_set.status != MappingStatus.DRAFT:
-        raise HubConflictError(
-            f"{mapping_set} is {mapping_set.status}; only a draft can be deleted. Retire it instead."
-        )
-    with transaction.atomic():
-        mapping_set._change_reason = "draft deleted"  # type: ignore[attr-defined]
-        mapping_set.delete()
-
-
-def field_rule_delete(*, rule: FieldRule, user: Any = None, reason: str = "") -> None:
-    """Delete one rule of a draft set."""
-    if rule.mapping_set.status != MappingStatus.DRAFT:
-        raise HubConflictError(f"{rule.mapping_set} is {rule.mapping_set.status}; edit a new draft version instead.")
-    rule._change_reason = (reason or "rule deleted")[:100]  # type: ignore[attr-defined]
-    rule.delete()
-
-
-def value_map_users(name: str) -> list[MappingSet]:
-    """Draft and published mapping sets with a map_value step naming the value map."""
-    from mappings.runtime import value_map_names_used
-
-    sets = MappingSet.objects.exclude(status=MappingStatus.RETIRED).prefetch_related("rules")
-    return [mapping_set for mapping_set in sets if name in value_map_names_used(list(mapping_set.rules.all()))]
-
-
-def value_map_save(
-    *, value_map: ValueMap, entries: dict[str, Any] | None = None, user: Any = None, reason: str = ""
-) -> ValueMap:
-    """Save a value map and (when given) replace its entries; every worker recompiles its mappings."""
-    from mappings.models import ValueMapEntry
-    from mappings.runtime import mapping_cache_invalidate
-
-    with transaction.atomic():
-        value_map.full_clean()
-        value_map._change_reason = (reason or "value map saved")[:100]  # type: ignore[attr-defined]
-        value_map.save()
-        if entries is not None:
-            for entry in value_map.entries.exclude(source_value__in=list(entries)):
-                entry._change_reason = (reason or "entry removed")[:100]  # type: ignore[attr-defined]
-                entry.delete()
-            for source_value, target_value in entries.items():
-                entry = value_map.entries.filter(source_value=source_value).first() or ValueMapEntry(
-                    value_map=value_map, source_value=source_value
-                )
-                if entry.pk and entry.target_value == target_value:
-                    continue
-                entry.target_value = target_value
-                entry.full_clean()
-                entry._change_reason = (reason or "entry saved")[:100]  # type: ignore[attr-defined]
-                entry.save()
-        transaction.on_commit(mapping_cache_invalidate)
-    return value_map
-
-
-def value_map_delete(*, value_map: ValueMap, user: Any = None) -> None:
-    """Delete a value map no draft or published mapping uses."""
-    from mappings.runtime import mapping_cache_invalidate
-
-    users = value_map_users(value_map.name)
-    if users:
-        raise HubConflictError(
-            f"Value map {value_map.name} is used by {', '.join(str(m) for m in users)}; remove those steps first."
-        )
-    with transaction.atomic():
-        value_map._change_reason = "value map deleted"  # type: ignore[attr-defined]
-        value_map.delete()
-        transaction.on_commit(mapping_cache_invalidate)

@@ -8,8 +8,8 @@ from django.db.models import QuerySet
 from jsonschema import Draft202012Validator
 
 from integrationhub.errors import HubNotFoundError
-from mappings.choices import SchemaStatus
-from mappings.models import CanonicalEntity, CanonicalSchema
+from mappings.choices import MappingStatus, SchemaStatus
+from mappings.models import CanonicalEntity, CanonicalSchema, MappingSet
 
 
 def canonical_entity_list() -> QuerySet[CanonicalEntity]:
@@ -65,3 +65,11 @@ def canonical_payload_validate(*, entity_name: str, payload: Any) -> list[dict[s
         {"path": _json_path(error.absolute_path), "message": error.message, "keyword": str(error.validator)}
         for error in errors
     ]
+
+
+def value_map_users(name: str) -> list[MappingSet]:
+    """Draft and published mapping sets with a map_value step naming the value map."""
+    from mappings.runtime import value_map_names_used
+
+    sets = MappingSet.objects.exclude(status=MappingStatus.RETIRED).prefetch_related("rules")
+    return [mapping_set for mapping_set in sets if name in value_map_names_used(list(mapping_set.rules.all()))]

@@ -28,6 +28,7 @@ from mappings.models import (
     ValueMapEntry,
 )
 from mappings.paths import MISSING
+from mappings.rule_rows import RULE_FIELDS, rule_rows_parse
 from mappings.runtime import mapping_cache_invalidate, mapping_compile, value_map_names_used, xrefs_resolve
 
 logger = logging.getLogger(__name__)
@@ -551,3 +552,182 @@ def mapping_set_import(*, data: Any, user: Any = None) -> MappingSet:
                 lineage=lineage, name=sample["name"], defaults={"payload": sample["payload"], "created_by": user}
             )
     return draft
+
+
+def mapping_rules_save(*, mapping_set: MappingSet, rules: Any, user: Any = None, reason: str = "") -> list[FieldRule]:
+    """Save the editor's whole rules table for a draft: rows in order, removed rows deleted; all or nothing.
+
+    Each row is saved through field_rule_save (so the same validation as every other write applies). When
+    any row fails, nothing is stored and HubValidationError lists every failing row as rules[<row>].<field>.
+    """
+    if mapping_set.status != MappingStatus.DRAFT:
+        raise HubConflictError(
+            f"{mapping_set} is {mapping_set.status}; create a draft version to change its rules.",
+            hint="Use “Create draft”, then edit the draft.",
+        )
+    reason = (reason or "").strip()
+    if not reason:
+        raise HubValidationError(
+            "Give a reason for the change; auditors see it in the history.",
+            errors=[{"field": "reason", "message": "This field is required."}],
+        )
+    rows = rule_rows_parse(rules)
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        problems = list(row.problems)
+        target = row.fields.get("target_path")
+        if target and target in seen:
+            problems.append(f"Target {target} is also mapped by row {seen[target] + 1}.")
+        elif target:
+            seen[target] = row.index
+        errors.extend({"row": row.index, "field": f"rules[{row.index}]", "message": p} for p in problems)
+    if errors:
+        raise HubValidationError(_rows_failed(errors), errors=errors)
+    saved: list[FieldRule] = []
+    with transaction.atomic():
+        existing = {rule.pk: rule for rule in MappingSet.objects.select_for_update().get(pk=mapping_set.pk).rules.all()}
+        unknown = {row.index for row in rows if row.id is not None and row.id not in existing}
+        for row in (rows[index] for index in sorted(unknown)):
+            errors.append({"row": row.index, "field": f"rules[{row.index}]", "message": "This rule no longer exists."})
+        keep = {row.id for row in rows if row.id is not None}
+        for rule in existing.values():
+            if rule.pk not in keep:
+                rule._change_reason = reason[:100]  # type: ignore[attr-defined]
+                if user is not None and getattr(user, "pk", None):
+                    rule._history_user = user  # type: ignore[attr-defined]
+                rule.delete()
+        for row in rows:
+            if row.index in unknown:
+                continue
+            found = existing.get(row.id) if row.id is not None else None
+            rule = found or FieldRule(mapping_set=mapping_set)
+            for name in RULE_FIELDS:
+                setattr(rule, name, row.fields[name])
+            rule.position = row.index
+            if user is not None and getattr(user, "pk", None):
+                rule._history_user = user  # type: ignore[attr-defined]
+            try:
+                field_rule_save(rule=rule, user=user, reason=reason[:100])
+            except ValidationError as exc:
+                errors.extend(
+                    {"row": row.index, "field": f"rules[{row.index}].{field}", "message": message}
+                    for field, messages in _messages(exc).items()
+                    for message in messages
+                )
+                continue
+            saved.append(rule)
+        if errors:
+            # Raising inside the atomic block rolls back the rows already saved: all or nothing.
+            raise HubValidationError(_rows_failed(errors), errors=errors)
+    return saved
+
+
+def _messages(exc: ValidationError) -> dict[str, list[str]]:
+    if hasattr(exc, "error_dict"):
+        return {("rule" if key == "__all__" else key): list(value) for key, value in exc.message_dict.items()}
+    return {"rule": list(exc.messages)}
+
+
+def _rows_failed(errors: list[dict[str, Any]]) -> str:
+    rows = sorted({error["row"] + 1 for error in errors})
+    return f"Rule row(s) {', '.join(map(str, rows))} are not valid; nothing was saved: " + "; ".join(
+        error["message"] for error in errors[:3]
+    )
+
+
+def mapping_set_update(
+    *, mapping_set: MappingSet, data: dict[str, Any], user: Any = None, reason: str = ""
+) -> MappingSet:
+    """Rename a draft, change its notes or its parent; the lineage fields never change after creation."""
+    if mapping_set.status != MappingStatus.DRAFT:
+        raise HubConflictError(f"{mapping_set} is {mapping_set.status}; create a draft version to change it.")
+    fixed = [name for name in ("system", "entity", "direction", "legal_entity") if name in data]
+    changed = [name for name in fixed if data[name] != getattr(mapping_set, name)]
+    if changed:
+        raise HubValidationError(
+            "The system, entity, direction and legal entity of a mapping are fixed once it is created.",
+            errors=[{"field": name, "message": "cannot be changed"} for name in changed],
+        )
+    parent = data.get("parent", mapping_set.parent)
+    if parent is not None and (
+        parent.pk == mapping_set.pk
+        or parent.entity_id != mapping_set.entity_id
+        or parent.direction != mapping_set.direction
+    ):
+        raise HubValidationError(
+            "A regional mapping must extend another mapping of the same entity and direction.",
+            errors=[{"field": "parent", "message": f"{parent} cannot be the parent of {mapping_set}."}],
+        )
+    for name in ("name", "notes", "parent"):
+        if name in data:
+            setattr(mapping_set, name, data[name])
+    with transaction.atomic():
+        mapping_set.full_clean()
+        mapping_set._change_reason = (reason or "mapping changed")[:100]  # type: ignore[attr-defined]
+        mapping_set.save()
+    return mapping_set
+
+
+def mapping_set_delete(*, mapping_set: MappingSet, user: Any = None) -> None:
+    """Delete a draft version (with its rules); published and retired versions are the record of what ran."""
+    if mapping_set.status != MappingStatus.DRAFT:
+        raise HubConflictError(
+            f"{mapping_set} is {mapping_set.status}; only a draft can be deleted. Retire it instead."
+        )
+    with transaction.atomic():
+        mapping_set._change_reason = "draft deleted"  # type: ignore[attr-defined]
+        mapping_set.delete()
+
+
+def field_rule_delete(*, rule: FieldRule, user: Any = None, reason: str = "") -> None:
+    """Delete one rule of a draft set."""
+    if rule.mapping_set.status != MappingStatus.DRAFT:
+        raise HubConflictError(f"{rule.mapping_set} is {rule.mapping_set.status}; edit a new draft version instead.")
+    rule._change_reason = (reason or "rule deleted")[:100]  # type: ignore[attr-defined]
+    rule.delete()
+
+
+def value_map_save(
+    *, value_map: ValueMap, entries: dict[str, Any] | None = None, user: Any = None, reason: str = ""
+) -> ValueMap:
+    """Save a value map and (when given) replace its entries; every worker recompiles its mappings."""
+    from mappings.models import ValueMapEntry
+    from mappings.runtime import mapping_cache_invalidate
+
+    with transaction.atomic():
+        value_map.full_clean()
+        value_map._change_reason = (reason or "value map saved")[:100]  # type: ignore[attr-defined]
+        value_map.save()
+        if entries is not None:
+            for entry in value_map.entries.exclude(source_value__in=list(entries)):
+                entry._change_reason = (reason or "entry removed")[:100]  # type: ignore[attr-defined]
+                entry.delete()
+            for source_value, target_value in entries.items():
+                entry = value_map.entries.filter(source_value=source_value).first() or ValueMapEntry(
+                    value_map=value_map, source_value=source_value
+                )
+                if entry.pk and entry.target_value == target_value:
+                    continue
+                entry.target_value = target_value
+                entry.full_clean()
+                entry._change_reason = (reason or "entry saved")[:100]  # type: ignore[attr-defined]
+                entry.save()
+        transaction.on_commit(mapping_cache_invalidate)
+    return value_map
+
+
+def value_map_delete(*, value_map: ValueMap, user: Any = None) -> None:
+    """Delete a value map no draft or published mapping uses."""
+    from mappings.runtime import mapping_cache_invalidate
+    from mappings.selectors import value_map_users
+
+    users = value_map_users(value_map.name)
+    if users:
+        raise HubConflictError(
+            f"Value map {value_map.name} is used by {', '.join(str(m) for m in users)}; remove those steps first."
+        )
+    with transaction.atomic():
+        value_map._change_reason = "value map deleted"  # type: ignore[attr-defined]
+        value_map.delete()
+        transaction.on_commit(mapping_cache_invalidate)

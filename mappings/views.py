@@ -21,7 +21,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubError, HubValidationError, problem
-from mappings import editor
+from mappings import editor, services
 from mappings.choices import MappingStatus
 from mappings.forms import MappingSetImportForm
 from mappings.models import MappingSet, ValueMap
@@ -168,7 +168,7 @@ def mapping_editor_rules_save(request: HttpRequest, object_id: str, *, model_adm
     """Save the whole rules table of a draft (all or nothing); errors name the row and the step."""
     mapping_set = _mapping_set(request, object_id, model_admin)
     _require_edit(request, mapping_set, model_admin)
-    saved = editor.mapping_rules_save(
+    saved = services.mapping_rules_save(
         mapping_set=mapping_set, rules=body.get("rules"), user=request.user, reason=str(body.get("reason") or "")
     )
     return JsonResponse({"rules": [editor.rule_as_row(rule) for rule in saved], "saved": len(saved)})

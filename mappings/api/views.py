@@ -157,12 +157,12 @@ class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewse
         )
 
     def perform_update(self, serializer: Any) -> None:
-        serializer.instance = editor.mapping_set_update(
+        serializer.instance = services.mapping_set_update(
             mapping_set=serializer.instance, data=serializer.validated_data, user=self.request.user, reason="API"
         )
 
     def perform_destroy(self, instance: MappingSet) -> None:
-        editor.mapping_set_delete(mapping_set=instance, user=self.request.user)
+        services.mapping_set_delete(mapping_set=instance, user=self.request.user)
 
     def _fresh(self, mapping_set: MappingSet) -> dict[str, Any]:
         return self.get_serializer(self.get_queryset().get(pk=mapping_set.pk)).data
@@ -247,7 +247,7 @@ class FieldRuleViewSet(EntityScopedViewSetMixin, viewsets.ModelViewSet):
         serializer.instance = services.field_rule_save(rule=rule, user=self.request.user, reason="rule changed (API)")
 
     def perform_destroy(self, instance: FieldRule) -> None:
-        editor.field_rule_delete(rule=instance, user=self.request.user, reason="rule deleted (API)")
+        services.field_rule_delete(rule=instance, user=self.request.user, reason="rule deleted (API)")
 
 
 class ValueMapViewSet(EntityScopedViewSetMixin, viewsets.ModelViewSet):
@@ -261,7 +261,7 @@ class ValueMapViewSet(EntityScopedViewSetMixin, viewsets.ModelViewSet):
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
         entries = data.pop("entries", None)
-        serializer.instance = editor.value_map_save(
+        serializer.instance = services.value_map_save(
             value_map=ValueMap(**data), entries=entries or {}, user=self.request.user, reason="created (API)"
         )
 
@@ -271,9 +271,9 @@ class ValueMapViewSet(EntityScopedViewSetMixin, viewsets.ModelViewSet):
         value_map = serializer.instance
         for name, value in data.items():
             setattr(value_map, name, value)
-        serializer.instance = editor.value_map_save(
+        serializer.instance = services.value_map_save(
             value_map=value_map, entries=entries, user=self.request.user, reason="changed (API)"
         )
 
     def perform_destroy(self, instance: ValueMap) -> None:
-        editor.value_map_delete(value_map=instance, user=self.request.user)
+        services.value_map_delete(value_map=instance, user=self.request.user)
