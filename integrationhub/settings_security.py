@@ -48,6 +48,7 @@ def apply(settings: dict[str, Any]) -> None:
         "integrationhub.throttling.ApiKeyRateThrottle",
         "integrationhub.throttling.AnonymousRateThrottle",
     ]
+    rest["DEFAULT_PAGINATION_CLASS"] = "integrationhub.api.pagination.HubLimitOffsetPagination"
     rest["DEFAULT_PARSER_CLASSES"] = [
         "integrationhub.parsers.LimitedJSONParser",
         "rest_framework.parsers.FormParser",

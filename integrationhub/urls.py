@@ -33,3 +33,9 @@ urlpatterns = [
     path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
     path("sandbox/", include("sandbox.urls")),
 ]
+
+# Outside DRF views (no URL matched, a malformed request) /api/ still answers problem+json.
+handler400 = "integrationhub.api.handlers.bad_request"
+handler403 = "integrationhub.api.handlers.permission_denied"
+handler404 = "integrationhub.api.handlers.page_not_found"
+handler500 = "integrationhub.api.handlers.server_error"
