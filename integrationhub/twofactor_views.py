@@ -72,7 +72,9 @@ def _finish_login(request: HttpRequest, user: Any, pending: twofactor.PendingLog
 
 
 def _page(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> TemplateResponse:
-    response = TemplateResponse(request, template, {**admin.site.each_context(request), **context}, status=status)
+    # Before the login completes the visitor is anonymous: no admin navigation to show.
+    shared = {**admin.site.each_context(request), "is_nav_sidebar_enabled": request.user.is_authenticated}
+    response = TemplateResponse(request, template, {**shared, **context}, status=status)
     response["Cache-Control"] = "no-store"
     return response
 
