@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Fuzz /api/v1/ with schemathesis against a running hub: a bounded number of examples per operation, no 5xx,
-# and every response conforms to the OpenAPI schema. Uses the database and cache of the environment
-# (.ci/run exports DATABASE_URL and REDIS_URL), migrates, loads the demo, creates an API key with every
-# scope, starts gunicorn on a free port, runs schemathesis, and always stops the server. Non-zero on failure.
+# and every response conforms to the OpenAPI schema (documented status code and content type, body valid
+# against its schema). Uses the database and cache of the environment (.ci/run gives it a PostgreSQL
+# database and a Redis db of its own; without DATABASE_URL a fresh SQLite file under HUB_VAR_DIR), migrates,
+# loads the demo, creates an API key with every scope, starts gunicorn on a free port, runs schemathesis,
+# and always stops the server. Non-zero on failure.
+#
+# Settings: SCHEMATHESIS_MAX_EXAMPLES (default 10 per operation and phase), SCHEMATHESIS_PHASES (default
+# all: examples, coverage, fuzzing, stateful). Operations without demo records answer 404, which the schema
+# documents, so a new endpoint passes as long as what it answers matches its schema.
 #
 # schemathesis lives in its own virtualenv (var/schemathesis-venv): it brings hypothesis and a pytest
 # plugin that the hub's own test suite should not load, and its pins must not move the hub's.
@@ -10,11 +16,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION="4.32.5"
-MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-20}"
+MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-10}"
+PHASES="${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}"
 PY=.venv/bin/python
 ST_VENV="${SCHEMATHESIS_VENV:-var/schemathesis-venv}"
 export HUB_VAR_DIR="${HUB_VAR_DIR:-$PWD/var/schemathesis}"
 mkdir -p "$HUB_VAR_DIR"
+if [ -z "${DATABASE_URL:-}" ]; then
+  # Every run starts from the same state: what the previous run's fuzzing created must not steer this one.
+  rm -f "$HUB_VAR_DIR"/hub.sqlite3 "$HUB_VAR_DIR"/hub.sqlite3-wal "$HUB_VAR_DIR"/hub.sqlite3-shm
+fi
 
 step() { printf '\n--- schemathesis: %s\n' "$*"; }
 
@@ -45,8 +56,10 @@ PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); 
 LOG="$HUB_VAR_DIR/schemathesis-gunicorn.log"
 step "start gunicorn on 127.0.0.1:$PORT"
 # A generous budget: the fuzzer is one client making many calls on purpose.
+# No request-line limit: gunicorn's own 414 for a very long query string is the front server's answer, not
+# the hub's, and the fuzzer sends such query strings on purpose.
 HUB_API_RATE="100000/min" .venv/bin/gunicorn integrationhub.wsgi:application \
-  --bind "127.0.0.1:$PORT" --workers 2 --timeout 60 --access-logfile - >"$LOG" 2>&1 &
+  --bind "127.0.0.1:$PORT" --workers 2 --timeout 60 --limit-request-line 0 --access-logfile - >"$LOG" 2>&1 &
 SERVER_PID=$!
 stop_server() {
   if kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -65,14 +78,14 @@ for _ in $(seq 1 60); do
 done
 
 step "run (max $MAX_EXAMPLES examples per operation)"
-# Excluded: the inbound webhook (signature-authenticated plain view, fuzzed by the sync suite) and
-# test-connection (calls the connected system over the network on every example).
+# Excluded: test-connection (calls the connected system over the network on every example). The inbound
+# webhook is in: unsigned requests must get the documented 4xx problems.
 status=0
 "$ST_VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/schema/" \
-  --checks not_a_server_error,response_schema_conformance \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$MAX_EXAMPLES" \
+  --phases "$PHASES" \
   --header "Authorization: Api-Key $KEY" \
-  --exclude-path-regex '^/api/v1/inbound/' \
   --exclude-path-regex '/test-connection/$' \
   --request-timeout 30 \
   --suppress-health-check all \

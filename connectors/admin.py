@@ -56,7 +56,7 @@ class ConnectedSystemAdmin(HubHistoryAdmin):
     actions = ["test_connection", "pause", "resume"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "role", "connector_type", "base_url", "state", "legal_entities"]}),
-        ("Connector settings", {"fields": ["settings", "rate_limit_per_second", "max_concurrency"]}),
+        ("Connector settings", {"fields": ["settings", "rate_limit_per_second", "max_concurrency", "inbound_rate"]}),
         (
             "Secrets (write-only)",
             {
@@ -109,6 +109,7 @@ class ConnectedSystemAdmin(HubHistoryAdmin):
                 settings=obj.settings,
                 rate_limit_per_second=obj.rate_limit_per_second,
                 max_concurrency=obj.max_concurrency,
+                inbound_rate=obj.inbound_rate,
                 credentials=secrets["credentials"],
                 webhook_secret=secrets["webhook_secret"],
                 user=request.user,

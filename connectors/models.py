@@ -10,6 +10,7 @@ from simple_history.models import HistoricalRecords
 
 from connectors.choices import SystemRole, SystemState
 from integrationhub.crypto import EncryptedJSONField, EncryptedTextField
+from integrationhub.throttling import validate_rate
 
 # Secrets are never copied into history rows: a history table is read by auditors.
 SECRET_FIELDS = ["credentials", "webhook_secret"]
@@ -29,6 +30,16 @@ class ConnectedSystem(models.Model):
         max_digits=8, decimal_places=2, default=Decimal("10"), validators=[MinValueValidator(Decimal("0.01"))]
     )
     max_concurrency = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
+    inbound_rate = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        validators=[validate_rate],
+        help_text=(
+            "Inbound events accepted from this system per period, e.g. 50/s or 1200/min; more are answered 429 "
+            "with Retry-After. Empty: the hub's default (HUB_INBOUND_RATE, 200/s)."
+        ),
+    )
     state = models.CharField(max_length=20, choices=SystemState.choices, default=SystemState.ACTIVE)
     credentials = EncryptedJSONField(blank=True, default=dict)
     webhook_secret = EncryptedTextField(blank=True, default="")

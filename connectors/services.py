@@ -36,6 +36,7 @@ UPDATABLE_FIELDS = (
     "settings",
     "rate_limit_per_second",
     "max_concurrency",
+    "inbound_rate",
 )
 
 
@@ -157,6 +158,7 @@ def connected_system_create(
     legal_entities: Iterable[Any] = (),
     rate_limit_per_second: Decimal | None = None,
     max_concurrency: int | None = None,
+    inbound_rate: str = "",
     credentials: dict[str, Any] | None = None,
     webhook_secret: str | None = None,
     user: Any = None,
@@ -166,7 +168,13 @@ def connected_system_create(
     settings = settings or {}
     connected_system_settings_validate(connector_type=connector_type, settings=settings)
     system = ConnectedSystem(
-        name=name, slug=slug, role=role, connector_type=connector_type, base_url=base_url, settings=settings
+        name=name,
+        slug=slug,
+        role=role,
+        connector_type=connector_type,
+        base_url=base_url,
+        settings=settings,
+        inbound_rate=inbound_rate,
     )
     if rate_limit_per_second is not None:
         system.rate_limit_per_second = rate_limit_per_second

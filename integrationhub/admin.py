@@ -12,8 +12,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as _OtpTOTPDeviceAdmin  # noqa: F401  (registers first)
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from integrationhub import apikeys, audit
+from integrationhub import apikeys, audit, twofactor
 from integrationhub.models import ApiKey, AuditEvent, UserLegalEntityScope
 from integrationhub.scopes import SCOPE_CHOICES
 
@@ -178,3 +180,45 @@ class UserLegalEntityScopeAdmin(admin.ModelAdmin):
     @admin.display(description="legal entities")
     def entity_codes(self, obj: UserLegalEntityScope) -> str:
         return ", ".join(entity.code for entity in obj.legal_entities.all()) or "enterprise-wide"
+
+
+# --- two-factor devices: list and reset, nothing else --------------------------------------------------------
+
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class TOTPDeviceAdmin(admin.ModelAdmin):
+    """Users' authenticators: who enrolled and when. Users enrol themselves (Two-factor page); an admin can
+    only reset (delete) a device, e.g. after a lost phone, and every reset is audited."""
+
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    list_filter = ["confirmed"]
+    search_fields = ["user__username"]
+    actions = ["reset_selected"]
+    fields = ("user", "name", "confirmed", "created_at", "last_used_at")
+    readonly_fields = fields
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # a reset goes through the audited action only
+        return actions
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: TOTPDevice) -> None:
+        twofactor.two_factor_reset(user=obj.user, by=request.user, reason="reset in the admin", request=request)
+
+    @admin.action(description="Reset two-factor login of the selected users", permissions=["delete"])
+    def reset_selected(self, request: HttpRequest, queryset: QuerySet[TOTPDevice]) -> None:
+        users = {device.user for device in queryset.select_related("user")}
+        for user in users:
+            twofactor.two_factor_reset(user=user, by=request.user, reason="reset in the admin", request=request)
+        self.message_user(
+            request, f"Reset two-factor login of {len(users)} user(s); they set it up again at their next login."
+        )

@@ -25,6 +25,8 @@ class AuditAction(models.TextChoices):
     API_KEY_AUTH_FAILED = "auth.api_key_failed", "API key refused"
     LOGIN_FAILED = "auth.login_failed", "Login failed"
     LOGIN_LOCKED = "auth.login_locked", "Login locked out"
+    TWO_FACTOR_ENROLLED = "auth.two_factor_enrolled", "Two-factor login enrolled"
+    TWO_FACTOR_RESET = "auth.two_factor_reset", "Two-factor login reset"
     ROLE_CHANGED = "role.changed", "Role changed"
     CREDENTIALS_CHANGED = "credentials.changed", "Credentials changed"
     EXCEPTION_APPROVED = "exception.approved", "Exception approved"

@@ -48,6 +48,7 @@ def apply(settings: dict[str, Any]) -> None:
         "integrationhub.throttling.ApiKeyRateThrottle",
         "integrationhub.throttling.AnonymousRateThrottle",
     ]
+    rest["DEFAULT_PAGINATION_CLASS"] = "integrationhub.api.pagination.HubLimitOffsetPagination"
     rest["DEFAULT_PARSER_CLASSES"] = [
         "integrationhub.parsers.LimitedJSONParser",
         "rest_framework.parsers.FormParser",
@@ -57,17 +58,28 @@ def apply(settings: dict[str, Any]) -> None:
     settings["HUB_API_ANON_RATE"] = env_str("HUB_API_ANON_RATE", "120/min")
     settings["HUB_API_AUTH_FAILURE_RATE"] = env_str("HUB_API_AUTH_FAILURE_RATE", "30/min")
     settings["HUB_JSON_MAX_DEPTH"] = int(env_str("HUB_JSON_MAX_DEPTH", "32"))
+    # Inbound events per connected system (its own `inbound_rate` overrides this default).
+    settings["HUB_INBOUND_RATE"] = env_str("HUB_INBOUND_RATE", "200/s")
 
     # --- API docs served from static/ (drf-spectacular-sidecar), never a CDN -------------------------------
     apps = list(settings["INSTALLED_APPS"])
     if "drf_spectacular_sidecar" not in apps:
         apps = _insert_after(apps, "drf_spectacular", "drf_spectacular_sidecar")
+    # Two-factor login (TOTP): django-otp's models; the login flow is integrationhub.twofactor.
+    apps = _insert_after(apps, "django_celery_beat", "django_otp")
+    apps = _insert_after(apps, "django_otp", "django_otp.plugins.otp_totp")
     settings["INSTALLED_APPS"] = apps
     settings["SPECTACULAR_SETTINGS"] = {
         **settings.get("SPECTACULAR_SETTINGS", {}),
         "SWAGGER_UI_DIST": "SIDECAR",
         "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
         "REDOC_DIST": "SIDECAR",
+        # Error answers (problem+json) on every operation, then the inbound webhook (a plain Django view).
+        "POSTPROCESSING_HOOKS": [
+            "drf_spectacular.hooks.postprocess_schema_enums",
+            "integrationhub.api.schema.problem_responses_hook",
+            "sync.api.schema.inbound_webhook_hook",
+        ],
         # One name per choice set: the deploy check fails on drf-spectacular's enum-collision warnings.
         "ENUM_NAME_OVERRIDES": {
             **settings.get("SPECTACULAR_SETTINGS", {}).get("ENUM_NAME_OVERRIDES", {}),
@@ -98,6 +110,13 @@ def apply(settings: dict[str, Any]) -> None:
         "integrationhub.authentication.LoginLockoutBackend",
         "django.contrib.auth.backends.ModelBackend",
     ]
+    # Comma-separated group names whose members must use two-factor login (empty: optional for everyone).
+    settings["HUB_REQUIRE_2FA_GROUPS"] = [
+        g.strip() for g in env_str("HUB_REQUIRE_2FA_GROUPS", "").split(",") if g.strip()
+    ]
+    settings["OTP_TOTP_ISSUER"] = env_str("HUB_OTP_ISSUER", "Integration Hub")
+    # Admins reset devices; nobody reads another user's secret or QR code in the admin.
+    settings["OTP_ADMIN_HIDE_SENSITIVE_DATA"] = True
     validators = list(settings.get("AUTH_PASSWORD_VALIDATORS", []))
     names = {v["NAME"] for v in validators}
     for name in (

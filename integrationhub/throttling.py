@@ -46,6 +46,18 @@ def parse_rate(rate: str) -> Rate:
     return Rate(count=count, seconds=seconds)
 
 
+def validate_rate(value: str) -> None:
+    """Model-field validator: an empty value (use the default) or a rate such as 50/s or 1200/min."""
+    from django.core.exceptions import ValidationError
+
+    if not value:
+        return
+    try:
+        parse_rate(value)
+    except ValueError as error:
+        raise ValidationError(str(error), code="invalid_rate") from None
+
+
 def budget_spend(*, scope: str, ident: str, rate: str | Rate, now: float | None = None) -> float | None:
     """Spend one unit of `ident`'s budget in `scope`; None when allowed, else the seconds until the next window."""
     limit = rate if isinstance(rate, Rate) else parse_rate(rate)

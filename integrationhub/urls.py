@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
-from integrationhub import health
+from integrationhub import health, twofactor_views
 from integrationhub.api.views import ApiDocsView
 
 api_v1 = [
@@ -23,9 +23,19 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Before admin.site.urls: the admin's login asks for the second factor; the two pages that follow it.
+    path("admin/login/", twofactor_views.HubLoginView.as_view(), name="hub-login"),
+    path("admin/two-factor/", twofactor_views.two_factor_enrol_view, name="two-factor-enrol"),
+    path("admin/two-factor/verify/", twofactor_views.two_factor_verify_view, name="two-factor-verify"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
     path("sandbox/", include("sandbox.urls")),
 ]
+
+# Outside DRF views (no URL matched, a malformed request) /api/ still answers problem+json.
+handler400 = "integrationhub.api.handlers.bad_request"
+handler403 = "integrationhub.api.handlers.permission_denied"
+handler404 = "integrationhub.api.handlers.page_not_found"
+handler500 = "integrationhub.api.handlers.server_error"

@@ -38,3 +38,13 @@ class MalformedPayloadError(HubError):
     status = 400
     code = "malformed_payload"
     title = "The body is not acceptable JSON"
+
+
+class InboundRateLimitedError(HubError):
+    status = 429
+    code = "inbound_rate_limited"
+    title = "Too many events from this system"
+
+    def __init__(self, detail: str, *, retry_after: int, hint: str = "") -> None:
+        super().__init__(detail, hint=hint)
+        self.retry_after = retry_after

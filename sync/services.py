@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -41,6 +42,7 @@ from governance.selectors import owner_of, rate_for, sync_policy_for
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
+from integrationhub.throttling import budget_spend
 from mappings.choices import CanonicalEntityName, Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
@@ -67,6 +69,7 @@ from sync.choices import (
     PollOutcome,
 )
 from sync.errors import (
+    InboundRateLimitedError,
     MalformedPayloadError,
     PayloadTooLargeError,
     SignatureError,
@@ -107,6 +110,27 @@ def _setting(name: str, default: float) -> float:
 
 def max_body_bytes() -> int:
     return int(_setting("HUB_INBOUND_MAX_BODY_BYTES", settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 1024 * 1024))
+
+
+DEFAULT_INBOUND_RATE = "200/s"
+
+
+def inbound_rate(system: ConnectedSystem) -> str:
+    """The inbound budget of a system: its own rate, else HUB_INBOUND_RATE."""
+    return system.inbound_rate or str(getattr(settings, "HUB_INBOUND_RATE", DEFAULT_INBOUND_RATE))
+
+
+def inbound_budget_spend(*, system: ConnectedSystem, now: float | None = None) -> None:
+    """Spend one unit of the system's inbound budget, shared by every web process through the cache; raises
+    InboundRateLimitedError (429, with the seconds to wait) when this window's budget is used up."""
+    rate = inbound_rate(system)
+    wait = budget_spend(scope="inbound", ident=system.slug, rate=rate, now=now)
+    if wait is not None:
+        raise InboundRateLimitedError(
+            f"System '{system.slug}' sent more than {rate} events; this one was not stored.",
+            retry_after=math.ceil(wait),
+            hint="Resend it after Retry-After seconds; an integration admin can raise the system's inbound rate.",
+        )
 
 
 def sweep_after_seconds() -> float:
@@ -255,6 +279,9 @@ def message_ingest(
             hint="Send large data sets as a file drop or page them into several events.",
         )
     webhook_id = _verify_signature(system, headers, body, current)
+    # After the signature on purpose: only authentic events spend a system's budget, so a sender without
+    # the secret cannot starve the real one. Before the INSERT, so a refused event stores nothing.
+    inbound_budget_spend(system=system, now=current)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:

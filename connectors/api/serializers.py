@@ -48,6 +48,7 @@ class ConnectedSystemSerializer(serializers.ModelSerializer):
             "legal_entities",
             "rate_limit_per_second",
             "max_concurrency",
+            "inbound_rate",
             "state",
             "credentials",
             "webhook_secret",

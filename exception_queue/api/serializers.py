@@ -85,3 +85,20 @@ class BulkReplayRequestSerializer(ReplayRequestSerializer):
 
 class BulkReplayResultSerializer(serializers.Serializer):
     replayed = serializers.IntegerField()
+
+
+class ItemActionSerializer(serializers.Serializer):
+    """One thing the caller may do with an open item now (from the action registry)."""
+
+    action = serializers.CharField(help_text="The name to POST to `act/`.")
+    label = serializers.CharField()
+    inputs = serializers.ListField(child=serializers.CharField(), help_text="Extra inputs the action takes.")
+    help_text = serializers.CharField(allow_blank=True)
+    dangerous = serializers.BooleanField(help_text="Cannot be undone (a rejection, a compensation).")
+
+
+class ItemActRequestSerializer(DecisionRequestSerializer):
+    action = serializers.CharField(help_text="One of the item's `actions/`, e.g. approve, retry_step, link_existing.")
+    inputs = serializers.DictField(
+        required=False, default=dict, help_text='The action\'s inputs by name, e.g. {"payload": {...}}.'
+    )

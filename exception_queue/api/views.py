@@ -11,11 +11,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from connectors.models import ConnectedSystem
-from exception_queue import selectors, services
+from exception_queue import actions, selectors, services
 from exception_queue.api.filters import ExceptionItemFilterSet
 from exception_queue.api.serializers import (
     BulkReplayRequestSerializer,
@@ -24,6 +25,8 @@ from exception_queue.api.serializers import (
     ExceptionItemDetailSerializer,
     ExceptionItemSerializer,
     FixRequestSerializer,
+    ItemActionSerializer,
+    ItemActRequestSerializer,
     ReplayRequestSerializer,
 )
 from exception_queue.choices import ReplayMapping
@@ -33,6 +36,9 @@ from integrationhub.errors import HubValidationError
 from sync.api.permissions import ActionPermissionMixin
 
 SCOPE_DECIDE = "exceptions:decide"
+# `act` runs whichever action is asked for: the view permission lets the call in, the action's own
+# permission (checked against the registry below) decides.
+PERM_VIEW_ITEM = "exception_queue.view_exceptionitem"
 
 
 def _mapping(data: dict[str, Any]) -> str:
@@ -100,6 +106,43 @@ class ExceptionItemViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet)
         data = self._body(FixRequestSerializer, request)
         item = services.exception_item_fix_and_replay(
             item=self.get_object(), user=request.user, reason=data["reason"], payload=data["payload"]
+        )
+        return self._answer(item)
+
+    @extend_schema(responses={200: ItemActionSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="actions", pagination_class=None, filter_backends=[])
+    def available_actions(self, request: Request, pk: str | None = None) -> Response:
+        """What you may do with this item now (none once it is closed), including the workflows' actions."""
+        available = actions.item_actions_available(item=self.get_object(), user=request.user)
+        return Response(
+            ItemActionSerializer(
+                [
+                    {
+                        "action": str(a.action),
+                        "label": a.label,
+                        "inputs": list(a.inputs),
+                        "help_text": a.help_text,
+                        "dangerous": a.dangerous,
+                    }
+                    for a in available
+                ],
+                many=True,
+            ).data
+        )
+
+    @extend_schema(request=ItemActRequestSerializer, responses={200: ExceptionItemDetailSerializer})
+    @action(detail=True, methods=["post"], action_permission=PERM_VIEW_ITEM, required_scope=SCOPE_DECIDE)
+    def act(self, request: Request, pk: str | None = None) -> Response:
+        """Run any action of the item's `actions/` (retry a workflow step, compensate, link a duplicate…) with
+        a reason; the decision is recorded like every other."""
+        data = self._body(ItemActRequestSerializer, request)
+        item = self.get_object()
+        for candidate in actions.item_actions_for_category(item.category):
+            # Checked here as well as in the action: a registered handler that forgot its check stays closed.
+            if str(candidate.action) == data["action"] and not request.user.has_perm(candidate.permission):
+                raise PermissionDenied(f"Your role may not {data['action']} this item.")
+        item = actions.item_action_perform(
+            item=item, action=data["action"], user=request.user, reason=data["reason"], **data["inputs"]
         )
         return self._answer(item)
 

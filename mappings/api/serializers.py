@@ -62,6 +62,19 @@ class PayloadValidationSerializer(serializers.Serializer):
     payload = serializers.JSONField(help_text="A canonical record to check against the published schema.")
 
 
+class PayloadValidationErrorSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="Where in the payload, e.g. `$.lines[0].amount`.")
+    message = serializers.CharField()
+    keyword = serializers.CharField(help_text="The JSON Schema keyword that failed, e.g. `required`.")
+
+
+class PayloadValidationResultSerializer(serializers.Serializer):
+    """The answer of canonical-entities/{name}/validate/: whether the payload is valid, and why not."""
+
+    valid = serializers.BooleanField()
+    errors = PayloadValidationErrorSerializer(many=True)  # type: ignore[assignment]  # a field
+
+
 # --- mapping sets, field rules and value maps ----------------------------------------------------------
 
 
@@ -166,6 +179,60 @@ class MappingPublishSerializer(serializers.Serializer):
 class MappingSampleSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     payload = serializers.JSONField()
+
+
+class MappingSampleSavedSerializer(MappingSampleSerializer):
+    id = serializers.IntegerField()
+
+
+class MappingErrorSerializer(serializers.Serializer):
+    target = serializers.CharField(allow_blank=True, help_text="The target field the rule writes.")
+    source = serializers.CharField(allow_blank=True, help_text="The source path it read, if any.")  # type: ignore[assignment]  # a field
+    value = serializers.JSONField(allow_null=True, help_text="The value that could not be mapped.")
+    message = serializers.CharField()
+
+
+class MappingPreviewResultSerializer(serializers.Serializer):
+    """The answer of a preview: the mapped record and the rules that failed."""
+
+    output = serializers.JSONField(help_text="The mapped record (a JSON object).")
+    errors = MappingErrorSerializer(many=True)  # type: ignore[assignment]  # a field
+
+
+class PublishOutcomeSerializer(serializers.Serializer):
+    sample = serializers.CharField(help_text="The saved sample's name.")
+    output = serializers.JSONField(help_text="What this version makes of the sample.")
+    errors = serializers.JSONField(help_text="Why the sample does not map, if it does not.")  # type: ignore[assignment]  # a field
+    diff = serializers.JSONField(help_text="Per changed output path: the value before and after.")
+
+
+class MappingPublishReportSerializer(serializers.Serializer):
+    """The regression report of a publish: per saved sample the output diff or the blocking errors."""
+
+    mapping_set = serializers.IntegerField()
+    version = serializers.IntegerField()
+    previous_version = serializers.IntegerField(allow_null=True)
+    published = serializers.BooleanField()
+    blocked = serializers.BooleanField()
+    outcomes = PublishOutcomeSerializer(many=True)
+
+
+class MappingSetExportSerializer(serializers.Serializer):
+    """A mapping set as a portable JSON document (the format `import` takes)."""
+
+    format = serializers.CharField()
+    name = serializers.CharField()
+    system = serializers.CharField(help_text="The connected system's slug.")
+    entity = serializers.CharField()
+    direction = serializers.CharField()
+    legal_entity = serializers.CharField(allow_null=True)
+    parent = serializers.JSONField(allow_null=True)  # type: ignore[assignment]  # a field
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    notes = serializers.CharField(allow_blank=True)
+    rules = serializers.ListField(child=serializers.JSONField())
+    value_maps = serializers.ListField(child=serializers.JSONField())
+    samples = serializers.ListField(child=serializers.JSONField(), required=False)
 
 
 class ValueMapEntriesField(serializers.DictField):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -16,10 +17,15 @@ from mappings.api.serializers import (
     CanonicalEntitySerializer,
     CanonicalSchemaSerializer,
     FieldRuleSerializer,
+    MappingPreviewResultSerializer,
     MappingPreviewSerializer,
+    MappingPublishReportSerializer,
     MappingPublishSerializer,
+    MappingSampleSavedSerializer,
     MappingSampleSerializer,
+    MappingSetExportSerializer,
     MappingSetSerializer,
+    PayloadValidationResultSerializer,
     PayloadValidationSerializer,
     ValueMapSerializer,
 )
@@ -48,6 +54,7 @@ class CanonicalEntityViewSet(viewsets.ReadOnlyModelViewSet):
             return [permissions.IsAuthenticated(), _CanViewEntity()]
         return super().get_permissions()
 
+    @extend_schema(request=PayloadValidationSerializer, responses={200: PayloadValidationResultSerializer})
     @action(detail=True, methods=["post"], serializer_class=PayloadValidationSerializer)
     def validate(self, request: Request, name: str | None = None) -> Response:
         """Validate {"payload": {...}} against the published schema; answers {"valid": bool, "errors": [...]}."""
@@ -86,6 +93,7 @@ class CanonicalSchemaViewSet(
             entity=data["entity"], json_schema=data["json_schema"], user=self.request.user, notes=data.get("notes", "")
         )
 
+    @extend_schema(request=None, responses={200: CanonicalSchemaSerializer})
     @action(detail=True, methods=["post"])
     def publish(self, request: Request, pk: str | None = None) -> Response:
         """Check the version is a valid JSON Schema, retire the published one and publish this one."""
@@ -167,6 +175,7 @@ class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewse
     def _fresh(self, mapping_set: MappingSet) -> dict[str, Any]:
         return self.get_serializer(self.get_queryset().get(pk=mapping_set.pk)).data
 
+    @extend_schema(request=MappingPreviewSerializer, responses={200: MappingPreviewResultSerializer})
     @action(detail=True, methods=["post"], serializer_class=MappingPreviewSerializer)
     def preview(self, request: Request, pk: str | None = None) -> Response:
         """Map {"payload": {...}}; answers {"output", "errors"}. With "rules", tries those unsaved rules instead."""
@@ -180,6 +189,7 @@ class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewse
             result = services.mapping_preview(mapping_set=mapping_set, payload=data["payload"])
         return Response(result)
 
+    @extend_schema(request=MappingPublishSerializer, responses={200: MappingPublishReportSerializer})
     @action(detail=True, methods=["post"], serializer_class=MappingPublishSerializer)
     def publish(self, request: Request, pk: str | None = None) -> Response:
         """{"confirm": false} → the regression report (per sample the output diff); {"confirm": true} publishes.
@@ -193,29 +203,34 @@ class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewse
         )
         return Response(editor.publish_report_as_dict(report))
 
+    @extend_schema(responses={200: MappingSetExportSerializer})
     @action(detail=True, methods=["get"])
     def export(self, request: Request, pk: str | None = None) -> Response:
         """The version as JSON with its rules, the value maps they use and the lineage's samples."""
         return Response(services.mapping_set_export(mapping_set=self.get_object()))
 
+    @extend_schema(request=MappingSetExportSerializer, responses={201: MappingSetSerializer})
     @action(detail=False, methods=["post"], url_path="import", url_name="import")
     def import_export(self, request: Request) -> Response:
         """POST an export: it becomes a new draft of the matching lineage here (all or nothing)."""
         draft = services.mapping_set_import(data=request.data, user=request.user)
         return Response(self._fresh(draft), status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=None, responses={201: MappingSetSerializer})
     @action(detail=True, methods=["post"], url_path="create-draft", url_name="create-draft")
     def create_draft(self, request: Request, pk: str | None = None) -> Response:
         """The next draft version copying this one's rules (or the lineage's open draft)."""
         draft = services.mapping_set_create_draft(mapping_set=self.get_object(), user=request.user)
         return Response(self._fresh(draft), status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=None, responses={200: MappingSetSerializer})
     @action(detail=True, methods=["post"])
     def retire(self, request: Request, pk: str | None = None) -> Response:
         """Retire this version: it no longer maps anything."""
         mapping_set = services.mapping_set_retire(mapping_set=self.get_object(), user=request.user)
         return Response(self._fresh(mapping_set))
 
+    @extend_schema(request=MappingSampleSerializer, responses={201: MappingSampleSavedSerializer})
     @action(detail=True, methods=["post"], serializer_class=MappingSampleSerializer)
     def samples(self, request: Request, pk: str | None = None) -> Response:
         """Save (or replace) a named sample payload of this mapping's lineage; the publish gate replays it."""

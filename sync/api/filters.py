@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
+from integrationhub.api.filters import IdFilter
 from sync.choices import AttemptOutcome, MessageDirection, MessageStatus
 from sync.models import DeliveryAttempt, FileDrop, Message
 
@@ -40,11 +41,11 @@ class MessageFilterSet(django_filters.FilterSet):
 
 class DeliveryAttemptFilterSet(django_filters.FilterSet):
     outcome = django_filters.MultipleChoiceFilter(choices=AttemptOutcome.choices)
-    message = django_filters.NumberFilter(field_name="delivery__message_id")
-    delivery = django_filters.NumberFilter(field_name="delivery_id")
+    message = IdFilter(field_name="delivery__message_id")
+    delivery = IdFilter(field_name="delivery_id")
     target_system = django_filters.CharFilter(field_name="delivery__target_system__slug")
     correlation_id = django_filters.CharFilter()
-    status_code = django_filters.NumberFilter()
+    status_code = django_filters.NumberFilter(min_value=100, max_value=599)
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 

@@ -55,7 +55,11 @@ def correlation_id_from(request: HttpRequest) -> str:
 
 def _problem(error: HubError) -> JsonResponse:
     body = problem(status=error.status, title=error.title, detail=error.detail, code=error.code, hint=error.hint)
-    return JsonResponse(body, status=error.status, content_type=PROBLEM_CONTENT_TYPE)
+    response = JsonResponse(body, status=error.status, content_type=PROBLEM_CONTENT_TYPE)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @csrf_exempt

@@ -1,0 +1,88 @@
+"""The API answers as its OpenAPI schema says: errors are documented problem+json on every operation, the
+inbound webhook is in the schema, and inputs that once made the server fail now get a 4xx."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from drf_spectacular.generators import SchemaGenerator
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def test_every_operation_documents_its_problem_answers(schema):
+    # given the generated schema (the DRF operations)
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    missing = []
+    for path, operations in schema["paths"].items():
+        if path.startswith("/api/v1/inbound/"):
+            continue  # signed, not authenticated: its own answers, checked below
+        for method, operation in operations.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            # then each operation documents 401, 403, 404 and 429 as problem+json
+            for code in ("401", "403", "404", "429"):
+                answer = operation["responses"].get(code, {})
+                if answer.get("content", {}).get("application/problem+json", {}).get("schema") != problem_ref:
+                    missing.append(f"{method.upper()} {path} {code}")
+    assert missing == []
+    assert schema["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status", "detail"]
+
+
+def test_the_inbound_webhook_is_documented_with_its_answers(schema):
+    operation = schema["paths"]["/api/v1/inbound/{system_slug}/{event_type}/"]["post"]
+    assert {"202", "200", "400", "401", "404", "413", "423", "429"} <= set(operation["responses"])
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header" and p["required"]}
+    assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert "Retry-After" in operation["responses"]["429"]["headers"]
+
+
+def test_canonical_validate_documents_its_result_not_its_request(schema):
+    operation = schema["paths"]["/api/v1/canonical-entities/{name}/validate/"]["post"]
+    response_ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    request_ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert response_ref.endswith("/PayloadValidationResult") and request_ref.endswith("/PayloadValidation")
+    assert schema["components"]["schemas"]["PayloadValidationResult"]["required"] == ["errors", "valid"]
+
+
+def test_an_api_url_that_matches_nothing_answers_problem_json(client_as):
+    # when an id that no route accepts is asked for (the routers refuse a dot in an id)
+    response = client_as("auditor").get("/api/v1/mapping-sets/0.5/")
+    # then 404 problem+json, not Django's HTML page
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+    # and outside /api/ the pages stay HTML
+    assert Client().get("/no-such-page/")["Content-Type"].startswith("text/html")
+
+
+def test_a_huge_limit_is_capped_and_a_huge_offset_is_an_empty_page(client_as):
+    reader = client_as("auditor")
+    huge = reader.get("/api/v1/canonical-entities/", {"limit": "1216997705473268908032"})
+    far = reader.get("/api/v1/canonical-entities/", {"offset": "9" * 30})
+    assert huge.status_code == 200 and far.status_code == 200
+    assert far.json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/exception-items/?newer_than_hours=5.443424577469704e%2B16",
+        "/api/v1/exception-items/?older_than_hours=-1",
+        "/api/v1/exception-items/?message=-3.1023463764078084e%2B16",
+        "/api/v1/delivery-attempts/?message=-1.2177750909264415e%2B29",
+        "/api/v1/delivery-attempts/?delivery=6.103515625e-05",
+        "/api/v1/delivery-attempts/?status_code=99999999999999999999",
+    ],
+)
+def test_out_of_range_numbers_in_filters_are_400_naming_the_parameter(client_as, url):
+    response = client_as("integration_admin").get(url)
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    name = url.split("?", 1)[1].split("=", 1)[0]
+    assert [error["field"] for error in response.json()["errors"]] == [name]
