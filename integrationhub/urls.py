@@ -7,6 +7,8 @@ from drf_spectacular.views import SpectacularAPIView
 
 from integrationhub import health
 from integrationhub.api.views import ApiDocsView
+from integrationhub.views import change_history_view, hub_login
+from sync.views import trace_view
 
 api_v1 = [
     path("", include("governance.api.urls")),
@@ -23,6 +25,10 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Hub pages inside the admin (its sign-in, header and permissions), before the admin's own catch-all.
+    path("admin/login/", hub_login, name="hub-login"),
+    path("admin/trace/", admin.site.admin_view(trace_view), name="hub-trace"),
+    path("admin/history/", admin.site.admin_view(change_history_view), name="hub-change-history"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
