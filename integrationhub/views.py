@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from integrationhub.history_feed import PAGE_SIZE, history_feed, history_tracked_models
@@ -34,11 +35,13 @@ def hub_login(request: HttpRequest, extra_context: dict[str, Any] | None = None)
     return response
 
 
-def _date(value: str) -> datetime.date | None:
+def _day_start(value: str) -> datetime.datetime | None:
+    """The start of the day `value` (YYYY-MM-DD) in the hub's time zone, or None when it is not a date."""
     try:
-        return datetime.date.fromisoformat(value) if value else None
+        day = datetime.date.fromisoformat(value) if value else None
     except ValueError:
         return None
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min)) if day else None
 
 
 def change_history_view(request: HttpRequest) -> HttpResponse:
@@ -48,7 +51,7 @@ def change_history_view(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     username = request.GET.get("user", "").strip()
     model_label = request.GET.get("type", "").strip()
-    since, until = _date(request.GET.get("since", "")), _date(request.GET.get("until", ""))
+    since, until = _day_start(request.GET.get("since", "")), _day_start(request.GET.get("until", ""))
     try:
         page = max(1, int(request.GET.get("page", "1")))
     except ValueError:
