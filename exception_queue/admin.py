@@ -134,7 +134,7 @@ class ExceptionItemAdmin(admin.ModelAdmin):
 
     @admin.display(description="reason")
     def short_reason(self, obj: ExceptionItem) -> str:
-        return obj.reason if len(obj.reason) <= 90 else obj.reason[:89] + "…"
+        return obj.reason if len(obj.reason) <= 60 else obj.reason[:59] + "…"
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: ExceptionItem) -> str:
