@@ -1,7 +1,7 @@
 """A PSA → sandbox ERP time-entry flow built through the real services, for the queue's browser tests.
 
 The PSA sends a signed `time_entry.approved` webhook to the hub; the message is mapped (an inbound mapping
-from the PSA's field names), validated by the flow's policy, held above its approval threshold (hours × rate),
+from the PSA's field names), validated by the flow's policy, held above its approval threshold (hours times rate),
 and delivered over real HTTP to the sandbox ERP served by pytest's `live_server`. The tests play the worker
 by calling the engine's own `message_process` and `delivery_send`, so they see each stage happen.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from types import SimpleNamespace
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from django.test import Client
