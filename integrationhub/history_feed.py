@@ -11,7 +11,6 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib import admin
 from django.db import models
 from django.db.models import OuterRef, Q, Subquery
 from django.urls import NoReverseMatch, reverse
@@ -45,14 +44,13 @@ class FeedEntry:
 
 
 def history_tracked_models(*, viewer: Any = None) -> list[type[models.Model]]:
-    """Configuration models with a history table and an admin page, that `viewer` (if given) may view."""
+    """Configuration models with a history table that `viewer` (if given) may view (rows of models edited inline,
+    such as rate-card lines, are listed too; they link to no page of their own)."""
     tracked = []
     for model in registered_models.values():
         try:
             get_history_manager_for_model(model)
         except NotHistoricalModelError:  # an m2m through table: its changes show on the owning record
-            continue
-        if not admin.site.is_registered(model):
             continue
         if viewer is not None and not viewer.has_perm(f"{model._meta.app_label}.view_{model._meta.model_name}"):
             continue
