@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -136,7 +136,8 @@ class ExceptionItemAdmin(admin.ModelAdmin):
     def short_reason(self, obj: ExceptionItem) -> str:
         return obj.reason if len(obj.reason) <= 60 else obj.reason[:59] + "…"
 
-    @admin.display(description="amount", ordering="amount")
+    # Items without an amount sort as the smallest on every database (PostgreSQL puts NULL first when descending).
+    @admin.display(description="amount", ordering=F("amount").asc(nulls_first=True))
     def amount_display(self, obj: ExceptionItem) -> str:
         return f"{obj.amount:,.2f} {obj.currency}".strip() if obj.amount is not None else "—"
 
