@@ -318,3 +318,83 @@ def test_bulk_reject_asks_for_confirmation_then_rejects_each_with_a_decision(cli
     states = dict(ExceptionItem.objects.filter(pk__in=chosen).values_list("pk", "state"))
     assert set(states.values()) == {ExceptionState.REJECTED}
     assert Decision.objects.filter(item_id__in=chosen, action=DecisionAction.REJECT, reason="Duplicates").count() == 2
+
+
+@pytest.fixture
+def registered_retry():
+    """A workflow's own action on held activations, registered the way the workflows do; removed afterwards."""
+    from exception_queue import actions
+    from exception_queue.services import PERM_DECIDE, decision_record, locked_open_item, require_reason
+
+    saved = list(actions._ACTIONS)
+
+    def retry_step(*, item, user, reason):
+        reason = require_reason(reason)
+        item = locked_open_item(item)
+        decision_record(item=item, action=DecisionAction.RETRY_STEP, user=user, reason=reason)
+        item.state = ExceptionState.RESOLVED
+        item.save(update_fields=["state", "updated_at"])
+        return item
+
+    actions.register_item_action(
+        actions.ItemAction(
+            action=DecisionAction.RETRY_STEP,
+            label="Retry the held step",
+            permission=PERM_DECIDE,
+            handler=retry_step,
+            category=ExceptionCategory.ACTIVATION_HELD,
+        )
+    )
+    yield
+    actions._ACTIONS[:] = saved
+
+
+def test_a_held_workflow_run_shows_its_steps_and_the_workflows_own_actions(client_as, registered_retry):
+    # given an opportunity-to-project run held at its third step, with an item holding it
+    from workflows.models import WorkflowRun, WorkflowStep
+
+    started = timezone.now() - datetime.timedelta(minutes=5)
+    run = WorkflowRun.objects.create(
+        flow=Flow.OPPORTUNITY_TO_PROJECT,
+        business_key="crm:opportunity:OPP-1",
+        status="held",
+        current_step="create_workspace",
+        correlation_id="run-c-1",
+    )
+    for position, (name, status) in enumerate(
+        [("create_erp_project", "done"), ("create_psa_project", "done"), ("create_workspace", "failed")], start=1
+    ):
+        WorkflowStep.objects.create(
+            run=run,
+            name=name,
+            position=position,
+            status=status,
+            attempts=1,
+            started_at=started + datetime.timedelta(seconds=position),
+            finished_at=started + datetime.timedelta(seconds=position + 1),
+            error="Graph answered 503" if status == "failed" else "",
+        )
+    item = make_item(
+        category=ExceptionCategory.ACTIVATION_HELD,
+        reason="The workspace could not be created.",
+        workflow_run=run,
+        step="create_workspace",
+        flow=Flow.OPPORTUNITY_TO_PROJECT,
+    )
+    finance = client_as("finance_approver")
+    # when finance opens the item
+    page = finance.get(item_url(item))
+    html = page.content.decode()
+    # then the run, its steps and their trace are shown, and the workflow's action is offered with the engine's
+    assert page.status_code == 200
+    assert 'id="workflow-run"' in html and 'data-step="create_workspace"' in html and "Graph answered 503" in html
+    assert [e.stage for e in page.context["detail"].trace] == ["workflow:done", "workflow:done", "workflow:failed"]
+    assert [a.action for a in page.context["actions"]] == ["retry_step", "reject"]
+    assert 'class="hub-action action-retry_step' in html
+    # when finance retries the step from the page
+    response = finance.post(act_url(item), {"action": "retry_step", "reason": "Graph is back"})
+    # then the workflow's handler ran and recorded the decision
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert item.state == ExceptionState.RESOLVED
+    assert list(item.decisions.values_list("action", flat=True)) == [DecisionAction.RETRY_STEP]
