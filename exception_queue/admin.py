@@ -68,17 +68,6 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DecisionInline(admin.TabularInline):
-    model = Decision
-    fields = ("created_at", "action", "user", "reason", "payload_diff")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(ExceptionItem)
 class ExceptionItemAdmin(admin.ModelAdmin):
     list_display = [
@@ -102,8 +91,6 @@ class ExceptionItemAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     actions = ["bulk_replay", "bulk_reject"]
-    readonly_fields = [field.name for field in ExceptionItem._meta.fields]
-    inlines = [DecisionInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ExceptionItem]:
         return exception_item_queue()
