@@ -234,6 +234,8 @@ HUB_HTTP_TRUST_ENV = env_bool("HUB_HTTP_TRUST_ENV", True)
 # Lets scripts switch the sandbox systems' fault injection without a staff session (empty: staff only).
 SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
+# Hours an open exception item may wait before the queue shows it overdue (half of it: due soon).
+HUB_EXCEPTION_SLA_HOURS = float(env_str("HUB_EXCEPTION_SLA_HOURS", "24"))
 
 # --- Security: API keys, scopes, throttles, input limits, CSP, login lockout, production hardening ----------
 from integrationhub import settings_security  # noqa: E402

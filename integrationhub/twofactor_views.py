@@ -22,6 +22,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from integrationhub import twofactor
 from integrationhub.errors import HubValidationError
+from integrationhub.landing import role_landing_url
 
 
 class CodeForm(forms.Form):
@@ -38,7 +39,15 @@ class HubLoginView(LoginView):
     form_class = AdminAuthenticationForm
     template_name = "admin/login.html"
 
+    def get_redirect_url(self, *args: Any, **kwargs: Any) -> str:
+        # The admin's own index as "next" is no real destination: the user lands on their role's page instead.
+        wanted = super().get_redirect_url(*args, **kwargs)
+        return "" if wanted == reverse("admin:index") else wanted
+
     def get_default_redirect_url(self) -> str:
+        user = getattr(self, "login_user", None) or self.request.user
+        if getattr(user, "is_authenticated", False):
+            return role_landing_url(user=user)
         return reverse("admin:index")
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -49,11 +58,12 @@ class HubLoginView(LoginView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method == "GET" and admin.site.has_permission(request):
-            return HttpResponseRedirect(reverse("admin:index"))
+            return HttpResponseRedirect(role_landing_url(user=request.user))
         return super().dispatch(request, *args, **kwargs)
 
     def form_valid(self, form: Any) -> HttpResponse:
         user = form.get_user()
+        self.login_user = user  # the landing page depends on who signs in, before they are logged in
         step = twofactor.two_factor_login_step(user=user)
         if step == twofactor.TwoFactorStep.NONE:
             twofactor.pending_login_clear(request=self.request)

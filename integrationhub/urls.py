@@ -7,6 +7,8 @@ from drf_spectacular.views import SpectacularAPIView
 
 from integrationhub import health, twofactor_views
 from integrationhub.api.views import ApiDocsView
+from integrationhub.views import change_history_view
+from sync.views import trace_view
 
 api_v1 = [
     path("", include("governance.api.urls")),
@@ -23,10 +25,13 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    # Before admin.site.urls: the admin's login asks for the second factor; the two pages that follow it.
+    # Before admin.site.urls: the admin's login (second factor, then each role's landing page), the two-factor
+    # pages that follow it, and the hub's own pages inside the admin (its header and permissions).
     path("admin/login/", twofactor_views.HubLoginView.as_view(), name="hub-login"),
     path("admin/two-factor/", twofactor_views.two_factor_enrol_view, name="two-factor-enrol"),
     path("admin/two-factor/verify/", twofactor_views.two_factor_verify_view, name="two-factor-verify"),
+    path("admin/trace/", admin.site.admin_view(trace_view), name="hub-trace"),
+    path("admin/history/", admin.site.admin_view(change_history_view), name="hub-change-history"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -583,6 +583,13 @@ def _money(canonical: Mapping[str, Any]) -> tuple[Decimal | None, str]:
                 return Decimal(str(value["amount"])), str(value.get("currency") or "")
             except InvalidOperation:
                 return None, ""
+    # A time entry carries no amount of its own: its value is hours at the billed rate.
+    if canonical.get("hours") is not None and canonical.get("rate") is not None:
+        try:
+            total = Decimal(str(canonical["hours"])) * Decimal(str(canonical["rate"]))
+        except InvalidOperation:
+            return None, ""
+        return total, str(canonical.get("currency") or "")
     return None, ""
 
 

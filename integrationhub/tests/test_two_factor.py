@@ -13,6 +13,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrationhub.audit import AuditAction
+from integrationhub.landing import role_landing_url
 from integrationhub.models import AuditEvent
 from integrationhub.twofactor import PENDING_SESSION_KEY, two_factor_enrolment_start
 
@@ -70,7 +71,7 @@ def test_an_enrolled_user_needs_a_valid_code_after_the_password(user_in):
     done = client.post("/admin/two-factor/verify/", {"code": current_code(device)})
 
     # then the user is logged in and lands where they were going
-    assert done.status_code == 302 and done["Location"] == "/admin/"
+    assert done.status_code == 302 and done["Location"] == role_landing_url(user=user)
     assert client.session["_auth_user_id"] == str(user.pk)
     assert PENDING_SESSION_KEY not in client.session
     assert client.get("/admin/").status_code == 200
@@ -124,7 +125,7 @@ def test_a_user_who_has_not_enrolled_logs_in_with_the_password_when_not_required
     response = password_login(client, user.username)
 
     # then the login completes at once
-    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert response.status_code == 302 and response["Location"] == role_landing_url(user=user)
     assert logged_in(client)
     assert not TOTPDevice.objects.filter(user=user).exists()
 
@@ -156,7 +157,7 @@ def test_a_required_user_who_has_not_enrolled_is_sent_to_enrolment_and_logged_in
     done = client.post("/admin/two-factor/", {"code": current_code(device)})
 
     # then the device is confirmed, the enrolment audited, and the login completes
-    assert done.status_code == 302 and done["Location"] == "/admin/"
+    assert done.status_code == 302 and done["Location"] == role_landing_url(user=user)
     assert logged_in(client)
     assert TOTPDevice.objects.get(user=user).confirmed
     assert AuditEvent.objects.filter(action=AuditAction.TWO_FACTOR_ENROLLED, actor_id=user.pk).count() == 1
@@ -172,7 +173,7 @@ def test_a_user_outside_the_required_groups_is_not_asked_to_enrol(user_in, setti
     response = password_login(client, user.username)
 
     # then the login completes without enrolment
-    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert response.status_code == 302 and response["Location"] == role_landing_url(user=user)
     assert logged_in(client)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -93,7 +94,7 @@ def test_auditor_reads_rate_card_history_and_cannot_change_it(page: Page, live_s
     expect(widened_row.locator(".history-reason")).to_have_text(REASON_WIDEN)
     expect(widened_row.locator(".history-type")).to_have_text("Changed")
     expect(page.locator("a.revertlink")).to_have_count(0)
-    expect(page.locator("a[href*='/history/'][href$='/']").filter(has_not_text="diff")).to_have_count(0)
+    expect(page.locator("#content a[href*='/history/'][href$='/']").filter(has_not_text="diff")).to_have_count(0)
     expect(page.get_by_text("revert", exact=False)).to_have_count(0)
     screenshot(page, "auditor-rate-card-history")
 
@@ -141,3 +142,72 @@ def test_auditor_reads_rate_card_history_and_cannot_change_it(page: Page, live_s
     assert rate_card.name == "UK standard 2025"
     assert rate_card.tolerance_percent == Decimal("7.50")
     assert rate_card.history.count() == len(versions)
+
+
+def test_auditor_follows_the_change_feed_to_the_diff_and_exports_the_audit_trail(
+    page: Page, live_server, rate_card, make_role_user
+):
+    # given the rate card's history and an approval in the audit trail
+    from integrationhub.audit import AuditAction, audit_record
+
+    approver = make_role_user("finance_approver", username="fiona.finance")
+    audit_record(
+        action=AuditAction.EXCEPTION_APPROVED,
+        actor=approver,
+        object_type="exception_queue.exceptionitem",
+        object_id=41,
+        summary="Approve on exception item #41: within the statement of work",
+    )
+    make_role_user("auditor", username="audrey.auditor")
+    widened = list(rate_card.history.order_by("history_date"))[1]
+
+    # when the auditor signs in, they land on the change feed, newest first, with who and why
+    login(page, live_server, "audrey.auditor", PASSWORD)
+    expect(page).to_have_url(re.compile(r"/admin/history/$"))
+    feed = page.locator("#change-feed")
+    expect(feed.locator("tr.feed-row").first.locator(".feed-reason")).to_have_text(REASON_END)
+    expect(feed).to_contain_text("First role on the card")
+    screenshot(page, "auditor-change-feed")
+
+    # when they filter by the analyst and the rate card type
+    page.select_option("#feed-filters select[name=user]", "ana.lyst")
+    page.select_option("#feed-filters select[name=type]", "governance.ratecard")
+    page.locator("#feed-filters button[type=submit]").click()
+
+    # then only the card's three versions are listed, each by the analyst
+    rows = page.locator("#change-feed tr.feed-row")
+    expect(rows).to_have_count(3)
+    expect(rows.locator(".feed-user").filter(has_text="ana.lyst")).to_have_count(3)
+    expect(page.locator("#change-feed")).not_to_contain_text("First role on the card")
+    screenshot(page, "auditor-change-feed-filtered")
+
+    # when they open the diff of the change that widened the tolerance
+    page.locator(f"tr.feed-row[data-history-id='{widened.history_id}'] a.feed-compare").click()
+    page.wait_for_url(re.compile(r"/history/compare/\?"))
+
+    # then the field-by-field diff shows the old and new tolerance
+    row = page.locator("#compare-fields tr[data-field='tolerance_percent']")
+    expect(row.locator(".diff-old")).to_have_text("5.00")
+    expect(row.locator(".diff-new")).to_have_text("7.50")
+    expect(page.locator("tr.version-to .version-reason")).to_have_text(REASON_WIDEN)
+
+    # when they follow the feed's link to the audit log and export every event as CSV
+    page.locator("#nav-history").click()
+    page.locator("#audit-log-link").click()
+    page.wait_for_url(re.compile(r"/admin/integrationhub/auditevent/"))
+    expect(page.locator("#result_list")).to_contain_text("within the statement of work")
+    expect(page.locator("a.addlink")).to_have_count(0)
+    page.locator("#action-toggle").check()
+    page.select_option("select[name=action]", "export_csv")
+    with page.expect_download() as download_info:
+        page.locator("button[name=index]").click()
+    download = download_info.value
+    screenshot(page, "auditor-audit-log")
+
+    # then the CSV holds the approval with who did it and why
+    text = Path(download.path()).read_text()
+    lines = text.splitlines()
+    assert lines[0].startswith("id,occurred_at,actor_username")
+    approval = [line for line in lines if "exception.approved" in line]
+    assert len(approval) == 1 and "fiona.finance" in approval[0] and "within the statement of work" in approval[0]
+    assert download.suggested_filename == "audit-events.csv"

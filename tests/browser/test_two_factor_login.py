@@ -13,6 +13,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from integrationhub import roles
+from integrationhub.landing import role_landing_url
 from tests.browser.conftest import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -54,8 +55,8 @@ def test_a_required_user_enrols_with_the_qr_code_then_a_wrong_code_is_refused(pa
     page.fill("#id_code", code_of(device))
     page.click("input[type=submit]")
 
-    # then they are in the admin
-    page.wait_for_url(f"{live_server.url}/admin/")
+    # then they are in the admin, on their role's page
+    page.wait_for_url(f"{live_server.url}{role_landing_url(user=user)}")
     assert username.upper() in page.locator("#user-tools").inner_text().upper()
 
     # when they log in again elsewhere and type a wrong code
