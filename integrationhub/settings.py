@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so its request latency covers every other middleware.
+    "insights.metrics.PrometheusMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "integrationhub.logging.CorrelationIdMiddleware",
@@ -234,6 +236,8 @@ HUB_HTTP_TRUST_ENV = env_bool("HUB_HTTP_TRUST_ENV", True)
 # Lets scripts switch the sandbox systems' fault injection without a staff session (empty: staff only).
 SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
+# Addresses that may scrape /metrics without an API key (CIDR, comma-separated); others need a kpis:read key.
+HUB_METRICS_ALLOWED_NETWORKS = env_list("HUB_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
 
 # --- Security: API keys, scopes, throttles, input limits, CSP, login lockout, production hardening ----------
 from integrationhub import settings_security  # noqa: E402
