@@ -86,9 +86,8 @@ def poll_progress_finish(*, progress_id: int, poll_cursor_id: int) -> None:
         return
     ran: datetime.datetime | None = cursor.last_run_at if cursor else None
     if cursor is None or ran is None or ran < progress.started_at:
-        batch_progress_finish(
-            progress_id=progress_id, status=BatchStatus.FAILED, error="The pull stopped unexpectedly."
-        )
+        stopped = "The pull stopped on an unexpected error; the next run resumes from the cursor."
+        batch_progress_finish(progress_id=progress_id, status=BatchStatus.FAILED, error=stopped)
         return
     status = POLL_OUTCOME_STATUS.get(cursor.last_outcome, BatchStatus.COMPLETED)
     # A pull that reached the end knows its total: every record it handled.
