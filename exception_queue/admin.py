@@ -25,6 +25,8 @@ class DecisionInline(admin.TabularInline):
 class ExceptionItemAdmin(admin.ModelAdmin):
     list_display = ["id", "category", "state", "system", "legal_entity", "amount", "currency", "created_at"]
     list_filter = ["state", "category", "system", "legal_entity"]
+    # Both are nullable, so the admin's default select_related() skips them: one query per row without this.
+    list_select_related = ["system", "legal_entity"]
     search_fields = ["reason", "=message__correlation_id"]
     readonly_fields = [field.name for field in ExceptionItem._meta.fields]
     inlines = [DecisionInline]

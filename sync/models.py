@@ -186,6 +186,9 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
             models.Index(fields=["target_system", "status"], name="delivery_target_idx"),
+            # KPIs and /metrics: attempts are counted per target system through their delivery; this lets the
+            # join read the delivery's target from the index alone.
+            models.Index(fields=["id", "target_system"], name="delivery_id_target_idx"),
         ]
 
     def __str__(self) -> str:

@@ -14,6 +14,10 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddIndex(
+            model_name='delivery',
+            index=models.Index(fields=['id', 'target_system'], name='delivery_id_target_idx'),
+        ),
+        migrations.AddIndex(
             model_name='deliveryattempt',
             index=models.Index(fields=['created_at', 'outcome', 'delivery'], name='attempt_created_idx'),
         ),
