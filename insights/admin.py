@@ -78,14 +78,14 @@ class KpiDashboardAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         form, window, error = kpi_window_from_request(request)
-        dashboard = selectors.kpi_dashboard(window=window)
+        dashboard = selectors.kpi_dashboard_cached(window=window)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "KPI dashboard",
             "form": form,
             "range_error": error,
-            "window": window,
+            "window": dashboard["range"],
             "kpis": dashboard,
             "api_url": reverse("kpi-list"),
         }

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Aggregate, Case, Count, F, FloatField, Func, Min, Q, QuerySet, Value, When
 from django.db.models.functions import TruncDay, TruncHour, TruncWeek
@@ -416,6 +418,31 @@ def kpi_dashboard(*, window: KpiWindow, now: datetime.datetime | None = None) ->
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
         return _kpi_dashboard(window=window, now=now)
+
+
+def kpi_cache_seconds() -> int:
+    """How long the dashboard and the KPI API reuse computed figures (HUB_KPI_CACHE_SECONDS; 0: never)."""
+    return int(getattr(settings, "HUB_KPI_CACHE_SECONDS", 60))
+
+
+def kpi_dashboard_cached(*, window: KpiWindow) -> dict[str, Any]:
+    """kpi_dashboard through the shared cache for kpi_cache_seconds(): a leader reloading the page, or several
+    leaders opening it, cost one computation per window and period. A preset window's end is rounded up to the
+    period, so the figures still include every row up to the moment they were computed."""
+    ttl = kpi_cache_seconds()
+    if ttl <= 0:
+        return kpi_dashboard(window=window)
+    if window.key != KpiRange.CUSTOM:
+        stamp = math.ceil(window.end.timestamp() / ttl) * ttl
+        end = datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC)
+        window = KpiWindow(key=window.key, start=end - (window.end - window.start), end=end, bucket=window.bucket)
+    key = f"hub:kpis:v1:{window.key}:{window.start.timestamp():.0f}:{window.end.timestamp():.0f}:{window.bucket}"
+    figures = cache.get(key)
+    if figures is None:
+        figures = kpi_dashboard(window=window)
+        figures["computed_at"] = timezone.now()
+        cache.set(key, figures, ttl)
+    return figures
 
 
 def _kpi_dashboard(*, window: KpiWindow, now: datetime.datetime | None) -> dict[str, Any]:

@@ -132,3 +132,6 @@ class KpiDashboardSerializer(serializers.Serializer):
     throughput = ThroughputSerializer()
     delivery_success = DeliverySuccessSerializer(many=True)
     duplicate_suspects = DuplicateSuspectsSerializer()
+    computed_at = serializers.DateTimeField(
+        required=False, help_text="When the figures were computed (they are reused for HUB_KPI_CACHE_SECONDS)."
+    )

@@ -48,4 +48,4 @@ class KpiView(generics.GenericAPIView):
                 errors=[{"field": "range", "message": str(error)}],
                 hint="Send range=24h|7d|30d|90d, or range=custom with start and end (ISO 8601).",
             ) from None
-        return Response(KpiDashboardSerializer(selectors.kpi_dashboard(window=window)).data)
+        return Response(KpiDashboardSerializer(selectors.kpi_dashboard_cached(window=window)).data)

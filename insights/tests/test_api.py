@@ -105,6 +105,7 @@ def test_the_openapi_schema_documents_the_kpi_response(client_as):
         "throughput",
         "delivery_success",
         "duplicate_suspects",
+        "computed_at",
     }
     assert set(components["TimeToErp"]["properties"]) == {"count", "p50_seconds", "p95_seconds"}
 

@@ -78,13 +78,13 @@ def test_dashboard_range_selector_custom_range_and_refused_range(client_as):
     # a custom range of two days (end date included) is read per hour
     custom = client.get(DASHBOARD, {"range": "custom", "start": "2026-01-01", "end": "2026-01-02"})
     assert custom.status_code == 200
-    assert custom.context["window"].end - custom.context["window"].start == datetime.timedelta(days=2)
+    assert custom.context["window"]["end"] - custom.context["window"]["start"] == datetime.timedelta(days=2)
     assert custom.context["kpis"]["project_activation"]["count"] == 0
     # a backwards custom range is refused with a message and the last 7 days are shown
     backwards = client.get(DASHBOARD, {"range": "custom", "start": "2026-02-01", "end": "2026-01-01"})
     assert backwards.status_code == 200
     assert "before its end" in backwards.content.decode()
-    assert backwards.context["window"].key == "7d"
+    assert backwards.context["window"]["key"] == "7d"
     assert backwards.context["kpis"]["project_activation"]["count"] == 2
 
 

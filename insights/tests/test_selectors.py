@@ -278,3 +278,26 @@ def test_batch_progress_rate_and_time_left():
     progress.finished_at = started + datetime.timedelta(seconds=84)
     done = selectors.batch_progress_figures(progress, now=started + datetime.timedelta(hours=5))
     assert (done["eta_seconds"], done["rate_per_second"]) == (0.0, 5.0)
+
+
+def test_cached_figures_are_reused_within_the_period_and_recomputed_after(settings):
+    # given a one-minute KPI cache and one delivered entry
+    from django.core.cache import cache
+
+    settings.HUB_KPI_CACHE_SECONDS = 60
+    cache.clear()
+    system = ConnectedSystemFactory()
+    now = datetime.datetime.now(datetime.UTC)
+    MessageFactory(system=system, source_timestamp=now - H, delivered_at=now - H + datetime.timedelta(seconds=30))
+    first = selectors.kpi_dashboard_cached(window=selectors.kpi_window_resolve(key=KpiRange.LAST_24H))
+    # when a second entry is delivered and the figures are read again within the period
+    MessageFactory(system=system, source_timestamp=now - H, delivered_at=now - H + datetime.timedelta(seconds=90))
+    again = selectors.kpi_dashboard_cached(window=selectors.kpi_window_resolve(key=KpiRange.LAST_24H))
+    # then they are the cached ones, and the window ends at the period's end (every row up to now included)
+    assert again["time_to_erp"]["count"] == first["time_to_erp"]["count"] == 1
+    assert again["range"]["end"] >= now and again["range"]["end"].timestamp() % 60 == 0
+    # when the cache is off, the new entry counts at once
+    settings.HUB_KPI_CACHE_SECONDS = 0
+    fresh = selectors.kpi_dashboard_cached(window=selectors.kpi_window_resolve(key=KpiRange.LAST_24H))
+    assert fresh["time_to_erp"]["count"] == 2
+    cache.clear()

@@ -41,6 +41,12 @@ CHARTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def kpis_uncached(settings):
+    """The page shows the figures of this test's rows, not ones cached by an earlier test in the same minute."""
+    settings.HUB_KPI_CACHE_SECONDS = 0
+
+
 def seed_demo_like_week() -> None:
     """A week of a small firm: activations, approved time posted to two ERPs, milestones, exceptions."""
     rng = random.Random(7)
