@@ -9,6 +9,7 @@ so the figures are the rows themselves and never drift.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import logging
 import os
@@ -19,8 +20,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from insights import selectors
@@ -37,6 +39,7 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 UNMATCHED = "<unmatched>"
+ATTEMPT_WINDOW_SECONDS = 3600
 
 
 class PrometheusMiddleware:
@@ -101,17 +104,22 @@ class HubCollector(Collector):
             messages.add_metric([status], count)
         yield messages
 
-        attempts = CounterMetricFamily(
-            "hub_delivery_attempts",
-            "Delivery attempts kept, by target system and outcome.",
+        # Attempts and retries over a sliding window: one range read of the attempts' created_at index, however
+        # many attempts are kept (counting all of them at every scrape would grow with the table).
+        since = timezone.now() - datetime.timedelta(seconds=ATTEMPT_WINDOW_SECONDS)
+        attempts = GaugeMetricFamily(
+            "hub_delivery_attempts_last_hour",
+            "Delivery attempts of the last hour, by target system and outcome.",
             labels=["system", "outcome"],
         )
-        for system, outcome, count in selectors.attempt_counts_by_system():
+        for system, outcome, count in selectors.attempt_counts_by_system(since=since):
             attempts.add_metric([system, outcome], count)
         yield attempts
 
-        retries = CounterMetricFamily("hub_delivery_retries", "Delivery attempts after the first one of a delivery.")
-        retries.add_metric([], selectors.retries_total())
+        retries = GaugeMetricFamily(
+            "hub_delivery_retries_last_hour", "Delivery attempts of the last hour that were not a delivery's first."
+        )
+        retries.add_metric([], selectors.retries_total(since=since))
         yield retries
 
         backlog = selectors.backlog_kpi()

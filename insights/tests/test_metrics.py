@@ -29,13 +29,16 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_read_the_hubs_rows_at_scrape_time(client):
-    # given messages in three statuses, attempts at one system (one retry) and an item open for an hour
+    # given messages in three statuses, attempts at one system (one retry, and one from yesterday that is out of
+    # the last hour) and an item open for an hour
     system = ConnectedSystemFactory(slug="erp-uk")
     for status in (MessageStatus.RECEIVED, MessageStatus.RECEIVED, MessageStatus.DEAD):
         MessageFactory(system=system, status=status)
     delivery = DeliveryFactory(target_system=system, message__system=system)
     DeliveryAttemptFactory(delivery=delivery, number=1, outcome=AttemptOutcome.RETRYABLE_ERROR)
     DeliveryAttemptFactory(delivery=delivery, number=2, outcome=AttemptOutcome.DELIVERED)
+    yesterday = timezone.now() - datetime.timedelta(days=1)
+    DeliveryAttemptFactory(delivery=delivery, number=3, outcome=AttemptOutcome.DELIVERED, created_at=yesterday)
     ExceptionItemFactory(created_at=timezone.now() - datetime.timedelta(hours=1))
 
     # when Prometheus scrapes from the local machine
@@ -49,9 +52,9 @@ def test_metrics_read_the_hubs_rows_at_scrape_time(client):
     assert found[("hub_messages", (("status", "dead"),))] == 1
     assert found[("hub_messages", (("status", "delivered"),))] == 1  # the delivery's own message
     assert found[("hub_messages_waiting", ())] == 2
-    assert found[("hub_delivery_attempts_total", (("outcome", "retryable_error"), ("system", "erp-uk")))] == 1
-    assert found[("hub_delivery_attempts_total", (("outcome", "delivered"), ("system", "erp-uk")))] == 1
-    assert found[("hub_delivery_retries_total", ())] == 1
+    assert found[("hub_delivery_attempts_last_hour", (("outcome", "retryable_error"), ("system", "erp-uk")))] == 1
+    assert found[("hub_delivery_attempts_last_hour", (("outcome", "delivered"), ("system", "erp-uk")))] == 1
+    assert found[("hub_delivery_retries_last_hour", ())] == 1
     assert found[("hub_exception_items_open", ())] == 1
     assert 3590 <= found[("hub_oldest_open_exception_item_age_seconds", ())] <= 3700
     assert ("hub_celery_queue_depth", (("queue", "inbound"),)) in found
