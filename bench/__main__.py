@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = {
     "mapping": "bench.mapping",
     "tryton": "bench.tryton_posting",
+    "dashboard": "bench.dashboard",
 }
 
 

@@ -75,6 +75,9 @@ class ExceptionItem(models.Model):
             models.Index(fields=["legal_entity", "state"], name="exception_entity_idx"),
             models.Index(fields=["flow", "state"], name="exception_flow_idx"),
             models.Index(fields=["state", "-created_at"], name="exception_state_created_idx"),
+            # KPIs: items created in a time range by flow and category; the unfiltered queue list, newest first.
+            models.Index(fields=["created_at", "flow", "category"], name="exception_kpi_idx"),
+            models.Index(fields=["-created_at", "-id"], name="exception_newest_idx"),
         ]
 
     def __str__(self) -> str:

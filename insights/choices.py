@@ -1,1 +1,33 @@
-"""Choices of the insights app."""
+"""Status words and fixed vocabularies of the insights app."""
+
+from django.db import models
+
+
+class BatchKind(models.TextChoices):
+    POLL = "poll", "Scheduled pull"
+    FILE_DROP = "file_drop", "File drop"
+
+
+class BatchStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    STOPPED = "stopped", "Stopped early (page limit, rate budget or skipped); the next run continues"
+    FAILED = "failed", "Failed"
+
+
+class KpiRange(models.TextChoices):
+    LAST_24H = "24h", "Last 24 hours"
+    LAST_7D = "7d", "Last 7 days"
+    LAST_30D = "30d", "Last 30 days"
+    LAST_90D = "90d", "Last 90 days"
+    CUSTOM = "custom", "Custom"
+
+
+class KpiBucket(models.TextChoices):
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+    WEEK = "week", "Week"
+
+
+# The custom permission that opens the KPI dashboard and the KPI API (declared on BatchProgress).
+PERM_VIEW_KPIS = "insights.view_kpis"

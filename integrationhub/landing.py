@@ -1,5 +1,5 @@
 """Where each role lands after signing in: finance on the open exception queue, analysts on their mappings,
-auditors on the change history, integration admins (and superusers) on the admin index."""
+auditors on the change history, leaders on the KPI dashboard, integration admins (and superusers) on the admin index."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from django.urls import reverse
 
-from integrationhub.roles import ANALYST, AUDITOR, FINANCE_APPROVER, INTEGRATION_ADMIN
+from integrationhub.roles import ANALYST, AUDITOR, FINANCE_APPROVER, INTEGRATION_ADMIN, LEADER
 
 # First matching role wins, so a user in several groups lands on the most operational page.
 ROLE_LANDINGS: tuple[tuple[str, str, str], ...] = (
@@ -15,6 +15,7 @@ ROLE_LANDINGS: tuple[tuple[str, str, str], ...] = (
     (FINANCE_APPROVER, "admin:exception_queue_exceptionitem_changelist", "?state__exact=open"),
     (ANALYST, "admin:mappings_mappingset_changelist", ""),
     (AUDITOR, "hub-change-history", ""),
+    (LEADER, "admin:insights_kpidashboard_changelist", ""),
 )
 
 

@@ -1,4 +1,4 @@
-"""The four roles and the model permissions each one holds.
+"""The roles and the model permissions each one holds.
 
 Groups are created by a data migration; their permissions are brought in line with ROLE_RULES after
 every migrate, so a model added later is covered without another data migration.
@@ -16,7 +16,9 @@ INTEGRATION_ADMIN = "integration_admin"
 ANALYST = "analyst"
 FINANCE_APPROVER = "finance_approver"
 AUDITOR = "auditor"
-ROLES = (INTEGRATION_ADMIN, ANALYST, FINANCE_APPROVER, AUDITOR)
+# Delivery and finance leads: the KPI dashboard, the KPI API and the batch progress, nothing else.
+LEADER = "leader"
+ROLES = (INTEGRATION_ADMIN, ANALYST, FINANCE_APPROVER, AUDITOR, LEADER)
 
 HUB_APPS = (
     "governance",
@@ -44,7 +46,9 @@ ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
         ("integrationhub.auditevent", VIEW),
         ("integrationhub.apikey", VIEW),
         ("integrationhub.userlegalentityscope", VIEW),
+        ("insights.batchprogress", frozenset({"view_kpis"})),
     ],
+    LEADER: [("insights.batchprogress", frozenset({"view", "view_kpis"}))],
     ANALYST: [(f"{app}.*", VIEW) for app in HUB_APPS]
     + [
         ("mappings.*", EDIT),

@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so its request latency covers every other middleware.
+    "insights.metrics.PrometheusMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "integrationhub.logging.CorrelationIdMiddleware",
@@ -236,6 +238,10 @@ SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
 # Hours an open exception item may wait before the queue shows it overdue (half of it: due soon).
 HUB_EXCEPTION_SLA_HOURS = float(env_str("HUB_EXCEPTION_SLA_HOURS", "24"))
+# Addresses that may scrape /metrics without an API key (CIDR, comma-separated); others need a kpis:read key.
+HUB_METRICS_ALLOWED_NETWORKS = env_list("HUB_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
+# Seconds the KPI dashboard and API reuse computed figures (0: compute on every request).
+HUB_KPI_CACHE_SECONDS = int(env_str("HUB_KPI_CACHE_SECONDS", "60"))
 
 # --- Security: API keys, scopes, throttles, input limits, CSP, login lockout, production hardening ----------
 from integrationhub import settings_security  # noqa: E402

@@ -32,6 +32,7 @@ urlpatterns = [
     path("admin/two-factor/verify/", twofactor_views.two_factor_verify_view, name="two-factor-verify"),
     path("admin/trace/", admin.site.admin_view(trace_view), name="hub-trace"),
     path("admin/history/", admin.site.admin_view(change_history_view), name="hub-change-history"),
+    path("", include("insights.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -103,6 +103,9 @@ class Message(models.Model):
             models.Index(fields=["status", "received_at"], name="message_status_idx"),
             models.Index(fields=["entity", "ordering_key"], name="message_ordering_idx"),
             models.Index(fields=["flow", "received_at"], name="message_flow_received_idx"),
+            # KPIs: throughput per flow and approved-time-to-ERP latency read delivered messages of a flow in a
+            # time range; the third column lets PostgreSQL answer from the index alone.
+            models.Index(fields=["flow", "delivered_at", "source_timestamp"], name="message_flow_delivered_idx"),
         ]
 
     def __str__(self) -> str:
@@ -183,6 +186,9 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
             models.Index(fields=["target_system", "status"], name="delivery_target_idx"),
+            # KPIs and /metrics: attempts are counted per target system through their delivery; this lets the
+            # join read the delivery's target from the index alone.
+            models.Index(fields=["id", "target_system"], name="delivery_id_target_idx"),
         ]
 
     def __str__(self) -> str:
@@ -205,7 +211,11 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["delivery", "number"]
-        indexes = [models.Index(fields=["delivery", "number"], name="attempt_delivery_idx")]
+        indexes = [
+            models.Index(fields=["delivery", "number"], name="attempt_delivery_idx"),
+            # KPIs and /metrics: attempt outcomes in a time range, per target system (through the delivery).
+            models.Index(fields=["created_at", "outcome", "delivery"], name="attempt_created_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"

@@ -39,6 +39,8 @@ from exception_queue.services import exception_item_open
 from governance.models import LegalEntity, OwnershipRule, SyncPolicy
 from governance.rules import RuleContext, rule_get
 from governance.selectors import owner_of, rate_for, sync_policy_for
+from insights import services as insights_services
+from insights.choices import BatchKind, BatchStatus
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
@@ -1511,6 +1513,7 @@ def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = No
     if not cache.add(lock_key, "1", timeout=POLL_LOCK_SECONDS):
         return result(PollOutcome.SKIPPED, error="Another run of this poller is in progress.")
     pages = stored = duplicates = 0
+    progress = insights_services.poll_progress_start(system=system, entity=entity)
     try:
         connector = connector_for(system)
         while max_pages is None or pages < max_pages:
@@ -1534,11 +1537,15 @@ def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = No
             pages += 1
             stored += page_stored
             duplicates += page_duplicates
+            insights_services.batch_progress_advance(
+                progress_id=progress.pk, done=page_stored + page_duplicates, pages=1
+            )
             if not batch.has_more:
                 return _poll_finish(poll_cursor, result(PollOutcome.COMPLETE, pages, stored, duplicates))
         return _poll_finish(poll_cursor, result(PollOutcome.PAGE_LIMIT, pages, stored, duplicates))
     finally:
         cache.delete(lock_key)
+        insights_services.poll_progress_finish(progress_id=progress.pk, poll_cursor_id=poll_cursor.pk)
 
 
 def poll_schedule_run(*, schedule_id: int) -> PollResult | None:
@@ -1752,11 +1759,17 @@ def file_drop_ingest(
         errors = [*errors, *_file_drop_mapping_errors(system, entity, rows)]
     if not errors and not rows:
         errors = [{"row": None, "field": "", "message": "The file has no data rows."}]
+    progress = insights_services.batch_progress_start(
+        kind=BatchKind.FILE_DROP, system=system, entity=entity, total=seen, label=drop.file_name
+    )
     with transaction.atomic():
         if errors:
             drop.status = FileDropStatus.REJECTED
             drop.errors = sorted(errors, key=lambda error: (error["row"] or 0, error["field"]))[:1000]
             drop.save()
+            insights_services.batch_progress_finish(
+                progress_id=progress.pk, status=BatchStatus.FAILED, failed=seen, error=f"{len(errors)} error(s)"
+            )
             return drop
         keyed = [
             (
@@ -1776,6 +1789,7 @@ def file_drop_ingest(
         drop.rows_duplicate = duplicates
         drop.status = FileDropStatus.ACCEPTED if stored else FileDropStatus.DUPLICATE
         drop.save()
+        insights_services.batch_progress_finish(progress_id=progress.pk, done=stored + duplicates)
     return drop
 
 

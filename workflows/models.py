@@ -84,6 +84,8 @@ class WorkflowStep(models.Model):
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_step_per_run")]
+        # KPIs: project activation reads the release_staffing steps finished in a time range.
+        indexes = [models.Index(fields=["name", "finished_at"], name="step_name_finished_idx")]
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.position} {self.name} ({self.status})"

@@ -1,7 +1,7 @@
 """API routes of the insights app, mounted under /api/v1/."""
 
-from rest_framework.routers import DefaultRouter
+from django.urls import path
 
-router = DefaultRouter()
+from insights.api import views
 
-urlpatterns = router.urls
+urlpatterns = [path("kpis/", views.KpiView.as_view(), name="kpi-list")]

@@ -19,6 +19,7 @@ LANDINGS = {
     "finance_approver": "/admin/exception_queue/exceptionitem/?state__exact=open",
     "analyst": "/admin/mappings/mappingset/",
     "auditor": "/admin/history/",
+    "leader": "/admin/insights/kpidashboard/",
     "integration_admin": "/admin/",
     "superuser": "/admin/",
 }
