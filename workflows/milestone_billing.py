@@ -208,7 +208,9 @@ def milestone_billing_scheduled(policy: SyncPolicy) -> dict[str, int]:
     systems = ConnectedSystem.objects.filter(role=SystemRole.PSA, state=SystemState.ACTIVE)
     if policy.legal_entity_id:
         systems = systems.filter(legal_entities=policy.legal_entity_id)
-    return {system.slug: milestone_billing_pull(system=system) for system in systems.distinct()}
+    started = {system.slug: milestone_billing_pull(system=system) for system in systems.distinct()}
+    started["resumed"] = milestone_billing_resume_stalled()
+    return started
 
 
 # --- the steps ------------------------------------------------------------------------------------------
@@ -338,10 +340,11 @@ def _step_check(run: WorkflowRun) -> bool:
         results, facts = milestone_eligibility(run=run)
     except (ConnectorError, HubError) as exc:
         detail = getattr(exc, "detail", str(exc))
+        if isinstance(exc, ConnectorError) and exc.retryable:
+            workflow_step_fail(step=step, error=detail)
+            raise  # the task retries with backoff; the failed attempt stays on the step
         with transaction.atomic():
             workflow_step_fail(step=step, error=detail)
-            if isinstance(exc, ConnectorError) and exc.retryable:
-                raise
             workflow_run_hold(
                 run=run,
                 category=ExceptionCategory.VALIDATION,
@@ -436,10 +439,11 @@ def _step_bill(run: WorkflowRun) -> bool:
     try:
         result = connector_for(erp).upsert("billing_event", payload, billing_event_key(run))
     except ConnectorError as exc:
+        if exc.retryable:
+            workflow_step_fail(step=step, error=exc.detail)
+            raise  # the retry sends the same idempotency key: the ERP answers the event it may have stored
         with transaction.atomic():
             workflow_step_fail(step=step, error=exc.detail)
-            if exc.retryable:
-                raise
             workflow_run_hold(
                 run=run,
                 category=ExceptionCategory.TARGET_REJECTED,
@@ -465,8 +469,21 @@ def _step_publish(run: WorkflowRun) -> None:
         connector = connector_for(psa)
         connector.call("PATCH", f"/milestones/{ctx['milestone_id']}", json=changes)  # type: ignore[attr-defined]
     except ConnectorError as exc:
-        workflow_step_fail(step=step, error=exc.detail)
-        raise
+        if exc.retryable:
+            workflow_step_fail(step=step, error=exc.detail)
+            raise
+        with transaction.atomic():
+            workflow_step_fail(step=step, error=exc.detail)
+            workflow_run_hold(
+                run=run,
+                category=ExceptionCategory.TARGET_REJECTED,
+                reason=f"Billed, but the PSA refused the billing status: {exc.detail}",
+                step=STEP_PUBLISH,
+                system=psa,
+                external_id=ctx.get("milestone_id", ""),
+                suggested_action="Fix the milestone in the PSA, then retry the step (the billing is not repeated).",
+            )
+        return
     with transaction.atomic():
         workflow_step_done(step=step, result={"published": changes})
         workflow_run_finish(run=run)
@@ -495,6 +512,42 @@ def milestone_billing_advance(*, run_id: int) -> str | None:
         return run.status
     finally:
         cache.delete(lock)
+
+
+def milestone_billing_give_up(*, run_id: int, error: str) -> WorkflowRun | None:
+    """The retries of a run are spent (a system kept failing): hold it at its step for a person to retry."""
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().filter(pk=run_id, flow=FLOW).first()
+        if run is None or run.status != RunStatus.RUNNING:
+            return run
+        step = run.steps.filter(status=StepStatus.FAILED).order_by("-position").first()
+        workflow_run_hold(
+            run=run,
+            category=ExceptionCategory.DEAD_LETTER,
+            reason=f"Gave up after repeated failures: {error}"[:4000],
+            step=step.name if step else run.current_step,
+            external_id=run.context.get("milestone_id", ""),
+            suggested_action="Check the system named in the error (paused, down, credentials), then retry the step.",
+        )
+    return run
+
+
+STALLED_AFTER = datetime.timedelta(minutes=15)
+
+
+def milestone_billing_resume_stalled(*, now: datetime.datetime | None = None) -> int:
+    """Hand runs left running (their task was lost with a worker) to a worker again; returns how many."""
+    from workflows.tasks import milestone_billing_advance_task
+
+    cutoff = (now or timezone.now()) - STALLED_AFTER
+    ids = list(
+        WorkflowRun.objects.filter(flow=FLOW, status=RunStatus.RUNNING, updated_at__lt=cutoff).values_list(
+            "id", flat=True
+        )[:500]
+    )
+    for run_id in ids:
+        enqueue_on_commit(milestone_billing_advance_task, run_id, queue="delivery")
+    return len(ids)
 
 
 # --- what finance can do with the run's items -------------------------------------------------------------

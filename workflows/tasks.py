@@ -16,11 +16,14 @@ from celery import shared_task
 def milestone_billing_advance_task(self, run_id: int) -> str | None:  # type: ignore[no-untyped-def]
     """Carry a milestone billing run forward; a retryable error of a system retries with backoff."""
     from connectors.http import ConnectorError
-    from workflows.milestone_billing import milestone_billing_advance
+    from workflows.milestone_billing import milestone_billing_advance, milestone_billing_give_up
 
     try:
         return milestone_billing_advance(run_id=run_id)
     except ConnectorError as exc:
+        if not exc.retryable or self.request.retries >= self.max_retries:
+            milestone_billing_give_up(run_id=run_id, error=exc.detail)
+            return None
         countdown = exc.retry_after or min(300, 5 * 2**self.request.retries)
         raise self.retry(exc=exc, countdown=countdown) from exc
 
