@@ -6,20 +6,16 @@ so the PSA, ERP, CRM and analytics calls are real HTTP calls to the sandbox apps
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django_celery_beat.models import PeriodicTask
 
-from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
 from exception_queue.actions import item_action_perform, item_actions_available
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from governance.choices import Flow, Trigger
 from governance.models import SyncPolicy
-from integrationhub.demo import DEMO_BASE_URL, demo_data_load, demo_users_ensure
 from integrationhub.errors import HubConflictError
 from sandbox import selectors as sandbox_selectors
 from sandbox.choices import CrmObject, ErpObject, PsaObject, SandboxSystem
@@ -33,89 +29,26 @@ from workflows.invoice_status import invoice_status_pull
 from workflows.milestone_billing import milestone_billing_advance, milestone_billing_pull, milestone_billing_request
 from workflows.models import WorkflowRun
 from workflows.selectors import milestone_billing_latencies
-
-SLUGS = ("crm", "psa", "erp-us", "erp-de", "analytics")
+from workflows.tests.billing_support import (
+    billing_events,
+    billing_world,
+    contract_make,
+    deliveries_settled,
+    milestone_make,
+    runs_driven_by_the_test,
+    user_named,
+    wait_for,
+)
 
 
 @pytest.fixture
 def billing(live_server):
-    """The demo firm with the billing demo seeded, its sandbox systems served by the live server."""
-    demo_data_load()
-    demo_users_ensure()
-    for system in ConnectedSystem.objects.filter(slug__in=SLUGS):
-        system.base_url = system.base_url.replace(DEMO_BASE_URL, live_server.url)
-        system.rate_limit_per_second = Decimal("500")
-        system.save(update_fields=["base_url", "rate_limit_per_second"])
-    seed_billing_demo()
-    return {s.slug: s for s in ConnectedSystem.objects.filter(slug__in=SLUGS)}
+    return billing_world(live_server)
 
 
-def _user(username: str):
-    return get_user_model().objects.get(username=username)
-
-
-def _contract(code: str, *, billing_type: str = "milestone", value: str = "1000000.00"):
-    """A PSA project and its ERP project (the contract) with `code`, for Northwind."""
-    psa_client = sandbox_selectors.record_by_idempotency_key(
-        system=SandboxSystem.PSA, object_type=PsaObject.CLIENT, key="demo:client:ACC-1001"
-    )
-    erp_client = sandbox_selectors.record_by_idempotency_key(
-        system=SandboxSystem.ERP, object_type=ErpObject.CLIENT, key="demo:client:ACC-1001"
-    )
-    erp_project, _ = record_create(
-        system=SandboxSystem.ERP,
-        object_type=ErpObject.PROJECT,
-        data={
-            "client_id": int(erp_client.external_id),
-            "code": code,
-            "name": f"Contract {code}",
-            "legal_entity": "US01",
-            "currency": "USD",
-            "status": "active",
-            "billing_type": billing_type,
-            "contract_value": value,
-        },
-    )
-    psa_project, _ = record_create(
-        system=SandboxSystem.PSA,
-        object_type=PsaObject.PROJECT,
-        data={"client_id": int(psa_client.external_id), "name": f"Contract {code}", "code": code, "is_active": True},
-    )
-    return psa_project, erp_project
-
-
-def _milestone(psa_project, amount: float, *, accepted: bool = True):
-    record, _ = record_create(
-        system=SandboxSystem.PSA,
-        object_type=PsaObject.MILESTONE,
-        data={
-            "project_id": int(psa_project.external_id),
-            "name": f"Milestone of {amount}",
-            "amount": amount,
-            "currency": "USD",
-            "status": "completed",
-            "client_accepted": accepted,
-            "completed_at": "2026-11-20T09:00:00+00:00",
-        },
-    )
-    return record
-
-
-def _billing_events(business_key: str) -> list:
-    return [
-        row
-        for row in sandbox_selectors.records(system=SandboxSystem.ERP, object_type=ErpObject.BILLING_EVENT)
-        if row.data.get("milestone_ref") == business_key
-    ]
-
-
-def _wait(condition, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting for the workers")
+@pytest.fixture
+def driven(monkeypatch):
+    return runs_driven_by_the_test(monkeypatch)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,7 +82,7 @@ def test_demo_milestones_bill_below_the_threshold_and_wait_above_it_with_real_wo
     # when the PSA is pulled and the workers carry the runs
     started = milestone_billing_pull(system=psa)
     runs = WorkflowRun.objects.filter(flow=Flow.MILESTONE_BILLING)
-    _wait(lambda: not runs.filter(status=RunStatus.RUNNING).exists())
+    wait_for(lambda: not runs.filter(status=RunStatus.RUNNING).exists())
     # then each completed milestone has one run (the demo firm's own T&M milestone too)
     assert started == 4 == runs.count()
     by_amount = {run.amount: run for run in runs}
@@ -157,7 +90,7 @@ def test_demo_milestones_bill_below_the_threshold_and_wait_above_it_with_real_wo
     # and the two below the threshold are billed once, without approval, and published to the PSA
     for run in billed:
         assert run.status == RunStatus.COMPLETED
-        assert len(_billing_events(run.business_key)) == 1
+        assert len(billing_events(run.business_key)) == 1
         milestone = sandbox_selectors.record_get(
             system=SandboxSystem.PSA, object_type=PsaObject.MILESTONE, external_id=run.context["milestone_id"]
         )
@@ -165,7 +98,7 @@ def test_demo_milestones_bill_below_the_threshold_and_wait_above_it_with_real_wo
         assert run.steps.get(name="finance_approval").status == "skipped"
     # and the 60,000 one waits for finance, with nothing billed
     waiting = by_amount[Decimal("60000.00")]
-    assert waiting.status == RunStatus.AWAITING_APPROVAL and not _billing_events(waiting.business_key)
+    assert waiting.status == RunStatus.AWAITING_APPROVAL and not billing_events(waiting.business_key)
     assert waiting.exception_items.get().category == ExceptionCategory.APPROVAL_REQUIRED
     # and the time-and-materials milestone is refused by the billing-type check
     refused = by_amount[Decimal("25000.00")]
@@ -180,56 +113,59 @@ def test_demo_milestones_bill_below_the_threshold_and_wait_above_it_with_real_wo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_above_the_second_threshold_two_different_approvers_bill_it_exactly_once(billing):
+def test_above_the_second_threshold_two_different_approvers_bill_it_exactly_once(billing, driven):
     # given a 300,000 milestone (second threshold 250,000) requested by finance
-    psa_project, _ = _contract("MC-300")
-    milestone = _milestone(psa_project, 300000.0)
-    run = milestone_billing_request(system=billing["psa"], milestone_id=milestone.external_id, user=_user("finance"))
+    psa_project, _ = contract_make("MC-300")
+    milestone = milestone_make(psa_project, 300000.0)
+    finance = user_named("finance")
+    run = milestone_billing_request(system=billing["psa"], milestone_id=milestone.external_id, user=finance)
     milestone_billing_advance(run_id=run.pk)
     run.refresh_from_db()
     item = run.exception_items.get()
     assert (run.status, item.required_approvals) == (RunStatus.AWAITING_APPROVAL, 2)
-    assert item.requested_by == _user("finance")
+    assert item.requested_by == user_named("finance")
     # when the requester approves, then it is refused
     with pytest.raises(HubConflictError, match="asked for this approval"):
-        item_action_perform(item=item, action="approve", user=_user("finance"), reason="mine")
+        item_action_perform(item=item, action="approve", user=user_named("finance"), reason="mine")
     # when a first approver approves, then the run still waits and nothing is billed
-    item_action_perform(item=item, action="approve", user=_user("admin"), reason="contract checked")
+    item_action_perform(item=item, action="approve", user=user_named("admin"), reason="contract checked")
     run.refresh_from_db()
-    assert run.status == RunStatus.AWAITING_APPROVAL and not _billing_events(run.business_key)
+    assert run.status == RunStatus.AWAITING_APPROVAL and not billing_events(run.business_key)
     # when the same approver approves again, then it is refused
     with pytest.raises(HubConflictError, match="already approved"):
-        item_action_perform(item=item, action="approve", user=_user("admin"), reason="again")
+        item_action_perform(item=item, action="approve", user=user_named("admin"), reason="again")
     # when a second, different approver approves, then the run resumes and bills once
-    assert "approve" in [a.action for a in item_actions_available(item=item, user=_user("finance2"))]
-    item_action_perform(item=item, action="approve", user=_user("finance2"), reason="second pair of eyes")
+    assert "approve" in [a.action for a in item_actions_available(item=item, user=user_named("finance2"))]
+    item_action_perform(item=item, action="approve", user=user_named("finance2"), reason="second pair of eyes")
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING and run.context["approved"] is True
+    assert driven[-1] == (run.pk,), "the final approval hands the run to a worker"
     milestone_billing_advance(run_id=run.pk)
     # and a retried or replayed advance bills nothing more
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED
     assert milestone_billing_advance(run_id=run.pk) == RunStatus.COMPLETED
-    events = _billing_events(run.business_key)
+    events = billing_events(run.business_key)
     assert len(events) == 1 and events[0].data["amount"] == "300000.00"
     item.refresh_from_db()
     assert item.state == ExceptionState.APPROVED and item.decisions.filter(action="approve").count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rejecting_an_approval_ends_the_run_unbilled(billing):
+def test_rejecting_an_approval_ends_the_run_unbilled(billing, driven):
     # given a 60,000 milestone waiting for approval
-    psa_project, _ = _contract("RJ-60")
-    milestone = _milestone(psa_project, 60000.0)
-    run = milestone_billing_request(system=billing["psa"], milestone_id=milestone.external_id, user=_user("finance"))
+    psa_project, _ = contract_make("RJ-60")
+    milestone = milestone_make(psa_project, 60000.0)
+    finance = user_named("finance")
+    run = milestone_billing_request(system=billing["psa"], milestone_id=milestone.external_id, user=finance)
     milestone_billing_advance(run_id=run.pk)
     item = run.exception_items.get()
     # when finance2 rejects it
-    item_action_perform(item=item, action="reject", user=_user("finance2"), reason="not yet invoiced to client")
+    item_action_perform(item=item, action="reject", user=user_named("finance2"), reason="not yet invoiced to client")
     # then the run is rejected and nothing is billed
     run.refresh_from_db()
     assert run.status == RunStatus.REJECTED and run.finished_at is not None
-    assert not _billing_events(run.business_key)
+    assert not billing_events(run.business_key)
 
 
 @pytest.mark.parametrize(
@@ -243,16 +179,16 @@ def test_rejecting_an_approval_ends_the_run_unbilled(billing):
 )
 @pytest.mark.django_db(transaction=True)
 def test_each_failing_eligibility_check_holds_the_run_on_a_policy_item_and_bills_nothing(
-    billing, case, rule, expected, actual
+    billing, driven, case, rule, expected, actual
 ):
     # given a completed milestone that fails exactly one check
     code = f"EL-{case[:8].upper()}"
-    psa_project, erp_project = _contract(
+    psa_project, erp_project = contract_make(
         code,
         billing_type="time_and_materials" if case == "time_and_materials" else "fixed_fee",
         value="1000.00" if case == "over_remaining" else "100000.00",
     )
-    milestone = _milestone(psa_project, 5000.0, accepted=case != "not_accepted")
+    milestone = milestone_make(psa_project, 5000.0, accepted=case != "not_accepted")
     key = f"psa:milestone:{milestone.external_id}"
     if case == "billed_before":
         record_create(
@@ -260,9 +196,9 @@ def test_each_failing_eligibility_check_holds_the_run_on_a_policy_item_and_bills
             object_type=ErpObject.BILLING_EVENT,
             data={"project_id": int(erp_project.external_id), "amount": "5000.00", "milestone_ref": key},
         )
-    before = len(_billing_events(key))
+    before = len(billing_events(key))
     # when the run is started and advanced
-    run = milestone_billing_request(system=billing["psa"], milestone_id=milestone.external_id, user=_user("ops"))
+    run = milestone_billing_request(system=billing["psa"], milestone_id=milestone.external_id, user=user_named("ops"))
     milestone_billing_advance(run_id=run.pk)
     # then it is held on a policy item naming the rule with what was expected and found
     run.refresh_from_db()
@@ -275,7 +211,7 @@ def test_each_failing_eligibility_check_holds_the_run_on_a_policy_item_and_bills
     else:
         assert (failed[rule]["expected"], failed[rule]["actual"]) == (expected, actual)
     # and nothing was billed
-    assert len(_billing_events(key)) == before
+    assert len(billing_events(key)) == before
     assert not run.steps.filter(name="create_billing_event").exists()
 
 
@@ -286,6 +222,7 @@ def _deliver_pulled(system) -> list[int]:
         Delivery.objects.filter(message_id__in=ids, status=DeliveryStatus.PENDING).values_list("id", flat=True)
     )
     deliveries_send(delivery_ids=deliveries)
+    deliveries_settled(ids)
     return ids
 
 
@@ -351,6 +288,7 @@ def test_posted_then_paid_invoice_updates_the_crm_and_analytics_once_and_an_olde
         messages_process(message_ids=[posted_message.pk])
         pending = list(posted_message.deliveries.filter(status=DeliveryStatus.PENDING).values_list("id", flat=True))
     deliveries_send(delivery_ids=pending)
+    deliveries_settled([posted_message.pk])
     # then it is skipped as stale and the CRM still shows paid
     crm_delivery = posted_message.deliveries.get(target_system=billing["crm"])
     assert crm_delivery.status == DeliveryStatus.SKIPPED_STALE
