@@ -15,6 +15,7 @@ from connectors.registry import connector_for
 from exception_queue.actions import item_action_perform, item_actions_available
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from governance.choices import Flow, Trigger
+from governance.flows import flow_runner_get
 from governance.models import SyncPolicy
 from integrationhub.errors import HubConflictError
 from sandbox import selectors as sandbox_selectors
@@ -52,7 +53,7 @@ def driven(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_seed_billing_demo_configures_both_flows_and_running_it_again_doubles_nothing(billing):
+def test_seed_billing_demo_configures_both_flows_and_running_it_again_doubles_nothing(billing, driven):
     # given the billing demo seeded once (by the fixture)
     counts = (
         Route.objects.filter(flow=Flow.INVOICE_STATUS).count(),
@@ -73,6 +74,12 @@ def test_seed_billing_demo_configures_both_flows_and_running_it_again_doubles_no
     assert policy.trigger == Trigger.SCHEDULE and PeriodicTask.objects.filter(pk=policy.periodic_task_id).exists()
     assert billing["analytics"].has_credentials
     assert connector_for(billing["analytics"]).health_check().ok
+    # and the flows' scheduled runners pull: completed milestones start runs, invoices are stored as messages
+    assert flow_runner_get(Flow.MILESTONE_BILLING)(policy) == {"psa": 4, "resumed": 0}
+    assert len(driven) == 4
+    invoice_policy = SyncPolicy.objects.get(flow=Flow.INVOICE_STATUS, legal_entity__isnull=True)
+    assert flow_runner_get(Flow.INVOICE_STATUS)(invoice_policy) == {"erp-us": "complete"}
+    assert Message.objects.filter(system=billing["erp-us"], entity="invoice").count() == 3
 
 
 @pytest.mark.django_db(transaction=True)
@@ -294,3 +301,35 @@ def test_posted_then_paid_invoice_updates_the_crm_and_analytics_once_and_an_olde
     assert crm_delivery.status == DeliveryStatus.SKIPPED_STALE
     assert _crm(CrmObject.OPPORTUNITY, "OPP-2002").data["Last_Invoice_Status__c"] == "paid"
     assert _crm(CrmObject.ACCOUNT, "ACC-1002").data["Last_Invoice_Status__c"] == "paid"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_invoice_of_a_client_the_crm_does_not_know_goes_to_finance_and_changes_no_crm_record(billing):
+    # given a posted invoice of an ERP client whose CRM id matches no CRM account
+    erp = billing["erp-us"]
+    client, _ = record_create(
+        system=SandboxSystem.ERP,
+        object_type=ErpObject.CLIENT,
+        data={"name": "Unknown Ltd", "legal_entity": "US01", "external_ref": "ACC-9999", "status": "active"},
+    )
+    invoice, _ = record_create(
+        system=SandboxSystem.ERP,
+        object_type=ErpObject.INVOICE,
+        data={"client_id": int(client.external_id), "amount": "500.00", "currency": "USD", "status": "draft"}
+        | {"lines": [], "number": "INV-UNKNOWN-1"},
+    )
+    erp_invoice_transition(record=invoice, status="posted")
+    # when the invoices are pulled and delivered
+    invoice_status_pull(system=erp)
+    _deliver_pulled(erp)
+    # then the CRM delivery failed terminally onto a target-rejected item naming the missing account
+    message = Message.objects.get(system=erp, raw_payload__number="INV-UNKNOWN-1")
+    crm_delivery = message.deliveries.get(target_system=billing["crm"])
+    assert crm_delivery.status == DeliveryStatus.FAILED and "ACC-9999" in crm_delivery.last_error
+    item = message.exception_items.get()
+    assert item.category == ExceptionCategory.TARGET_REJECTED
+    # and no CRM record shows the invoice, while analytics still received it
+    for object_type in (CrmObject.ACCOUNT, CrmObject.OPPORTUNITY):
+        shown = sandbox_selectors.records(system=SandboxSystem.CRM, object_type=object_type)
+        assert not shown.filter(data__Last_Invoice_Number__c="INV-UNKNOWN-1").exists()
+    assert message.deliveries.get(target_system=billing["analytics"]).status == DeliveryStatus.DELIVERED
