@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from connectors.builtin import SandboxErpConnector
 from connectors.choices import SystemRole, SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
@@ -224,13 +225,14 @@ def _rule_entries(policy: SyncPolicy | None) -> list[dict[str, Any]]:
 
 
 def _erp_contract(code: str) -> tuple[ConnectedSystem, dict[str, Any]]:
-    """The ERP system and project (the contract) with `code`, the ERP serving the project's legal entity."""
+    """The ERP system and project (the contract) with `code`, the ERP serving the project's legal entity.
+    Several systems may front one ERP (one per legal entity, same base URL): it is asked once."""
     candidates = ConnectedSystem.objects.filter(role=SystemRole.ERP).exclude(state=SystemState.PAUSED)
     seen: set[tuple[str, str]] = set()
     for system in candidates.prefetch_related("legal_entities").order_by("id"):
         connector = connector_for(system)
-        if not hasattr(connector, "call_json"):
-            continue
+        if not isinstance(connector, SandboxErpConnector):
+            continue  # contracts (projects with a billing type and a value) are read from REST ERPs of this type
         where = (system.base_url, system.connector_type)
         body = connector.call_json("GET", "/projects", params={"code": code, "limit": 10}) if where not in seen else {}
         seen.add(where)
@@ -238,7 +240,7 @@ def _erp_contract(code: str) -> tuple[ConnectedSystem, dict[str, Any]]:
         for project in body.get("results") or []:
             if project.get("code") == code and (not codes or project.get("legal_entity") in codes):
                 return system, project
-        # The same ERP may serve several legal entities through several systems: try the others too.
+        # The project belongs to another legal entity of the same ERP: bill it through that entity's system.
         if body.get("results"):
             for other in candidates.exclude(pk=system.pk).filter(base_url=system.base_url):
                 other_codes = {entity.code for entity in other.legal_entities.all()}
