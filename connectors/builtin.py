@@ -1327,8 +1327,17 @@ class AnalyticsSinkConnector(RestConnector):
         """Append one event (the record as the flow delivered it) to the dataset's table; the warehouse keeps
         one event per idempotency key, so a retried or replayed delivery is stored once."""
         body = {"table": self.table(entity), "record": payload}
-        answer = self.call_json("POST", self.events_path, json=body, headers={"Idempotency-Key": idempotency_key})
-        return UpsertResult(external_id=str(answer["id"]), created=True, payload=answer)
+        response = self.call("POST", self.events_path, json=body, headers={"Idempotency-Key": idempotency_key})
+        assert response is not None
+        try:
+            answer = response.json()
+            external_id = str(answer["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TerminalConnectorError(
+                f"{self.slug} accepted the event but answered without its id", system_slug=self.slug
+            ) from exc
+        # 200: the warehouse already held an event with this key (a retry); 201: stored now.
+        return UpsertResult(external_id=external_id, created=response.status_code == 201, payload=answer)
 
 
 # Tryton speaks JSON-RPC rather than REST, and the CSV drop reads files: each has its own module.
