@@ -38,9 +38,13 @@ class ItemAction:
     # Set: the action applies only to items of that flow's workflow runs, and wins over the same action
     # registered for every flow (a workflow's approve resumes its run instead of releasing a message).
     flow: str = ""
+    # Set: only items that hold a message (a workflow run's item without one cannot be replayed).
+    needs_message: bool = False
 
     def applies_to(self, item: ExceptionItem) -> bool:
         if item.category in self.excluded_categories:
+            return False
+        if self.needs_message and item.pk is not None and item.message_id is None:
             return False
         if self.flow and (self.flow != item.flow or item.workflow_run_id is None):
             return False
@@ -134,6 +138,7 @@ def _register_engine_actions() -> None:
             label="Replay",
             permission=services.PERM_FIX,
             handler=services.exception_item_replay,
+            needs_message=True,
             excluded_categories=(ExceptionCategory.APPROVAL_REQUIRED, ExceptionCategory.ACTIVATION_HELD),
             inputs=("mapping",),
             help_text="Run the message through the pipeline again (after a mapping or target fix).",
@@ -145,6 +150,7 @@ def _register_engine_actions() -> None:
             label="Edit the payload and replay",
             permission=services.PERM_FIX,
             handler=services.exception_item_fix_and_replay,
+            needs_message=True,
             excluded_categories=(ExceptionCategory.APPROVAL_REQUIRED, ExceptionCategory.ACTIVATION_HELD),
             inputs=("payload",),
             help_text="Correct the payload; the diff is recorded with the decision.",

@@ -217,6 +217,9 @@ def test_each_failing_eligibility_check_holds_the_run_on_a_policy_item_and_bills
         assert failed[rule]["expected"] == expected and failed[rule]["actual"] == key
     else:
         assert (failed[rule]["expected"], failed[rule]["actual"]) == (expected, actual)
+    # and finance may retry the checks or reject, not replay a message the run never had
+    offered = {a.action for a in item_actions_available(item=item, user=user_named("finance"))}
+    assert offered == {"retry_step", "reject"}
     # and nothing was billed
     assert len(billing_events(key)) == before
     assert not run.steps.filter(name="create_billing_event").exists()
