@@ -22,8 +22,8 @@ from sandbox import selectors as sandbox_selectors
 from sandbox.choices import CrmObject, ErpObject, PsaObject, SandboxSystem
 from sandbox.services import erp_invoice_transition, record_create, record_update
 from sync.choices import DeliveryStatus
-from sync.models import Delivery, Message, PollSchedule, Route
-from sync.services import deliveries_send, message_replay, messages_process
+from sync.models import Message, PollSchedule, Route
+from sync.services import message_replay, messages_dispatch
 from workflows.choices import RunStatus
 from workflows.demo_billing import seed_billing_demo
 from workflows.invoice_status import invoice_status_pull
@@ -225,14 +225,20 @@ def test_each_failing_eligibility_check_holds_the_run_on_a_policy_item_and_bills
     assert not run.steps.filter(name="create_billing_event").exists()
 
 
+PIPELINE_STAGES = ("received", "mapped", "validated")
+
+
+def _through_workers(message_ids: list[int]) -> None:
+    """Wait until the workers took the messages through the pipeline and every delivery ended."""
+    wait_for(lambda: not Message.objects.filter(pk__in=message_ids, status__in=PIPELINE_STAGES).exists())
+    deliveries_settled(message_ids)
+
+
 def _deliver_pulled(system) -> list[int]:
-    ids = list(Message.objects.filter(system=system, entity="invoice", status="received").values_list("id", flat=True))
-    messages_process(message_ids=ids)
-    deliveries = list(
-        Delivery.objects.filter(message_id__in=ids, status=DeliveryStatus.PENDING).values_list("id", flat=True)
-    )
-    deliveries_send(delivery_ids=deliveries)
-    deliveries_settled(ids)
+    """Hand the pulled invoices to the workers (what beat's dispatcher does every second) and wait for them."""
+    ids = list(Message.objects.filter(system=system, entity="invoice").values_list("id", flat=True))
+    messages_dispatch()
+    _through_workers(ids)
     return ids
 
 
@@ -243,7 +249,9 @@ def _crm(object_type: str, code: str):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_posted_then_paid_invoice_updates_the_crm_and_analytics_once_and_an_older_status_never_wins(billing):
+def test_posted_then_paid_invoice_updates_the_crm_and_analytics_once_and_an_older_status_never_wins(
+    billing, live_celery_worker_db
+):
     # given a Contoso invoice (client ACC-1002, project for opportunity OPP-2002), posted in the ERP
     erp = billing["erp-us"]
     client = sandbox_selectors.record_by_idempotency_key(
@@ -292,22 +300,21 @@ def test_posted_then_paid_invoice_updates_the_crm_and_analytics_once_and_an_olde
     assert invoice_status_pull(system=erp).stored == 0 and Message.objects.filter(system=erp).count() == stored
     # when the older "posted" message is replayed and delivered after "paid"
     message_replay(message=posted_message, use_original_mapping=True)
-    posted_message.refresh_from_db()
-    pending = list(posted_message.deliveries.filter(status=DeliveryStatus.PENDING).values_list("id", flat=True))
-    if not pending:
-        messages_process(message_ids=[posted_message.pk])
-        pending = list(posted_message.deliveries.filter(status=DeliveryStatus.PENDING).values_list("id", flat=True))
-    deliveries_send(delivery_ids=pending)
-    deliveries_settled([posted_message.pk])
+    _through_workers([posted_message.pk])
     # then it is skipped as stale and the CRM still shows paid
     crm_delivery = posted_message.deliveries.get(target_system=billing["crm"])
     assert crm_delivery.status == DeliveryStatus.SKIPPED_STALE
     assert _crm(CrmObject.OPPORTUNITY, "OPP-2002").data["Last_Invoice_Status__c"] == "paid"
     assert _crm(CrmObject.ACCOUNT, "ACC-1002").data["Last_Invoice_Status__c"] == "paid"
+    # and analytics did not receive the replayed older version again
+    again = sandbox_selectors.records(system=SandboxSystem.ANALYTICS, object_type="northwind")
+    assert sum(1 for row in again if row.data["record"].get("number") == "INV-CT-0001") == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_invoice_of_a_client_the_crm_does_not_know_goes_to_finance_and_changes_no_crm_record(billing):
+def test_an_invoice_of_a_client_the_crm_does_not_know_goes_to_finance_and_changes_no_crm_record(
+    billing, live_celery_worker_db
+):
     # given a posted invoice of an ERP client whose CRM id matches no CRM account
     erp = billing["erp-us"]
     client, _ = record_create(
