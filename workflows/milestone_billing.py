@@ -69,8 +69,7 @@ BILLABLE_TYPES = ["milestone", "fixed_fee"]
 # The pull's own cursor: a scheduled engine pull of PSA milestones (if one is ever configured) keeps its own.
 CURSOR_ENTITY = "milestone:billing"
 RUN_LOCK_SECONDS = 300
-BILLED = "billed"
-AWAITING = "awaiting_approval"
+BILLED = "billed"  # the PSA milestone's billing_status once the ERP holds its billing event
 
 # Every run evaluates these; a policy's entry of the same rule overrides its params, other entries are added.
 DEFAULT_RULES: list[dict[str, Any]] = [
