@@ -606,6 +606,23 @@ SALESFORCE_FIELDS = {
     "Opportunity": ["Name", "AccountId", "StageName", "Amount", "CurrencyIsoCode", "CloseDate", "IsClosed", "IsWon"],
 }
 SALESFORCE_SYSTEM_FIELDS = ["Id", "IsDeleted", "CreatedDate", "LastModifiedDate"]
+# Canonical invoice field → the custom field on Account and Opportunity that shows it (invoice status flow).
+INVOICE_STATUS_FIELDS = {
+    "number": "Last_Invoice_Number__c",
+    "total_amount": "Last_Invoice_Amount__c",
+    "status": "Last_Invoice_Status__c",
+    "paid_at": "Last_Invoice_Paid_Date__c",
+}
+
+
+def _number(value: Any) -> Any:
+    """A decimal string as a JSON number (Salesforce currency fields are numbers)."""
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return value
+
+
 SALESFORCE_FIELD = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
@@ -658,6 +675,19 @@ class SalesforceCrmConnector(RestConnector):
                 "default": 200,
                 "description": "batchSize of a SOQL query (Sforce-Query-Options).",
             },
+            "invoice_match_field": {
+                "type": "string",
+                "pattern": r"^[A-Za-z][A-Za-z0-9_]*__c$",
+                "default": "External_Id__c",
+                "description": "External-id field of Account and Opportunity holding the ids the ERP carries "
+                "for them; the invoice status flow finds the records to update by it.",
+            },
+            "invoice_status_fields": {
+                "type": "object",
+                "description": "Canonical invoice field → the Account/Opportunity field that shows it.",
+                "propertyNames": {"enum": ["number", "total_amount", "status", "paid_at", "due_date", "currency"]},
+                "additionalProperties": {"type": "string", "pattern": SALESFORCE_FIELD},
+            },
             "scope": SCOPE,
             "health_path": HEALTH_PATH,
             "timeout_seconds": TIMEOUT_SECONDS,
@@ -695,11 +725,62 @@ class SalesforceCrmConnector(RestConnector):
         return self._normalise(self.call_json("GET", f"{self.data_path}/sobjects/{sobject}/{quote(external_id)}"))
 
     def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        if entity == "invoice" and entity not in (self.settings.get("object_names") or {}):
+            return None  # written onto the Account and Opportunity, which the upsert compares field by field
         record = self.call_json("GET", self._by_key_path(self.sobject(entity), idempotency_key), missing_ok=True)
         return self._normalise(record) if record else None
 
+    def _invoice_fields(self) -> dict[str, str]:
+        return {**INVOICE_STATUS_FIELDS, **(self.settings.get("invoice_status_fields") or {})}
+
+    def _by_match_field(self, sobject: str, value: str) -> dict[str, Any] | None:
+        field = str(self.settings.get("invoice_match_field", "External_Id__c"))
+        path = f"{self.data_path}/sobjects/{sobject}/{field}/{quote(value, safe='')}"
+        record = self.call_json("GET", path, missing_ok=True)
+        return self._normalise(record) if record else None
+
+    def invoice_status_apply(self, payload: Mapping[str, Any]) -> UpsertResult:
+        """Write an invoice's number, amount, status and paid date onto its Account and Opportunity, found by
+        their match field (the ids the ERP carries for them); only the fields that differ are sent."""
+        values = {
+            field: payload.get(source) if source != "total_amount" else _number(payload.get(source))
+            for source, field in self._invoice_fields().items()
+        }
+        values = {k: (str(v)[:10] if k.endswith("Date__c") and v else v) for k, v in values.items()}
+        client = payload.get("client") or {}
+        targets = [
+            ("Account", str(client.get("client_id") or "") if isinstance(client, Mapping) else ""),
+            ("Opportunity", str(payload.get("opportunity_id") or "")),
+        ]
+        written: list[str] = []
+        for sobject, match in targets:
+            if not match:
+                continue
+            record = self._by_match_field(sobject, match)
+            if record is None:
+                raise TerminalConnectorError(
+                    f"{self.slug} has no {sobject} whose match field is {match!r}; sync the client and the "
+                    "opportunity first, or correct the ERP reference, then replay.",
+                    status_code=404,
+                    system_slug=self.slug,
+                )
+            changes = changed_fields(record, values)
+            if changes:
+                self.call("PATCH", f"{self.data_path}/sobjects/{sobject}/{quote(record['id'])}", json=changes)
+            written.append(f"{sobject}/{record['id']}")
+        if not written:
+            raise TerminalConnectorError(
+                f"The invoice names neither a client nor an opportunity, so {self.slug} has nothing to update.",
+                system_slug=self.slug,
+            )
+        external_id = f"{'+'.join(written)}#{payload.get('id', '')}"
+        return UpsertResult(external_id=external_id[:200], created=False, payload=values)
+
     def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
-        """Find by the external-id field; update the record found, else upsert by external id (201)."""
+        """Find by the external-id field; update the record found, else upsert by external id (201).
+        An invoice is not an object of its own: its status is written onto its Account and Opportunity."""
+        if entity == "invoice" and entity not in (self.settings.get("object_names") or {}):
+            return self.invoice_status_apply(payload)
         sobject = self.sobject(entity)
         body = {k: v for k, v in payload.items() if k not in ("Id", "attributes", self.external_id_field)}
         found = self.find(entity, idempotency_key)
@@ -1165,8 +1246,26 @@ class SandboxErpConnector(RestConnector):
                 f"The sandbox ERP cannot void a posted {entity}; post a negative billing event instead."
             )
 
+    def _with_references(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Invoices with `client_ref` and `project_ref`: the external refs (the CRM's ids) of their client and
+        project, read once per page for each distinct client and project."""
+        refs: dict[tuple[str, Any], str | None] = {}
+        for resource, key in (("clients", "client_id"), ("projects", "project_id")):
+            for record_id in {row.get(key) for row in rows if row.get(key) is not None}:
+                found = self.call_json("GET", f"/{resource}/{quote(str(record_id), safe='')}", missing_ok=True)
+                refs[(resource, record_id)] = (found or {}).get("external_ref") or None
+        return [
+            {
+                **row,
+                "client_ref": refs.get(("clients", row.get("client_id"))),
+                "project_ref": refs.get(("projects", row.get("project_id"))),
+            }
+            for row in rows
+        ]
+
     def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
-        """One page ordered by (updated_at, id) after the ERP's own cursor; deleted records come too."""
+        """One page ordered by (updated_at, id) after the ERP's own cursor; deleted records come too. Invoices
+        carry the external refs of their client and project, so the CRM records they belong to are found."""
         resource = self.resource(entity)
         state = cursor_decode(cursor, system_slug=self.slug)
         params: dict[str, Any] = {"limit": self.page_size(), "include_deleted": "true"}
@@ -1176,6 +1275,8 @@ class SandboxErpConnector(RestConnector):
             params["updated_since"] = state["since"]
         body = self.call_json("GET", f"/{resource}", params=params)
         rows = body.get("results") or []
+        if resource == "invoices":
+            rows = self._with_references(rows)
         next_value = body.get("next_cursor") or state.get("cursor")
         next_state = {"cursor": next_value} if next_value else dict(state)
         return ChangeBatch(
@@ -1192,7 +1293,7 @@ class AnalyticsSinkConnector(RestConnector):
     role_hint = SystemRole.ANALYTICS
     description = "Append-only sink for the warehouse: canonical records are posted in batches to a dataset."
     sensitive_parameters = frozenset({"api_key", "bearer_token"})
-    capabilities = frozenset({"health_check"})
+    capabilities = frozenset({"health_check", "find", "upsert"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -1209,6 +1310,34 @@ class AnalyticsSinkConnector(RestConnector):
         },
     }
     default_auth_mode = "bearer"
+
+    @property
+    def events_path(self) -> str:
+        return f"/datasets/{self.settings['dataset']}/events"
+
+    def table(self, entity: str) -> str:
+        return f"{self.settings.get('table_prefix', 'hub_')}{entity}"
+
+    def find(self, entity: str, idempotency_key: str) -> dict[str, Any] | None:
+        body = self.call_json("GET", self.events_path, params={"idempotency_key": idempotency_key, "limit": 1})
+        rows = body.get("results") or []
+        return with_id(rows[0], rows[0]["id"]) if rows else None
+
+    def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
+        """Append one event (the record as the flow delivered it) to the dataset's table; the warehouse keeps
+        one event per idempotency key, so a retried or replayed delivery is stored once."""
+        body = {"table": self.table(entity), "record": payload}
+        response = self.call("POST", self.events_path, json=body, headers={"Idempotency-Key": idempotency_key})
+        assert response is not None
+        try:
+            answer = response.json()
+            external_id = str(answer["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TerminalConnectorError(
+                f"{self.slug} accepted the event but answered without its id", system_slug=self.slug
+            ) from exc
+        # 200: the warehouse already held an event with this key (a retry); 201: stored now.
+        return UpsertResult(external_id=external_id, created=response.status_code == 201, payload=answer)
 
 
 # Tryton speaks JSON-RPC rather than REST, and the CSV drop reads files: each has its own module.

@@ -35,9 +35,18 @@ class ItemAction:
     inputs: tuple[str, ...] = field(default_factory=tuple)
     help_text: str = ""
     dangerous: bool = False
+    # Set: the action applies only to items of that flow's workflow runs, and wins over the same action
+    # registered for every flow (a workflow's approve resumes its run instead of releasing a message).
+    flow: str = ""
+    # Set: only items that hold a message (a workflow run's item without one cannot be replayed).
+    needs_message: bool = False
 
     def applies_to(self, item: ExceptionItem) -> bool:
         if item.category in self.excluded_categories:
+            return False
+        if self.needs_message and item.pk is not None and item.message_id is None:
+            return False
+        if self.flow and (self.flow != item.flow or item.workflow_run_id is None):
             return False
         return self.category in (ANY_CATEGORY, item.category)
 
@@ -46,35 +55,45 @@ _ACTIONS: list[ItemAction] = []
 
 
 def register_item_action(item_action: ItemAction) -> ItemAction:
-    """Offer `item_action`; a second registration of the same (category, action) replaces the first."""
+    """Offer `item_action`; a second registration of the same (category, action, flow) replaces the first."""
     _ACTIONS[:] = [
         existing
         for existing in _ACTIONS
-        if (existing.category, existing.action) != (item_action.category, item_action.action)
+        if (existing.category, existing.action, existing.flow)
+        != (item_action.category, item_action.action, item_action.flow)
     ]
     _ACTIONS.append(item_action)
     return item_action
 
 
-def item_actions_for_category(category: str) -> list[ItemAction]:
-    """Actions that apply to items of `category`, the category's own first (they override generic ones)."""
-    probe = ExceptionItem(category=category)
-    own = [a for a in _ACTIONS if a.category == category]
-    own_names = {a.action for a in own}
-    generic = [a for a in _ACTIONS if a.category == ANY_CATEGORY and a.applies_to(probe) and a.action not in own_names]
-    return own + generic
+def item_actions_for_category(category: str, item: ExceptionItem | None = None) -> list[ItemAction]:
+    """Actions that apply to items of `category`: a workflow flow's own first (when `item` belongs to a run of
+    that flow), then the category's own, then generic ones; a more specific action overrides a same-named one."""
+    probe = item if item is not None else ExceptionItem(category=category)
+    chosen: list[ItemAction] = []
+    names: set[str] = set()
+    tiers = (
+        [a for a in _ACTIONS if a.flow and a.applies_to(probe)],
+        [a for a in _ACTIONS if not a.flow and a.category == category],
+        [a for a in _ACTIONS if not a.flow and a.category == ANY_CATEGORY and a.applies_to(probe)],
+    )
+    for tier in tiers:
+        fresh = [a for a in tier if a.action not in names]
+        chosen += fresh
+        names |= {a.action for a in fresh}
+    return chosen
 
 
 def item_actions_available(*, item: ExceptionItem, user: Any) -> list[ItemAction]:
     """What `user` may do with `item` now: nothing once the item is closed, nothing without the permission."""
     if item.state != ExceptionState.OPEN or user is None:
         return []
-    return [a for a in item_actions_for_category(item.category) if user.has_perm(a.permission)]
+    return [a for a in item_actions_for_category(item.category, item) if user.has_perm(a.permission)]
 
 
 def item_action_perform(*, item: ExceptionItem, action: str, user: Any, reason: str, **inputs: Any) -> ExceptionItem:
     """Run `action` on `item` as `user`; a clear error when the action does not apply to the item."""
-    for candidate in item_actions_for_category(item.category):
+    for candidate in item_actions_for_category(item.category, item):
         if candidate.action == action:
             unknown = set(inputs) - set(candidate.inputs)
             if unknown:
@@ -83,7 +102,7 @@ def item_action_perform(*, item: ExceptionItem, action: str, user: Any, reason: 
                     errors=[{"field": name, "message": "Unknown input."} for name in sorted(unknown)],
                 )
             return candidate.handler(item=item, user=user, reason=reason, **inputs)
-    offered = ", ".join(a.action for a in item_actions_for_category(item.category)) or "none"
+    offered = ", ".join(a.action for a in item_actions_for_category(item.category, item)) or "none"
     raise HubConflictError(
         f"{action!r} is not an action on {item.get_category_display().lower()} items.",
         hint=f"Actions on this item: {offered}.",
@@ -119,6 +138,7 @@ def _register_engine_actions() -> None:
             label="Replay",
             permission=services.PERM_FIX,
             handler=services.exception_item_replay,
+            needs_message=True,
             excluded_categories=(ExceptionCategory.APPROVAL_REQUIRED, ExceptionCategory.ACTIVATION_HELD),
             inputs=("mapping",),
             help_text="Run the message through the pipeline again (after a mapping or target fix).",
@@ -130,6 +150,7 @@ def _register_engine_actions() -> None:
             label="Edit the payload and replay",
             permission=services.PERM_FIX,
             handler=services.exception_item_fix_and_replay,
+            needs_message=True,
             excluded_categories=(ExceptionCategory.APPROVAL_REQUIRED, ExceptionCategory.ACTIVATION_HELD),
             inputs=("payload",),
             help_text="Correct the payload; the diff is recorded with the decision.",

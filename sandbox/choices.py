@@ -8,6 +8,7 @@ class SandboxSystem(models.TextChoices):
     PSA = "psa", "PSA (Harvest-shaped)"
     COLLAB = "collab", "Collaboration (Microsoft Graph-shaped)"
     ERP = "erp", "ERP (sandbox ERP)"
+    ANALYTICS = "analytics", "Analytics warehouse (event sink)"
 
 
 class CrmObject(models.TextChoices):

@@ -1,4 +1,4 @@
-"""URLs of the sandbox systems, mounted under /sandbox/: crm/, psa/, collab/, erp/.
+"""URLs of the sandbox systems, mounted under /sandbox/: crm/, psa/, collab/, erp/, analytics/.
 
 Each system also answers GET <system>/health (no auth), GET <system>/whoami (the system's own auth)
 and the control API <system>/_faults (GET/PUT/DELETE) and <system>/_settings (GET/PATCH).
@@ -13,7 +13,7 @@ from django.urls import URLPattern, path, re_path
 
 from sandbox.choices import CollabObject, ErpObject, PsaObject, SandboxSystem
 from sandbox.faults import with_faults
-from sandbox.views import collab, common, crm, erp, psa, ui
+from sandbox.views import analytics, collab, common, crm, erp, psa, ui
 
 app_name = "sandbox"
 
@@ -99,13 +99,19 @@ for resource in ErpObject.values:
         route(f"erp/api/{resource}/{ID}", erp.detail(resource), name=f"erp-{resource}-detail"),
     ]
 
+analytics_urls = [
+    route(r"analytics/datasets/(?P<dataset>\w+)/events", analytics.events, name="analytics-events"),
+]
+
 urlpatterns = [
     *system_urls(SandboxSystem.CRM, crm.whoami),
     *system_urls(SandboxSystem.PSA, psa.whoami),
     *system_urls(SandboxSystem.COLLAB, collab.whoami),
     *system_urls(SandboxSystem.ERP, erp.whoami),
+    *system_urls(SandboxSystem.ANALYTICS, analytics.whoami),
     *crm_urls,
     *psa_urls,
     *collab_urls,
     *erp_urls,
+    *analytics_urls,
 ]

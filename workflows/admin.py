@@ -1,1 +1,100 @@
 """Admin of the workflows app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from exception_queue.models import ExceptionItem
+from workflows.models import MilestoneBillingRun, WorkflowStep
+
+# --- milestone to billing ---------------------------------------------------------------------------------
+
+
+class MilestoneBillingStepInline(admin.TabularInline):
+    model = WorkflowStep
+    fields = ("position", "name", "status", "attempts", "started_at", "finished_at", "error", "result")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MilestoneBillingItemInline(admin.TabularInline):
+    model = ExceptionItem
+    fk_name = "workflow_run"
+    fields = ("item_link", "category", "state", "step", "required_approvals", "reason", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "exception item"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Item")
+    def item_link(self, item: ExceptionItem) -> str:
+        url = reverse("admin:exception_queue_exceptionitem_change", args=[item.pk])
+        return format_html('<a href="{}">#{}</a>', url, item.pk)
+
+
+RUN_FIELDS = (
+    "flow",
+    "business_key",
+    "status",
+    "current_step",
+    "legal_entity",
+    "amount",
+    "currency",
+    "triggered_at",
+    "started_at",
+    "finished_at",
+    "latency",
+    "last_error",
+    "context",
+)
+
+
+@admin.register(MilestoneBillingRun)
+class MilestoneBillingRunAdmin(admin.ModelAdmin):
+    """Milestone billing runs, read-only: where each milestone stands (checks, approval, billing event,
+    published), the items that hold it, and its milestone-to-billing latency."""
+
+    list_display = [
+        "business_key",
+        "status",
+        "current_step",
+        "amount",
+        "currency",
+        "legal_entity",
+        "triggered_at",
+        "finished_at",
+        "latency",
+    ]
+    list_filter = ["status", "legal_entity"]
+    search_fields = ["=business_key", "=correlation_id"]
+    date_hierarchy = "triggered_at"
+    list_select_related = ["legal_entity"]
+    readonly_fields = RUN_FIELDS
+    fields = RUN_FIELDS
+    inlines = [MilestoneBillingStepInline, MilestoneBillingItemInline]
+
+    @admin.display(description="Latency (s)")
+    def latency(self, run: MilestoneBillingRun) -> str:
+        seconds = run.duration_seconds
+        return "" if seconds is None else f"{seconds:.1f}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -89,3 +89,21 @@ class WorkflowStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.position} {self.name} ({self.status})"
+
+
+# --- milestone to billing ---------------------------------------------------------------------------------
+
+
+class MilestoneBillingRunManager(models.Manager["MilestoneBillingRun"]):
+    def get_queryset(self) -> models.QuerySet[MilestoneBillingRun]:
+        return super().get_queryset().filter(flow="milestone_billing")
+
+
+class MilestoneBillingRun(WorkflowRun):
+    """The runs of the milestone-to-billing flow (a proxy of WorkflowRun): the page finance reads."""
+
+    objects = MilestoneBillingRunManager()  # type: ignore[misc]
+
+    class Meta:
+        proxy = True
+        verbose_name = "milestone billing run"

@@ -1,1 +1,38 @@
-"""Tasks of the workflows app."""
+"""Tasks of the workflows app: thin, take ids, idempotent. Start them with integrationhub.dispatch."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+# --- milestone to billing, invoice status ----------------------------------------------------------------
+
+
+@shared_task(
+    bind=True,
+    name="workflows.milestone_billing_advance_task",
+    ignore_result=True,
+    max_retries=8,
+)
+def milestone_billing_advance_task(self, run_id: int) -> str | None:  # type: ignore[no-untyped-def]
+    """Carry a milestone billing run forward; a retryable error of a system retries with backoff."""
+    from connectors.http import ConnectorError
+    from workflows.milestone_billing import milestone_billing_advance, milestone_billing_give_up
+
+    try:
+        return milestone_billing_advance(run_id=run_id)
+    except ConnectorError as exc:
+        if not exc.retryable or self.request.retries >= self.max_retries:
+            milestone_billing_give_up(run_id=run_id, error=exc.detail)
+            return None
+        countdown = exc.retry_after or min(300, 5 * 2**self.request.retries)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+@shared_task(name="workflows.milestone_billing_pull_task", ignore_result=True)
+def milestone_billing_pull_task(system_id: int) -> int:
+    """Pull a PSA's changed milestones and start the runs of completed ones."""
+    from connectors.models import ConnectedSystem
+    from workflows.milestone_billing import milestone_billing_pull
+
+    system = ConnectedSystem.objects.filter(pk=system_id).first()
+    return milestone_billing_pull(system=system) if system is not None else 0

@@ -101,6 +101,9 @@ WRITABLE: dict[str, dict[str, type | tuple[type, ...]]] = {
         "status": str,
         "client_accepted": bool,
         "external_reference": str,
+        # Written back by the hub's milestone billing flow: where the milestone stands in billing.
+        "billing_status": str,
+        "billing_reference": str,
     },
 }
 REQUIRED = {
