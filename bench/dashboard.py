@@ -8,7 +8,8 @@ each the median of 10 requests through the Django test client (in process: the w
 template included, no network), with the query count of each. The dashboard is measured computed on every
 request (the default 7-day range, and the 90-day range) and as served (its figures reused for 60 s, the
 default HUB_KPI_CACHE_SECONDS). Target: under 500 ms each for the served dashboard and the exception-queue list.
-The data is loaded once; later runs reuse it (HUB_BENCH_RELOAD=1 reloads).
+The data is loaded once; later runs reuse it (HUB_BENCH_RELOAD=1 reloads). HUB_BENCH_PROFILE=1 also profiles
+one dashboard request with pyinstrument.
 
     python -m bench dashboard
     HUB_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/hub_bench_dashboard python -m bench dashboard
@@ -277,6 +278,23 @@ def measure(client: Any, url: str) -> tuple[float, int, int]:
     return statistics.median(times), len(statements), response.status_code
 
 
+def profile(client: Any, url: str) -> None:
+    """HUB_BENCH_PROFILE=1: one request computed from scratch under pyinstrument; the call tree is printed and
+    written as HTML into HUB_VAR_DIR (the slow parts show as the SQL cursor calls of one selector)."""
+    from django.conf import settings
+    from pyinstrument import Profiler
+
+    settings.HUB_KPI_CACHE_SECONDS = 0
+    profiler = Profiler(interval=0.001)
+    with profiler:
+        client.get(url)
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+    target = os.path.join(os.environ.get("HUB_VAR_DIR", "/tmp"), "dashboard-profile.html")
+    with open(target, "w") as out:
+        out.write(profiler.output_html())
+    print(f"profile written to {target}")
+
+
 def run() -> bool:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
@@ -354,6 +372,9 @@ def run() -> bool:
             return False
         results[name] = (median_ms, queries)
         print(f"{name}: median {median_ms:.0f} ms of {REQUESTS}, {queries} queries", flush=True)
+
+    if os.environ.get("HUB_BENCH_PROFILE") == "1":
+        profile(client, pages[cold][0])
 
     worst = max(results[served][0], results[queue][0])
     met = worst < TARGET_MS
