@@ -410,13 +410,15 @@ def duplicate_suspects_kpi(*, limit: int = 10) -> dict[str, Any]:
 
 def kpi_dashboard(*, window: KpiWindow, now: datetime.datetime | None = None) -> dict[str, Any]:
     """Every figure of the leaders' dashboard for one window (about 15 queries, independent of the row count)."""
+    if not _is_postgres():
+        # Not in a transaction on SQLite: the embedded default's transactions take the write lock at BEGIN.
+        return _kpi_dashboard(window=window, now=now)
     with transaction.atomic():
-        if _is_postgres():
-            # Percentiles sort their rows: give this transaction's sorts enough memory not to spill to disk on a
-            # 90-day range (PostgreSQL's default is 4 MB). JIT compiling costs more than it saves on these
-            # short aggregates. SET LOCAL ends with the transaction.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
+        # Percentiles sort their rows: give this transaction's sorts enough memory not to spill to disk on a
+        # 90-day range (PostgreSQL's default is 4 MB). JIT compiling costs more than it saves on these short
+        # aggregates. SET LOCAL ends with the transaction.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
         return _kpi_dashboard(window=window, now=now)
 
 

@@ -126,3 +126,21 @@ def test_batch_progress_json_is_refused_without_a_session(client):
     response = client.get(LIVE)
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_the_exception_queue_list_runs_the_same_queries_for_many_items(client_as):
+    # given a few open items, each at its own system (the benchmark's second page)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_as("finance_approver")
+    ExceptionItemFactory.create_batch(2, system=ConnectedSystemFactory())
+    with CaptureQueriesContext(connection) as few:
+        assert client.get("/admin/exception_queue/exceptionitem/").status_code == 200
+    # when twenty more items at twenty other systems exist
+    for _ in range(20):
+        ExceptionItemFactory(system=ConnectedSystemFactory())
+    with CaptureQueriesContext(connection) as many:
+        client.get("/admin/exception_queue/exceptionitem/")
+    # then the list still runs the same queries (systems and legal entities are joined, not fetched per row)
+    assert len(many.captured_queries) == len(few.captured_queries)
