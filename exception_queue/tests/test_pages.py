@@ -18,6 +18,7 @@ from exception_queue.models import Decision, ExceptionItem
 from exception_queue.services import exception_item_approve, exception_item_open
 from governance.choices import Flow
 from governance.tests.factories import LegalEntityFactory
+from insights.tests.factories import MessageFactory
 from integrationhub.models import AuditEvent
 from sync.choices import MessageStatus
 from sync.models import Message
@@ -54,7 +55,16 @@ def queue_items():
     uk, us = LegalEntityFactory(code="UK01"), LegalEntityFactory(code="US01")
     now = timezone.now()
     items = {
-        "fresh_validation": make_item(system=crm, legal_entity=uk, flow=Flow.CLIENT_MASTER, external_id="ACC-1"),
+        # Replay needs a message to run again, so the item a mapping failed on holds one.
+        "fresh_validation": make_item(
+            system=crm,
+            legal_entity=uk,
+            flow=Flow.CLIENT_MASTER,
+            external_id="ACC-1",
+            message=MessageFactory(
+                system=crm, entity="client", event_type="client.updated", status=MessageStatus.FAILED
+            ),
+        ),
         "big_approval": make_item(
             category=ExceptionCategory.APPROVAL_REQUIRED,
             system=erp,
