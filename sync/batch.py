@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -804,14 +804,7 @@ def _record_batch(
             )
         )
     DeliveryAttempt.objects.bulk_create(attempts, batch_size=1000)
-    Delivery.objects.bulk_update(
-        deliveries,
-        [
-            *("status", "external_id", "delivered_at", "next_attempt_at", "last_error", "lookup_first"),
-            *("dispatched_at", "updated_at"),
-        ],
-        batch_size=1000,
-    )
+    _deliveries_update(deliveries, now)
     if xrefs:
         # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
         CrossReference.objects.bulk_create(xrefs, batch_size=1000, ignore_conflicts=True)
@@ -825,6 +818,42 @@ def _record_batch(
     else:
         circuit.circuit_record_failure(system=target)
     return dict(counts)
+
+
+def _rows_set(model: Any, field_name: str, values: list[tuple[int, str]]) -> None:
+    """Give each row its own value of one text column, in one statement per thousand rows (UPDATE ... FROM
+    VALUES, which PostgreSQL and SQLite both run; Django's bulk_update builds a CASE per row and field)."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.get_field(field_name).column)
+    key = connection.ops.quote_name(model._meta.pk.column)
+    for start in range(0, len(values), 1000):
+        chunk = values[start : start + 1000]
+        rows = ", ".join(["(%s, %s)"] * len(chunk))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH v(pk, value) AS (VALUES {rows}) "  # noqa: S608 - names quoted, values are parameters
+                f"UPDATE {table} SET {column} = v.value FROM v WHERE {table}.{key} = v.pk",
+                [item for pair in chunk for item in pair],
+            )
+
+
+def _deliveries_update(deliveries: list[Delivery], now: datetime.datetime) -> None:
+    """The deliveries' new states: one UPDATE per group of equal states, the per-row texts through VALUES."""
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for delivery in deliveries:
+        groups[(delivery.status, delivery.delivered_at, delivery.next_attempt_at)].append(delivery.pk)
+    for (status, delivered_at, next_attempt_at), ids in groups.items():
+        Delivery.objects.filter(pk__in=ids).update(
+            status=status,
+            delivered_at=delivered_at,
+            next_attempt_at=next_attempt_at,
+            lookup_first=False,
+            dispatched_at=None,
+            last_error="",
+            updated_at=now,
+        )
+    _rows_set(Delivery, "external_id", [(d.pk, d.external_id) for d in deliveries if d.external_id])
+    _rows_set(Delivery, "last_error", [(d.pk, d.last_error) for d in deliveries if d.last_error])
 
 
 def _messages_settle_batch(
