@@ -216,3 +216,56 @@ def test_a_celery_worker_runs_the_batch_path_from_its_task(psa, flow, live_celer
     posted = _erp_entries()
     assert delivered.count() == len(expected)
     assert set(posted) == expected and set(posted.values()) == {1}
+
+
+@pytest.mark.django_db
+def test_the_page_rate_lookup_answers_like_rate_for_without_a_query_per_entry(django_assert_max_num_queries):
+    # given an entity default card, a client override card, and a card that ended before some dates
+    import datetime
+    from decimal import Decimal
+
+    from governance.selectors import rate_for, rate_lookup_preload
+    from governance.tests.factories import LegalEntityFactory, RateCardFactory, RateCardLineFactory
+
+    entity = LegalEntityFactory(code="GB01")
+    old = RateCardFactory(
+        legal_entity=entity, valid_from=datetime.date(2025, 1, 1), valid_to=datetime.date(2025, 12, 31)
+    )
+    RateCardLineFactory(rate_card=old, role="Manager", bill_rate=Decimal("120.00"))
+    default = RateCardFactory(legal_entity=entity, valid_from=datetime.date(2026, 1, 1))
+    RateCardLineFactory(rate_card=default, role="Manager", bill_rate=Decimal("150.00"))
+    RateCardLineFactory(rate_card=default, role="Analyst", bill_rate=Decimal("80.00"))
+    client = RateCardFactory(legal_entity=entity, valid_from=datetime.date(2026, 1, 1), client_ref="C-9")
+    RateCardLineFactory(rate_card=client, role="Manager", bill_rate=Decimal("140.00"))
+    asks = [
+        {"role": role, "on_date": on_date, "client": client_ref}
+        for role in ("Manager", "Analyst")
+        for on_date in (datetime.date(2025, 6, 1), datetime.date(2026, 3, 1))
+        for client_ref in (None, "C-9")
+    ]
+    expected = {}
+    for ask in asks:
+        try:
+            expected[tuple(ask.values())] = rate_for(legal_entity="GB01", **ask)
+        except Exception as exc:  # noqa: BLE001 - the error itself is compared
+            expected[tuple(ask.values())] = type(exc)
+    # when a page's lookup is loaded once and asked the same questions
+    with django_assert_max_num_queries(2):
+        lookup = rate_lookup_preload(
+            legal_entity_codes={"GB01"},
+            roles={"Manager", "Analyst"},
+            first_date=datetime.date(2026, 1, 1),
+            last_date=datetime.date(2026, 12, 31),
+        )
+    # then inside the loaded dates it answers exactly like rate_for, without a query
+    with django_assert_max_num_queries(0):
+        inside = {
+            tuple(ask.values()): lookup(legal_entity="GB01", **ask) for ask in asks if ask["on_date"].year == 2026
+        }
+    assert inside == {key: value for key, value in expected.items() if key[1].year == 2026}
+    assert inside[("Manager", datetime.date(2026, 3, 1), "C-9")].bill_rate == Decimal("140.00")
+    # and outside them it asks rate_for, so the answer is still the same
+    assert (
+        lookup(legal_entity="GB01", role="Manager", on_date=datetime.date(2025, 6, 1))
+        == expected[("Manager", datetime.date(2025, 6, 1), None)]
+    )
