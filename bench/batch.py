@@ -526,7 +526,7 @@ def main_profile() -> bool:
         f"profile: {PROFILE_ENTRIES:,} entries in this process (no Celery), {seconds:.1f} s"
         f" = {result.delivered / seconds:,.0f} entries/s; share of the run per phase:",
         *(
-            f"  {label}: {total / seconds:.0%} ({total / PROFILE_ENTRIES * 1000:.2f} ms/entry)"
+            f"{label}: {total / seconds:.0%} ({total / PROFILE_ENTRIES * 1000:.2f} ms/entry)"
             for label, total in totals.items()
         ),
     ]
