@@ -97,6 +97,17 @@ class Stack:
         }
 
 
+_VAR_DIR: list[str] = []
+
+
+def _var_dir() -> str:
+    """One var directory per bench process: the field encryption key generated there must stay the same for
+    every stack, since this process keeps the key it read first."""
+    if not _VAR_DIR:
+        _VAR_DIR.append(tempfile.mkdtemp(prefix="bench-batch-"))
+    return _VAR_DIR[0]
+
+
 @contextmanager
 def stack() -> Iterator[Stack]:
     """Create the database (migrated), point this process at it, and tear everything down afterwards."""
@@ -107,7 +118,7 @@ def stack() -> Iterator[Stack]:
         database=name,
         database_url=_with_db(_server_url(), name),
         redis_url=redis_url,
-        var_dir=tempfile.mkdtemp(prefix="bench-batch-"),
+        var_dir=_var_dir(),
     )
     _redis_flush(redis_url)
     os.environ.update(current.env())
