@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m bench mapping` (or `make bench`)."""
+"""Run benchmarks: `python -m bench mapping` (or `make bench`); options (`--memory`) go to the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ BENCHMARKS = {
     "mapping": "bench.mapping",
     "tryton": "bench.tryton_posting",
     "dashboard": "bench.dashboard",
+    "batch": "bench.batch",
 }
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
+    names = [arg for arg in argv if not arg.startswith("--")] or list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -33,6 +33,7 @@ from connectors.choices import SystemRole
 from connectors.http import (
     ApiKeyAuth,
     BearerAuth,
+    ConnectorError,
     OAuth2ClientCredentialsAuth,
     TerminalConnectorError,
     classify_error,
@@ -1228,6 +1229,53 @@ class SandboxErpConnector(RestConnector):
             return UpsertResult(external_id=found["id"], created=False, payload=updated)
         created = self.call_json("POST", f"/{resource}", json=body, headers={"Idempotency-Key": idempotency_key})
         return UpsertResult(external_id=str(created["id"]), created=True, payload=created)
+
+    def upsert_many(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+    ) -> list[UpsertResult | ConnectorError]:
+        """Create many time entries in one call (POST time-entries/batch), once per idempotency key.
+
+        Answers one result per item, in order: an UpsertResult (created=False when the key was already used,
+        so a re-sent batch creates nothing twice) or the TerminalConnectorError of an item the ERP refused.
+        A failure of the whole call (timeout, 5xx, 429) raises its classified ConnectorError; other entities
+        fall back to one upsert per item.
+        """
+        resource = self.resource(entity)
+        if resource != "time-entries":
+            results: list[UpsertResult | ConnectorError] = []
+            for payload, key in items:
+                try:
+                    results.append(self.upsert(entity, dict(payload), key))
+                except TerminalConnectorError as exc:
+                    results.append(exc)
+            return results
+        if not items:
+            return []
+        body = {"items": [{**payload, "idempotency_key": key} for payload, key in items]}
+        answer = self.call_json("POST", f"/{resource}/batch", json=body)
+        rows = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or len(rows) != len(items):
+            raise TerminalConnectorError(
+                f"{self.slug} answered the batch of {len(items)} {entity} with an unexpected body",
+                system_slug=self.slug,
+            )
+        answered: list[UpsertResult | ConnectorError] = []
+        for row in rows:
+            status = int(row.get("status") or 0)
+            if status in (200, 201) and isinstance(row.get("record"), dict):
+                record = row["record"]
+                answered.append(UpsertResult(external_id=str(record["id"]), created=status == 201, payload=record))
+            else:
+                fields = "; ".join(f"{name}: {text}" for name, text in (row.get("fields") or {}).items())
+                detail = str(row.get("detail") or row.get("error") or "rejected")
+                answered.append(
+                    TerminalConnectorError(
+                        f"{self.slug} refused the {entity}: {detail}" + (f" ({fields})" if fields else ""),
+                        status_code=status or None,
+                        system_slug=self.slug,
+                    )
+                )
+        return answered
 
     def void(self, entity: str, external_id: str) -> None:
         """Reverse a time entry, close a project, deactivate a client, delete a draft invoice."""

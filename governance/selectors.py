@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -117,6 +118,89 @@ def rate_for(
         + (f" (looked for {overrides} overrides and the entity default)" if overrides else "")
         + ".",
         hint="Add the role to a rate card valid on that day, or correct the role or date on the record.",
+    )
+
+
+def rate_lookup_preload(
+    *, legal_entity_codes: set[str], roles: set[str], first_date: datetime.date, last_date: datetime.date
+) -> Callable[..., RateQuote]:
+    """A `rate_for` that answers from rate card lines loaded in two queries, for a batch of records.
+
+    It loads every line of the given legal entities and roles on cards valid at some point between the two
+    dates, then answers each call like `rate_for` (contract, then client, then entity default card; one
+    currency) without a query. A call outside the loaded entities, roles or dates asks `rate_for` itself.
+    """
+    entities = {entity.code: entity for entity in LegalEntity.objects.filter(code__in=legal_entity_codes)}
+    overlapping = Q(valid_from__lte=last_date) & (Q(valid_to__isnull=True) | Q(valid_to__gte=first_date))
+    lines: dict[tuple[int, str], list[RateCardLine]] = {}
+    for line in RateCardLine.objects.select_related("rate_card").filter(
+        rate_card__legal_entity__in=list(entities.values()),
+        role__in=roles,
+        rate_card__in=RateCard.objects.filter(overlapping),
+    ):
+        lines.setdefault((line.rate_card.legal_entity_id, line.role), []).append(line)
+
+    def lookup(
+        *,
+        legal_entity: LegalEntity | str,
+        role: str,
+        on_date: datetime.date,
+        client: str | None = None,
+        contract: str | None = None,
+        currency: str | None = None,
+    ) -> RateQuote:
+        code = legal_entity.code if isinstance(legal_entity, LegalEntity) else legal_entity
+        entity = entities.get(code)
+        if entity is None or role not in roles or not first_date <= on_date <= last_date:
+            return rate_for(
+                legal_entity=legal_entity,
+                role=role,
+                on_date=on_date,
+                client=client,
+                contract=contract,
+                currency=currency,
+            )
+        valid = [
+            line
+            for line in lines.get((entity.pk, role), [])
+            if line.rate_card.valid_from <= on_date
+            and (line.rate_card.valid_to is None or line.rate_card.valid_to >= on_date)
+            and (not currency or line.rate_card.currency == currency)
+        ]
+        levels: list[tuple[str, Callable[[RateCard], bool]]] = []
+        if contract:
+            levels.append(
+                (
+                    SCOPE_CONTRACT,
+                    lambda card: card.contract_ref == contract and (not client or card.client_ref == client),
+                )
+            )
+        if client:
+            levels.append((SCOPE_CLIENT, lambda card: card.client_ref == client and card.contract_ref == ""))
+        levels.append((SCOPE_ENTITY, lambda card: card.client_ref == "" and card.contract_ref == ""))
+        for scope, matches in levels:
+            found = [line for line in valid if matches(line.rate_card)]
+            if found:
+                return _quote(_one_currency(found, entity=entity, role=role, on_date=on_date), scope)
+        # Nothing loaded applies: rate_for raises the same not-found error a single lookup would.
+        return rate_for(
+            legal_entity=entity, role=role, on_date=on_date, client=client, contract=contract, currency=currency
+        )
+
+    return lookup
+
+
+def _quote(line: RateCardLine, scope: str) -> RateQuote:
+    card = line.rate_card
+    return RateQuote(
+        bill_rate=line.bill_rate,
+        cost_rate=line.cost_rate,
+        unit=line.unit,
+        currency=card.currency,
+        tolerance_percent=card.tolerance_percent,
+        rate_card_id=card.pk,
+        rate_card_name=card.name,
+        scope=scope,
     )
 
 

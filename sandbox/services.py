@@ -242,6 +242,50 @@ def record_create(
     return record, True
 
 
+def records_create_many(
+    *, system: str, object_type: str, items: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[SandboxRecord, bool]]:
+    """Store many new records in a few statements (a batch endpoint); each (idempotency key, data) answers
+    (record, created) in order, and a key already used answers its record with created=False."""
+    if not items:
+        return []
+    keys = [key for key, _ in items]
+    existing = {
+        record.idempotency_key: record
+        for record in SandboxRecord.objects.filter(
+            system=system, object_type=object_type, idempotency_key__in=[key for key in keys if key]
+        )
+    }
+    stamp = now_ms()
+    fresh = [
+        SandboxRecord(
+            system=system,
+            object_type=object_type,
+            external_id=_new_external_id(system, object_type) or f"tmp-{uuid.uuid4().hex}",
+            data=data,
+            idempotency_key=key,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        for key, data in items
+        if key not in existing
+    ]
+    try:
+        with transaction.atomic():
+            SandboxRecord.objects.bulk_create(fresh)
+            numbered = [record for record in fresh if record.external_id.startswith("tmp-")]
+            for record in numbered:
+                record.external_id = str(record.pk)
+            SandboxRecord.objects.bulk_update(numbered, ["external_id"])
+    except IntegrityError:
+        # A concurrent request stored one of the keys first: fall back to one create per record.
+        return [
+            record_create(system=system, object_type=object_type, data=data, idempotency_key=key) for key, data in items
+        ]
+    created = iter(fresh)
+    return [(existing[key], False) if key in existing else (next(created), True) for key, _ in items]
+
+
 @transaction.atomic
 def record_update(*, record: SandboxRecord, changes: dict[str, Any]) -> SandboxRecord:
     """Merge `changes` into the record's payload and move its updated timestamp."""

@@ -92,6 +92,7 @@ erp_urls = [
     route(f"erp/api/invoices/{ID}/post", erp.invoice_post, name="erp-invoice-post"),
     route(f"erp/api/invoices/{ID}/pay", erp.invoice_pay, name="erp-invoice-pay"),
     route(f"erp/api/time-entries/{ID}/reverse", erp.time_entry_reverse, name="erp-time-entry-reverse"),
+    route("erp/api/time-entries/batch", erp.time_entries_batch, name="erp-time-entries-batch"),
 ]
 for resource in ErpObject.values:
     erp_urls += [

@@ -1313,6 +1313,19 @@ def follow_up_emit(event: str, message_id: int) -> None:
     )
 
 
+def follow_up_emit_many(event: str, message_ids: list[int]) -> None:
+    """`follow_up_emit` for many messages in one statement (the batch path); their replay counts are read
+    in one query."""
+    if not _subscribers.get(event) or not message_ids:
+        return
+    sequences = dict(Message.objects.filter(pk__in=message_ids).values_list("pk", "replay_count"))
+    FollowUpEvent.objects.bulk_create(
+        [FollowUpEvent(name=event, message_id=pk, sequence=sequences.get(pk, 0)) for pk in message_ids],
+        batch_size=1000,
+        ignore_conflicts=True,
+    )
+
+
 @transaction.atomic
 def follow_up_events_dispatch(*, limit: int = 1000, now: datetime.datetime | None = None) -> int:
     """Claim due pending follow-up events and enqueue them in batches; returns how many."""

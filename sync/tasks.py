@@ -49,3 +49,16 @@ def retention_prune_task() -> dict[str, object]:
 def follow_up_events_process_task(event_ids: list[int]) -> dict[str, int]:
     """Hand a batch of stored follow-up events to their subscribers."""
     return services.follow_up_events_process(event_ids=event_ids)
+
+
+@shared_task(bind=True, name="sync.time_entries_batch_pull_task", ignore_result=True)
+def time_entries_batch_pull_task(self, route_id: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Beat (or a person): the batch path of approved time for one route; continues in a new run when the
+    source has more than one run's worth."""
+    from integrationhub.dispatch import enqueue_on_commit
+    from sync import batch
+
+    result = batch.time_entries_batch_pull(route_id=route_id, task_id=self.request.id or "")
+    if result.more:
+        enqueue_on_commit(time_entries_batch_pull_task, route_id, queue=batch.BATCH_QUEUE)
+    return result.as_dict()

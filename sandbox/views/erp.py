@@ -137,8 +137,13 @@ def render(record: SandboxRecord) -> dict[str, Any]:
     }
 
 
-def _clean(object_type: str, data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    """Normalized fields, or HubValidationError naming each bad field."""
+def _clean(
+    object_type: str, data: dict[str, Any], *, creating: bool, known_references: dict[str, set[str]] | None = None
+) -> dict[str, Any]:
+    """Normalized fields, or HubValidationError naming each bad field.
+
+    `known_references` (reference field -> ids that exist), when given, answers the reference checks
+    without a query per record: the batch endpoint loads them once per request."""
     kinds = FIELDS[object_type]
     problems: dict[str, str] = {name: "Unknown field." for name in data if name not in kinds}
     cleaned: dict[str, Any] = {}
@@ -174,10 +179,15 @@ def _clean(object_type: str, data: dict[str, Any], *, creating: bool) -> dict[st
         )
     for name, target in REFERENCES.items():
         checkable = name in kinds and cleaned.get(name) is not None and name not in problems
-        if (
-            checkable
-            and not selectors.records(system=SYSTEM, object_type=target).filter(external_id=str(cleaned[name])).exists()
-        ):
+        if not checkable:
+            continue
+        if known_references is not None and name in known_references:
+            exists = str(cleaned[name]) in known_references[name]
+        else:
+            exists = (
+                selectors.records(system=SYSTEM, object_type=target).filter(external_id=str(cleaned[name])).exists()
+            )
+        if not exists:
             problems[name] = f"No {target[:-1]} with id {cleaned[name]}."
     allowed = STATUSES.get(object_type)
     if "status" in cleaned and allowed and cleaned["status"] not in allowed:
@@ -369,3 +379,89 @@ def time_entry_reverse(request: HttpRequest, record_id: int) -> HttpResponse:
     except services.HubNotFoundError as exc:
         return error(404, "not_found", exc.detail)
     return JsonResponse(render(reversal), status=201 if created else 200)
+
+
+# --- batch create -------------------------------------------------------------------------------------
+
+BATCH_MAX_ITEMS = 1000
+
+
+def _batch_item_error(index: int, key: str, exc: Exception) -> dict[str, Any]:
+    body = json.loads(_failure(exc).content)
+    status = 422 if isinstance(exc, HubValidationError) else 409
+    return {"index": index, "idempotency_key": key, "status": status, **body}
+
+
+@erp_auth
+def time_entries_batch(request: HttpRequest) -> HttpResponse:
+    """POST time-entries/batch {"items": [{"idempotency_key": ..., <time entry fields>}, ...]}: many entries in
+    one call, each created once per idempotency key (a key already used answers its record with status 200).
+
+    Every item gets its own result, in order: 201 created, 200 already there, 422 invalid, 409 project not
+    active; one bad item never blocks the others. The referenced projects are read once for the whole batch.
+    """
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "Use POST.")
+    try:
+        body = json_body(request)
+    except BadRequestBody as exc:
+        return error(400, "bad_request", str(exc))
+    items = body.get("items")
+    if not isinstance(items, list) or not items or len(items) > BATCH_MAX_ITEMS:
+        return error(400, "bad_request", f"Send items: a list of 1 to {BATCH_MAX_ITEMS} time entries.")
+    if not all(isinstance(item, dict) and str(item.get("idempotency_key") or "") for item in items):
+        return error(400, "bad_request", "Every item must be an object with a non-empty idempotency_key.")
+    object_type = ErpObject.TIME_ENTRY
+    keys = [str(item["idempotency_key"]) for item in items]
+    existing = {
+        record.idempotency_key: record
+        for record in SandboxRecord.objects.filter(system=SYSTEM, object_type=object_type, idempotency_key__in=keys)
+    }
+    project_ids = {str(item.get("project_id")) for item in items if str(item.get("project_id") or "").isdigit()}
+    projects = {
+        record.external_id: record
+        for record in selectors.records(system=SYSTEM, object_type=ErpObject.PROJECT).filter(
+            external_id__in=project_ids
+        )
+    }
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    new: list[tuple[int, str, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for index, (item, key) in enumerate(zip(items, keys, strict=True)):
+        if key in existing:
+            results[index] = {"index": index, "idempotency_key": key, "status": 200, "record": render(existing[key])}
+            continue
+        if key in seen:  # the same key twice in one batch is one entry: the later item answers the first one
+            continue
+        data = {name: value for name, value in item.items() if name != "idempotency_key"}
+        try:
+            cleaned = _clean(object_type, data, creating=True, known_references={"project_id": set(projects)})
+            project = projects[str(cleaned["project_id"])]
+            if project.data.get("status") != ErpProjectStatus.ACTIVE:
+                raise HubConflictError(
+                    f"Project {cleaned['project_id']} is {project.data.get('status')}; nothing can be posted to it."
+                )
+        except (HubValidationError, HubConflictError) as exc:
+            results[index] = _batch_item_error(index, key, exc)
+            continue
+        if cleaned.get("bill_rate"):
+            cleaned["amount"] = str(
+                (Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01"))
+            )
+        seen[key] = index
+        new.append((index, key, cleaned))
+    created = services.records_create_many(
+        system=SYSTEM, object_type=object_type, items=[(key, data) for _, key, data in new]
+    )
+    for (index, key, _), (record, was_created) in zip(new, created, strict=True):
+        results[index] = {
+            "index": index,
+            "idempotency_key": key,
+            "status": 201 if was_created else 200,
+            "record": render(record),
+        }
+    for index, key in enumerate(keys):
+        if results[index] is None:
+            first = results[seen[key]] or {}
+            results[index] = {**first, "index": index, "status": 200}
+    return JsonResponse({"results": results})

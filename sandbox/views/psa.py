@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime
 from functools import wraps
 from typing import Any
@@ -123,10 +124,45 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 REFERENCES = {"user_id": PsaObject.USER, "project_id": PsaObject.PROJECT, "client_id": PsaObject.CLIENT}
 
 
+# The records a list page refers to, loaded once for the page (see _references_load); empty otherwise.
+_page_references: ContextVar[dict[tuple[str, str], SandboxRecord | None] | None] = ContextVar(
+    "psa_page_references", default=None
+)
+
+
 def _get(object_type: str, record_id: Any) -> SandboxRecord | None:
     if record_id in (None, ""):
         return None
+    loaded = _page_references.get()
+    if loaded is not None and (object_type, str(record_id)) in loaded:
+        return loaded[(object_type, str(record_id))]
     return selectors.record_get(system=SYSTEM, object_type=object_type, external_id=str(record_id))
+
+
+def _references_load(rows: list[SandboxRecord]) -> dict[tuple[str, str], SandboxRecord | None]:
+    """The users, projects and clients a page of records refers to, in three queries instead of several per row."""
+    loaded: dict[tuple[str, str], SandboxRecord | None] = {}
+    wanted = {
+        PsaObject.USER: {
+            str(row.data[name]) for row in rows for name in ("user_id", "approved_by_id") if row.data.get(name)
+        },
+        PsaObject.PROJECT: {str(row.data["project_id"]) for row in rows if row.data.get("project_id")},
+        PsaObject.CLIENT: {str(row.data["client_id"]) for row in rows if row.data.get("client_id")},
+    }
+    for object_type in (PsaObject.USER, PsaObject.PROJECT, PsaObject.CLIENT):
+        ids = wanted[object_type]
+        if object_type == PsaObject.CLIENT:
+            ids |= {
+                str(record.data["client_id"])
+                for (kind, _), record in loaded.items()
+                if kind == PsaObject.PROJECT and record is not None and record.data.get("client_id")
+            }
+        found = {
+            record.external_id: record
+            for record in selectors.records(system=SYSTEM, object_type=object_type).filter(external_id__in=ids)
+        }
+        loaded.update({(object_type, external_id): found.get(external_id) for external_id in ids})
+    return loaded
 
 
 def _user_name(user: SandboxRecord | None) -> str | None:
@@ -317,9 +353,14 @@ def _list(request: HttpRequest, object_type: str) -> HttpResponse:
 
     next_page = page + 1 if page < total_pages else None
     previous_page = page - 1 if page > 1 else None
+    token = _page_references.set(_references_load(rows))
+    try:
+        rendered = [render(row) for row in rows]
+    finally:
+        _page_references.reset(token)
     return JsonResponse(
         {
-            object_type: [render(row) for row in rows],
+            object_type: rendered,
             "per_page": per_page,
             "total_pages": total_pages,
             "total_entries": total,

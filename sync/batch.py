@@ -1,0 +1,1031 @@
+"""The batch path of approved time to the ERP: pull a page, map, check, store and deliver it, then the next.
+
+A scheduled pull of time entries that never handles one record at a time. For each page of the PSA:
+the compiled inbound mapping runs over the page (`map_batch`), the flow's policy rules run over it with
+their lookups loaded once per page (rate cards, cross-references of projects and resources, open
+periods), the page's messages are written in one statement together with the cursor move, held and
+failed entries go to the exception queue in one statement, and the passing entries are posted to the
+ERP in batches (one HTTP call per batch, one idempotency key per entry) with their delivery attempts
+recorded in bulk. A re-run of a page stores nothing (the messages' pull keys exist) and so posts
+nothing; a batch the ERP failed is retried with the same keys, which the ERP answers with the entries it
+already has, so nothing is posted twice. Only one page is held in memory at a time.
+
+The pieces are the engine's own: the poll cursor and its lock, pull keys, compiled mappings, the rule
+registry, retry policy, circuit breaker and rate budget, delivery keys and follow-up events.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from connectors.base import UpsertResult
+from connectors.choices import SystemState
+from connectors.http import ConnectorError
+from connectors.models import ConnectedSystem
+from connectors.registry import connector_for
+from exception_queue.choices import ExceptionCategory
+from exception_queue.models import ExceptionItem
+from governance.choices import Flow
+from governance.models import LegalEntity, OwnershipRule, SyncPolicy
+from governance.rules import RuleContext, RuleResult, rule_get, rules_evaluate, schema_defaults, value_at
+from governance.selectors import owner_of, rate_lookup_preload, sync_policy_for
+from integrationhub.errors import HubError, HubValidationError
+from integrationhub.logging import new_correlation_id
+from mappings.choices import Direction
+from mappings.compiler import CompiledMapping, MappingDefinitionError
+from mappings.models import MappingSet
+from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
+from mappings.selectors import canonical_payload_validate
+from sync import circuit
+from sync.choices import (
+    EVENT_MESSAGE_DELIVERED,
+    EVENT_MESSAGE_FAILED,
+    PULL_EVENT_ACTION,
+    AttemptOutcome,
+    DeliveryStatus,
+    MessageStatus,
+    PollOutcome,
+)
+from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, PollCursor, Route
+from sync.ratelimit import rate_budget_wait
+from sync.services import (
+    IDENTITY_FIELDS,
+    LEGAL_ENTITY_FIELDS,
+    POLL_LOCK_SECONDS,
+    RetryPolicy,
+    _jsonable,
+    _money,
+    delivery_idempotency_key,
+    follow_up_emit_many,
+    pull_idempotency_key,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTITY = "time_entry"
+FLOW = Flow.TIME_EXPENSE_TO_ERP
+DEFAULT_BATCH_SIZE = 500
+BATCH_QUEUE = "housekeeping"
+# Fields of the outbound payload that carry the canonical id of another record: the target's own id of
+# that record is sent instead, read from the cross-references once per page.
+TARGET_REFERENCES = {"project_id": "project"}
+# The canonical field that says who worked the entry; a resource is known when any system holds a
+# cross-reference for it.
+RESOURCE_ENTITY = "resource"
+
+
+def open_period_months() -> int:
+    """How many months back from the current one (which counts) the accounting periods are open."""
+    return int(getattr(settings, "HUB_OPEN_PERIOD_MONTHS", 3))
+
+
+def run_seconds() -> float:
+    """How long one run pulls new pages before it hands the rest to its next run (below the task limit)."""
+    default = max(10.0, float(settings.CELERY_TASK_SOFT_TIME_LIMIT) / 2)
+    return float(getattr(settings, "HUB_BATCH_RUN_SECONDS", default))
+
+
+@dataclass
+class BatchPullResult:
+    """What one run of the batch path did: pages read, entries stored and their outcomes, why it stopped."""
+
+    route: int
+    pages: int = 0
+    fetched: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    delivered: int = 0
+    already_applied: int = 0
+    rejected: int = 0
+    retrying: int = 0
+    held: int = 0
+    failed: int = 0
+    outcome: str = ""
+    error: str = ""
+    more: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# --- lookups, loaded once per page ---------------------------------------------------------------------
+
+
+def open_periods(*, today: datetime.date | None = None) -> set[str]:
+    """The open accounting periods ("YYYY-MM"): the current month and the configured months before it."""
+    current = today or timezone.localdate()
+    year, month = current.year, current.month
+    periods = set()
+    for _ in range(max(1, open_period_months())):
+        periods.add(f"{year:04d}-{month:02d}")
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return periods
+
+
+def _rule_params(entries: Iterable[Mapping[str, Any]], name: str) -> list[dict[str, Any]]:
+    found = []
+    for entry in entries:
+        if entry.get("rule") == name:
+            rule = rule_get(name)
+            found.append({**schema_defaults(rule.params_schema), **(entry.get("params") or {})})
+    return found
+
+
+def _date_of(value: Any) -> datetime.date | None:
+    try:
+        return datetime.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+@dataclass
+class PageLookups:
+    """Everything the rules and the outbound payloads of one page need, read in a handful of queries."""
+
+    context: RuleContext
+    target_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def page_lookups_load(
+    *, records: list[dict[str, Any]], policies: Iterable[SyncPolicy | None], target: ConnectedSystem
+) -> PageLookups:
+    """Rate cards of the page's entities, roles and dates; projects known to the target; known resources;
+    open periods. One query each, whatever the page size."""
+    entries = [entry for policy in policies if policy is not None for entry in policy.validation_rules or []]
+    codes: set[str] = set()
+    roles: set[str] = set()
+    dates: list[datetime.date] = []
+    for params in _rule_params(entries, "rate_matches_card"):
+        for record in records:
+            code, role = value_at(record, params["legal_entity_field"]), value_at(record, params["role_field"])
+            on_date = _date_of(value_at(record, params["date_field"]))
+            if isinstance(code, str) and isinstance(role, str) and on_date is not None:
+                codes.add(code)
+                roles.add(role)
+                dates.append(on_date)
+    rate_lookup: Callable[..., Any] | None = None
+    if dates:
+        rate_lookup = rate_lookup_preload(
+            legal_entity_codes=codes, roles=roles, first_date=min(dates), last_date=max(dates)
+        )
+    else:
+        from governance.selectors import rate_for
+
+        rate_lookup = rate_for
+
+    project_paths = {params["field"] for params in _rule_params(entries, "project_active_in_erp")} | {"project_id"}
+    project_ids = {
+        str(value) for record in records for path in project_paths if (value := value_at(record, path)) is not None
+    }
+    target_ids: dict[tuple[str, str], str] = {}
+    wanted = Q()
+    for name in set(TARGET_REFERENCES.values()):
+        ids = project_ids if name == "project" else set()
+        if ids:
+            wanted |= Q(entity=name, canonical_id__in=ids)
+    if wanted:
+        for entity, canonical_id, external_id in CrossReference.objects.filter(wanted, system=target).values_list(
+            "entity", "canonical_id", "external_id"
+        ):
+            target_ids[(entity, canonical_id)] = external_id
+    # A project the ERP knows (it holds its cross-reference) is postable; the ERP itself still refuses a
+    # closed one, per entry, and that entry goes to the queue.
+    active_projects = {canonical_id for (entity, canonical_id) in target_ids if entity == "project"}
+
+    resource_paths = {params["field"] for params in _rule_params(entries, "resource_known")} | {"resource_id"}
+    resource_ids = {
+        str(value) for record in records for path in resource_paths if (value := value_at(record, path)) is not None
+    }
+    known_resources = set(
+        CrossReference.objects.filter(entity=RESOURCE_ENTITY, canonical_id__in=resource_ids).values_list(
+            "canonical_id", flat=True
+        )
+    )
+    context = RuleContext(
+        rate_lookup=rate_lookup,
+        known_resources=known_resources,
+        active_projects=active_projects,
+        open_periods=open_periods(),
+    )
+    return PageLookups(context=context, target_ids=target_ids)
+
+
+# --- one page: map, check, store ----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """The fate of one record of a page before delivery."""
+
+    key: str
+    record: dict[str, Any]
+    canonical: dict[str, Any] | None = None
+    legal_entity_id: int | None = None
+    status: str = MessageStatus.QUEUED
+    category: str = ""
+    reason: str = ""
+    failed_rules: list[dict[str, Any]] = field(default_factory=list)
+    suggested_action: str = ""
+    amount: Decimal | None = None
+    currency: str = ""
+    required_approvals: int = 1
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    payload: dict[str, Any] | None = None
+    outbound_mapping_id: int | None = None
+
+    def fail(self, category: str, reason: str, suggested_action: str, rules: list[dict[str, Any]]) -> None:
+        self.status, self.category, self.reason = MessageStatus.FAILED, category, reason
+        self.suggested_action, self.failed_rules = suggested_action, rules
+
+
+def _failed_rules(results: list[RuleResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule": result.rule,
+            "field": result.field,
+            "expected": _jsonable(result.expected),
+            "actual": _jsonable(result.actual),
+            "message": result.message,
+        }
+        for result in results
+        if not result.passed
+    ]
+
+
+class _PageContext:
+    """Per-page caches: legal entities by code, policies and outbound mappings by legal entity, owners."""
+
+    def __init__(self, route: Route, fallback_legal_entity_id: int | None) -> None:
+        self.route = route
+        self.fallback_legal_entity_id = fallback_legal_entity_id
+        self._entities: dict[str, int | None] = {}
+        self._policies: dict[int | None, SyncPolicy | None] = {}
+        self._outbound: dict[int | None, tuple[MappingSet | None, CompiledMapping | None]] = {}
+        self._owners: dict[tuple[str, str], Any] = {}
+        self.has_ownership = OwnershipRule.objects.filter(entity__name=ENTITY).exists()
+
+    def legal_entity_id(self, canonical: Mapping[str, Any]) -> int | None:
+        code = next((canonical[name] for name in LEGAL_ENTITY_FIELDS if canonical.get(name)), None)
+        if not code:
+            return self.fallback_legal_entity_id
+        if code not in self._entities:
+            self._entities[code] = LegalEntity.objects.filter(code=code).values_list("pk", flat=True).first()
+        return self._entities[code]
+
+    def load_entities(self, codes: set[str]) -> None:
+        missing = codes - set(self._entities)
+        found = dict(LegalEntity.objects.filter(code__in=missing).values_list("code", "pk"))
+        self._entities.update({code: found.get(code) for code in missing})
+
+    def policy(self, legal_entity_id: int | None) -> SyncPolicy | None:
+        if legal_entity_id not in self._policies:
+            entity = LegalEntity.objects.filter(pk=legal_entity_id).first() if legal_entity_id else None
+            self._policies[legal_entity_id] = sync_policy_for(flow=self.route.flow or FLOW, legal_entity=entity)
+        return self._policies[legal_entity_id]
+
+    def outbound(self, legal_entity_id: int | None) -> tuple[MappingSet | None, CompiledMapping | None]:
+        if legal_entity_id not in self._outbound:
+            mapping_set = self.route.outbound_mapping_set or published_mapping_set(
+                system_id=self.route.target_system_id,
+                entity_name=ENTITY,
+                direction=Direction.OUTBOUND,
+                legal_entity_id=legal_entity_id,
+            )
+            compiled = compiled_mapping(mapping_set.pk) if mapping_set is not None else None
+            self._outbound[legal_entity_id] = (mapping_set, compiled)
+        return self._outbound[legal_entity_id]
+
+    def owner(self, name: str, stage: str) -> Any:
+        if (name, stage) not in self._owners:
+            self._owners[(name, stage)] = owner_of(entity=ENTITY, field=name, stage=stage)
+        return self._owners[(name, stage)]
+
+
+def _check_ownership(outcome: Outcome, page: _PageContext, source: ConnectedSystem) -> None:
+    """The ownership stage of the pipeline, with each (field, stage) answer read once per page."""
+    canonical = dict(outcome.canonical or {})
+    stage = str(canonical.get("status") or "")
+    ignored: list[str] = []
+    blocking: list[dict[str, Any]] = []
+    for name in [key for key in canonical if key not in IDENTITY_FIELDS]:
+        rule = page.owner(name, stage)
+        if rule is None or rule.owning_system_id == source.pk:
+            continue
+        if rule.conflict_action == "ignore":
+            ignored.append(name)
+            canonical.pop(name, None)
+        else:
+            blocking.append({"field": name, "owner": rule.owning_system.slug, "rule": rule.pk})
+    if blocking:
+        outcome.fail(
+            ExceptionCategory.OWNERSHIP_CONFLICT,
+            "; ".join(
+                f"{c['field']} is owned by {c['owner']} (rule #{c['rule']}), not {source.slug}" for c in blocking
+            ),
+            "Make the change in the owning system, or remove the fields and replay.",
+            [
+                {
+                    "rule": "ownership",
+                    "field": c["field"],
+                    "expected": c["owner"],
+                    "actual": source.slug,
+                    "message": f"{c['field']} is owned by {c['owner']}",
+                }
+                for c in blocking
+            ],
+        )
+    elif ignored:
+        outcome.canonical = canonical
+        outcome.notes.append({"ownership_ignored": ignored, "at": timezone.now().isoformat()})
+
+
+def _check_hold(outcome: Outcome, policy: SyncPolicy | None) -> None:
+    """The approval hold of the pipeline: an amount at or above the policy's threshold waits for finance."""
+    if policy is None or policy.approval_threshold_amount is None:
+        return
+    amount, currency = _money(outcome.canonical or {})
+    if amount is None or amount < policy.approval_threshold_amount:
+        return
+    second = policy.second_approval_threshold_amount
+    outcome.status = MessageStatus.HELD
+    outcome.category = ExceptionCategory.APPROVAL_REQUIRED
+    outcome.reason = (
+        f"{amount} {currency} is at or above the approval threshold {policy.approval_threshold_amount} "
+        f"{policy.approval_currency}."
+    )
+    outcome.amount, outcome.currency = amount, currency
+    outcome.required_approvals = 2 if second is not None and amount >= second else 1
+    outcome.suggested_action = "Approve to deliver, or reject with a reason."
+
+
+def _outbound_payload(outcome: Outcome, page: _PageContext, lookups: PageLookups) -> None:
+    mapping_set, compiled = page.outbound(outcome.legal_entity_id)
+    canonical = outcome.canonical or {}
+    if compiled is None:
+        payload = dict(canonical)
+    else:
+        result = compiled.map_one(canonical)
+        if result.errors:
+            errors = [str(error) for error in result.errors]
+            outcome.fail(
+                ExceptionCategory.VALIDATION,
+                f"Outbound mapping for {page.route.target_system.slug} failed: " + "; ".join(errors[:5]),
+                "Correct the record or the outbound mapping, then replay.",
+                [],
+            )
+            return
+        payload = result.output
+    for name, entity in TARGET_REFERENCES.items():
+        if payload.get(name) not in (None, ""):
+            external = lookups.target_ids.get((entity, str(payload[name])))
+            if external is not None:
+                payload[name] = int(external) if external.isdigit() else external
+    outcome.payload = payload
+    outcome.outbound_mapping_id = mapping_set.pk if mapping_set is not None else None
+
+
+def page_evaluate(
+    *,
+    route: Route,
+    records: list[tuple[str, dict[str, Any]]],
+    compiled: CompiledMapping,
+    fallback_legal_entity_id: int | None,
+) -> list[Outcome]:
+    """Map a page with the compiled inbound mapping, then run ownership, the policy rules and the hold over
+    it, and build the outbound payloads of the entries that pass."""
+    source = route.source_system
+    page = _PageContext(route, fallback_legal_entity_id)
+    results = compiled.map_batch([record for _, record in records], resolve_xrefs=xrefs_resolve)
+    outcomes: list[Outcome] = []
+    mapped: list[Outcome] = []
+    for (key, record), result in zip(records, results, strict=True):
+        outcome = Outcome(key=key, record=record)
+        outcomes.append(outcome)
+        if result.errors:
+            outcome.fail(
+                ExceptionCategory.VALIDATION,
+                f"{len(result.errors)} field(s) could not be mapped: " + "; ".join(map(str, result.errors[:5])),
+                "Correct the source record (or the mapping) and replay.",
+                [
+                    {
+                        "rule": "mapping",
+                        "field": error["target"],
+                        "expected": error["source"],
+                        "actual": error["value"],
+                        "message": error["message"],
+                    }
+                    for error in (e.as_dict() for e in result.errors)
+                ],
+            )
+            continue
+        outcome.canonical = result.output
+        mapped.append(outcome)
+    page.load_entities(
+        {
+            str(o.canonical[name])
+            for o in mapped
+            for name in LEGAL_ENTITY_FIELDS
+            if o.canonical and o.canonical.get(name)
+        }
+    )
+    for outcome in mapped:
+        outcome.legal_entity_id = page.legal_entity_id(outcome.canonical or {})
+    policies = {outcome.legal_entity_id: page.policy(outcome.legal_entity_id) for outcome in mapped}
+    lookups = page_lookups_load(
+        records=[o.canonical or {} for o in mapped], policies=policies.values(), target=route.target_system
+    )
+    for outcome in mapped:
+        canonical = outcome.canonical or {}
+        if compiled.validator is None:
+            try:
+                problems = canonical_payload_validate(entity_name=ENTITY, payload=canonical)
+            except HubError as exc:
+                problems = [{"path": "", "message": exc.detail, "keyword": "schema"}]
+            if problems:
+                outcome.fail(
+                    ExceptionCategory.VALIDATION,
+                    f"{len(problems)} schema error(s): "
+                    + "; ".join(f"{p['path'] or 'record'}: {p['message']}" for p in problems[:5]),
+                    "Correct the payload to match the canonical schema and replay.",
+                    [
+                        {"rule": "schema", "field": p["path"], "expected": p["keyword"], "actual": None}
+                        | {"message": p["message"]}
+                        for p in problems
+                    ],
+                )
+                continue
+        policy = policies[outcome.legal_entity_id]
+        if policy is not None and policy.validation_rules:
+            failed = _failed_rules(
+                rules_evaluate(record=canonical, entries=policy.validation_rules, context=lookups.context)
+            )
+            if failed:
+                outcome.fail(
+                    ExceptionCategory.POLICY,
+                    "; ".join(item["message"] for item in failed),
+                    "Fix the record in the source system, or edit the payload here and replay.",
+                    failed,
+                )
+                continue
+        if page.has_ownership:
+            _check_ownership(outcome, page, source)
+            if outcome.status == MessageStatus.FAILED:
+                continue
+        _check_hold(outcome, policy)
+        if outcome.status == MessageStatus.HELD:
+            continue
+        _outbound_payload(outcome, page, lookups)
+    return outcomes
+
+
+def _approval_time(canonical: Mapping[str, Any] | None) -> datetime.datetime | None:
+    value = (canonical or {}).get("approved_at") or (canonical or {}).get("updated_at")
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, datetime.UTC)
+    return parsed
+
+
+def page_store(
+    *,
+    route: Route,
+    poll_cursor: PollCursor,
+    outcomes: list[Outcome],
+    inbound_mapping: MappingSet,
+    next_cursor: str,
+) -> list[int]:
+    """Store one evaluated page in one transaction with the cursor move: its messages (one statement), the
+    exception items of held and failed entries (one statement), and the deliveries of the passing ones.
+    Returns the delivery ids to post."""
+    source, target = route.source_system, route.target_system
+    now = timezone.now()
+    correlation_id = new_correlation_id()
+    messages: list[Message] = []
+    for outcome in outcomes:
+        canonical = outcome.canonical
+        passed = outcome.status == MessageStatus.QUEUED
+        messages.append(
+            Message(
+                system=source,
+                entity=ENTITY,
+                event_type=f"{ENTITY}.{PULL_EVENT_ACTION}",
+                idempotency_key=outcome.key,
+                correlation_id=correlation_id,
+                raw_payload=outcome.record,
+                canonical_payload=canonical,
+                canonical_id=str((canonical or {}).get("id") or "")[:100],
+                status=outcome.status,
+                mapping_set=inbound_mapping,
+                mapping_version=inbound_mapping.version,
+                legal_entity_id=outcome.legal_entity_id,
+                ordering_key=str((canonical or {}).get("id") or "")[:200],
+                flow=route.flow or FLOW,
+                source_timestamp=_approval_time(canonical),
+                last_error=outcome.reason[:2000],
+                notes=outcome.notes,
+                received_at=now,
+                dispatched_at=now,
+                mapped_at=now if canonical is not None else None,
+                validated_at=now if passed or outcome.status == MessageStatus.HELD else None,
+                held_at=now if outcome.status == MessageStatus.HELD else None,
+                queued_at=now if passed else None,
+                failed_at=now if outcome.status == MessageStatus.FAILED else None,
+            )
+        )
+    with transaction.atomic():
+        Message.objects.bulk_create(messages, batch_size=1000)
+        items = [
+            ExceptionItem(
+                category=outcome.category,
+                reason=outcome.reason[:4000],
+                message=message,
+                system=source,
+                legal_entity_id=outcome.legal_entity_id,
+                payload_snapshot=outcome.canonical if outcome.canonical is not None else outcome.record,
+                failed_rules=outcome.failed_rules,
+                suggested_action=outcome.suggested_action,
+                amount=outcome.amount,
+                currency=outcome.currency[:3],
+                required_approvals=outcome.required_approvals,
+                flow=route.flow or FLOW,
+                external_id=str(outcome.record.get("id") or "")[:200],
+            )
+            for outcome, message in zip(outcomes, messages, strict=True)
+            if outcome.status in (MessageStatus.FAILED, MessageStatus.HELD)
+        ]
+        ExceptionItem.objects.bulk_create(items, batch_size=1000)
+        follow_up_emit_many(
+            EVENT_MESSAGE_FAILED,
+            [m.pk for m, o in zip(messages, outcomes, strict=True) if o.status == MessageStatus.FAILED],
+        )
+        deliveries = [
+            Delivery(
+                message=message,
+                target_system=target,
+                route=route,
+                status=DeliveryStatus.PENDING,
+                idempotency_key=delivery_idempotency_key(message.pk, target.pk, 0),
+                mapping_set_id=outcome.outbound_mapping_id,
+                outbound_payload=outcome.payload,
+                # Claimed by this run: the dispatcher leaves it alone unless the run dies (then the sweeper).
+                dispatched_at=now,
+            )
+            for outcome, message in zip(outcomes, messages, strict=True)
+            if outcome.status == MessageStatus.QUEUED
+        ]
+        Delivery.objects.bulk_create(deliveries, batch_size=1000)
+        PollCursor.objects.filter(pk=poll_cursor.pk).update(
+            cursor=next_cursor, records_stored=F("records_stored") + len(messages), updated_at=now
+        )
+    poll_cursor.cursor = next_cursor
+    return [delivery.pk for delivery in deliveries]
+
+
+# --- delivery in batches ------------------------------------------------------------------------------
+
+
+def _send(connector: Any, payloads: list[tuple[dict[str, Any], str]]) -> list[UpsertResult | ConnectorError]:
+    """One batch to the target: its `upsert_many` when it has one, else one upsert per entry."""
+    upsert_many = getattr(connector, "upsert_many", None)
+    if upsert_many is not None:
+        return list(upsert_many(ENTITY, payloads))
+    results: list[UpsertResult | ConnectorError] = []
+    for payload, key in payloads:
+        try:
+            results.append(connector.upsert(ENTITY, payload, key))
+        except ConnectorError as exc:
+            if exc.retryable:
+                raise
+            results.append(exc)
+    return results
+
+
+def deliveries_send_batch(
+    *, route: Route, delivery_ids: list[int], batch_size: int, policy: RetryPolicy, task_id: str = ""
+) -> dict[str, int]:
+    """Post deliveries of one route to its target in batches: claim, one call per batch, record in bulk."""
+    counts: dict[str, int] = defaultdict(int)
+    target = route.target_system
+    if not delivery_ids:
+        return counts
+    if target.state == SystemState.PAUSED:
+        # Paused: left pending for the dispatcher, which sends them once the system is resumed.
+        Delivery.objects.filter(pk__in=delivery_ids).update(status=DeliveryStatus.HELD, dispatched_at=None)
+        counts["held"] += len(delivery_ids)
+        return counts
+    connector = connector_for(target)
+    for start in range(0, len(delivery_ids), batch_size):
+        chunk = delivery_ids[start : start + batch_size]
+        gate = circuit.circuit_gate(system=target)
+        budget = rate_budget_wait(system_key=f"{target.slug}:{target.pk}", rate_per_second=target.rate_limit_per_second)
+        if not gate.allowed or not budget.allowed:
+            wait = budget.wait_seconds if gate.allowed else max(1.0, (gate.retry_at or time.time() + 1) - time.time())
+            until = timezone.now() + datetime.timedelta(seconds=wait)
+            Delivery.objects.filter(pk__in=delivery_ids[start:]).update(
+                status=DeliveryStatus.RETRYING, next_attempt_at=until, dispatched_at=None, updated_at=timezone.now()
+            )
+            counts["waiting"] += len(delivery_ids) - start
+            break
+        for outcome, number in _send_chunk(route, connector, chunk, policy, task_id=task_id).items():
+            counts[outcome] += number
+    return dict(counts)
+
+
+def _claim(ids: list[int]) -> list[dict[str, Any]]:
+    """Mark the still-open deliveries of a batch as in flight (attempt counted before the call, so a worker
+    killed mid-call leaves "maybe sent", and the retry's same keys make that harmless)."""
+    with transaction.atomic():
+        open_ids = list(
+            Delivery.objects.select_for_update()
+            .filter(pk__in=ids, status__in=[DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD])
+            .values_list("pk", flat=True)
+        )
+        Delivery.objects.filter(pk__in=open_ids).update(
+            status=DeliveryStatus.DELIVERING, attempts=F("attempts") + 1, updated_at=timezone.now()
+        )
+    rows = Delivery.objects.filter(pk__in=open_ids).order_by("pk")
+    return [
+        dict(row)
+        for row in rows.values(
+            "pk", "message_id", "idempotency_key", "outbound_payload", "attempts", "message__canonical_id"
+        )
+    ]
+
+
+def _send_chunk(route: Route, connector: Any, ids: list[int], policy: RetryPolicy, *, task_id: str) -> dict[str, int]:
+    rows = _claim(ids)
+    if not rows:
+        return {}
+    target = route.target_system
+    started = time.perf_counter()
+    call_error: ConnectorError | None = None
+    results: list[UpsertResult | ConnectorError] = []
+    try:
+        results = _send(connector, [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows])
+    except ConnectorError as exc:
+        call_error = exc
+    except HubError as exc:  # capability missing, credentials not set: a person must act
+        call_error = ConnectorError(exc.detail, system_slug=target.slug)
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    return _record_batch(route, rows, results, call_error, policy, duration_ms=duration_ms, task_id=task_id)
+
+
+@transaction.atomic
+def _record_batch(
+    route: Route,
+    rows: list[dict[str, Any]],
+    results: list[UpsertResult | ConnectorError],
+    call_error: ConnectorError | None,
+    policy: RetryPolicy,
+    *,
+    duration_ms: float,
+    task_id: str,
+) -> dict[str, int]:
+    """Record one batch call in bulk: attempt rows, delivery and message states, cross-references, follow-up
+    events, exception items; and the call's effect on the target's circuit."""
+    target = route.target_system
+    now = timezone.now()
+    ids = [row["pk"] for row in rows]
+    previous = dict(
+        DeliveryAttempt.objects.filter(delivery_id__in=ids)
+        .values("delivery_id")
+        .annotate(last=Max("number"))
+        .values_list("delivery_id", "last")
+    )
+    attempts: list[DeliveryAttempt] = []
+    deliveries: list[Delivery] = []
+    delivered_messages: list[int] = []
+    failed_messages: list[int] = []
+    retrying_messages: list[tuple[int, datetime.datetime | None, str]] = []
+    xrefs: list[CrossReference] = []
+    items: list[ExceptionItem] = []
+    counts: dict[str, int] = defaultdict(int)
+    message_attempts: dict[int, int] = {}
+    for position, row in enumerate(rows):
+        delivery = Delivery(pk=row["pk"], message_id=row["message_id"], attempts=row["attempts"])
+        message_attempts[row["message_id"]] = row["attempts"]
+        result: UpsertResult | ConnectorError | None = call_error or (results[position] if results else None)
+        if result is None:
+            result = ConnectorError("The target answered no result for this entry.", system_slug=target.slug)
+        if isinstance(result, UpsertResult):
+            outcome = AttemptOutcome.DELIVERED if result.created else AttemptOutcome.ALREADY_APPLIED
+            status_code: int | None = 201 if result.created else 200
+            error = ""
+            delivery.status, delivery.external_id, delivery.delivered_at = (
+                DeliveryStatus.DELIVERED,
+                str(result.external_id),
+                now,
+            )
+            delivery.next_attempt_at = None
+            delivered_messages.append(row["message_id"])
+            if row["message__canonical_id"]:
+                xrefs.append(
+                    CrossReference(
+                        entity=ENTITY,
+                        canonical_id=row["message__canonical_id"],
+                        system=target,
+                        external_id=str(result.external_id),
+                    )
+                )
+            counts["delivered" if result.created else "already_applied"] += 1
+        else:
+            error, status_code = result.detail[:2000], result.status_code
+            delivery.external_id, delivery.delivered_at = "", None
+            if result.retryable and row["attempts"] < policy.max_attempts:
+                outcome = AttemptOutcome.RETRYABLE_ERROR
+                delay = policy.delay(row["attempts"], result.retry_after)
+                delivery.status = DeliveryStatus.RETRYING
+                delivery.next_attempt_at = now + datetime.timedelta(seconds=delay)
+                retrying_messages.append((row["message_id"], delivery.next_attempt_at, error))
+                counts["retrying"] += 1
+            else:
+                outcome = AttemptOutcome.RETRYABLE_ERROR if result.retryable else AttemptOutcome.TERMINAL_ERROR
+                category = ExceptionCategory.DEAD_LETTER if result.retryable else ExceptionCategory.TARGET_REJECTED
+                delivery.status = DeliveryStatus.DEAD if result.retryable else DeliveryStatus.FAILED
+                delivery.next_attempt_at = None
+                failed_messages.append(row["message_id"])
+                reason = (
+                    f"{row['attempts']} attempts to {target.slug} failed; last: {error}"
+                    if result.retryable
+                    else f"{target.slug} rejected the {ENTITY}: {error}"
+                )
+                items.append(
+                    ExceptionItem(
+                        category=category,
+                        reason=reason[:4000],
+                        message_id=row["message_id"],
+                        delivery_id=row["pk"],
+                        system=target,
+                        payload_snapshot=row["outbound_payload"],
+                        suggested_action="Correct the payload (or the target's data) and replay."
+                        if not result.retryable
+                        else "Check the target system, then replay; the replay looks the record up first.",
+                        flow=route.flow or FLOW,
+                    )
+                )
+                counts["rejected" if not result.retryable else "dead"] += 1
+        delivery.last_error = error
+        delivery.lookup_first = False
+        delivery.dispatched_at = None
+        delivery.updated_at = now
+        deliveries.append(delivery)
+        attempts.append(
+            DeliveryAttempt(
+                delivery_id=row["pk"],
+                number=(previous.get(row["pk"]) or 0) + 1,
+                request_summary={
+                    "target": target.slug,
+                    "operation": "upsert_many",
+                    "entity": ENTITY,
+                    "idempotency_key": row["idempotency_key"],
+                    "batch_size": len(rows),
+                    "batch_position": position,
+                },
+                status_code=status_code,
+                duration_ms=duration_ms,
+                outcome=outcome,
+                error=error,
+                task_id=task_id[:100],
+                created_at=now,
+            )
+        )
+    DeliveryAttempt.objects.bulk_create(attempts, batch_size=1000)
+    _deliveries_update(deliveries, now)
+    if xrefs:
+        # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
+        CrossReference.objects.bulk_create(xrefs, batch_size=1000, ignore_conflicts=True)
+    _messages_settle_batch(delivered_messages, failed_messages, retrying_messages, message_attempts, now)
+    if items:
+        ExceptionItem.objects.bulk_create(items, batch_size=1000)
+    follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered_messages)
+    follow_up_emit_many(EVENT_MESSAGE_FAILED, failed_messages)
+    if call_error is None or (call_error.status_code is not None and not call_error.retryable):
+        circuit.circuit_record_success(system=target)
+    else:
+        circuit.circuit_record_failure(system=target)
+    return dict(counts)
+
+
+def _rows_set(model: Any, field_name: str, values: list[tuple[int, str]]) -> None:
+    """Give each row its own value of one text column, in one statement per thousand rows (UPDATE ... FROM
+    VALUES, which PostgreSQL and SQLite both run; Django's bulk_update builds a CASE per row and field)."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(model._meta.get_field(field_name).column)
+    key = connection.ops.quote_name(model._meta.pk.column)
+    for start in range(0, len(values), 1000):
+        chunk = values[start : start + 1000]
+        rows = ", ".join(["(%s, %s)"] * len(chunk))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH v(pk, value) AS (VALUES {rows}) "  # noqa: S608 - names quoted, values are parameters
+                f"UPDATE {table} SET {column} = v.value FROM v WHERE {table}.{key} = v.pk",
+                [item for pair in chunk for item in pair],
+            )
+
+
+def _deliveries_update(deliveries: list[Delivery], now: datetime.datetime) -> None:
+    """The deliveries' new states: one UPDATE per group of equal states, the per-row texts through VALUES."""
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for delivery in deliveries:
+        groups[(delivery.status, delivery.delivered_at, delivery.next_attempt_at)].append(delivery.pk)
+    for (status, delivered_at, next_attempt_at), ids in groups.items():
+        Delivery.objects.filter(pk__in=ids).update(
+            status=status,
+            delivered_at=delivered_at,
+            next_attempt_at=next_attempt_at,
+            lookup_first=False,
+            dispatched_at=None,
+            last_error="",
+            updated_at=now,
+        )
+    _rows_set(Delivery, "external_id", [(d.pk, d.external_id) for d in deliveries if d.external_id])
+    _rows_set(Delivery, "last_error", [(d.pk, d.last_error) for d in deliveries if d.last_error])
+
+
+def _messages_settle_batch(
+    delivered: list[int],
+    failed: list[int],
+    retrying: list[tuple[int, datetime.datetime | None, str]],
+    attempts: dict[int, int],
+    now: datetime.datetime,
+) -> None:
+    """The messages' states after one batch (each has one delivery: the route's), in a few statements."""
+    by_attempts: dict[int, list[int]] = defaultdict(list)
+    for message_id in delivered:
+        by_attempts[attempts[message_id]].append(message_id)
+    for count, ids in by_attempts.items():
+        Message.objects.filter(pk__in=ids).update(
+            status=MessageStatus.DELIVERED,
+            delivered_at=now,
+            next_attempt_at=None,
+            last_error="",
+            attempts=count,
+            updated_at=now,
+        )
+    if failed:
+        Message.objects.filter(pk__in=failed).update(
+            status=MessageStatus.FAILED, failed_at=now, next_attempt_at=None, updated_at=now
+        )
+        # The delivery's error is the message's error: copied in one statement per batch.
+        for message_id, error in Delivery.objects.filter(message_id__in=failed).values_list("message_id", "last_error"):
+            Message.objects.filter(pk=message_id).update(last_error=error, attempts=attempts[message_id])
+    if retrying:
+        due = min((when for _, when, _ in retrying if when is not None), default=None)
+        Message.objects.filter(pk__in=[message_id for message_id, _, _ in retrying]).update(
+            status=MessageStatus.DELIVERING, next_attempt_at=due, last_error=retrying[0][2], updated_at=now
+        )
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+def _route_get(route_id: int) -> Route:
+    route = (
+        Route.objects.select_related("source_system", "target_system", "outbound_mapping_set")
+        .filter(pk=route_id)
+        .first()
+    )
+    if route is None or route.entity != ENTITY:
+        raise HubValidationError(
+            f"Route {route_id} does not exist or does not carry time entries.",
+            errors=[{"field": "route_id"}],
+            hint="Choose an active route of time entries from the PSA to the ERP.",
+        )
+    return route
+
+
+def _due_retries(route: Route, now: datetime.datetime) -> list[int]:
+    """Deliveries of this route a failed batch left to retry, now due (the retry sends the same keys)."""
+    return list(
+        Delivery.objects.filter(route=route, status=DeliveryStatus.RETRYING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:10_000]
+    )
+
+
+def time_entries_batch_pull(
+    *, route_id: int, max_pages: int | None = None, seconds: float | None = None, task_id: str = ""
+) -> BatchPullResult:
+    """Run the batch path of one route of time entries: first the due retries of earlier batches, then the
+    PSA's changed entries page by page from the persisted cursor, until the source has no more, `max_pages`
+    pages were read, or `seconds` (default: `run_seconds()`) have passed (then `more` is true and the
+    caller starts the next run)."""
+    route = _route_get(route_id)
+    source = route.source_system
+    result = BatchPullResult(route=route.pk)
+    budget_seconds = run_seconds() if seconds is None else seconds
+    started = time.monotonic()
+    poll_cursor, _ = PollCursor.objects.get_or_create(system=source, entity=ENTITY)
+
+    def finish(outcome: str, error: str = "") -> BatchPullResult:
+        result.outcome, result.error = outcome, error
+        PollCursor.objects.filter(pk=poll_cursor.pk).update(
+            last_run_at=timezone.now(), last_outcome=outcome, last_error=error[:2000]
+        )
+        log = logger.warning if outcome == PollOutcome.ERROR else logger.info
+        log("batch pull %s", outcome, extra={"route": route.pk, **result.as_dict()})
+        return result
+
+    if not route.active or source.state == SystemState.PAUSED:
+        return finish(PollOutcome.SKIPPED, "The route is inactive or the source system is paused.")
+    # The same lock as the per-record pull of this system and entity: one reader of the cursor at a time.
+    lock_key = f"hub:poll:{source.pk}:{ENTITY}"
+    if not cache.add(lock_key, "1", timeout=POLL_LOCK_SECONDS):
+        result.outcome, result.error = PollOutcome.SKIPPED, "Another run of this pull is in progress."
+        return result
+    try:
+        fallback_ids = list(LegalEntity.objects.filter(systems__id=source.pk).values_list("id", flat=True)[:2])
+        fallback_legal_entity_id = fallback_ids[0] if len(fallback_ids) == 1 else None
+        policy = sync_policy_for(
+            flow=route.flow or FLOW,
+            legal_entity=LegalEntity.objects.filter(pk=fallback_legal_entity_id).first()
+            if fallback_legal_entity_id
+            else None,
+        )
+        retry = RetryPolicy.of(policy)
+        batch_size = policy.batch_size if policy is not None else DEFAULT_BATCH_SIZE
+
+        def deliver(ids: list[int]) -> None:
+            counts = deliveries_send_batch(
+                route=route, delivery_ids=ids, batch_size=batch_size, policy=retry, task_id=task_id
+            )
+            result.delivered += counts.get("delivered", 0)
+            result.already_applied += counts.get("already_applied", 0)
+            result.rejected += counts.get("rejected", 0) + counts.get("dead", 0)
+            result.retrying += counts.get("retrying", 0) + counts.get("waiting", 0)
+
+        deliver(_due_retries(route, timezone.now()))
+        inbound = published_mapping_set(
+            system_id=source.pk,
+            entity_name=ENTITY,
+            direction=Direction.INBOUND,
+            legal_entity_id=fallback_legal_entity_id,
+        )
+        if inbound is None:
+            return finish(
+                PollOutcome.ERROR, f"No published inbound mapping for {ENTITY} from {source.slug}; publish one."
+            )
+        try:
+            compiled = compiled_mapping(inbound.pk)
+        except MappingDefinitionError as exc:
+            return finish(PollOutcome.ERROR, f"Mapping {inbound} does not compile: {exc}")
+        connector = connector_for(source)
+        while max_pages is None or result.pages < max_pages:
+            if result.pages and time.monotonic() - started >= budget_seconds:
+                result.more = True
+                return finish(PollOutcome.PAGE_LIMIT)
+            budget = rate_budget_wait(
+                system_key=f"{source.slug}:{source.pk}", rate_per_second=source.rate_limit_per_second
+            )
+            if not budget.allowed:
+                return finish(PollOutcome.RATE_LIMITED)
+            try:
+                batch = connector.fetch_changes(ENTITY, poll_cursor.cursor or None)
+            except (ConnectorError, HubError) as exc:
+                return finish(PollOutcome.ERROR, str(exc.detail))
+            keyed: dict[str, dict[str, Any]] = {}
+            for record in batch.records:
+                keyed.setdefault(pull_idempotency_key(entity=ENTITY, record=record), dict(record))
+            known = set(
+                Message.objects.filter(system=source, idempotency_key__in=list(keyed)).values_list(
+                    "idempotency_key", flat=True
+                )
+            )
+            fresh = [(key, record) for key, record in keyed.items() if key not in known]
+            outcomes = page_evaluate(
+                route=route, records=fresh, compiled=compiled, fallback_legal_entity_id=fallback_legal_entity_id
+            )
+            delivery_ids = page_store(
+                route=route,
+                poll_cursor=poll_cursor,
+                outcomes=outcomes,
+                inbound_mapping=inbound,
+                next_cursor=batch.next_cursor or "",
+            )
+            result.pages += 1
+            result.fetched += len(batch.records)
+            result.stored += len(outcomes)
+            result.duplicates += len(batch.records) - len(fresh)
+            result.held += sum(1 for o in outcomes if o.status == MessageStatus.HELD)
+            result.failed += sum(1 for o in outcomes if o.status == MessageStatus.FAILED)
+            deliver(delivery_ids)
+            if not batch.has_more:
+                return finish(PollOutcome.COMPLETE)
+        return finish(PollOutcome.PAGE_LIMIT)
+    finally:
+        cache.delete(lock_key)
