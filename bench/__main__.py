@@ -7,6 +7,7 @@ import sys
 BENCHMARKS = {
     "mapping": "bench.mapping",
     "tryton": "bench.tryton_posting",
+    "events": "bench.events",
 }
 
 
