@@ -318,7 +318,12 @@ def message_ingest(
     # No full_clean() here on purpose: this is the hot path and every field is set by code; the unique
     # constraint on (system, idempotency_key) is the duplicate check, one INSERT instead of SELECT + INSERT.
     try:
-        with transaction.atomic():
+        if connection.in_atomic_block:
+            # Inside a caller's transaction, a savepoint keeps that transaction usable after a duplicate.
+            with transaction.atomic():
+                message.save(force_insert=True)
+        else:
+            # In autocommit the INSERT is a transaction of its own: no BEGIN and COMMIT round trips per event.
             message.save(force_insert=True)
     except IntegrityError:
         original = (
