@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 
 BENCHMARKS = {
-    "mapping": "bench.mapping",
-    "tryton": "bench.tryton_posting",
-    "dashboard": "bench.dashboard",
-    "batch": "bench.batch",
+    "events": "bench.events",  # P1
+    "batch": "bench.batch",  # P2
+    "mapping": "bench.mapping",  # P3
+    "tryton": "bench.tryton_posting",  # P4
+    "dashboard": "bench.dashboard",  # P5
 }
 
 

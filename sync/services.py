@@ -18,7 +18,9 @@ import random
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
@@ -47,6 +49,7 @@ from integrationhub.logging import bind_correlation_id, current_correlation_id
 from integrationhub.throttling import budget_spend
 from mappings.choices import CanonicalEntityName, Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
+from mappings.models import MappingSet
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from mappings.selectors import canonical_payload_validate
 from sandbox.webhooks import (
@@ -104,6 +107,40 @@ LEGAL_ENTITY_FIELDS = ("legal_entity_code", "contracting_legal_entity_code")
 # The money field an approval threshold applies to, first present wins (credit limits are approved too).
 AMOUNT_FIELDS = ("amount", "total_amount", "credit_limit")
 EVENT_TYPE = re.compile(r"^([a-z_]+)\.[a-z_]+(\.[a-z_]+)*$")
+
+
+# Configuration read once per batch of messages or deliveries (routes, policies, mapping sets), instead of once
+# per record: a change made while a batch runs applies from the next batch on.
+_batch_memo: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("sync_batch_memo", default=None)
+
+
+@contextmanager
+def _batch_scope() -> Iterator[None]:
+    token = _batch_memo.set({})
+    try:
+        yield
+    finally:
+        _batch_memo.reset(token)
+
+
+def _memoized(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    memo = _batch_memo.get()
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
+def _published_mapping_set(
+    *, system_id: int, entity_name: str, direction: str, legal_entity_id: int | None
+) -> MappingSet | None:
+    return _memoized(
+        ("mapping_set", system_id, entity_name, direction, legal_entity_id),
+        lambda: published_mapping_set(
+            system_id=system_id, entity_name=entity_name, direction=direction, legal_entity_id=legal_entity_id
+        ),
+    )
 
 
 def _setting(name: str, default: float) -> float:
@@ -310,7 +347,12 @@ def message_ingest(
     # No full_clean() here on purpose: this is the hot path and every field is set by code; the unique
     # constraint on (system, idempotency_key) is the duplicate check, one INSERT instead of SELECT + INSERT.
     try:
-        with transaction.atomic():
+        if connection.in_atomic_block:
+            # Inside a caller's transaction, a savepoint keeps that transaction usable after a duplicate.
+            with transaction.atomic():
+                message.save(force_insert=True)
+        else:
+            # In autocommit the INSERT is a transaction of its own: no BEGIN and COMMIT round trips per event.
             message.save(force_insert=True)
     except IntegrityError:
         original = (
@@ -454,14 +496,14 @@ def _value_at(record: Mapping[str, Any], path: str) -> Any:
 
 
 def _routes_for(message: Message) -> list[Route]:
-    routes = Route.objects.filter(source_system_id=message.system_id, entity=message.entity, active=True).filter(
-        Q(legal_entity__isnull=True) | Q(legal_entity_id=message.legal_entity_id)
-    )
-    return [
-        route
-        for route in routes.select_related("target_system").order_by("id")
-        if not route.event_types or message.event_type in route.event_types
-    ]
+    def load() -> list[Route]:
+        routes = Route.objects.filter(source_system_id=message.system_id, entity=message.entity, active=True).filter(
+            Q(legal_entity__isnull=True) | Q(legal_entity_id=message.legal_entity_id)
+        )
+        return list(routes.select_related("target_system").order_by("id"))
+
+    routes = _memoized(("routes", message.system_id, message.entity, message.legal_entity_id), load)
+    return [route for route in routes if not route.event_types or message.event_type in route.event_types]
 
 
 def policy_for_message(message: Message, routes: list[Route] | None = None) -> SyncPolicy | None:
@@ -470,12 +512,18 @@ def policy_for_message(message: Message, routes: list[Route] | None = None) -> S
     flow = next((route.flow for route in routes if route.flow), "")
     if not flow:
         return None
-    return sync_policy_for(flow=flow, legal_entity=message.legal_entity)
+    return _memoized(
+        ("policy", flow, message.legal_entity_id),
+        lambda: sync_policy_for(flow=flow, legal_entity=message.legal_entity),
+    )
 
 
 def _system_legal_entity_id(system_id: int) -> int | None:
-    ids = list(LegalEntity.objects.filter(systems__id=system_id).values_list("id", flat=True)[:2])
-    return ids[0] if len(ids) == 1 else None
+    def load() -> int | None:
+        ids = list(LegalEntity.objects.filter(systems__id=system_id).values_list("id", flat=True)[:2])
+        return ids[0] if len(ids) == 1 else None
+
+    return _memoized(("system_legal_entity", system_id), load)
 
 
 def _open_item(message: Message, category: str, reason: str, **fields: Any) -> None:
@@ -503,7 +551,7 @@ def _stage_map(message: Message, now: datetime.datetime) -> None:
     legal_entity_id = message.legal_entity_id or _system_legal_entity_id(message.system_id)
     mapping_set = message.mapping_set
     if mapping_set is None:
-        mapping_set = published_mapping_set(
+        mapping_set = _published_mapping_set(
             system_id=message.system_id,
             entity_name=message.entity,
             direction=Direction.INBOUND,
@@ -664,7 +712,7 @@ def _jsonable(value: Any) -> Any:
 
 def _stage_ownership(message: Message, now: datetime.datetime) -> None:
     canonical = dict(message.canonical_payload or {})
-    if not OwnershipRule.objects.filter(entity__name=message.entity).exists():
+    if not _memoized(("ownership", message.entity), OwnershipRule.objects.filter(entity__name=message.entity).exists):
         return
     stage = str(canonical.get("status") or "")
     ignored: list[str] = []
@@ -739,7 +787,7 @@ def _stage_hold(message: Message, policy: SyncPolicy | None, now: datetime.datet
 
 def _outbound(route: Route, message: Message) -> tuple[Any, Any, list[str]]:
     """(mapping set, payload, errors) for one target; the canonical record as is when no outbound mapping exists."""
-    mapping_set = route.outbound_mapping_set or published_mapping_set(
+    mapping_set = route.outbound_mapping_set or _published_mapping_set(
         system_id=route.target_system_id,
         entity_name=message.entity,
         direction=Direction.OUTBOUND,
@@ -818,6 +866,11 @@ def delivery_idempotency_key(message_id: int, target_id: int, revision: int) -> 
 
 def message_process(*, message_id: int) -> str | None:
     """Run one message through the stages it has not passed yet; returns its new status (None: nothing to do)."""
+    return _message_process(message_id, None)
+
+
+def _message_process(message_id: int, delivery_ids_out: list[int] | None) -> str | None:
+    # With delivery_ids_out, the new deliveries are collected for the caller to enqueue in batches.
     with transaction.atomic():
         message = (
             Message.objects.select_for_update(of=("self",))
@@ -847,7 +900,10 @@ def message_process(*, message_id: int) -> str | None:
             _stage_hold(message, policy, now)
             delivery_ids = _stage_route(message, routes, now)
             message.save()
-            deliveries_enqueue(delivery_ids=delivery_ids)
+            if delivery_ids_out is None:
+                deliveries_enqueue(delivery_ids=delivery_ids)
+            else:
+                delivery_ids_out.extend(delivery_ids)
         except PipelineStop:
             # A stage parked the message (an exception item, a hold or a stale update) and saved why.
             return message.status
@@ -857,16 +913,23 @@ def message_process(*, message_id: int) -> str | None:
 
 
 def messages_process(*, message_ids: Iterable[int]) -> dict[str, int]:
-    """Process a batch of messages, each in its own transaction so one bad record never blocks the rest."""
+    """Process a batch of messages, each in its own transaction so one bad record never blocks the rest.
+
+    The batch's deliveries are handed to the delivery workers together at the end (DELIVERY_BATCH_SIZE per
+    task) rather than one task per message; were the worker to die before that, they are committed as pending
+    and the dispatcher hands them out once their dispatch is stale."""
     counts: dict[str, int] = defaultdict(int)
-    for message_id in message_ids:
-        try:
-            status = message_process(message_id=message_id)
-        except Exception:
-            # Left in its stage with dispatched_at set: the sweeper retries it; the error is logged once here.
-            logger.exception("message processing failed", extra={"message_id": message_id})
-            status = "error"
-        counts[status or "skipped"] += 1
+    delivery_ids: list[int] = []
+    with _batch_scope():
+        for message_id in message_ids:
+            try:
+                status = _message_process(message_id, delivery_ids)
+            except Exception:
+                # Left in its stage with dispatched_at set: the sweeper retries it; the error is logged once here.
+                logger.exception("message processing failed", extra={"message_id": message_id})
+                status = "error"
+            counts[status or "skipped"] += 1
+    deliveries_enqueue(delivery_ids=delivery_ids)
     return dict(counts)
 
 
@@ -895,9 +958,25 @@ def _watermark_advance(delivery: Delivery) -> None:
     message = delivery.message
     if not message.ordering_key:
         return
-    mark, _ = OrderingWatermark.objects.select_for_update().get_or_create(
-        target_system_id=delivery.target_system_id, entity=message.entity, ordering_key=message.ordering_key
-    )
+    key = {
+        "target_system_id": delivery.target_system_id,
+        "entity": message.entity,
+        "ordering_key": message.ordering_key,
+    }
+    mark = OrderingWatermark.objects.select_for_update().filter(**key).first()
+    if mark is None:
+        # The first delivery of this key sets the mark as it creates it; a concurrent creator makes it compare.
+        try:
+            with transaction.atomic():
+                OrderingWatermark.objects.create(
+                    **key,
+                    source_timestamp=message.source_timestamp,
+                    source_sequence=message.source_sequence,
+                    message=message,
+                )
+            return
+        except IntegrityError:
+            mark = OrderingWatermark.objects.select_for_update().get(**key)
     if mark.message_id is None or _position(message.source_timestamp, message.source_sequence) > _position(
         mark.source_timestamp, mark.source_sequence
     ):
@@ -1011,14 +1090,18 @@ def _send_locked(delivery: Delivery, system: ConnectedSystem, *, task_id: str, p
         )
         return None
     with transaction.atomic():
-        locked = Delivery.objects.select_for_update().filter(pk=delivery.pk).first()
+        # The locked row, read with its message, is the current state (one query instead of a reload of each).
+        locked = (
+            Delivery.objects.select_for_update(of=("self",)).select_related("message").filter(pk=delivery.pk).first()
+        )
         if locked is None or locked.status not in (
             DeliveryStatus.PENDING,
             DeliveryStatus.RETRYING,
             DeliveryStatus.HELD,
         ):
             return None
-        delivery.refresh_from_db()
+        locked.target_system = system
+        delivery = locked
         if _is_stale(delivery):
             delivery.status = DeliveryStatus.SKIPPED_STALE
             delivery.last_error = "A newer update of this record was already applied at the target."
@@ -1184,13 +1267,14 @@ def _message_settle(message_id: int) -> str:
 def deliveries_send(*, delivery_ids: Iterable[int], task_id: str = "") -> dict[str, int]:
     """Send a batch of deliveries; each one is claimed, called and recorded on its own."""
     counts: dict[str, int] = defaultdict(int)
-    for delivery_id in delivery_ids:
-        try:
-            status = delivery_send(delivery_id=delivery_id, task_id=task_id)
-        except Exception:
-            logger.exception("delivery failed unexpectedly", extra={"delivery_id": delivery_id})
-            status = "error"
-        counts[status or "skipped"] += 1
+    with _batch_scope():
+        for delivery_id in delivery_ids:
+            try:
+                status = delivery_send(delivery_id=delivery_id, task_id=task_id)
+            except Exception:
+                logger.exception("delivery failed unexpectedly", extra={"delivery_id": delivery_id})
+                status = "error"
+            counts[status or "skipped"] += 1
     return dict(counts)
 
 
