@@ -29,6 +29,7 @@ DEMO_LOGINS = (
     DemoLogin("finance", "finance-demo", roles.FINANCE_APPROVER),
     DemoLogin("finance2", "finance2-demo", roles.FINANCE_APPROVER),
     DemoLogin("auditor", "auditor-demo", roles.AUDITOR),
+    DemoLogin("leader", "leader-demo", roles.LEADER),
 )
 
 
