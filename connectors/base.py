@@ -22,6 +22,7 @@ OPERATIONS: tuple[str, ...] = (
     "get",
     "find",
     "upsert",
+    "upsert_batch",
     "void",
     "verify_webhook",
 )
@@ -163,6 +164,11 @@ class Connector:
 
     def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert'.")
+
+    def upsert_batch(self, entity: str, items: list[tuple[dict[str, Any], str]]) -> list[UpsertResult]:
+        """Upsert many records of one entity in as few calls as the system allows; results in the order of
+        `items` ((payload, idempotency key) pairs). A key the system already holds answers its record."""
+        raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert_batch'.")
 
     def void(self, entity: str, external_id: str) -> None:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'void'.")

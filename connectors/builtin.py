@@ -785,6 +785,7 @@ class SalesforceCrmConnector(RestConnector):
 
 HARVEST_RESOURCES = {
     "time_entry": "time_entries",
+    "expense": "expenses",
     "project": "projects",
     "resource": "users",
     "milestone": "milestones",
@@ -1097,7 +1098,9 @@ class SandboxErpConnector(RestConnector):
     role_hint = SystemRole.ERP
     description = "The hub's simulated ERP for demos and tests; speaks REST and can be told to fail."
     sensitive_parameters = frozenset({"api_key", "bearer_token"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
+    # Posted entries are immutable but a negative line is accepted: a correction posts the difference.
+    posts_negative_lines = True
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -1147,6 +1150,21 @@ class SandboxErpConnector(RestConnector):
             return UpsertResult(external_id=found["id"], created=False, payload=updated)
         created = self.call_json("POST", f"/{resource}", json=body, headers={"Idempotency-Key": idempotency_key})
         return UpsertResult(external_id=str(created["id"]), created=True, payload=created)
+
+    def upsert_batch(self, entity: str, items: list[tuple[dict[str, Any], str]]) -> list[UpsertResult]:
+        """Post many time entries (or expenses) in one call to /time-entries/batch; each line carries its own
+        idempotency key, so a resent batch answers the lines already stored instead of storing them again."""
+        resource = self.resource(entity)
+        if resource != "time-entries":
+            raise ConnectorCapabilityError(f"The sandbox ERP batches time entries and expenses only, not {entity}.")
+        if not items:
+            return []
+        body = {"lines": [{**payload, "idempotency_key": key} for payload, key in items]}
+        answer = self.call_json("POST", f"/{resource}/batch", json=body)
+        results = answer.get("results") or []
+        return [
+            UpsertResult(external_id=str(row["id"]), created=bool(row.get("created")), payload=row) for row in results
+        ]
 
     def void(self, entity: str, external_id: str) -> None:
         """Reverse a time entry, close a project, deactivate a client, delete a draft invoice."""

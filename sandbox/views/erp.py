@@ -18,6 +18,7 @@ from functools import wraps
 from typing import Any
 
 from dateutil.parser import isoparse
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -68,6 +69,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "currency": "str",
         "description": "str",
         "source_ref": "str",
+        "kind": "str",
+        "amount": "decimal",
     },
     ErpObject.BILLING_EVENT: {
         "project_id": "int",
@@ -279,12 +282,78 @@ def _create(request: HttpRequest, object_type: str) -> HttpResponse:
             services.erp_project_require_active(project_id=cleaned["project_id"])
     except (HubValidationError, HubConflictError) as exc:
         return _failure(exc)
-    if object_type == ErpObject.TIME_ENTRY and cleaned.get("bill_rate"):
-        cleaned["amount"] = str((Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01")))
+    _time_entry_amount(object_type, cleaned)
     record, created = services.record_create(system=SYSTEM, object_type=object_type, data=cleaned, idempotency_key=key)
     if created and object_type == ErpObject.INVOICE:
         record = services.record_update(record=record, changes={"number": f"INV-{int(record.external_id):06d}"})
     return JsonResponse(render(record), status=201 if created else 200)
+
+
+def _time_entry_amount(object_type: str, cleaned: dict[str, Any]) -> None:
+    # An expense line brings its amount; a time line's amount is hours times the bill rate.
+    if object_type == ErpObject.TIME_ENTRY and cleaned.get("bill_rate") and not cleaned.get("amount"):
+        cleaned["amount"] = str((Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01")))
+
+
+MAX_BATCH_LINES = 1000
+
+
+@erp_auth
+def time_entry_batch(request: HttpRequest) -> HttpResponse:
+    """POST time-entries/batch {"lines": [{..., "idempotency_key": k}]}: post many lines in one call, all or
+    nothing. A line whose key was used before answers its stored record (created false), so a resent batch
+    stores nothing twice. Every line created by one call carries the same `batch` id."""
+    if request.method != "POST":
+        return error(405, "method_not_allowed", "Use POST.")
+    try:
+        lines = json_body(request).get("lines")
+    except BadRequestBody as exc:
+        return error(400, "bad_request", str(exc))
+    if not isinstance(lines, list) or not lines or len(lines) > MAX_BATCH_LINES:
+        return error(400, "bad_request", f"Send 1 to {MAX_BATCH_LINES} lines as a list under 'lines'.")
+    prepared: list[tuple[str, dict[str, Any] | None]] = []
+    problems: dict[str, str] = {}
+    for index, line in enumerate(lines):
+        if not isinstance(line, dict):
+            problems[f"lines[{index}]"] = "An object is required."
+            continue
+        data = dict(line)
+        key = str(data.pop("idempotency_key", "") or "")
+        if not key:
+            problems[f"lines[{index}].idempotency_key"] = "This field is required."
+            continue
+        if selectors.record_by_idempotency_key(system=SYSTEM, object_type=ErpObject.TIME_ENTRY, key=key):
+            prepared.append((key, None))
+            continue
+        try:
+            cleaned = _clean(ErpObject.TIME_ENTRY, data, creating=True)
+            services.erp_project_require_active(project_id=cleaned["project_id"])
+        except (HubValidationError, HubConflictError) as exc:
+            detail = (
+                "; ".join(f"{e['field']}: {e.get('message', '')}" for e in getattr(exc, "errors", [])) or exc.detail
+            )
+            problems[f"lines[{index}]"] = detail
+            continue
+        _time_entry_amount(ErpObject.TIME_ENTRY, cleaned)
+        prepared.append((key, cleaned))
+    if problems:
+        return error(422, "validation_error", "Some lines are not valid; nothing was posted.", problems)
+    batch = secrets.token_hex(8)
+    results = []
+    with transaction.atomic():
+        for key, cleaned in prepared:
+            existing = selectors.record_by_idempotency_key(system=SYSTEM, object_type=ErpObject.TIME_ENTRY, key=key)
+            if cleaned is None and existing is not None:
+                results.append({**render(existing), "created": False})
+                continue
+            record, created = services.record_create(
+                system=SYSTEM,
+                object_type=ErpObject.TIME_ENTRY,
+                data={**(cleaned or {}), "batch": batch},
+                idempotency_key=key,
+            )
+            results.append({**render(record), "created": created})
+    return JsonResponse({"batch": batch, "results": results}, status=201)
 
 
 def _update(request: HttpRequest, record: SandboxRecord) -> HttpResponse:
