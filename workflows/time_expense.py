@@ -860,7 +860,10 @@ def time_expense_psa_mappings_install(
             notes="Time and expense flow: the PSA's entries to the canonical record.",
             user=user,
         )
-        all_rules = [*rules, ("legal_entity_code", [currency_path], [{"transform": "case", "params": {"cases": cases}}])]
+        all_rules = [
+            *rules,
+            ("legal_entity_code", [currency_path], [{"transform": "case", "params": {"cases": cases}}]),
+        ]
         for position, (target, sources, steps) in enumerate(all_rules):
             field_rule_save(
                 rule=FieldRule(

@@ -152,10 +152,11 @@ def test_an_entry_at_the_wrong_rate_waits_in_the_queue_until_finance_overrides_i
 
     message = item.message
     run_until(lambda: Message.objects.get(pk=message.pk).status == MessageStatus.DELIVERED)
+    replays = Message.objects.get(pk=message.pk).replay_count
     message_replay(message=message)
     run_until(
         lambda: (
-            Message.objects.get(pk=message.pk).replay_count == 1
+            Message.objects.get(pk=message.pk).replay_count == replays + 1
             and Message.objects.get(pk=message.pk).status == MessageStatus.DELIVERED
         )
     )

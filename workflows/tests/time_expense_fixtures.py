@@ -119,7 +119,11 @@ class TimeExpenseWorld:
         record_update(record=record, changes=changes)
 
     def erp_lines(self, **filters: Any) -> list[SandboxRecord]:
-        return list(SandboxRecord.objects.filter(system="erp", object_type="time-entries", **filters).order_by("pk"))
+        """The ERP's time lines this hub posted (the sandbox's own demo lines left out)."""
+        lines = SandboxRecord.objects.filter(
+            system="erp", object_type="time-entries", data__source_ref__startswith=f"{self.psa.slug}:", **filters
+        )
+        return list(lines.order_by("pk"))
 
     def webhooks_on(self) -> None:
         """The sandbox PSA sends its approval webhooks to this hub's inbound endpoint, signed with a shared secret."""
