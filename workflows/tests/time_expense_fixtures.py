@@ -147,7 +147,12 @@ def run_until(predicate: Callable[[], bool], *, timeout: float = 60.0) -> None:
 
 
 def build_world(
-    request: pytest.FixtureRequest, *, trigger: str = Trigger.EVENT, **rule_options: Any
+    request: pytest.FixtureRequest,
+    *,
+    trigger: str = Trigger.EVENT,
+    erp: ConnectedSystem | None = None,
+    make_erp_project: Callable[[str], str] | None = None,
+    **rule_options: Any,
 ) -> TimeExpenseWorld:
     psa_harness = sandbox_harness("harvest_psa", request)
     erp_harness = sandbox_harness("sandbox_erp", request)
@@ -162,7 +167,7 @@ def build_world(
         region="americas",
     )
     psa = psa_harness.make_system(page_size=50)
-    erp = erp_harness.make_system()
+    erp = erp or erp_harness.make_system()
     for system in (psa, erp):
         system.rate_limit_per_second = Decimal("1000")
         system.save(update_fields=["rate_limit_per_second"])
@@ -267,6 +272,11 @@ def build_world(
         )
         if key == "closed":
             continue  # a project the ERP does not have: no cross-reference there
+        if make_erp_project is not None:
+            CrossReference.objects.create(
+                system=erp, entity="project", external_id=make_erp_project(key), canonical_id=f"prj-{key}"
+            )
+            continue
         erp_project, _ = record_create(
             system="erp",
             object_type="projects",
