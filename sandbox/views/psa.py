@@ -116,7 +116,7 @@ WRITABLE: dict[str, dict[str, type | tuple[type, ...]]] = {
         "external_reference": str,
     },
 }
-REQUIRED = {
+REQUIRED: dict[str, list[str]] = {
     PsaObject.USER: ["first_name", "last_name", "email"],
     PsaObject.CLIENT: ["name"],
     PsaObject.PROJECT: ["client_id", "name"],
@@ -298,7 +298,7 @@ def company(request: HttpRequest) -> HttpResponse:
 
 # --- lists and records --------------------------------------------------------------------------------
 
-LIST_FILTERS = {
+LIST_FILTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "is_active": ("is_active", lambda v: v.lower() == "true"),
     "client_id": ("client_id", int),
     "project_id": ("project_id", int),
