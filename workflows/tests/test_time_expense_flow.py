@@ -250,3 +250,26 @@ def test_an_entry_corrected_after_posting_is_adjusted_by_the_difference(request)
         )
     )
     assert len(world.erp_lines(data__source_ref__endswith=f":{entry}")) == 2
+
+
+def test_an_expense_without_a_receipt_waits_and_one_with_a_receipt_is_posted_with_its_amount(request):
+    # given an expense above the receipt threshold without a receipt, and one with a receipt
+    world = build_world(request, trigger=Trigger.EVENT, receipt_above=25)
+    world.webhooks_on()
+    missing = world.expense(amount=180.0)
+    with_receipt = world.expense(amount=85.5, receipt_url="https://files.example/r/85.pdf")
+
+    # when both are approved
+    world.approve(missing, object_type="expenses")
+    world.approve(with_receipt, object_type="expenses")
+    run_until(lambda: _posted(world) == 1 and ExceptionItem.objects.filter(category=ExceptionCategory.POLICY).exists())
+
+    # then the one with the receipt is in the ERP with its amount, and the other waits for finance
+    [line] = world.erp_lines()
+    assert (line.data["kind"], line.data["amount"], line.data["hours"]) == ("expense", "85.50", "0.00")
+    item = ExceptionItem.objects.get(category=ExceptionCategory.POLICY)
+    assert item.external_id == missing
+    assert [(rule["rule"], rule["field"], rule["expected"], rule["actual"]) for rule in item.failed_rules] == [
+        ("receipt_required_above", "receipt_url", "a receipt", None)
+    ]
+    assert not TimeExpensePosting.objects.filter(entry_key__endswith=f":expense:{missing}").exists()
