@@ -37,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -533,9 +533,9 @@ class SendResult:
 
 
 def _claim(target_system_id: int, now: datetime.datetime) -> list[TimeExpensePosting]:
+    # No row locks: the per-target sender lock already makes this the only sender, and a row lock held over the
+    # ERP call would block the pipeline's ledger reads for as long as the ERP takes to answer.
     rows = _due(target_system_id, now).select_related("message", "reverses", "target_system")
-    if connection.features.has_select_for_update_skip_locked:
-        rows = rows.select_for_update(skip_locked=True, of=("self",))
     return list(rows.order_by("entry_key", "version"))
 
 
