@@ -273,3 +273,37 @@ def test_an_expense_without_a_receipt_waits_and_one_with_a_receipt_is_posted_wit
         ("receipt_required_above", "receipt_url", "a receipt", None)
     ]
     assert not TimeExpensePosting.objects.filter(entry_key__endswith=f":expense:{missing}").exists()
+
+
+def test_lines_the_erp_stored_but_whose_answer_was_lost_are_not_posted_again(request):
+    # given an ERP that stores every write but loses its answer (as if the worker died after the call)
+    from sandbox.services import fault_profile_ensure, fault_profile_reset, fault_profile_save
+
+    world = build_world(request, trigger=Trigger.EVENT)
+    world.webhooks_on()
+    profile = fault_profile_ensure(system="erp")
+    profile.enabled = True
+    profile.accept_then_fail_every_nth = 1
+    fault_profile_save(profile=profile, reason="test: lost answers")
+    entries = [world.time_entry(project="alpha", hours=1), world.time_entry(project="alpha", hours=2)]
+
+    # when the entries are approved and the first batch call's answer is lost
+    for entry in entries:
+        world.approve(entry)
+    run_until(
+        lambda: (
+            TimeExpensePosting.objects.filter(status=PostingStatus.PENDING, attempts__gte=1).count() == 2
+            and len(world.erp_lines()) == 2
+        )
+    )
+    assert TimeExpensePosting.objects.filter(status=PostingStatus.POSTED).count() == 0
+
+    # and the ERP answers again
+    fault_profile_reset(system="erp", reason="test: answers back")
+    run_until(lambda: _posted(world) == 2)
+
+    # then the retry found the stored lines by their keys: each entry is in the ERP once
+    lines = world.erp_lines()
+    assert len(lines) == 2
+    assert sorted(line.data["hours"] for line in lines) == ["1.00", "2.00"]
+    assert set(TimeExpensePosting.objects.values_list("external_id", flat=True)) == {line.external_id for line in lines}
