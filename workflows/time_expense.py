@@ -436,12 +436,17 @@ def time_expense_stage(
             live=_live_lines(state.entry_key, target),
             negative_lines=_connector_posts_negative_lines(target),
         )
+        event_mode = policy is None or policy.trigger != Trigger.SCHEDULE
+        if plan.empty and TimeExpensePosting.objects.filter(message=message, status=PostingStatus.PENDING).exists():
+            # A replay of this message after the ERP refused its line: the line is resent as it was.
+            message.status, message.queued_at = MessageStatus.QUEUED, now
+            postings_send_enqueue(target_system_id=target.pk)
+            return
         if plan.empty:
             message.status, message.delivered_at = MessageStatus.DELIVERED, now
             note = "already posted: nothing changed" if state.approved else "not approved and not posted: nothing to do"
             message.notes = [*message.notes, {"time_expense": note}]
             return
-        event_mode = policy is None or policy.trigger != Trigger.SCHEDULE
         send_after = now if event_mode else now + datetime.timedelta(seconds=batch_window_seconds())
         version = _next_version(state.entry_key, target)
         for line in plan.voids:
@@ -560,17 +565,23 @@ def time_expense_postings_send(*, target_system_id: int) -> SendResult:
         voids = [row for row in rows if row.kind == PostingKind.REVERSAL]
         lines = [row for row in rows if row.kind != PostingKind.REVERSAL]
         # An entry's void goes before its new line (void and repost): the ERP never holds both at once.
+        waiting = [row for row in voids if not _send_void(connector, row, result)]
+        # A line newer than a void not yet done (its voided line is not in the ERP yet, or the void failed) waits,
+        # so the old and the new line are never both in the ERP; older lines go now, and the void right after.
+        waiting_void: dict[str, int] = {}
         for row in voids:
-            _send_void(connector, row, result)
-        blocked = {row.entry_key for row in voids if row.status == PostingStatus.PENDING}
+            if row.status != PostingStatus.POSTED:
+                waiting_void[row.entry_key] = min(row.version, waiting_void.get(row.entry_key, row.version))
         groups: dict[tuple[str, str], list[TimeExpensePosting]] = defaultdict(list)
         for row in lines:
-            if row.entry_key not in blocked:
+            if row.version < waiting_void.get(row.entry_key, row.version + 1):
                 groups[(row.entity, row.project_ref)].append(row)
         for (entity, _project), group in groups.items():
             size = _batch_size(group[0])
             for start in range(0, len(group), size):
                 _send_lines(connector, entity, group[start : start + size], result)
+        for row in waiting:
+            _send_void(connector, row, result)  # its line may have gone out just above
         _messages_settle({row.message_id for row in rows if row.message_id})
         return result
     finally:
@@ -582,17 +593,20 @@ def _batch_size(row: TimeExpensePosting) -> int:
     return max(1, policy.batch_size if policy is not None else 100)
 
 
-def _send_void(connector: Any, row: TimeExpensePosting, result: SendResult) -> None:
-    line = row.reverses
+def _send_void(connector: Any, row: TimeExpensePosting, result: SendResult) -> bool:
+    """Void the line `row` reverses; False when that line is not in the ERP yet (nothing was called)."""
+    # Read again: the line it voids may have been posted earlier in this same send.
+    line = TimeExpensePosting.objects.filter(pk=row.reverses_id).first() if row.reverses_id else None
     if line is None or line.status != PostingStatus.POSTED or not line.external_id:
-        return  # the line it voids is not in the ERP yet: the next send voids it once it is
+        return False  # the line it voids is not in the ERP yet: a later send voids it once it is
     try:
         connector.void(row.entity, line.external_id)
     except (ConnectorError, HubError) as exc:
         _record_failure([row], exc, result)
-        return
+        return True
     result.calls += 1
     _record_success([(row, line.external_id)], result)
+    return True
 
 
 def _send_lines(connector: Any, entity: str, rows: list[TimeExpensePosting], result: SendResult) -> None:

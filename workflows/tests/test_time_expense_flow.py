@@ -307,3 +307,35 @@ def test_lines_the_erp_stored_but_whose_answer_was_lost_are_not_posted_again(req
     assert len(lines) == 2
     assert sorted(line.data["hours"] for line in lines) == ["1.00", "2.00"]
     assert set(TimeExpensePosting.objects.values_list("external_id", flat=True)) == {line.external_id for line in lines}
+
+
+def test_a_line_the_erp_refused_is_posted_once_when_finance_replays_it_after_the_fix(request):
+    # given an ERP project that is closed in the ERP (the hub still has its cross-reference)
+    from exception_queue.services import exception_item_replay
+    from sandbox.services import record_update
+
+    world = build_world(request, trigger=Trigger.EVENT)
+    world.webhooks_on()
+    record_update(record=world.erp_projects["beta"], changes={"status": "closed"})
+    entry = world.time_entry(project="beta", hours=6)
+
+    # when the entry is approved
+    world.approve(entry)
+    run_until(lambda: ExceptionItem.objects.filter(category=ExceptionCategory.TARGET_REJECTED).exists())
+
+    # then the ERP's refusal waits for a person and nothing is in the ERP
+    item = ExceptionItem.objects.get(category=ExceptionCategory.TARGET_REJECTED)
+    assert item.flow == "time_expense_to_erp"
+    assert world.erp_lines() == []
+    assert TimeExpensePosting.objects.get().status == PostingStatus.FAILED
+
+    # when the project is reopened in the ERP and finance replays the item
+    record_update(record=world.erp_projects["beta"], changes={"status": "active"})
+    exception_item_replay(item=item, user=_finance_user(), reason="Project reopened in the ERP")
+    run_until(
+        lambda: _posted(world) == 1 and item.message.__class__.objects.get(pk=item.message_id).status == "delivered"
+    )
+
+    # then the entry is in the ERP once, by the same line
+    assert len(world.erp_lines()) == 1
+    assert TimeExpensePosting.objects.count() == 1
