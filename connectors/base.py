@@ -9,7 +9,7 @@ ConnectorCapabilityError, so the pipeline can ask "can this system do X?" and tr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ OPERATIONS: tuple[str, ...] = (
     "get",
     "find",
     "upsert",
+    "upsert_batch",
     "void",
     "verify_webhook",
 )
@@ -163,6 +164,14 @@ class Connector:
 
     def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert'.")
+
+    def upsert_batch(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+    ) -> Sequence[UpsertResult | Exception]:
+        """Upsert many records of one entity in as few calls as the system allows; results in the order of
+        `items` ((payload, idempotency key) pairs). A key the system already holds answers its record; an item
+        the system refused answers its classified error (the others still count), a failed call raises."""
+        raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert_batch'.")
 
     def void(self, entity: str, external_id: str) -> None:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'void'.")

@@ -867,6 +867,7 @@ class SalesforceCrmConnector(RestConnector):
 
 HARVEST_RESOURCES = {
     "time_entry": "time_entries",
+    "expense": "expenses",
     "project": "projects",
     "resource": "users",
     "milestone": "milestones",
@@ -1179,7 +1180,9 @@ class SandboxErpConnector(RestConnector):
     role_hint = SystemRole.ERP
     description = "The hub's simulated ERP for demos and tests; speaks REST and can be told to fail."
     sensitive_parameters = frozenset({"api_key", "bearer_token"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
+    # Posted entries are immutable but a negative line is accepted: a correction posts the difference.
+    posts_negative_lines = True
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -1276,6 +1279,12 @@ class SandboxErpConnector(RestConnector):
                     )
                 )
         return answered
+
+    def upsert_batch(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+    ) -> Sequence[UpsertResult | Exception]:
+        """The connector contract's batch operation: `upsert_many`, one result or refusal per item, in order."""
+        return self.upsert_many(entity, items)
 
     def void(self, entity: str, external_id: str) -> None:
         """Reverse a time entry, close a project, deactivate a client, delete a draft invoice."""

@@ -573,7 +573,9 @@ class TrytonConnector(Connector):
     role_hint = SystemRole.ERP
     description = "Tryton 8.x over JSON-RPC: parties, projects, timesheet lines, invoices and payments."
     sensitive_parameters = frozenset({"user", "password"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
+    # Tryton refuses negative durations: a correction voids the posted lines and posts the entry again.
+    posts_negative_lines = False
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -1037,6 +1039,12 @@ class TrytonConnector(Connector):
             seen.add(key)
             out.append(result)
         return out
+
+    def upsert_batch(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+    ) -> Sequence[UpsertResult | Exception]:
+        """The batch operation: timesheet.line.create takes a list, so the lines go in one call per 500."""
+        return self.upsert_many(entity, items)
 
     def _correct_time_entry(self, row: Mapping[str, Any], values: Mapping[str, Any]) -> UpsertResult:
         changed = {

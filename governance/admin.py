@@ -14,7 +14,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 
 from governance import services
-from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
+from governance.models import AccountingPeriod, LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from governance.resources import LegalEntityResource, OwnershipRuleResource, RateCardResource, SyncPolicyResource
 from integrationhub.admin_base import HubHistoryAdmin
 from integrationhub.scoping import EntityScopedAdminMixin
@@ -221,3 +221,13 @@ class SyncPolicyAdmin(GovernanceAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SyncPolicy]) -> None:
         for policy in queryset:
             services.sync_policy_delete(policy=policy, user=request.user, reason="deleted in admin")
+
+
+@admin.register(AccountingPeriod)
+class AccountingPeriodAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
+    """The period calendar per legal entity: finance opens and closes periods; every change keeps its history."""
+
+    list_display = ("legal_entity", "name", "start_date", "end_date", "status", "updated_at")
+    list_filter = ("status", "legal_entity")
+    search_fields = ("name", "legal_entity__code", "notes")
+    ordering = ("legal_entity__code", "-start_date")

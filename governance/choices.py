@@ -31,3 +31,8 @@ class Region(models.TextChoices):
     AMERICAS = "americas", "Americas"
     EMEA = "emea", "EMEA"
     APAC = "apac", "APAC"
+
+
+class PeriodStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    CLOSED = "closed", "Closed"

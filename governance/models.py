@@ -10,7 +10,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from governance.choices import ConflictAction, Flow, RateUnit, Region, Trigger
+from governance.choices import ConflictAction, Flow, PeriodStatus, RateUnit, Region, Trigger
 
 currency_code = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code in capitals, for example USD.")
 country_code = RegexValidator(r"^[A-Z]{2}$", "Use a two-letter ISO 3166 code in capitals, for example GB.")
@@ -273,3 +273,45 @@ class SyncPolicy(models.Model):
             errors["validation_rules"] = rule_problems
         if errors:
             raise ValidationError(errors)
+
+
+class AccountingPeriod(models.Model):
+    """One accounting period of a legal entity (usually a month), open or closed for posting time and expenses."""
+
+    legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="accounting_periods")
+    name = models.CharField(max_length=50, blank=True, help_text="For example 2026-11; defaults to the start month.")
+    start_date = models.DateField()
+    end_date = models.DateField(help_text="Last day of the period (inclusive).")
+    status = models.CharField(max_length=10, choices=PeriodStatus.choices, default=PeriodStatus.OPEN)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["legal_entity__code", "-start_date"]
+        indexes = [models.Index(fields=["legal_entity", "start_date"], name="period_entity_start_idx")]
+
+    def __str__(self) -> str:
+        code = self.legal_entity.code if self.legal_entity_id else "?"
+        return f"{code} {self.name or self.start_date} ({self.status})"
+
+    def clean(self) -> None:
+        # Two periods of one entity must never both answer for a day, or "is it open?" has two answers.
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise ValidationError({"end_date": "The period must end on or after its first day; correct the dates."})
+        if not self.name and self.start_date:
+            self.name = self.start_date.strftime("%Y-%m")
+        if not (self.legal_entity_id and self.start_date and self.end_date):
+            return
+        overlapping = AccountingPeriod.objects.filter(
+            legal_entity_id=self.legal_entity_id, start_date__lte=self.end_date, end_date__gte=self.start_date
+        ).exclude(pk=self.pk)
+        other = overlapping.first()
+        if other is not None:
+            raise ValidationError(
+                {
+                    "start_date": f"Overlaps period '{other.name}' ({other.start_date} to {other.end_date}) of the "
+                    "same legal entity; end one period the day before the other starts."
+                }
+            )

@@ -51,6 +51,14 @@ class RuleContext:
     billed_milestone_ids: Membership | None = None
     # contract_remaining(contract_id) -> remaining value (None when the contract is unknown).
     contract_remaining: Callable[[str], Decimal | int | float | str | None] | None = None
+    # period_calendar(legal_entity_code, day) -> whether the entity's period calendar has that day open;
+    # governance.selectors.accounting_period_is_open fits. When given it wins over open_periods.
+    period_calendar: Callable[[str, datetime.date], bool] | None = None
+    # hours_booked(resource_id, day, exclude_id) -> hours of that person's other entries of that day known to the hub.
+    hours_booked: Callable[[str, datetime.date, str], Decimal | int | float] | None = None
+    # entity_currencies(legal_entity_code, day) -> the currencies an entry of that entity may carry on that day
+    # (its base currency and the currencies of its rate cards valid that day).
+    entity_currencies: Callable[[str, datetime.date], Collection[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +121,15 @@ def rule_entries_validate(entries: Any) -> list[str]:
         if not isinstance(entry, dict):
             problems.append(f'{where}: use an object {{"rule": "<name>", "params": {{...}}}}.')
             continue
-        unknown_keys = sorted(set(entry) - {"rule", "params"})
+        unknown_keys = sorted(set(entry) - {"rule", "params", "entities"})
         if unknown_keys:
             problems.append(
-                f"{where}: remove the unknown keys {', '.join(unknown_keys)}; only rule and params are read."
+                f"{where}: remove the unknown keys {', '.join(unknown_keys)}; only rule, params and entities are read."
+            )
+        entities = entry.get("entities", [])
+        if not isinstance(entities, list) or not all(isinstance(name, str) and name for name in entities):
+            problems.append(
+                f'{where}: entities lists the canonical entities the rule applies to, for example ["time_entry"].'
             )
         name = entry.get("rule")
         if name not in _REGISTRY:
@@ -387,10 +400,13 @@ def resource_known(record: Mapping[str, Any], params: Mapping[str, Any], context
 @register_rule(
     "period_open",
     label="Accounting period open",
-    description="The accounting period (month) of the record's date is open.",
+    description="The accounting period of the record's date is open in its legal entity's period calendar.",
     params_schema={
         "type": "object",
-        "properties": {"field": _field_param("date", "Path of the date whose month is the period.")},
+        "properties": {
+            "field": _field_param("date", "Path of the date whose period is checked."),
+            "legal_entity_field": _field_param("legal_entity_code", "Path of the legal entity code."),
+        },
         "additionalProperties": False,
     },
 )
@@ -400,12 +416,21 @@ def period_open(record: Mapping[str, Any], params: Mapping[str, Any], context: R
     if _is_blank(value):
         return _missing_field("period_open", path)
     try:
-        period = datetime.date.fromisoformat(str(value)[:10]).strftime("%Y-%m")
+        day = datetime.date.fromisoformat(str(value)[:10])
     except ValueError:
         return RuleResult(False, "period_open", path, "YYYY-MM-DD", value, f"{path} is not a date; use YYYY-MM-DD.")
-    if context.open_periods is None:
+    period = day.strftime("%Y-%m")
+    if context.period_calendar is not None:
+        entity_path = params["legal_entity_field"]
+        entity = value_at(record, entity_path)
+        if _is_blank(entity):
+            return _missing_field("period_open", entity_path)
+        is_open = bool(context.period_calendar(str(entity), day))
+    elif context.open_periods is not None:
+        is_open = _contains(context.open_periods, period)
+    else:
         return _no_lookup("period_open", path, "open periods")
-    if _contains(context.open_periods, period):
+    if is_open:
         return RuleResult(True, "period_open", path, "an open period", period)
     return RuleResult(
         False,
@@ -413,7 +438,8 @@ def period_open(record: Mapping[str, Any], params: Mapping[str, Any], context: R
         path,
         "an open period",
         period,
-        f"Period {period} is closed; post the entry in an open period or ask finance to reopen {period}.",
+        f"Period {period} is closed (or not in the period calendar); post the entry in an open period or ask "
+        f"finance to open {period}.",
     )
 
 
@@ -571,11 +597,151 @@ def max_amount(record: Mapping[str, Any], params: Mapping[str, Any], context: Ru
     )
 
 
+@register_rule(
+    "daily_hours_within_limit",
+    label="Daily hours within the limit",
+    description="A person's hours on one day, over all their entries the hub knows including this one, stay "
+    "within the limit.",
+    params_schema={
+        "type": "object",
+        "properties": {
+            "max_hours": {"type": "number", "exclusiveMinimum": 0, "maximum": 24, "default": 12},
+            "hours_field": _field_param("hours", "Path of the hours."),
+            "resource_field": _field_param("resource_id", "Path of the person."),
+            "date_field": _field_param("date", "Path of the work date (YYYY-MM-DD)."),
+            "id_field": _field_param("id", "Path of the entry's id (its own earlier versions are not counted)."),
+        },
+        "additionalProperties": False,
+    },
+)
+def daily_hours_within_limit(record: Mapping[str, Any], params: Mapping[str, Any], context: RuleContext) -> RuleResult:
+    rule, hours_path = "daily_hours_within_limit", params["hours_field"]
+    for path in (params["resource_field"], params["date_field"]):
+        if _is_blank(value_at(record, path)):
+            return _missing_field(rule, path)
+    hours = _decimal(value_at(record, hours_path))
+    if hours is None:
+        shown = _shown(value_at(record, hours_path))
+        return RuleResult(False, rule, hours_path, "a number", shown, f"{hours_path} is missing or not a number.")
+    try:
+        day = datetime.date.fromisoformat(str(value_at(record, params["date_field"]))[:10])
+    except ValueError:
+        date_path = params["date_field"]
+        shown = value_at(record, date_path)
+        return RuleResult(False, rule, date_path, "YYYY-MM-DD", shown, f"{date_path} is not a date; use YYYY-MM-DD.")
+    if context.hours_booked is None:
+        return _no_lookup(rule, hours_path, "booked-hours lookup")
+    resource = str(value_at(record, params["resource_field"]))
+    own_id = value_at(record, params["id_field"])
+    others = _decimal(context.hours_booked(resource, day, "" if _is_blank(own_id) else str(own_id))) or Decimal(0)
+    total = others + hours
+    limit = Decimal(str(params["max_hours"]))
+    if total <= limit:
+        return RuleResult(True, rule, hours_path, limit, total)
+    return RuleResult(
+        False,
+        rule,
+        hours_path,
+        limit,
+        total,
+        f"{resource} would have {total} hours on {day.isoformat()} ({others} already booked plus {hours}), above "
+        f"the limit of {limit}; correct the hours in the PSA.",
+    )
+
+
+@register_rule(
+    "receipt_required_above",
+    label="Receipt above an amount",
+    description="An expense above the amount has a receipt attached.",
+    params_schema={
+        "type": "object",
+        "properties": {
+            "amount": {"type": "number", "minimum": 0, "default": 25},
+            "amount_field": _field_param("amount", "Path of the expense amount."),
+            "receipt_field": _field_param("receipt_url", "Path of the receipt (a link or file id)."),
+        },
+        "additionalProperties": False,
+    },
+)
+def receipt_required_above(record: Mapping[str, Any], params: Mapping[str, Any], context: RuleContext) -> RuleResult:
+    rule, amount_path, receipt_path = "receipt_required_above", params["amount_field"], params["receipt_field"]
+    amount = _decimal(value_at(record, amount_path))
+    if amount is None:
+        shown = _shown(value_at(record, amount_path))
+        return RuleResult(False, rule, amount_path, "a number", shown, f"{amount_path} is missing or not a number.")
+    threshold = Decimal(str(params["amount"]))
+    receipt = value_at(record, receipt_path)
+    if amount <= threshold or not _is_blank(receipt):
+        return RuleResult(True, rule, receipt_path, "a receipt" if amount > threshold else None, _shown(receipt))
+    return RuleResult(
+        False,
+        rule,
+        receipt_path,
+        "a receipt",
+        None,
+        f"The expense of {amount} is above {threshold} and has no receipt; attach the receipt in the PSA.",
+    )
+
+
+@register_rule(
+    "currency_matches_entity",
+    label="Currency matches the legal entity",
+    description="The entry's currency is the legal entity's (its base currency or a rate card's currency).",
+    params_schema={
+        "type": "object",
+        "properties": {
+            "currency_field": _field_param("currency", "Path of the currency code."),
+            "legal_entity_field": _field_param("legal_entity_code", "Path of the legal entity code."),
+            "date_field": _field_param("date", "Path of the date (rate cards are effective-dated)."),
+        },
+        "additionalProperties": False,
+    },
+)
+def currency_matches_entity(record: Mapping[str, Any], params: Mapping[str, Any], context: RuleContext) -> RuleResult:
+    rule, currency_path = "currency_matches_entity", params["currency_field"]
+    for path in (currency_path, params["legal_entity_field"], params["date_field"]):
+        if _is_blank(value_at(record, path)):
+            return _missing_field(rule, path)
+    try:
+        day = datetime.date.fromisoformat(str(value_at(record, params["date_field"]))[:10])
+    except ValueError:
+        date_path = params["date_field"]
+        shown = value_at(record, date_path)
+        return RuleResult(False, rule, date_path, "YYYY-MM-DD", shown, f"{date_path} is not a date; use YYYY-MM-DD.")
+    if context.entity_currencies is None:
+        return _no_lookup(rule, currency_path, "legal-entity currency lookup")
+    entity = str(value_at(record, params["legal_entity_field"]))
+    currency = str(value_at(record, currency_path))
+    accepted = sorted(set(context.entity_currencies(entity, day)))
+    if currency in accepted:
+        return RuleResult(True, rule, currency_path, accepted, currency)
+    return RuleResult(
+        False,
+        rule,
+        currency_path,
+        accepted,
+        currency,
+        f"The entry is in {currency} but legal entity {entity} books in {', '.join(accepted) or 'no known currency'}; "
+        "correct the currency in the PSA or the entry's legal entity.",
+    )
+
+
+def rule_applies(entry: Mapping[str, Any], entity: str) -> bool:
+    """Whether a policy's rule entry applies to records of `entity` (an entry without `entities` applies to all)."""
+    entities = entry.get("entities") or []
+    return not entities or entity in entities
+
+
 def rules_evaluate(
-    *, record: Mapping[str, Any], entries: Iterable[Mapping[str, Any]], context: RuleContext
+    *, record: Mapping[str, Any], entries: Iterable[Mapping[str, Any]], context: RuleContext, entity: str = ""
 ) -> list[RuleResult]:
-    """Run a policy's rule entries on one record, in order; every rule runs so the user sees every failure."""
-    return [rule_get(entry["rule"]).run(record, entry.get("params", {}), context) for entry in entries]
+    """Run a policy's rule entries on one record, in order; every rule runs so the user sees every failure.
+    With `entity`, entries limited to other entities are left out."""
+    return [
+        rule_get(entry["rule"]).run(record, entry.get("params", {}), context)
+        for entry in entries
+        if not entity or rule_applies(entry, entity)
+    ]
 
 
 __all__ = [
@@ -583,6 +749,7 @@ __all__ = [
     "RuleContext",
     "RuleResult",
     "register_rule",
+    "rule_applies",
     "rule_entries_validate",
     "rule_get",
     "rule_list",

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet
 
-from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
+from governance.choices import PeriodStatus
+from governance.models import AccountingPeriod, LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from integrationhub.errors import HubConflictError, HubNotFoundError
 
 if TYPE_CHECKING:
@@ -314,3 +315,25 @@ def sync_policy_for(*, flow: str, legal_entity: LegalEntity | None = None) -> Sy
         if specific:
             return specific
     return policies.filter(legal_entity__isnull=True).order_by("id").first()
+
+
+# --- accounting periods -------------------------------------------------------------------------------
+
+
+def accounting_period_for(*, legal_entity: LegalEntity | str, on_date: datetime.date) -> AccountingPeriod | None:
+    """The period of the legal entity's calendar that contains `on_date`, or None when the calendar has none."""
+    periods = AccountingPeriod.objects.filter(start_date__lte=on_date, end_date__gte=on_date)
+    if isinstance(legal_entity, LegalEntity):
+        periods = periods.filter(legal_entity=legal_entity)
+    else:
+        periods = periods.filter(legal_entity__code=legal_entity)
+    return periods.order_by("start_date").first()
+
+
+def accounting_period_is_open(*, legal_entity: LegalEntity | str, on_date: datetime.date) -> bool:
+    """Whether the legal entity may post on `on_date`: a period of its calendar contains the day and is open.
+
+    A day outside every period of the calendar is not open: finance opens a period before anything posts to it.
+    """
+    period = accounting_period_for(legal_entity=legal_entity, on_date=on_date)
+    return period is not None and period.status == PeriodStatus.OPEN

@@ -16,7 +16,7 @@ from django_celery_beat.validators import crontab_validator
 
 from governance import flows, selectors
 from governance.choices import Trigger
-from governance.models import LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
+from governance.models import AccountingPeriod, LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from integrationhub.errors import HubConflictError, HubValidationError
 from mappings.models import CanonicalEntity
 
@@ -63,6 +63,16 @@ def legal_entity_save(*, legal_entity: LegalEntity, user: Any = None, reason: st
     """Validate and save a legal entity, recording who and why in its history."""
     _save(legal_entity, user=user, reason=reason)
     return legal_entity
+
+
+@transaction.atomic
+def accounting_period_save(*, period: AccountingPeriod, user: Any = None, reason: str = "") -> AccountingPeriod:
+    """Validate and save an accounting period (open or closed), recording who and why in its history."""
+    if period.legal_entity_id:
+        # Serialise period writes per legal entity so two concurrent saves cannot both pass the overlap check.
+        LegalEntity.objects.select_for_update().filter(pk=period.legal_entity_id).first()
+    _save(period, user=user, reason=reason)
+    return period
 
 
 @transaction.atomic

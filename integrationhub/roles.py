@@ -62,6 +62,8 @@ ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
     + [
         ("exception_queue.exceptionitem", frozenset({"change", "decide_exceptionitem", "fix_exceptionitem"})),
         ("exception_queue.decision", frozenset({"add"})),
+        # Finance opens and closes the accounting periods time and expenses post into (admins add them).
+        ("governance.accountingperiod", frozenset({"change"})),
     ],
     INTEGRATION_ADMIN: [(f"{app}.*", ALL) for app in HUB_APPS]
     + [

@@ -23,6 +23,7 @@ class PsaObject(models.TextChoices):
     PROJECT = "projects"
     TIME_ENTRY = "time_entries"
     MILESTONE = "milestones"
+    EXPENSE = "expenses"
 
 
 class CollabObject(models.TextChoices):
@@ -75,3 +76,13 @@ class WebhookDeliveryStatus(models.TextChoices):
 # Event names are constants (STYLE 5).
 EVENT_OPPORTUNITY_CLOSED_WON = "opportunity.closed_won"
 CLOSED_WON = "Closed Won"
+
+# The PSA's approval webhooks (Harvest has none; the sandbox sends them as a PSA with approvals would).
+PSA_APPROVAL_EVENTS = {
+    ("time_entries", "approved"): "time_entry.approved",
+    ("time_entries", "unapproved"): "time_entry.unapproved",
+    ("time_entries", "deleted"): "time_entry.deleted",
+    ("expenses", "approved"): "expense.approved",
+    ("expenses", "unapproved"): "expense.unapproved",
+    ("expenses", "deleted"): "expense.deleted",
+}

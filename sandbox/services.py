@@ -24,6 +24,7 @@ from sandbox import selectors
 from sandbox.choices import (
     CLOSED_WON,
     EVENT_OPPORTUNITY_CLOSED_WON,
+    PSA_APPROVAL_EVENTS,
     ApprovalStatus,
     CollabObject,
     CrmObject,
@@ -371,11 +372,18 @@ def crm_opportunity_close_won(*, external_id: str) -> SandboxRecord:
 
 
 @transaction.atomic
-def psa_time_entry_approve(*, external_id: str, approve: bool = True, approver_id: int | None = None) -> SandboxRecord:
-    """Approve (locks the entry) or withdraw the approval of a PSA time entry."""
+def psa_time_entry_approve(
+    *,
+    external_id: str,
+    approve: bool = True,
+    approver_id: int | None = None,
+    object_type: str = PsaObject.TIME_ENTRY,
+) -> SandboxRecord:
+    """Approve (locks the entry) or withdraw the approval of a PSA time entry or expense; either sends the PSA's
+    approval webhook when the PSA has a webhook URL."""
     record = _require(
-        selectors.record_get(system=SandboxSystem.PSA, object_type=PsaObject.TIME_ENTRY, external_id=external_id),
-        f"Time entry {external_id}",
+        selectors.record_get(system=SandboxSystem.PSA, object_type=object_type, external_id=external_id),
+        f"{object_type} {external_id}",
     )
     if approve:
         changes = {
@@ -386,7 +394,21 @@ def psa_time_entry_approve(*, external_id: str, approve: bool = True, approver_i
         }
     else:
         changes = {"approval_status": ApprovalStatus.UNSUBMITTED.value, "approved_at": None, "is_closed": False}
-    return record_update(record=record, changes=changes)
+    record = record_update(record=record, changes=changes)
+    event = PSA_APPROVAL_EVENTS.get((object_type, "approved" if approve else "unapproved"))
+    if event:
+        webhook_delivery_create(event_type=event, record=record)
+    return record
+
+
+@transaction.atomic
+def psa_entry_delete(*, record: SandboxRecord) -> SandboxRecord:
+    """Delete a PSA record; a time entry or expense also sends the PSA's deleted webhook."""
+    record = record_delete(record=record)
+    event = PSA_APPROVAL_EVENTS.get((record.object_type, "deleted"))
+    if event:
+        webhook_delivery_create(event_type=event, record=record)
+    return record
 
 
 # --- ERP ----------------------------------------------------------------------------------------------
@@ -430,17 +452,25 @@ def webhook_delivery_create(*, event_type: str, record: SandboxRecord) -> Sandbo
     if not setting.webhook_url:
         logger.info("sandbox webhook not sent: no webhook_url", extra={"system": record.system, "event": event_type})
         return None
+    if record.system == SandboxSystem.PSA:
+        from sandbox.views.psa import render as psa_render
+
+        # The PSA sends the record itself (as its API renders it), with the event in the URL, so one inbound
+        # mapping reads both pulled records and webhooks. "{event_type}" in the URL is replaced by the event.
+        payload: dict[str, Any] = {**psa_render(record), "deleted": record.deleted}
+    else:
+        payload = {
+            "type": event_type,
+            "timestamp": now_ms().isoformat().replace("+00:00", "Z"),
+            "data": sobject_render(record, version="v60.0"),
+        }
     delivery = SandboxWebhookDelivery.objects.create(
         system=record.system,
         event_type=event_type,
         msg_id=f"msg_{uuid.uuid4().hex}",
         record_external_id=record.external_id,
-        url=setting.webhook_url,
-        payload={
-            "type": event_type,
-            "timestamp": now_ms().isoformat().replace("+00:00", "Z"),
-            "data": sobject_render(record, version="v60.0"),
-        },
+        url=setting.webhook_url.replace("{event_type}", event_type),
+        payload=payload,
     )
     from sandbox.tasks import sandbox_webhook_deliver_task
 

@@ -864,6 +864,19 @@ def delivery_idempotency_key(message_id: int, target_id: int, revision: int) -> 
     return f"hub-{message_id}-{target_id}" + (f"-r{revision}" if revision else "")
 
 
+# A flow that posts with its own ledger (time and expense) takes its messages over after mapping: the
+# handler validates, decides what to send and sets the message's status; the engine saves the message.
+FlowStage = Callable[..., None]
+_flow_stages: dict[str, FlowStage] = {}
+
+
+def flow_stage_register(flow: str, handler: FlowStage) -> FlowStage:
+    """Make `handler(message=, policy=, routes=, now=)` run instead of validate → route for messages of `flow`.
+    Register at import time (an app's ready()), so web and worker processes agree."""
+    _flow_stages[flow] = handler
+    return handler
+
+
 def message_process(*, message_id: int) -> str | None:
     """Run one message through the stages it has not passed yet; returns its new status (None: nothing to do)."""
     return _message_process(message_id, None)
@@ -894,6 +907,11 @@ def _message_process(message_id: int, delivery_ids_out: list[int] | None) -> str
             # Stored on the message so KPIs, the queue and traces group by flow without joining routes.
             message.flow = message.flow or next((route.flow for route in routes if route.flow), "")
             policy = policy_for_message(message, routes)
+            flow_stage = _flow_stages.get(message.flow)
+            if flow_stage is not None and message.status in (MessageStatus.MAPPED, MessageStatus.VALIDATED):
+                flow_stage(message=message, policy=policy, routes=routes, now=now)
+                message.save()
+                return message.status
             if message.status == MessageStatus.MAPPED:
                 _stage_validate(message, policy, now)
                 _stage_ownership(message, now)

@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from exception_queue.models import ExceptionItem
-from workflows.models import MilestoneBillingRun, WorkflowStep
+from sync.admin import ReadOnlyLogAdmin
+from workflows.models import MilestoneBillingRun, TimeExpensePosting, WorkflowStep
 
 # --- milestone to billing ---------------------------------------------------------------------------------
 
@@ -98,3 +99,27 @@ class MilestoneBillingRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(TimeExpensePosting)
+class TimeExpensePostingAdmin(ReadOnlyLogAdmin):
+    """The posting ledger of time and expense: what was posted to which ERP, corrected and reversed (read-only)."""
+
+    list_display = (
+        "entry_key",
+        "version",
+        "kind",
+        "status",
+        "target_system",
+        "project_ref",
+        "hours",
+        "amount",
+        "currency",
+        "external_id",
+        "posted_at",
+    )
+    list_filter = ("status", "kind", "entity", "target_system")
+    search_fields = ("entry_key", "external_id", "idempotency_key", "project_ref")
+    list_select_related = ("target_system",)
+    raw_id_fields = ("message", "reverses")
+    date_hierarchy = "created_at"

@@ -6,5 +6,6 @@ class WorkflowsConfig(AppConfig):
     name = "workflows"
 
     def ready(self) -> None:
-        # The flows register their rules, flow runners, follow-up handlers and exception-item actions.
-        from workflows import invoice_status, milestone_billing  # noqa: F401
+        # The flows register their pipeline stages, rules, flow runners, follow-up handlers and exception-item
+        # actions at start-up, so web and worker processes agree.
+        from workflows import invoice_status, milestone_billing, time_expense  # noqa: F401

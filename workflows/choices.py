@@ -26,3 +26,15 @@ class StepStatus(models.TextChoices):
 
 ACTIVE_RUN_STATUSES = (RunStatus.RUNNING, RunStatus.HELD, RunStatus.AWAITING_APPROVAL, RunStatus.COMPENSATING)
 FINISHED_RUN_STATUSES = (RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.CANCELLED, RunStatus.REJECTED)
+
+
+class PostingKind(models.TextChoices):
+    POST = "post", "Posted"
+    ADJUSTMENT = "adjustment", "Adjustment (the difference of a corrected entry)"
+    REVERSAL = "reversal", "Reversal (a withdrawn entry)"
+
+
+class PostingStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    POSTED = "posted", "Posted in the ERP"
+    FAILED = "failed", "Rejected by the ERP (needs a person)"

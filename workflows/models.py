@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from governance.choices import Flow
-from workflows.choices import RunStatus, StepStatus
+from workflows.choices import PostingKind, PostingStatus, RunStatus, StepStatus
 
 
 class WorkflowRun(models.Model):
@@ -107,3 +107,60 @@ class MilestoneBillingRun(WorkflowRun):
     class Meta:
         proxy = True
         verbose_name = "milestone billing run"
+
+
+class TimeExpensePosting(models.Model):
+    """One line the hub posts (or posted) to an ERP for a time entry or expense: the ledger that makes every
+    entry version post exactly once, and that corrections are computed against (post, adjustment, reversal)."""
+
+    entry_key = models.CharField(
+        max_length=200, help_text="The entry in its source: <source system slug>:<entity>:<source id>."
+    )
+    entity = models.CharField(max_length=40, help_text="time_entry or expense.")
+    version = models.PositiveIntegerField(help_text="1 for the first posting of the entry, then one per correction.")
+    kind = models.CharField(max_length=20, choices=PostingKind.choices)
+    status = models.CharField(max_length=20, choices=PostingStatus.choices, default=PostingStatus.PENDING)
+    target_system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="+")
+    message = models.ForeignKey(
+        "sync.Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="time_expense_postings",
+        help_text="The message whose version of the entry this line posts.",
+    )
+    source_version = models.CharField(
+        max_length=100, help_text="The entry's version in its source (updated_at), so a duplicate is recognised."
+    )
+    project_ref = models.CharField(max_length=100, help_text="The project's id in the ERP: lines are batched by it.")
+    hours = models.DecimalField(max_digits=10, decimal_places=2, default=0, help_text="Hours this line adds.")
+    amount = models.DecimalField(max_digits=14, decimal_places=2, default=0, help_text="Amount this line adds.")
+    currency = models.CharField(max_length=3, blank=True)
+    payload = models.JSONField(default=dict, help_text="What is sent to the ERP.")
+    idempotency_key = models.CharField(max_length=200, unique=True, help_text="Sent with the line; the ERP dedupes.")
+    reverses = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="The line it voids."
+    )
+    external_id = models.CharField(max_length=200, blank=True, help_text="The line's id in the ERP.")
+    attempts = models.PositiveIntegerField(default=0)
+    send_after = models.DateTimeField(
+        default=timezone.now, help_text="Batch window: the target's lines are sent once none is still waiting."
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="Retry time after a transient failure.")
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    posted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["entry_key", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["entry_key", "target_system", "version"], name="unique_posting_version"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "target_system", "project_ref"], name="posting_due_idx"),
+            models.Index(fields=["entry_key", "status"], name="posting_entry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entry_key} v{self.version} {self.kind} ({self.status})"

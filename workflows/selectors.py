@@ -1,4 +1,4 @@
-"""Selectors of the workflows app."""
+"""Selectors of the workflows app: the flows' KPI rows (milestone-to-billing and approved-time-to-ERP latency)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import datetime
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db.models import Exists, OuterRef
+
 from governance.choices import Flow
-from workflows.choices import RunStatus
-from workflows.models import WorkflowRun
+from sync.models import Message
+from workflows.choices import PostingKind, RunStatus
+from workflows.models import TimeExpensePosting, WorkflowRun
 
 # --- milestone to billing --------------------------------------------------------------------------------
 
@@ -50,4 +53,67 @@ def milestone_billing_latencies(
         MilestoneBillingLatency(pk, key, amount, currency, start, end, (end - start).total_seconds())
         for pk, key, amount, currency, start, end in rows
         if end is not None
+    ]
+
+
+# --- approved time and expense to the ERP ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeToErpLatency:
+    """One approved entry version's trip to the ERP: approved in the PSA at `approved_at`, accepted by the ERP at
+    `delivered_at` (the message's delivered_at, when its last line was posted)."""
+
+    message_id: int
+    entry_id: str
+    entity: str
+    legal_entity: str
+    system: str
+    approved_at: datetime.datetime
+    delivered_at: datetime.datetime
+    latency_seconds: float
+
+
+def time_to_erp_latencies(
+    *,
+    delivered_from: datetime.datetime,
+    delivered_to: datetime.datetime,
+    legal_entity: str | None = None,
+    entity: str | None = None,
+) -> list[TimeToErpLatency]:
+    """Approved-time-to-ERP latency of every entry version delivered in [delivered_from, delivered_to), oldest
+    first: delivered_at minus the approval time (the message's source_timestamp, set from the entry's
+    approved_at). Only messages that posted a line count: duplicates, withdrawals and entries that were already
+    posted are not a trip to the ERP. `legal_entity` is a code."""
+    posted_line = TimeExpensePosting.objects.filter(
+        message_id=OuterRef("pk"), kind__in=[PostingKind.POST, PostingKind.ADJUSTMENT]
+    )
+    rows = (
+        Message.objects.filter(
+            flow=Flow.TIME_EXPENSE_TO_ERP,
+            delivered_at__gte=delivered_from,
+            delivered_at__lt=delivered_to,
+            source_timestamp__isnull=False,
+        )
+        .filter(Exists(posted_line))
+        .select_related("legal_entity", "system")
+        .order_by("delivered_at", "id")
+    )
+    if legal_entity:
+        rows = rows.filter(legal_entity__code=legal_entity)
+    if entity:
+        rows = rows.filter(entity=entity)
+    return [
+        TimeToErpLatency(
+            message_id=row.pk,
+            entry_id=row.canonical_id,
+            entity=row.entity,
+            legal_entity=row.legal_entity.code if row.legal_entity else "",
+            system=row.system.slug,
+            approved_at=row.source_timestamp,
+            delivered_at=row.delivered_at,
+            latency_seconds=(row.delivered_at - row.source_timestamp).total_seconds(),
+        )
+        for row in rows
+        if row.source_timestamp is not None and row.delivered_at is not None
     ]

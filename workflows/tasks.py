@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from workflows import time_expense
+
 # --- milestone to billing, invoice status ----------------------------------------------------------------
 
 
@@ -36,3 +38,16 @@ def milestone_billing_pull_task(system_id: int) -> int:
 
     system = ConnectedSystem.objects.filter(pk=system_id).first()
     return milestone_billing_pull(system=system) if system is not None else 0
+
+
+@shared_task(name="workflows.time_expense_postings_send_task", ignore_result=True)
+def time_expense_postings_send_task(target_system_id: int) -> dict[str, int]:
+    """Send a target's due time and expense lines (voids one by one, new lines batched per project)."""
+    result = time_expense.time_expense_postings_send(target_system_id=target_system_id)
+    return {"calls": result.calls, "posted": result.posted, "retrying": result.retrying, "failed": result.failed}
+
+
+@shared_task(name="workflows.time_expense_postings_dispatch_task", ignore_result=True)
+def time_expense_postings_dispatch_task() -> int:
+    """Beat: enqueue a send for every target whose time and expense lines are due and whose batch window closed."""
+    return time_expense.time_expense_postings_dispatch()

@@ -107,7 +107,15 @@ def test_the_connector_declaration_is_accepted_by_a_registry():
     # when the connector registers / then its capabilities match its methods and secrets are not settings
     registry.register(TrytonConnector)
     assert registry.get("tryton_erp") is TrytonConnector
-    assert TrytonConnector.capabilities == {"health_check", "fetch_changes", "get", "find", "upsert", "void"}
+    assert TrytonConnector.capabilities == {
+        "health_check",
+        "fetch_changes",
+        "get",
+        "find",
+        "upsert",
+        "upsert_batch",
+        "void",
+    }
 
 
 # --- status classification against a local stand-in server (the real Tryton cannot be told to fail) ---

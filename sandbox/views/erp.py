@@ -68,6 +68,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "currency": "str",
         "description": "str",
         "source_ref": "str",
+        "kind": "str",
+        "amount": "decimal",
     },
     ErpObject.BILLING_EVENT: {
         "project_id": "int",
@@ -289,12 +291,17 @@ def _create(request: HttpRequest, object_type: str) -> HttpResponse:
             services.erp_project_require_active(project_id=cleaned["project_id"])
     except (HubValidationError, HubConflictError) as exc:
         return _failure(exc)
-    if object_type == ErpObject.TIME_ENTRY and cleaned.get("bill_rate"):
-        cleaned["amount"] = str((Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01")))
+    _time_entry_amount(object_type, cleaned)
     record, created = services.record_create(system=SYSTEM, object_type=object_type, data=cleaned, idempotency_key=key)
     if created and object_type == ErpObject.INVOICE:
         record = services.record_update(record=record, changes={"number": f"INV-{int(record.external_id):06d}"})
     return JsonResponse(render(record), status=201 if created else 200)
+
+
+def _time_entry_amount(object_type: str, cleaned: dict[str, Any]) -> None:
+    # An expense line brings its amount; a time line's amount is hours times the bill rate.
+    if object_type == ErpObject.TIME_ENTRY and cleaned.get("bill_rate") and not cleaned.get("amount"):
+        cleaned["amount"] = str((Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01")))
 
 
 def _update(request: HttpRequest, record: SandboxRecord) -> HttpResponse:
@@ -444,10 +451,7 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
         except (HubValidationError, HubConflictError) as exc:
             results[index] = _batch_item_error(index, key, exc)
             continue
-        if cleaned.get("bill_rate"):
-            cleaned["amount"] = str(
-                (Decimal(cleaned["hours"]) * Decimal(cleaned["bill_rate"])).quantize(Decimal("0.01"))
-            )
+        _time_entry_amount(object_type, cleaned)
         seen[key] = index
         new.append((index, key, cleaned))
     created = services.records_create_many(

@@ -93,6 +93,19 @@ WRITABLE: dict[str, dict[str, type | tuple[type, ...]]] = {
         "role": str,
         "external_reference": str,
     },
+    PsaObject.EXPENSE: {
+        "user_id": int,
+        "project_id": int,
+        "spent_date": str,
+        "total_cost": (int, float),
+        "currency": str,
+        "expense_category": str,
+        "notes": str,
+        "billable": bool,
+        "receipt_url": str,
+        "cost_code": str,
+        "external_reference": str,
+    },
     PsaObject.MILESTONE: {
         "project_id": int,
         "name": str,
@@ -107,11 +120,12 @@ WRITABLE: dict[str, dict[str, type | tuple[type, ...]]] = {
         "billing_reference": str,
     },
 }
-REQUIRED = {
+REQUIRED: dict[str, list[str]] = {
     PsaObject.USER: ["first_name", "last_name", "email"],
     PsaObject.CLIENT: ["name"],
     PsaObject.PROJECT: ["client_id", "name"],
     PsaObject.TIME_ENTRY: ["user_id", "project_id", "spent_date"],
+    PsaObject.EXPENSE: ["user_id", "project_id", "spent_date", "total_cost"],
     PsaObject.MILESTONE: ["project_id", "name"],
 }
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -120,7 +134,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     PsaObject.PROJECT: {"is_active": True, "is_billable": True, "bill_by": "Project"},
     PsaObject.TIME_ENTRY: {"hours": 0.0, "billable": True, "task_id": 1, "approval_status": ApprovalStatus.UNSUBMITTED},
     PsaObject.MILESTONE: {"status": "open", "client_accepted": False, "currency": "USD"},
+    PsaObject.EXPENSE: {"billable": True, "currency": "USD", "approval_status": ApprovalStatus.UNSUBMITTED},
 }
+APPROVABLE = (PsaObject.TIME_ENTRY, PsaObject.EXPENSE)
 REFERENCES = {"user_id": PsaObject.USER, "project_id": PsaObject.PROJECT, "client_id": PsaObject.CLIENT}
 
 
@@ -218,6 +234,22 @@ def render(record: SandboxRecord) -> dict[str, Any]:
             role=data.get("role"),
             external_reference=data.get("external_reference"),
         )
+    elif record.object_type == PsaObject.EXPENSE:
+        user = _get(PsaObject.USER, data.pop("user_id", None))
+        project = _get(PsaObject.PROJECT, data.pop("project_id", None))
+        client = _get(PsaObject.CLIENT, project.data.get("client_id")) if project else None
+        approver = _get(PsaObject.USER, data.pop("approved_by_id", None))
+        body.update(
+            data,
+            total_cost=float(data.get("total_cost") or 0),
+            is_locked=data.get("approval_status") == ApprovalStatus.APPROVED,
+            user=_ref(user),
+            client=_ref(client, currency=client.data.get("currency") if client else None),
+            project=_ref(project, code=project.data.get("code") if project else None),
+            approval_status=data.get("approval_status", ApprovalStatus.UNSUBMITTED),
+            approved_at=harvest_datetime(data.get("approved_at")),
+            approved_by=_ref(approver),
+        )
     elif record.object_type == PsaObject.MILESTONE:
         project = _get(PsaObject.PROJECT, data.pop("project_id", None))
         data["completed_at"] = harvest_datetime(data.get("completed_at"))
@@ -305,7 +337,7 @@ def company(request: HttpRequest) -> HttpResponse:
 
 # --- lists and records --------------------------------------------------------------------------------
 
-LIST_FILTERS = {
+LIST_FILTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "is_active": ("is_active", lambda v: v.lower() == "true"),
     "client_id": ("client_id", int),
     "project_id": ("project_id", int),
@@ -327,9 +359,7 @@ def _list(request: HttpRequest, object_type: str) -> HttpResponse:
     if since is not None:
         qs = qs.filter(updated_at__gte=since)
     for param, (field, convert) in LIST_FILTERS.items():
-        filterable = field in WRITABLE[object_type] or (
-            param == "approval_status" and object_type == PsaObject.TIME_ENTRY
-        )
+        filterable = field in WRITABLE[object_type] or (param == "approval_status" and object_type in APPROVABLE)
         if param in request.GET and filterable:
             try:
                 qs = qs.filter(**{f"data__{field}": convert(request.GET[param])})
@@ -401,8 +431,8 @@ def _update(request: HttpRequest, record: SandboxRecord) -> HttpResponse:
         raw = json_body(request)
     except BadRequestBody as error:
         return message(400, str(error))
-    if record.object_type == PsaObject.TIME_ENTRY and record.data.get("approval_status") == ApprovalStatus.APPROVED:
-        return message(422, "This time entry is approved and locked; unapprove it before changing it.")
+    if record.object_type in APPROVABLE and record.data.get("approval_status") == ApprovalStatus.APPROVED:
+        return message(422, "This entry is approved and locked; unapprove it before changing it.")
     data = _clean(record.object_type, raw, creating=False)
     if isinstance(data, JsonResponse):
         return data
@@ -436,14 +466,14 @@ def detail(object_type: str) -> Callable[..., HttpResponse]:
         if request.method == "DELETE":
             if record.data.get("approval_status") == ApprovalStatus.APPROVED:
                 return message(422, "This time entry is approved and locked; unapprove it before deleting it.")
-            services.record_delete(record=record)
+            services.psa_entry_delete(record=record)
             return HttpResponse(status=200)
         return message(405, "Method not allowed")
 
     return view
 
 
-def _approval(approve: bool) -> Callable[..., HttpResponse]:
+def _approval(approve: bool, object_type: str = PsaObject.TIME_ENTRY) -> Callable[..., HttpResponse]:
     @psa_auth
     def view(request: HttpRequest, record_id: int) -> HttpResponse:
         if request.method != "POST":
@@ -455,7 +485,9 @@ def _approval(approve: bool) -> Callable[..., HttpResponse]:
         if approver is not None and _get(PsaObject.USER, approver) is None:
             return message(422, "Approver is not valid")
         try:
-            record = services.psa_time_entry_approve(external_id=str(record_id), approve=approve, approver_id=approver)
+            record = services.psa_time_entry_approve(
+                external_id=str(record_id), approve=approve, approver_id=approver, object_type=object_type
+            )
         except services.HubNotFoundError:
             return not_found()
         return JsonResponse(render(record))
@@ -465,3 +497,5 @@ def _approval(approve: bool) -> Callable[..., HttpResponse]:
 
 time_entry_approve = _approval(True)
 time_entry_unapprove = _approval(False)
+expense_approve = _approval(True, PsaObject.EXPENSE)
+expense_unapprove = _approval(False, PsaObject.EXPENSE)

@@ -1,0 +1,903 @@
+"""Workflow 2: approved time and expense from the PSA to the ERP, posted exactly once, corrected by difference.
+
+How a message of this flow runs (the sync engine maps it, then hands it to `time_expense_stage`):
+
+1. The entry is approved → every rule of the flow's sync policy runs (all of them, every failure kept with its
+   rule, field, expected and actual). A failure opens one `policy` exception item; finance overrides it (the
+   entry is released past exactly the rules that failed), rejects it, or fixes and replays it.
+2. What to post is computed against the posting ledger (TimeExpensePosting): nothing when this version is
+   already posted (a duplicate webhook, a replay, a re-pulled record); the whole entry when nothing is live;
+   the difference (an adjustment line) when only the hours or amount changed and the ERP takes negative
+   lines; otherwise the live lines are voided and the entry posted again. A withdrawn entry (unapproved or
+   deleted after posting) voids its live lines: the reversal. The ERP keeps every line, so its history shows
+   what was posted, corrected and reversed, and when.
+3. Ledger rows wait `pending`; the sender groups them per target, entity and project and calls the ERP's
+   batch operation (one call per project and batch size) with each line's own idempotency key, so a crash
+   between the ERP's answer and the ledger update resends the same keys and the ERP answers the stored lines.
+   A message is delivered (its delivered_at set) once all its lines are posted.
+
+Triggers: an event policy (the PSA's approval webhooks) sends a message's lines as soon as it is processed; a
+scheduled policy runs `time_expense_run` (a pull by cursor of every PSA routed into this flow) and its lines
+wait a short batch window so one pull's entries of a project go in one call.
+
+KPI: the message's source_timestamp is the entry's approval time (canonical approved_at), its delivered_at the
+moment the ERP accepted the last line; Message.approved_at stays the hub's own release of an approval hold.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from connectors.choices import SystemState
+from connectors.http import ConnectorError
+from connectors.models import ConnectedSystem
+from connectors.registry import connector_for
+from exception_queue.actions import ItemAction, register_item_action
+from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
+from exception_queue.models import ExceptionItem
+from exception_queue.services import (
+    PERM_DECIDE,
+    decision_record,
+    exception_item_open,
+    locked_open_item,
+    require_permission,
+    require_reason,
+)
+from governance.choices import Flow, Trigger
+from governance.flows import register_flow_runner
+from governance.models import LegalEntity, RateCard, SyncPolicy
+from governance.rules import RuleContext, rules_evaluate
+from governance.selectors import accounting_period_is_open, rate_card_valid_on, rate_for, sync_policy_for
+from integrationhub.dispatch import enqueue_on_commit
+from integrationhub.errors import HubConflictError, HubError
+from sync.choices import MessageStatus
+from sync.models import CrossReference, Message, Route
+from workflows.choices import PostingKind, PostingStatus
+from workflows.models import TimeExpensePosting
+
+logger = logging.getLogger(__name__)
+
+FLOW = Flow.TIME_EXPENSE_TO_ERP
+ENTITIES = ("time_entry", "expense")
+APPROVED = "approved"
+OVERRIDE_NOTE = "policy_override"
+WITHDRAWN_ACTIONS = ("deleted", "unapproved", "withdrawn")
+CENT = Decimal("0.01")
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def batch_window_seconds() -> float:
+    """How long a scheduled run's lines wait for the rest of the run before the target's batch is sent."""
+    return _setting("HUB_TIME_EXPENSE_BATCH_WINDOW_SECONDS", 3)
+
+
+def _decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+    except InvalidOperation:
+        return Decimal(0)
+
+
+# --- what an entry says ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """One version of a time entry or expense, as the ledger compares it with what is posted."""
+
+    entry_key: str
+    entity: str
+    approved: bool
+    source_version: str
+    project_ref: str
+    hours: Decimal
+    amount: Decimal
+    currency: str
+    rate: str
+    shape: dict[str, Any]  # the fields a posted line carries besides hours and amount: a change means void + repost
+
+
+def entry_key_for(message: Message) -> str:
+    """<source system slug>:<entity>:<source id>: the entry across all its versions and messages."""
+    return f"{message.system.slug}:{message.entity}:{message.canonical_id}"[:200]
+
+
+def _withdrawn(message: Message) -> bool:
+    action = message.event_type.rsplit(".", 1)[-1]
+    return action in WITHDRAWN_ACTIONS or bool((message.raw_payload or {}).get("deleted"))
+
+
+def _canonical_id(entity: str, value: str, source: ConnectedSystem) -> str:
+    """The canonical id of `value`: itself, or the canonical id of the source system's record with that id."""
+    found = (
+        CrossReference.objects.filter(system=source, entity=entity, external_id=value)
+        .values_list("canonical_id", flat=True)
+        .first()
+    )
+    return found or value
+
+
+def erp_project_ref(*, project_id: str, source: ConnectedSystem, target: ConnectedSystem) -> str | None:
+    """The project's id in the ERP (its cross-reference), or None when the project is not in the ERP."""
+    canonical = _canonical_id("project", project_id, source)
+    return (
+        CrossReference.objects.filter(system=target, entity="project", canonical_id=canonical)
+        .values_list("external_id", flat=True)
+        .first()
+    )
+
+
+def entry_state(message: Message, target: ConnectedSystem) -> EntryState:
+    """What this message's version of the entry would post to `target`."""
+    record = message.canonical_payload or {}
+    entity = message.entity
+    project = str(record.get("project_id") or "")
+    project_ref = erp_project_ref(project_id=project, source=message.system, target=target) or "" if project else ""
+    if entity == "expense":
+        hours, rate = Decimal(0), ""
+        amount = _decimal(record.get("amount")).quantize(CENT)
+    else:
+        hours = _decimal(record.get("hours")).quantize(CENT)
+        rate = str(record.get("rate") or "")
+        amount = (hours * _decimal(rate)).quantize(CENT)
+    shape = {
+        "project_id": project_ref,
+        "date": str(record.get("date") or ""),
+        "employee_ref": str(record.get("resource_id") or ""),
+        "role": str(record.get("role_code") or ""),
+        "cost_code": str(record.get("cost_code") or ""),
+        "bill_rate": rate,
+        "cost_rate": str(record.get("cost_rate") or ""),
+        "currency": str(record.get("currency") or ""),
+    }
+    return EntryState(
+        entry_key=entry_key_for(message),
+        entity=entity,
+        approved=record.get("approval_status") == APPROVED and not _withdrawn(message),
+        source_version=str(record.get("updated_at") or message.idempotency_key)[:100],
+        project_ref=project_ref,
+        hours=hours,
+        amount=amount,
+        currency=shape["currency"],
+        rate=rate,
+        shape=shape,
+    )
+
+
+def _line_payload(state: EntryState, *, hours: Decimal, amount: Decimal, description: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        **{name: value for name, value in state.shape.items() if value != ""},
+        "hours": str(hours),
+        "description": description[:500],
+        "source_ref": state.entry_key,
+        "kind": state.entity,
+    }
+    if state.entity == "expense":
+        payload["amount"] = str(amount)
+        payload.pop("bill_rate", None)
+    return payload
+
+
+# --- the rules' lookups ----------------------------------------------------------------------------------
+
+
+def hours_booked(*, resource_id: str, on_date: datetime.date, exclude_entry: str) -> Decimal:
+    """Hours of the person's other approved time entries of that day known to the hub (each entry's latest
+    version), so the daily limit counts every entry once however often it was sent."""
+    rows = (
+        Message.objects.filter(
+            flow=FLOW,
+            entity="time_entry",
+            canonical_payload__resource_id=resource_id,
+            canonical_payload__date=on_date.isoformat(),
+        )
+        .exclude(canonical_id=exclude_entry)
+        .order_by("id")
+        .values_list("system_id", "canonical_id", "canonical_payload", "event_type")
+    )
+    latest: dict[tuple[int, str], Mapping[str, Any]] = {}
+    for system_id, canonical_id, payload, event_type in rows:
+        withdrawn = event_type.rsplit(".", 1)[-1] in WITHDRAWN_ACTIONS
+        latest[(system_id, canonical_id)] = {} if withdrawn else (payload or {})
+    return sum(
+        (_decimal(payload.get("hours")) for payload in latest.values() if payload.get("approval_status") == APPROVED),
+        Decimal(0),
+    )
+
+
+def entity_currencies(*, legal_entity_code: str, on_date: datetime.date) -> list[str]:
+    """The legal entity's base currency and the currencies of its rate cards valid on the day."""
+    entity = LegalEntity.objects.filter(code=legal_entity_code).first()
+    if entity is None:
+        return []
+    cards = RateCard.objects.filter(rate_card_valid_on(on_date=on_date), legal_entity=entity)
+    return sorted({entity.base_currency, *cards.values_list("currency", flat=True)})
+
+
+def rule_context(*, message: Message, target: ConnectedSystem | None) -> RuleContext:
+    """The lookups the flow's rules need, answered from the hub's own records for this message's systems."""
+    source = message.system
+
+    def project_active(value: str) -> bool:
+        return target is not None and erp_project_ref(project_id=value, source=source, target=target) is not None
+
+    def resource_known(value: str) -> bool:
+        return (
+            CrossReference.objects.filter(entity="resource")
+            .filter(Q(canonical_id=value) | Q(system=source, external_id=value))
+            .exists()
+        )
+
+    return RuleContext(
+        rate_lookup=rate_for,
+        known_resources=resource_known,
+        active_projects=project_active,
+        period_calendar=lambda code, day: accounting_period_is_open(legal_entity=code, on_date=day),
+        hours_booked=lambda resource, day, own: hours_booked(resource_id=resource, on_date=day, exclude_entry=own),
+        entity_currencies=lambda code, day: entity_currencies(legal_entity_code=code, on_date=day),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool, dict)):
+        return value
+    return str(value)
+
+
+def _overridden_rules(message: Message) -> set[str]:
+    return {
+        rule
+        for note in (message.notes or [])
+        if isinstance(note, dict) and OVERRIDE_NOTE in note
+        for rule in note[OVERRIDE_NOTE].get("rules", [])
+    }
+
+
+def entry_rules_check(*, message: Message, policy: SyncPolicy | None, target: ConnectedSystem | None) -> list[dict]:
+    """Every failed rule of the policy on this entry (rules finance overrode for this message left out)."""
+    if policy is None or not policy.validation_rules:
+        return []
+    results = rules_evaluate(
+        record=message.canonical_payload or {},
+        entries=policy.validation_rules,
+        context=rule_context(message=message, target=target),
+        entity=message.entity,
+    )
+    overridden = _overridden_rules(message)
+    return [
+        {
+            "rule": result.rule,
+            "field": result.field,
+            "expected": _jsonable(result.expected),
+            "actual": _jsonable(result.actual),
+            "message": result.message,
+        }
+        for result in results
+        if not result.passed and result.rule not in overridden
+    ]
+
+
+# --- the stage: validate, then plan the postings ------------------------------------------------------------
+
+
+def _approval_time(record: Mapping[str, Any]) -> datetime.datetime | None:
+    value = record.get("approved_at")
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, datetime.UTC)
+    return parsed
+
+
+def _flow_target(routes: Iterable[Route]) -> ConnectedSystem | None:
+    return next((route.target_system for route in routes if route.flow == FLOW), None)
+
+
+def _live_lines(entry_key: str, target: ConnectedSystem) -> list[TimeExpensePosting]:
+    """Lines of the entry that are (or will be) in the ERP and not voided, oldest first."""
+    rows = list(
+        TimeExpensePosting.objects.select_for_update()
+        .filter(entry_key=entry_key, target_system=target)
+        .order_by("version")
+    )
+    voided = {row.reverses_id for row in rows if row.reverses_id}
+    return [row for row in rows if row.kind != PostingKind.REVERSAL and row.pk not in voided]
+
+
+def _next_version(entry_key: str, target: ConnectedSystem) -> int:
+    last = (
+        TimeExpensePosting.objects.filter(entry_key=entry_key, target_system=target)
+        .order_by("-version")
+        .values_list("version", flat=True)
+        .first()
+    )
+    return (last or 0) + 1
+
+
+def _line_key(state: EntryState, target: ConnectedSystem) -> str:
+    # The same version of the same entry always gets the same key: whoever computes it, it is posted once.
+    digest = hashlib.sha256(f"{state.entry_key}|{target.pk}|{state.source_version}".encode()).hexdigest()[:40]
+    return f"hub-te-{digest}"
+
+
+@dataclass(frozen=True)
+class PostingPlan:
+    """What one version of an entry changes in the ERP: lines to void, and at most one line to post."""
+
+    voids: list[TimeExpensePosting]
+    line_kind: str = ""
+    hours: Decimal = Decimal(0)
+    amount: Decimal = Decimal(0)
+
+    @property
+    def empty(self) -> bool:
+        return not self.voids and not self.line_kind
+
+
+def posting_plan(*, state: EntryState, live: list[TimeExpensePosting], negative_lines: bool) -> PostingPlan:
+    """Compare the entry's version with its live lines: nothing, a full post, a difference, or void and repost."""
+    posted_hours = sum((line.hours for line in live), Decimal(0))
+    posted_amount = sum((line.amount for line in live), Decimal(0))
+    if not state.approved:
+        return PostingPlan(voids=live)
+    if not live:
+        return PostingPlan(voids=[], line_kind=PostingKind.POST, hours=state.hours, amount=state.amount)
+    same_shape = all(
+        {k: v for k, v in line.payload.items() if k in state.shape} == {k: v for k, v in state.shape.items() if v != ""}
+        for line in live
+    )
+    delta_hours, delta_amount = state.hours - posted_hours, state.amount - posted_amount
+    if same_shape and not delta_hours and not delta_amount:
+        return PostingPlan(voids=[])
+    if same_shape and (negative_lines or (delta_hours >= 0 and delta_amount >= 0)):
+        return PostingPlan(voids=[], line_kind=PostingKind.ADJUSTMENT, hours=delta_hours, amount=delta_amount)
+    return PostingPlan(voids=live, line_kind=PostingKind.ADJUSTMENT, hours=state.hours, amount=state.amount)
+
+
+def _connector_posts_negative_lines(target: ConnectedSystem) -> bool:
+    from connectors.registry import registry
+
+    try:
+        return bool(getattr(registry.get(target.connector_type), "posts_negative_lines", False))
+    except HubError:
+        return False
+
+
+def _policy_fail(message: Message, failed: list[dict], state: EntryState | None, now: datetime.datetime) -> None:
+    message.status = MessageStatus.FAILED
+    message.failed_at = now
+    message.last_error = "; ".join(item["message"] for item in failed)[:2000]
+    record = message.canonical_payload or {}
+    exception_item_open(
+        category=ExceptionCategory.POLICY,
+        reason=message.last_error,
+        message=message,
+        legal_entity=message.legal_entity,
+        system=message.system,
+        payload_snapshot=record,
+        failed_rules=failed,
+        amount=state.amount if state is not None else None,
+        currency=(state.currency if state is not None else "")[:3],
+        flow=FLOW,
+        external_id=str(message.canonical_id),
+        suggested_action="Fix the entry in the PSA (it comes again once re-approved), edit the payload here and "
+        "replay, or, in finance, approve an override of the failed rules.",
+    )
+
+
+def time_expense_stage(
+    *, message: Message, policy: SyncPolicy | None, routes: list[Route], now: datetime.datetime
+) -> None:
+    """The engine's stage for this flow: validate an approved entry, then plan its lines against the ledger."""
+    record = message.canonical_payload or {}
+    approved_at = _approval_time(record)
+    if approved_at is not None:
+        message.source_timestamp = approved_at  # the KPI's start: when the entry was approved in the PSA
+    target = _flow_target(routes)
+    if target is None:
+        message.status, message.delivered_at = MessageStatus.DELIVERED, now
+        message.notes = [*message.notes, {"routing": "no active route of the time and expense flow matched"}]
+        return
+    with transaction.atomic():
+        # Two messages of one entry processed at once (a duplicate webhook) both compute the same line key; the
+        # unique key makes the second fail and retry, and on retry it sees the first's line and posts nothing.
+        state = entry_state(message, target)
+        if state.approved:
+            failed = entry_rules_check(message=message, policy=policy, target=target)
+            if failed:
+                _policy_fail(message, failed, state, now)
+                return
+        message.validated_at = now
+        TimeExpensePosting.objects.filter(
+            entry_key=state.entry_key, target_system=target, status=PostingStatus.FAILED
+        ).update(status=PostingStatus.PENDING, attempts=0, next_attempt_at=None, last_error="")
+        plan = posting_plan(
+            state=state,
+            live=_live_lines(state.entry_key, target),
+            negative_lines=_connector_posts_negative_lines(target),
+        )
+        event_mode = policy is None or policy.trigger != Trigger.SCHEDULE
+        if plan.empty and TimeExpensePosting.objects.filter(message=message, status=PostingStatus.PENDING).exists():
+            # A replay of this message after the ERP refused its line: the line is resent as it was.
+            message.status, message.queued_at = MessageStatus.QUEUED, now
+            postings_send_enqueue(target_system_id=target.pk)
+            return
+        if plan.empty:
+            message.status, message.delivered_at = MessageStatus.DELIVERED, now
+            note = "already posted: nothing changed" if state.approved else "not approved and not posted: nothing to do"
+            message.notes = [*message.notes, {"time_expense": note}]
+            return
+        send_after = now if event_mode else now + datetime.timedelta(seconds=batch_window_seconds())
+        version = _next_version(state.entry_key, target)
+        for line in plan.voids:
+            TimeExpensePosting.objects.create(
+                entry_key=state.entry_key,
+                entity=state.entity,
+                version=version,
+                kind=PostingKind.REVERSAL,
+                target_system=target,
+                message=message,
+                source_version=state.source_version,
+                project_ref=line.project_ref,
+                hours=-line.hours,
+                amount=-line.amount,
+                currency=line.currency,
+                payload={},
+                idempotency_key=f"{line.idempotency_key}:void",
+                reverses=line,
+                send_after=send_after,
+            )
+            version += 1
+        if plan.line_kind:
+            description = str(record.get("description") or "")
+            TimeExpensePosting.objects.create(
+                entry_key=state.entry_key,
+                entity=state.entity,
+                version=version,
+                kind=plan.line_kind,
+                target_system=target,
+                message=message,
+                source_version=state.source_version,
+                project_ref=state.project_ref,
+                hours=plan.hours,
+                amount=plan.amount,
+                currency=state.currency,
+                payload=_line_payload(state, hours=plan.hours, amount=plan.amount, description=description),
+                idempotency_key=_line_key(state, target),
+                send_after=send_after,
+            )
+        message.status, message.queued_at = MessageStatus.QUEUED, now
+        if event_mode:
+            postings_send_enqueue(target_system_id=target.pk)
+
+
+# --- sending -------------------------------------------------------------------------------------------
+
+
+def postings_send_enqueue(*, target_system_id: int) -> None:
+    """Send the target's due lines once the current transaction commits."""
+    from workflows.tasks import time_expense_postings_send_task
+
+    enqueue_on_commit(time_expense_postings_send_task, target_system_id, queue="delivery")
+
+
+def _due(target_system_id: int, now: datetime.datetime) -> QuerySet[TimeExpensePosting]:
+    return TimeExpensePosting.objects.filter(target_system_id=target_system_id, status=PostingStatus.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def time_expense_postings_dispatch(*, now: datetime.datetime | None = None) -> int:
+    """Beat: enqueue a send for every target with due lines whose batch window has closed; returns how many."""
+    current = now or timezone.now()
+    targets = set(
+        TimeExpensePosting.objects.filter(status=PostingStatus.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=current))
+        .values_list("target_system_id", flat=True)
+    )
+    waiting = set(
+        TimeExpensePosting.objects.filter(status=PostingStatus.PENDING, send_after__gt=current).values_list(
+            "target_system_id", flat=True
+        )
+    )
+    ready = sorted(targets - waiting)
+    with transaction.atomic():
+        for target_id in ready:
+            postings_send_enqueue(target_system_id=target_id)
+    return len(ready)
+
+
+@dataclass
+class SendResult:
+    """What one send did for one target: calls made and lines posted, retried and failed."""
+
+    calls: int = 0
+    posted: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+def _claim(target_system_id: int, now: datetime.datetime) -> list[TimeExpensePosting]:
+    # No row locks: the per-target sender lock already makes this the only sender, and a row lock held over the
+    # ERP call would block the pipeline's ledger reads for as long as the ERP takes to answer.
+    rows = _due(target_system_id, now).select_related("message", "reverses", "target_system")
+    return list(rows.order_by("entry_key", "version"))
+
+
+def time_expense_postings_send(*, target_system_id: int) -> SendResult:
+    """Send the target's due lines: voids one by one, new lines in one batch call per entity and project.
+
+    One sender per target at a time (a cache lock); the rows stay pending until the ERP has answered, so a
+    sender that dies mid-call leaves them for the next one, which resends the same idempotency keys.
+    """
+    result = SendResult()
+    target = ConnectedSystem.objects.filter(pk=target_system_id).first()
+    if target is None or target.state == SystemState.PAUSED:
+        return result
+    lock_key = f"hub:time-expense:send:{target_system_id}"
+    if not cache.add(lock_key, "1", timeout=int(settings.CELERY_TASK_TIME_LIMIT) + 30):
+        return result
+    try:
+        rows = _claim(target_system_id, timezone.now())
+        if not rows:
+            return result
+        connector = connector_for(target)
+        voids = [row for row in rows if row.kind == PostingKind.REVERSAL]
+        lines = [row for row in rows if row.kind != PostingKind.REVERSAL]
+        # An entry's void goes before its new line (void and repost): the ERP never holds both at once.
+        waiting = [row for row in voids if not _send_void(connector, row, result)]
+        # A line newer than a void not yet done (its voided line is not in the ERP yet, or the void failed) waits,
+        # so the old and the new line are never both in the ERP; older lines go now, and the void right after.
+        waiting_void: dict[str, int] = {}
+        for row in voids:
+            if row.status != PostingStatus.POSTED:
+                waiting_void[row.entry_key] = min(row.version, waiting_void.get(row.entry_key, row.version))
+        groups: dict[tuple[str, str], list[TimeExpensePosting]] = defaultdict(list)
+        for row in lines:
+            if row.version < waiting_void.get(row.entry_key, row.version + 1):
+                groups[(row.entity, row.project_ref)].append(row)
+        for (entity, _project), group in groups.items():
+            size = _batch_size(group[0])
+            for start in range(0, len(group), size):
+                _send_lines(connector, entity, group[start : start + size], result)
+        for row in waiting:
+            _send_void(connector, row, result)  # its line may have gone out just above
+        _messages_settle({row.message_id for row in rows if row.message_id})
+        return result
+    finally:
+        cache.delete(lock_key)
+
+
+def _batch_size(row: TimeExpensePosting) -> int:
+    policy = sync_policy_for(flow=FLOW, legal_entity=row.message.legal_entity if row.message else None)
+    return max(1, policy.batch_size if policy is not None else 100)
+
+
+def _send_void(connector: Any, row: TimeExpensePosting, result: SendResult) -> bool:
+    """Void the line `row` reverses; False when that line is not in the ERP yet (nothing was called)."""
+    # Read again: the line it voids may have been posted earlier in this same send.
+    line = TimeExpensePosting.objects.filter(pk=row.reverses_id).first() if row.reverses_id else None
+    if line is None or line.status != PostingStatus.POSTED or not line.external_id:
+        return False  # the line it voids is not in the ERP yet: a later send voids it once it is
+    try:
+        connector.void(row.entity, line.external_id)
+    except (ConnectorError, HubError) as exc:
+        _record_failure([row], exc, result)
+        return True
+    result.calls += 1
+    _record_success([(row, line.external_id)], result)
+    return True
+
+
+def _send_lines(connector: Any, entity: str, rows: list[TimeExpensePosting], result: SendResult) -> None:
+    items = [(dict(row.payload), row.idempotency_key) for row in rows]
+    try:
+        if connector.supports("upsert_batch"):
+            answers = connector.upsert_batch(entity, items)
+            result.calls += 1
+        else:
+            answers = []
+            for payload, key in items:
+                answers.append(connector.upsert(entity, payload, key))
+                result.calls += 1
+    except (ConnectorError, HubError) as exc:
+        _record_failure(rows, exc, result)
+        return
+    # A batch answers per line: the lines the ERP refused fail on their own, the others are posted.
+    posted: list[tuple[TimeExpensePosting, str]] = []
+    for row, answer in zip(rows, answers, strict=True):
+        if isinstance(answer, (ConnectorError, HubError)):
+            _record_failure([row], answer, result)
+        else:
+            posted.append((row, answer.external_id))
+    _record_success(posted, result)
+
+
+@transaction.atomic
+def _record_success(pairs: list[tuple[TimeExpensePosting, str]], result: SendResult) -> None:
+    now = timezone.now()
+    for row, external_id in pairs:
+        TimeExpensePosting.objects.filter(pk=row.pk).update(
+            status=PostingStatus.POSTED,
+            external_id=external_id,
+            posted_at=now,
+            attempts=row.attempts + 1,
+            last_error="",
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        row.status, row.external_id = PostingStatus.POSTED, external_id
+        result.posted += 1
+
+
+def _record_failure(rows: list[TimeExpensePosting], exc: HubError, result: SendResult) -> None:
+    from sync.services import RetryPolicy
+
+    now = timezone.now()
+    retryable = bool(getattr(exc, "retryable", False))
+    detail = str(getattr(exc, "detail", exc))[:2000]
+    for row in rows:
+        with transaction.atomic():
+            message = row.message
+            policy = RetryPolicy.of(sync_policy_for(flow=FLOW, legal_entity=message.legal_entity if message else None))
+            attempts = row.attempts + 1
+            if retryable and attempts < policy.max_attempts:
+                delay = policy.delay(attempts, getattr(exc, "retry_after", None))
+                TimeExpensePosting.objects.filter(pk=row.pk).update(
+                    attempts=attempts,
+                    last_error=detail,
+                    next_attempt_at=now + datetime.timedelta(seconds=delay),
+                    updated_at=now,
+                )
+                result.retrying += 1
+                continue
+            TimeExpensePosting.objects.filter(pk=row.pk).update(
+                status=PostingStatus.FAILED, attempts=attempts, last_error=detail, updated_at=now
+            )
+            row.status = PostingStatus.FAILED
+            result.failed += 1
+            if message is None:
+                continue
+            category = ExceptionCategory.DEAD_LETTER if retryable else ExceptionCategory.TARGET_REJECTED
+            Message.objects.filter(pk=message.pk).update(
+                status=MessageStatus.DEAD if retryable else MessageStatus.FAILED,
+                failed_at=now,
+                last_error=detail,
+                updated_at=now,
+            )
+            exception_item_open(
+                category=category,
+                reason=f"{row.target_system.slug} did not take the {row.get_kind_display().lower()} line of "
+                f"{row.entry_key}: {detail}",
+                message=message,
+                system=row.target_system,
+                legal_entity=message.legal_entity,
+                payload_snapshot=row.payload,
+                amount=row.amount,
+                currency=row.currency,
+                flow=FLOW,
+                external_id=str(message.canonical_id),
+                suggested_action="Correct the ERP (an inactive project, a closed period) or the entry, then replay; "
+                "the replay resends the same line, which the ERP recognises if it already has it.",
+            )
+
+
+@transaction.atomic
+def _messages_settle(message_ids: Collection[int]) -> None:
+    """A queued message whose lines are all posted is delivered now (the end of the flow's KPI)."""
+    now = timezone.now()
+    for message_id in message_ids:
+        statuses = set(TimeExpensePosting.objects.filter(message_id=message_id).values_list("status", flat=True))
+        if statuses == {PostingStatus.POSTED}:
+            Message.objects.filter(pk=message_id, status=MessageStatus.QUEUED).update(
+                status=MessageStatus.DELIVERED, delivered_at=now, last_error="", updated_at=now
+            )
+
+
+# --- the scheduled run -------------------------------------------------------------------------------------
+
+
+@register_flow_runner(FLOW)
+def time_expense_run(policy: SyncPolicy) -> dict[str, Any]:
+    """A scheduled run: pull changed time entries and expenses by cursor from every PSA routed into the flow
+    (for the policy's legal entity when it has one); the pipeline validates them and the ledger batches them."""
+    from sync.services import poll_run
+
+    routes = Route.objects.filter(flow=FLOW, active=True, entity__in=ENTITIES).select_related("source_system")
+    if policy.legal_entity_id:
+        routes = routes.filter(Q(legal_entity__isnull=True) | Q(legal_entity_id=policy.legal_entity_id))
+    pulls = sorted({(route.source_system_id, route.entity) for route in routes})
+    outcome: dict[str, Any] = {}
+    for system_id, entity in pulls:
+        system = ConnectedSystem.objects.get(pk=system_id)
+        result = poll_run(system=system, entity=entity)
+        outcome[f"{system.slug}:{entity}"] = {"outcome": result.outcome, "stored": result.stored}
+    return outcome
+
+
+# --- finance's override ---------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def exception_item_override(*, item: ExceptionItem, user: Any, reason: str) -> ExceptionItem:
+    """Finance approves an override of a time or expense entry's failed rules: the entry is released past exactly
+    those rules and posted (once: the ledger and the line's idempotency key see to it)."""
+    from sync.services import message_replay
+
+    require_permission(user, PERM_DECIDE)
+    reason = require_reason(reason)
+    item = locked_open_item(item)
+    if item.category != ExceptionCategory.POLICY or item.flow != FLOW or item.message is None:
+        raise HubConflictError(
+            f"Exception item #{item.pk} is not a policy item of the time and expense flow; it cannot be overridden.",
+            hint="Replay, fix and replay, or reject it instead.",
+        )
+    if item.requested_by_id is not None and item.requested_by_id == user.pk:
+        raise HubConflictError(
+            "You asked for this override, so you cannot approve it yourself.", hint="Ask another finance approver."
+        )
+    rules = sorted({str(entry.get("rule")) for entry in item.failed_rules or [] if entry.get("rule")})
+    decision = decision_record(
+        item=item,
+        message=item.message,
+        action=DecisionAction.OVERRIDE,
+        user=user,
+        reason=reason,
+        payload_diff=[
+            {
+                "path": entry.get("field") or entry.get("rule"),
+                "before": entry.get("expected"),
+                "after": entry.get("actual"),
+            }
+            for entry in item.failed_rules or []
+        ],
+    )
+    item.state = ExceptionState.APPROVED
+    item.save(update_fields=["state", "updated_at"])
+    message = Message.objects.select_for_update().get(pk=item.message.pk)
+    note = {OVERRIDE_NOTE: {"rules": rules, "decision": decision.pk, "by": user.pk, "at": timezone.now().isoformat()}}
+    message.notes = [*(message.notes or []), note]
+    message.save(update_fields=["notes", "updated_at"])
+    if message.canonical_payload is not None:
+        message_replay(message=message, use_original_mapping=True, canonical_payload=message.canonical_payload)
+    else:
+        message_replay(message=message, use_original_mapping=True)
+    return item
+
+
+def _register() -> None:
+    from sync.services import flow_stage_register
+
+    flow_stage_register(FLOW, time_expense_stage)
+    register_item_action(
+        ItemAction(
+            action=DecisionAction.OVERRIDE,
+            label="Approve an override",
+            permission=PERM_DECIDE,
+            handler=exception_item_override,
+            category=ExceptionCategory.POLICY,
+            help_text="Post the time or expense entry although the listed rules failed; the reason is audited.",
+        )
+    )
+
+
+_register()
+
+
+# --- the PSA's inbound mappings (used by the demo and the tests; analysts edit them like any other) --------------
+
+# target ← source paths, steps. Harvest ids are numbers: `concat` makes them text; `coalesce` leaves a null
+# (an unapproved entry's approved_at) out instead of writing null into the canonical record.
+_AS_TEXT = [{"transform": "concat"}]
+_OPTIONAL = [{"transform": "coalesce"}]
+_APPROVAL = [{"transform": "case", "params": {"cases": [{"when": "unsubmitted", "then": "draft"}]}}]
+# Rules that only apply when their source is there (an unapproved entry has no approver).
+_CONDITIONS = {"approver_id": {"path": "approved_by.id", "op": "exists"}}
+PSA_TIME_ENTRY_RULES: list[tuple[str, list[str], list[dict[str, Any]]]] = [
+    ("id", ["id"], _AS_TEXT),
+    ("resource_id", ["user.id"], _AS_TEXT),
+    ("role_code", ["role"], _OPTIONAL),
+    ("project_id", ["project.id"], _AS_TEXT),
+    ("date", ["spent_date"], []),
+    ("hours", ["hours"], []),
+    ("rate", ["billable_rate"], _OPTIONAL),
+    ("cost_rate", ["cost_rate"], _OPTIONAL),
+    ("currency", ["client.currency"], _OPTIONAL),
+    ("cost_code", ["cost_code"], _OPTIONAL),
+    ("description", ["notes"], _OPTIONAL),
+    ("billable", ["billable"], []),
+    ("approval_status", ["approval_status"], _APPROVAL),
+    ("approved_at", ["approved_at"], _OPTIONAL),
+    ("approver_id", ["approved_by.id"], _AS_TEXT),
+    ("updated_at", ["updated_at"], []),
+]
+PSA_EXPENSE_RULES: list[tuple[str, list[str], list[dict[str, Any]]]] = [
+    ("id", ["id"], _AS_TEXT),
+    ("resource_id", ["user.id"], _AS_TEXT),
+    ("project_id", ["project.id"], _AS_TEXT),
+    ("date", ["spent_date"], []),
+    ("category", ["expense_category"], [{"transform": "default", "params": {"value": "other"}}]),
+    ("amount", ["total_cost"], []),
+    ("currency", ["currency"], []),
+    ("cost_code", ["cost_code"], _OPTIONAL),
+    ("description", ["notes"], _OPTIONAL),
+    ("receipt_url", ["receipt_url"], _OPTIONAL),
+    ("billable", ["billable"], []),
+    ("approval_status", ["approval_status"], _APPROVAL),
+    ("approved_at", ["approved_at"], _OPTIONAL),
+    ("approver_id", ["approved_by.id"], _AS_TEXT),
+    ("updated_at", ["updated_at"], []),
+]
+
+
+def time_expense_psa_mappings_install(
+    *, system: ConnectedSystem, legal_entity_by_currency: Mapping[str, str], user: Any = None
+) -> list[Any]:
+    """Create and publish the inbound time entry and expense mappings of a Harvest-shaped PSA (once per system).
+
+    The PSA has no legal entity on its entries: the client's currency (time) or the expense's currency names it,
+    through `legal_entity_by_currency` ({"USD": "US01", ...}).
+    """
+    from mappings.choices import Direction
+    from mappings.models import CanonicalEntity, FieldRule, MappingSet
+    from mappings.services import field_rule_save, mapping_set_create, mapping_set_publish
+
+    cases = [{"when": currency, "then": code} for currency, code in sorted(legal_entity_by_currency.items())]
+    published = []
+    for entity, rules, currency_path in (
+        ("time_entry", PSA_TIME_ENTRY_RULES, "client.currency"),
+        ("expense", PSA_EXPENSE_RULES, "currency"),
+    ):
+        canonical = CanonicalEntity.objects.get(name=entity)
+        existing = MappingSet.objects.filter(system=system, entity=canonical, direction=Direction.INBOUND).first()
+        if existing is not None:
+            published.append(existing)
+            continue
+        mapping_set = mapping_set_create(
+            name=f"{system.slug} {entity} in",
+            system=system,
+            entity=canonical,
+            direction=Direction.INBOUND,
+            notes="Time and expense flow: the PSA's entries to the canonical record.",
+            user=user,
+        )
+        all_rules = [
+            *rules,
+            ("legal_entity_code", [currency_path], [{"transform": "case", "params": {"cases": cases}}]),
+        ]
+        for position, (target, sources, steps) in enumerate(all_rules):
+            field_rule_save(
+                rule=FieldRule(
+                    mapping_set=mapping_set,
+                    position=position,
+                    target_path=target,
+                    source_paths=sources,
+                    steps=steps,
+                    condition=_CONDITIONS.get(target),
+                ),
+                user=user,
+                reason="time and expense flow set-up",
+            )
+        mapping_set_publish(mapping_set=mapping_set, user=user, confirm=True)
+        published.append(mapping_set)
+    return published
