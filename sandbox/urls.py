@@ -58,6 +58,7 @@ psa_urls = [
     route("psa/v2/company", psa.company, name="psa-company"),
     route(f"psa/v2/time_entries/{ID}/approve", psa.time_entry_approve, name="psa-time-entry-approve"),
     route(f"psa/v2/time_entries/{ID}/unapprove", psa.time_entry_unapprove, name="psa-time-entry-unapprove"),
+    route(f"psa/v2/projects/{ID}/release_staffing", psa.project_release_staffing, name="psa-project-release-staffing"),
 ]
 for resource in PsaObject.values:
     psa_urls += [

@@ -812,6 +812,9 @@ def message_process(*, message_id: int) -> str | None:
             delivery_ids = _stage_route(message, routes, now)
             message.save()
             deliveries_enqueue(delivery_ids=delivery_ids)
+            if not routes:
+                # Nothing to deliver is delivered too: flows that act on the message (workflows) still hear of it.
+                follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk)
         except PipelineStop:
             # A stage parked the message (an exception item, a hold or a stale update) and saved why.
             return message.status

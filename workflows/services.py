@@ -133,3 +133,22 @@ def workflow_run_finish(*, run: WorkflowRun, status: str = RunStatus.COMPLETED) 
     run.current_step = "" if status == RunStatus.COMPLETED else run.current_step
     run.save(update_fields=["status", "finished_at", "current_step", "updated_at"])
     return run
+
+
+def workflow_run_resume(*, run: WorkflowRun) -> WorkflowRun:
+    """Put a held (or finished, for a later update of the same record) run back to running; the caller then
+    hands it to a worker, which carries on from the first step that is not done."""
+    run.status = RunStatus.RUNNING
+    run.finished_at = None
+    run.last_error = ""
+    run.save(update_fields=["status", "finished_at", "last_error", "updated_at"])
+    return run
+
+
+def workflow_run_wait(*, run: WorkflowRun, step: str, reason: str) -> WorkflowRun:
+    """Hold `run` at `step` while another record's exception item is worked (no item of its own)."""
+    run.status = RunStatus.HELD
+    run.current_step = step
+    run.last_error = reason[:4000]
+    run.save(update_fields=["status", "current_step", "last_error", "updated_at"])
+    return run
