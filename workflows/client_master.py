@@ -575,7 +575,8 @@ def _write_client(
     legal_entity: LegalEntity | None,
     update: bool,
 ) -> str:
-    payload = _client_payload(system, canonical, legal_entity)
+    # A linked duplicate writes under the client it was linked to: that record's reference stays its own.
+    payload = _client_payload(system, {**canonical, "id": effective_id}, legal_entity)
     existing = xref_get(system=system, entity=CLIENT_ENTITY, canonical_id=effective_id)
     if existing is not None:
         if update:

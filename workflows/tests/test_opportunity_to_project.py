@@ -112,7 +112,6 @@ def test_a_failing_workspace_holds_the_run_without_staffing_and_compensation_und
     run = wait_for(lambda: _settled(opportunity))
 
     # then the ERP project is closed and the PSA project archived, each step recorded as compensated
-    assert run.status == RunStatus.COMPENSATED
     assert (
         sandbox_record(SandboxSystem.ERP, ErpObject.PROJECT, run.context["erp_project_id"]).data["status"] == "closed"
     )
@@ -123,6 +122,21 @@ def test_a_failing_workspace_holds_the_run_without_staffing_and_compensation_und
     assert statuses["create_erp_project"] == StepStatus.COMPENSATED
     assert statuses["create_psa_project"] == StepStatus.COMPENSATED
     assert Decision.objects.filter(item=item, action=DecisionAction.COMPENSATE, user=finance).exists()
+    # and while the suite is still down, whether the failed step left a workspace cannot be checked: held again
+    assert statuses["create_workspace"] == StepStatus.COMPENSATION_FAILED
+    assert run.status == RunStatus.HELD
+    again = ExceptionItem.objects.get(workflow_run=run, state=ExceptionState.OPEN)
+    assert "create_workspace" in again.reason
+
+    # when the suite is back and finance compensates again
+    faults_set(SandboxSystem.COLLAB)
+    item_action_perform(item=again, action=DecisionAction.COMPENSATE, user=finance, reason="suite is back")
+    run = wait_for(lambda: _settled(opportunity))
+
+    # then the run is compensated, and the steps undone before are not undone twice
+    assert run.status == RunStatus.COMPENSATED, run.last_error
+    assert run.steps.get(name=STEP_CREATE_WORKSPACE).status == StepStatus.COMPENSATED
+    assert run.steps.get(name="create_erp_project").compensation_note.startswith("close the ERP project")
 
 
 def test_a_retry_after_the_fix_completes_the_run_and_a_second_webhook_starts_nothing(
