@@ -171,7 +171,8 @@ class ClientMasterResult:
 def client_name_key(name: str) -> str:
     """The name as compared: no accents, lower case, punctuation as spaces, legal suffixes and "the" dropped."""
     text = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode().lower()
-    text = text.replace("&", " and ")
+    # Dots go without a space, so "L.L.P." is "llp" (a legal suffix) and not three letters.
+    text = text.replace("&", " and ").replace(".", "")
     tokens = re.sub(r"[^a-z0-9]+", " ", text).split()
     kept = [token for token in tokens if token not in LEGAL_SUFFIXES]
     return " ".join(kept or tokens)
