@@ -37,7 +37,11 @@ def test_an_auditor_sees_a_run_with_its_steps_inline_and_cannot_change_it(client
     # when the auditor opens the list filtered by flow, status and legal entity, and searches a business key
     filtered = auditor.get(
         "/admin/workflows/workflowrun/",
-        {"flow": Flow.OPPORTUNITY_TO_PROJECT, "status": RunStatus.RUNNING, "legal_entity__id__exact": done.legal_entity_id},
+        {
+            "flow": Flow.OPPORTUNITY_TO_PROJECT,
+            "status": RunStatus.RUNNING,
+            "legal_entity__id__exact": done.legal_entity_id,
+        },
     )
     searched = auditor.get("/admin/workflows/workflowrun/", {"q": "001HELD"})
     by_correlation = auditor.get("/admin/workflows/workflowrun/", {"q": "corr-done-1"})
