@@ -31,7 +31,7 @@ def _runs() -> tuple:
 
 def test_an_auditor_sees_a_run_with_its_steps_inline_and_cannot_change_it(client_as):
     # given two runs
-    done, held = _runs()
+    done, _held = _runs()
     auditor = client_as("auditor")
 
     # when the auditor opens the list filtered by flow, status and legal entity, and searches a business key
