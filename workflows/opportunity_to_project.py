@@ -196,10 +196,30 @@ def _key(system: ConnectedSystem, what: str, run: WorkflowRun) -> str:
 # --- steps ---------------------------------------------------------------------------------------------
 
 
+def _opportunity_reread(run: WorkflowRun) -> dict[str, Any]:
+    """The opportunity as the CRM shows it now, mapped with the CRM's published mapping (a retry of validate
+    sees the corrections made in the CRM); the stored one when it cannot be read or mapped."""
+    opportunity = _opportunity(run)
+    crm = _system(run, "crm_system")
+    mapping_set = published_mapping_set(
+        system_id=crm.pk, entity_name="opportunity", direction=Direction.INBOUND, legal_entity_id=None
+    )
+    if mapping_set is None or not opportunity.get("id"):
+        return opportunity
+    result = compiled_mapping(mapping_set.pk).map_one(connector_for(crm).get("opportunity", str(opportunity["id"])))
+    if result.errors:
+        return opportunity
+    fresh = {**opportunity, **dict(result.output)}
+    run.context = {**(run.context or {}), "opportunity": fresh}
+    run.save(update_fields=["context", "updated_at"])
+    return fresh
+
+
 def step_validate(run: WorkflowRun) -> dict[str, Any]:
     """Contract fields, legal entity, tax jurisdiction, billing type, project template, a rate card for the
     entity and currency, and the systems the entity's projects go to."""
-    opportunity = _opportunity(run)
+    retried = run.steps.filter(name=STEP_VALIDATE, attempts__gt=1).exists()
+    opportunity = _opportunity_reread(run) if retried else _opportunity(run)
     failed: list[dict[str, Any]] = []
     amount = _amount(opportunity)
     if amount is None or amount <= 0:

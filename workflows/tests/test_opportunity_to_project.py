@@ -219,11 +219,18 @@ def test_staffing_is_refused_while_the_erp_project_is_missing_or_closed(firm):
         staffing_release_check(run=run)
 
 
-def test_an_opportunity_missing_contract_fields_is_held_at_validate_with_failed_rules(firm):
+def test_an_opportunity_missing_contract_fields_is_held_at_validate_then_retried_after_the_crm_fix(
+    firm, make_role_user
+):
     # given a won opportunity without contract number, with an unknown billing type and no rate card currency
     account = account_create("Wingtip Partners LLC")
     opportunity = opportunity_create(
-        account, "Wingtip - Audit", Contract_Number__c="", Billing_Type__c="barter", CurrencyIsoCode="JPY"
+        account,
+        "Wingtip - Audit",
+        stage="Negotiation/Review",
+        Contract_Number__c="",
+        Billing_Type__c="barter",
+        CurrencyIsoCode="JPY",
     )
     canonical = {
         "id": opportunity.external_id,
@@ -257,3 +264,24 @@ def test_an_opportunity_missing_contract_fields_is_held_at_validate_with_failed_
     assert rules["billing_type"]["actual"] == "barter"
     assert rules["billing_type"]["field"] == "billing_method"
     assert not run.steps.filter(name="ensure_client").exists()
+
+    # when sales corrects the opportunity in the CRM and finance retries the step
+    from sandbox.services import crm_record_save
+
+    crm_record_save(
+        object_type=CrmObject.OPPORTUNITY,
+        record=opportunity,
+        data={"Contract_Number__c": "CTR-77", "Billing_Type__c": "fixed_fee", "CurrencyIsoCode": "USD"},
+        notify=False,
+    )
+    item_action_perform(
+        item=item, action=DecisionAction.RETRY_STEP, user=make_role_user("finance_approver"), reason="CRM fixed"
+    )
+    opportunity_to_project_run(run_id=run.pk)
+
+    # then validate reads the corrected opportunity and passes on its second attempt
+    run.refresh_from_db()
+    validate = run.steps.get(name="validate")
+    assert (validate.status, validate.attempts) == (StepStatus.DONE, 2)
+    assert run.context["billing_type"] == "fixed_fee"
+    assert run.context["opportunity"]["currency"] == "USD"
