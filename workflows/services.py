@@ -99,6 +99,7 @@ def workflow_step_fail(*, step: WorkflowStep, error: str) -> WorkflowStep:
     return step
 
 
+@transaction.atomic
 def workflow_run_hold(
     *,
     run: WorkflowRun,

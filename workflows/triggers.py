@@ -2,7 +2,8 @@
 
 A message has gone through the pipeline (mapped, validated, delivered to its routes or to none); the
 subscriber below looks at what it is and starts the flow it belongs to. Webhooks and scheduled pulls of the
-same record arrive as messages alike, so both start the flows the same way, and the runs' business keys make
+same record (a poll schedule of the CRM's accounts or opportunities, Sync → Poll schedules) arrive as messages
+alike, so both start the flows the same way, and the runs' business keys make
 a second message of the same record start nothing new (the client master re-runs for an update instead).
 """
 
