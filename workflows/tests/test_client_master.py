@@ -15,9 +15,13 @@ from sandbox.choices import ErpObject, PsaObject, SandboxSystem
 from sync.models import CrossReference
 from workflows.choices import DirectorySource, RunStatus
 from workflows.client_master import (
+    ClientMasterError,
+    DuplicateSuspectHeld,
     client_directory_entry_save,
     client_domain,
     client_duplicate_candidates,
+    client_master_ensure,
+    client_master_run,
     client_name_key,
     client_tax_key,
 )
@@ -225,3 +229,43 @@ def test_a_name_variant_is_held_as_a_suspect_then_linked_and_its_updates_go_to_t
 
     # then the update goes to the linked ERP party
     assert sandbox_record(SandboxSystem.ERP, ErpObject.CLIENT, erp_id).data["name"] == "Contoso Pharma Group"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_new_creates_the_suspect_as_its_own_client_and_reject_creates_nothing(firm, make_role_user):
+    # given a known client and two accounts whose names are variants of it
+    client_directory_entry_save(
+        canonical_client={"id": "001KNOWN", "name": "Graphic Design Institute"}, legal_entity=firm.entity
+    )
+    new, rejected = account_create("Graphic Design Institute Inc"), account_create("Graphic Design Institute LLC")
+    for account in (new, rejected):
+        with pytest.raises(DuplicateSuspectHeld):
+            client_master_ensure(
+                canonical_client={"id": account.external_id, "name": account.data["Name"], "status": "active"},
+                legal_entity=firm.entity,
+            )
+    analyst = make_role_user("analyst")
+
+    # when the analyst creates the first as a new client
+    item = ExceptionItem.objects.get(external_id=new.external_id, state=ExceptionState.OPEN)
+    item_action_perform(item=item, action=DecisionAction.CREATE_NEW, user=analyst, reason="a different institute")
+    client_master_run(run_id=item.workflow_run_id)
+
+    # then it is created in the ERP and the PSA, and is not held again
+    assert WorkflowRun.objects.get(pk=item.workflow_run_id).status == RunStatus.COMPLETED
+    assert len(erp_records(ErpObject.CLIENT, external_ref=new.external_id)) == 1
+    assert len(psa_records(PsaObject.CLIENT, external_reference=new.external_id)) == 1
+
+    # when the analyst rejects the second
+    other = ExceptionItem.objects.get(external_id=rejected.external_id, state=ExceptionState.OPEN)
+    item_action_perform(item=other, action=DecisionAction.REJECT, user=analyst, reason="test account")
+
+    # then its run is rejected, nothing is created, and a flow asking for it is told so
+    assert WorkflowRun.objects.get(pk=other.workflow_run_id).status == RunStatus.REJECTED
+    assert erp_records(ErpObject.CLIENT, external_ref=rejected.external_id) == []
+    assert Decision.objects.filter(item=other, action=DecisionAction.REJECT, user=analyst).exists()
+    with pytest.raises(ClientMasterError, match="rejected"):
+        client_master_ensure(
+            canonical_client={"id": rejected.external_id, "name": "Graphic Design Institute LLC"},
+            legal_entity=firm.entity,
+        )
