@@ -732,6 +732,10 @@ def client_master_start_from_message(*, message: Message) -> WorkflowRun | None:
     if not canonical.get("id"):
         return None
     legal_entity = client_legal_entity(canonical_client=canonical, message=message)
+    if legal_entity is None:
+        # Without a legal entity the account has no ERP to go to; it is created when an opportunity needs it.
+        logger.info("client master: account without a legal entity", extra={"message_id": message.pk})
+        return None
     run, _ = client_master_run_get_or_start(
         canonical_client=canonical, legal_entity=legal_entity, message=message, correlation_id=message.correlation_id
     )

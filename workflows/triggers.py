@@ -23,6 +23,10 @@ def workflows_on_message_delivered(message_id: int) -> None:
     message = Message.objects.select_related("system", "legal_entity").filter(pk=message_id).first()
     if message is None or message.system.role != SystemRole.CRM or not message.canonical_payload:
         return
+    if message.deliveries.exists():
+        # Routed by the engine to its targets: an analyst chose a plain sync for these records, not the flows
+        # (the flows write the ERP, PSA and workspace records themselves, so both would create them twice).
+        return
     if message.entity == "client":
         client_master_start_from_message(message=message)
     elif message.entity == "opportunity":
