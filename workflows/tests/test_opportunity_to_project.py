@@ -184,6 +184,11 @@ def test_a_retry_after_the_fix_completes_the_run_and_a_second_webhook_starts_not
     assert WorkflowRun.objects.filter(flow=Flow.OPPORTUNITY_TO_PROJECT, business_key=run.business_key).count() == 1
 
 
+def _settled_run(run_id: int) -> WorkflowRun | None:
+    run = WorkflowRun.objects.get(pk=run_id)
+    return run if run.status not in (RunStatus.RUNNING, RunStatus.COMPENSATING) else None
+
+
 def _webhooks_delivered() -> bool:
     from sandbox.models import SandboxWebhookDelivery
 
@@ -220,7 +225,7 @@ def test_staffing_is_refused_while_the_erp_project_is_missing_or_closed(firm):
 
 
 def test_an_opportunity_missing_contract_fields_is_held_at_validate_then_retried_after_the_crm_fix(
-    firm, make_role_user
+    firm, live_celery_worker_db, make_role_user
 ):
     # given a won opportunity without contract number, with an unknown billing type and no rate card currency
     account = account_create("Wingtip Partners LLC")
@@ -277,10 +282,9 @@ def test_an_opportunity_missing_contract_fields_is_held_at_validate_then_retried
     item_action_perform(
         item=item, action=DecisionAction.RETRY_STEP, user=make_role_user("finance_approver"), reason="CRM fixed"
     )
-    opportunity_to_project_run(run_id=run.pk)
+    run = wait_for(lambda: _settled_run(run.pk))
 
     # then validate reads the corrected opportunity and passes on its second attempt
-    run.refresh_from_db()
     validate = run.steps.get(name="validate")
     assert (validate.status, validate.attempts) == (StepStatus.DONE, 2)
     assert run.context["billing_type"] == "fixed_fee"
