@@ -84,9 +84,21 @@ DUPLICATE_RULE_PARAMS: dict[str, Any] = {
         "match_tax_id": {"type": "boolean", "default": True, "description": "The same tax id is a suspect."},
     },
 }
-CANDIDATE_LIMIT = 200
+CANDIDATE_LIMIT = 1000
 DIRECTORY_PAGES_PER_CHECK = 20
 BLOCK_LENGTH = 4
+CANDIDATE_FIELDS = (
+    "source_key",
+    "source",
+    "canonical_id",
+    "system__slug",
+    "external_id",
+    "name",
+    "name_key",
+    "domain",
+    "tax_id",
+    "linked_to",
+)
 
 # Legal-form words dropped from names before comparing ("Contoso Ltd" and "Contoso Limited" are one name).
 LEGAL_SUFFIXES = frozenset(
@@ -427,6 +439,7 @@ def client_duplicate_candidates(
         .exclude(pk=entry.pk)
         .exclude(linked_to=own)
         .select_related("system")
+        .only(*CANDIDATE_FIELDS)
         .order_by("id")[:CANDIDATE_LIMIT]
     )
     # A listed ERP/PSA record the hub cross-referenced is the hub's client: compare it as that client.
