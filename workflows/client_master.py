@@ -37,7 +37,7 @@ from connectors.choices import SystemRole, SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
-from exception_queue.choices import ExceptionCategory
+from exception_queue.choices import ExceptionCategory, ExceptionState
 from governance.choices import Flow
 from governance.models import LegalEntity
 from governance.rules import schema_defaults
@@ -692,7 +692,9 @@ def client_master_ensure(
         canonical_client=canonical_client, legal_entity=legal_entity, message=message, correlation_id=correlation_id
     )
     if run.status == RunStatus.HELD:
-        item = run.exception_items.filter(category=ExceptionCategory.DUPLICATE_SUSPECT, state="open").first()
+        item = run.exception_items.filter(
+            category=ExceptionCategory.DUPLICATE_SUSPECT, state=ExceptionState.OPEN
+        ).first()
         if item is not None:
             raise DuplicateSuspectHeld(
                 run.last_error or "The client waits for a duplicate decision.",
@@ -752,8 +754,10 @@ def client_master_start_from_message(*, message: Message) -> WorkflowRun | None:
     run, _ = client_master_run_get_or_start(
         canonical_client=canonical, legal_entity=legal_entity, message=message, correlation_id=message.correlation_id
     )
-    if run.status in (RunStatus.HELD, RunStatus.REJECTED, RunStatus.CANCELLED):
+    waiting = run.status == RunStatus.HELD and run.exception_items.filter(state=ExceptionState.OPEN).exists()
+    if waiting or run.status in (RunStatus.REJECTED, RunStatus.CANCELLED):
         return run  # waits for a person; the latest record is in its context for when it resumes
+    # A held run whose item was replayed (a failed ERP or PSA write) carries on with this message.
     if run.status != RunStatus.RUNNING:
         workflow_run_resume(run=run)
     enqueue_on_commit(client_master_run_task, run.pk, queue="delivery")
