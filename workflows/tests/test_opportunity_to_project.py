@@ -174,11 +174,17 @@ def test_a_retry_after_the_fix_completes_the_run_and_a_second_webhook_starts_not
     )
 
     # when the CRM sends closed-won for the same opportunity again
-    from sandbox.services import crm_record_save, webhook_delivery_create
+    from sandbox.services import webhook_delivery_create
+    from sync.models import FollowUpEvent, Message
 
     webhook_delivery_create(event_type="opportunity.closed_won", record=opportunity)
-    crm_record_save(object_type=CrmObject.OPPORTUNITY, record=opportunity, data={"Description": "won again"})
-    wait_for(lambda: not SandboxRecord.objects.none().exists() and _webhooks_delivered())
+    wait_for(
+        lambda: (
+            _webhooks_delivered()
+            and Message.objects.filter(system=firm.crm, entity="opportunity", status="delivered").count() == 2
+            and not FollowUpEvent.objects.filter(status="pending").exists()
+        )
+    )
 
     # then no second run starts
     assert WorkflowRun.objects.filter(flow=Flow.OPPORTUNITY_TO_PROJECT, business_key=run.business_key).count() == 1
