@@ -57,6 +57,7 @@ from workflows.models import ClientDirectoryEntry, ClientDirectorySource, Workfl
 from workflows.services import (
     workflow_run_finish,
     workflow_run_hold,
+    workflow_run_lock,
     workflow_run_resume,
     workflow_run_start,
     workflow_step_begin,
@@ -709,9 +710,22 @@ def client_master_ensure(
     return _client_push(run=run, canonical=canonical_client, legal_entity=legal_entity, update=False)
 
 
+class RunBusyError(HubConflictError):
+    """Another worker is carrying the same run out; try again shortly (its latest record is then read)."""
+
+    code = "workflow_run_busy"
+
+
 def client_master_run(*, run_id: int) -> ClientMasterResult | None:
     """Carry an account's run out with its latest record (create, or update the linked records); None when the
-    run is not running (held, rejected, or already done by another worker)."""
+    run is not running (held, rejected, or already done). RunBusyError while another worker has it."""
+    with workflow_run_lock(run_id=run_id) as acquired:
+        if not acquired:
+            raise RunBusyError(f"Workflow run {run_id} is being carried out by another worker.")
+        return _client_master_run(run_id)
+
+
+def _client_master_run(run_id: int) -> ClientMasterResult | None:
     run = (
         WorkflowRun.objects.select_related("legal_entity", "message").filter(pk=run_id, flow=Flow.CLIENT_MASTER).first()
     )

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.mail import send_mail
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -69,6 +66,7 @@ from workflows.models import FinanceNotification, WorkflowRun, WorkflowStep
 from workflows.services import (
     workflow_run_finish,
     workflow_run_hold,
+    workflow_run_lock,
     workflow_run_resume,
     workflow_run_start,
     workflow_run_wait,
@@ -82,7 +80,6 @@ logger = logging.getLogger(__name__)
 CLOSED_WON = "closed_won"
 PROJECT_ENTITY = "project"
 BILLING_TYPES = ("time_and_materials", "fixed_fee", "retainer", "milestone", "non_billable")
-RUN_LOCK_SECONDS = 600
 CRM_ACTIVATED = "Activated"
 CRM_COMPENSATED = "Activation undone"
 
@@ -592,22 +589,10 @@ STEP_FUNCTIONS: dict[str, Callable[[WorkflowRun], dict[str, Any]]] = {
 # --- running and undoing -------------------------------------------------------------------------------
 
 
-@contextmanager
-def _run_lock(run_id: int) -> Iterator[bool]:
-    """One worker at a time per run, across processes (the shared cache); False when another holds it."""
-    key, token = f"workflows:run-lock:{run_id}", uuid.uuid4().hex
-    acquired = cache.add(key, token, timeout=RUN_LOCK_SECONDS)
-    try:
-        yield bool(acquired)
-    finally:
-        if acquired and cache.get(key) == token:
-            cache.delete(key)
-
-
 def opportunity_to_project_run(*, run_id: int) -> str | None:
     """Carry a running saga on from its first step that is not done; returns the run's status (None: another
     worker has it, or it is not running)."""
-    with _run_lock(run_id) as acquired:
+    with workflow_run_lock(run_id=run_id) as acquired:
         if not acquired:
             return None
         run = (
@@ -738,7 +723,7 @@ def _undo(run: WorkflowRun, step: WorkflowStep) -> str:
 def opportunity_to_project_compensate(*, run_id: int) -> str | None:
     """Undo the completed (and the failed) steps in reverse, each as far as its system can; every step records
     compensated or compensation_failed. A run with a failed undo is held again for finance."""
-    with _run_lock(run_id) as acquired:
+    with workflow_run_lock(run_id=run_id) as acquired:
         if not acquired:
             return None
         run = WorkflowRun.objects.filter(pk=run_id, flow=Flow.OPPORTUNITY_TO_PROJECT).first()

@@ -4,10 +4,13 @@ state and timing, hold a run on an exception item, finish it. Flows call these; 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -153,3 +156,18 @@ def workflow_run_wait(*, run: WorkflowRun, step: str, reason: str) -> WorkflowRu
     run.last_error = reason[:4000]
     run.save(update_fields=["status", "current_step", "last_error", "updated_at"])
     return run
+
+
+RUN_LOCK_SECONDS = 600
+
+
+@contextmanager
+def workflow_run_lock(*, run_id: int) -> Iterator[bool]:
+    """One worker at a time per run, across processes (the shared cache); yields False when another holds it."""
+    key, token = f"workflows:run-lock:{run_id}", uuid.uuid4().hex
+    acquired = cache.add(key, token, timeout=RUN_LOCK_SECONDS)
+    try:
+        yield bool(acquired)
+    finally:
+        if acquired and cache.get(key) == token:
+            cache.delete(key)

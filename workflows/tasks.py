@@ -19,8 +19,12 @@ def opportunity_to_project_compensate_task(run_id: int) -> str | None:
     return opportunity_to_project.opportunity_to_project_compensate(run_id=run_id)
 
 
-@shared_task(name="workflows.client_master_run_task", ignore_result=True)
-def client_master_run_task(run_id: int) -> str | None:
-    """Create or update an account's client in the ERP and the PSA."""
-    result = client_master.client_master_run(run_id=run_id)
+@shared_task(bind=True, name="workflows.client_master_run_task", ignore_result=True, max_retries=20)
+def client_master_run_task(self, run_id: int) -> str | None:  # type: ignore[no-untyped-def]
+    """Create or update an account's client in the ERP and the PSA; while another worker has the run, again
+    in a few seconds (so the latest record of the account is never skipped)."""
+    try:
+        result = client_master.client_master_run(run_id=run_id)
+    except client_master.RunBusyError as exc:
+        raise self.retry(countdown=3, exc=exc) from exc
     return None if result is None else result.canonical_id
