@@ -804,6 +804,15 @@ class SalesforceCrmConnector(RestConnector):
             external_id, created = again["id"], False
         return UpsertResult(external_id=str(external_id), created=created, payload={**body, "Id": external_id})
 
+    def update_record(self, entity: str, external_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH the fields of one record by its Id that differ (not a pipeline operation: workflows use it to
+        write back, for example the project number on a won opportunity); returns the record as it now is."""
+        found = self.get(entity, external_id)
+        body = changed_fields(found, {k: v for k, v in changes.items() if k not in ("Id", "attributes")})
+        if body:
+            self.call("PATCH", f"{self.data_path}/sobjects/{self.sobject(entity)}/{quote(external_id)}", json=body)
+        return {**found, **body}
+
     def void(self, entity: str, external_id: str) -> None:
         """Delete the record (Salesforce keeps it in the recycle bin); already deleted is fine."""
         self.call("DELETE", f"{self.data_path}/sobjects/{self.sobject(entity)}/{quote(external_id)}", missing_ok=True)
@@ -946,6 +955,29 @@ class HarvestPsaConnector(RestConnector):
     def void(self, entity: str, external_id: str) -> None:
         """Delete the record (an approved time entry must be unapproved first: Harvest answers 422)."""
         self.call("DELETE", f"/{self.resource(entity)}/{quote(str(external_id), safe='')}", missing_ok=True)
+
+    def update_record(self, entity: str, external_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH the fields that differ on one record by id (a record linked by a person carries no hub key)."""
+        resource = self.resource(entity)
+        found = self.get(entity, external_id)
+        body = changed_fields(found, changes)
+        if not body:
+            return found
+        record = self.call_json("PATCH", f"/{resource}/{quote(str(external_id), safe='')}", json=body)
+        return with_id(record, record["id"])
+
+    def archive(self, entity: str, external_id: str) -> dict[str, Any] | None:
+        """Archive a client or project (is_active false): Harvest keeps its time; None when it is already gone."""
+        resource = self.resource(entity)
+        record = self.call_json(
+            "PATCH", f"/{resource}/{quote(str(external_id), safe='')}", json={"is_active": False}, missing_ok=True
+        )
+        return with_id(record, record["id"]) if record else None
+
+    def release_staffing(self, project_id: str) -> dict[str, Any]:
+        """Release a project's staffing requests to resource managers (idempotent: releasing twice is one release)."""
+        record = self.call_json("POST", f"/projects/{quote(str(project_id), safe='')}/release_staffing", json={})
+        return with_id(record, record["id"])
 
     def approve(self, external_id: str, *, approver_id: int | None = None, approve: bool = True) -> dict[str, Any]:
         """Approve (or unapprove) a time entry; not a pipeline operation, used by the demo and the tests."""
@@ -1148,6 +1180,11 @@ class CollaborationSuiteConnector(RestConnector):
             added.append(str(user["id"]))
         return added
 
+    def delete(self, entity: str, external_id: str) -> None:
+        """Delete the workspace's group (a compensation undoing its creation); already gone is fine."""
+        self._check(entity)
+        self.call("DELETE", f"/groups/{quote(external_id, safe='')}", missing_ok=True)
+
     def void(self, entity: str, external_id: str) -> None:
         """Archive the team (the default) or delete the group; a workspace already gone is voided."""
         self._check(entity)
@@ -1285,6 +1322,16 @@ class SandboxErpConnector(RestConnector):
     ) -> Sequence[UpsertResult | Exception]:
         """The connector contract's batch operation: `upsert_many`, one result or refusal per item, in order."""
         return self.upsert_many(entity, items)
+
+    def update_record(self, entity: str, external_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH the fields that differ on one record by id (a record linked by a person carries no hub key)."""
+        resource = self.resource(entity)
+        found = self.get(entity, external_id)
+        body = changed_fields(found, changes)
+        if not body:
+            return found
+        record = self.call_json("PATCH", f"/{resource}/{quote(str(external_id), safe='')}", json=body)
+        return with_id(record, record["id"])
 
     def void(self, entity: str, external_id: str) -> None:
         """Reverse a time entry, close a project, deactivate a client, delete a draft invoice."""

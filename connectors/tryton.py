@@ -722,6 +722,8 @@ class TrytonConnector(Connector):
 
     def get(self, entity: str, external_id: str) -> dict[str, Any]:
         model, fields = self._model(entity)
+        if entity == "project":
+            fields = [*fields, "status.progress", "status.name"]
         rows = self.client.search_read(model, [("id", "=", int(external_id))], fields, limit=1)
         if not rows:
             raise TerminalConnectorError(
@@ -730,6 +732,10 @@ class TrytonConnector(Connector):
         record = rows[0]
         if entity == "project":
             record["timesheet_work_id"] = (record.get("timesheet_works") or [None])[0]
+            # The hub's project lifecycle word: a work in a status of full progress (Done) is closed.
+            status = record.pop("status.", None) or {}
+            record["status_name"] = status.get("name")
+            record["status"] = "closed" if (status.get("progress") or 0) >= 1 else "active"
         if entity == "invoice":
             self._add_invoice_projects([record])
         return jsonable(record)
@@ -775,9 +781,15 @@ class TrytonConnector(Connector):
         return self.upsert_many(entity, [(payload, idempotency_key)])[0]
 
     def void(self, entity: str, external_id: str) -> None:
-        """Withdraw a time entry: delete its timesheet line unless it is invoiced (see the module docstring)."""
+        """Withdraw a time entry (delete its timesheet line unless it is invoiced, see the module docstring), or
+        close a project (its work moves to the status of full progress, Done); a project already gone is fine."""
+        if entity == "project":
+            self._close_project(int(external_id))
+            return
         if entity != "time_entry":
-            raise ConnectorCapabilityError(f"Connector '{self.name}' can only void time_entry, not '{entity}'.")
+            raise ConnectorCapabilityError(
+                f"Connector '{self.name}' can only void time_entry and project, not '{entity}'."
+            )
         rows = self.client.search_read("timesheet.line", [("id", "=", int(external_id))], TIME_ENTRY_FIELDS, limit=1)
         if not rows:
             return  # already gone: voiding twice is a no-op
@@ -825,6 +837,24 @@ class TrytonConnector(Connector):
             last = rows[-1]
             next_cursor = f"{last['last_modified_at'].isoformat()}|{last['id']}"
         return ChangeBatch(records=[jsonable(row) for row in rows], next_cursor=next_cursor, has_more=has_more)
+
+    def _close_project(self, project_id: int) -> None:
+        rows = self.client.search_read("project.work", [("id", "=", project_id)], ["id", "status"], limit=1)
+        if not rows:
+            return
+        done = self.client.search_read(
+            "project.work.status", [("progress", "=", 1)], ["id", "name"], limit=1, order=[("sequence", "ASC")]
+        )
+        if not done:
+            raise TerminalConnectorError(
+                "Tryton has no project status of full progress (Done) to close the project with",
+                status_code=409,
+                system_slug=self.slug,
+                hint="Add a project work status with progress 1 in Tryton (Project → Configuration → Statuses).",
+            )
+        if rows[0].get("status") != done[0]["id"]:
+            # Tryton refuses Done below full progress: the work is declared complete with it.
+            self.client.write("project.work", [project_id], {"progress": 1.0, "status": done[0]["id"]})
 
     # -- clients --
 

@@ -411,6 +411,22 @@ def psa_entry_delete(*, record: SandboxRecord) -> SandboxRecord:
     return record
 
 
+@transaction.atomic
+def psa_project_release_staffing(*, external_id: str) -> SandboxRecord:
+    """Release a PSA project's staffing to resource managers; releasing again keeps the first release time."""
+    record = _require(
+        selectors.record_get(system=SandboxSystem.PSA, object_type=PsaObject.PROJECT, external_id=external_id),
+        f"Project {external_id}",
+    )
+    if not record.data.get("is_active", True):
+        raise HubConflictError(f"Project {external_id} is archived; its staffing cannot be released.")
+    if record.data.get("staffing_status") == "released":
+        return record
+    return record_update(
+        record=record, changes={"staffing_status": "released", "staffing_released_at": now_ms().isoformat()}
+    )
+
+
 # --- ERP ----------------------------------------------------------------------------------------------
 
 INVOICE_TRANSITIONS = {

@@ -60,6 +60,7 @@ psa_urls = [
     route(f"psa/v2/time_entries/{ID}/unapprove", psa.time_entry_unapprove, name="psa-time-entry-unapprove"),
     route(f"psa/v2/expenses/{ID}/approve", psa.expense_approve, name="psa-expense-approve"),
     route(f"psa/v2/expenses/{ID}/unapprove", psa.expense_unapprove, name="psa-expense-unapprove"),
+    route(f"psa/v2/projects/{ID}/release_staffing", psa.project_release_staffing, name="psa-project-release-staffing"),
 ]
 for resource in PsaObject.values:
     psa_urls += [

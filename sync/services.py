@@ -922,6 +922,9 @@ def _message_process(message_id: int, delivery_ids_out: list[int] | None) -> str
                 deliveries_enqueue(delivery_ids=delivery_ids)
             else:
                 delivery_ids_out.extend(delivery_ids)
+            if not routes:
+                # Nothing to deliver is delivered too: flows that act on the message (workflows) still hear of it.
+                follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk)
         except PipelineStop:
             # A stage parked the message (an exception item, a hold or a stale update) and saved why.
             return message.status

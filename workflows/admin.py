@@ -11,7 +11,14 @@ from django.utils.html import format_html
 
 from exception_queue.models import ExceptionItem
 from sync.admin import ReadOnlyLogAdmin
-from workflows.models import MilestoneBillingRun, TimeExpensePosting, WorkflowStep
+from workflows.models import (
+    ClientDirectoryEntry,
+    FinanceNotification,
+    MilestoneBillingRun,
+    TimeExpensePosting,
+    WorkflowRun,
+    WorkflowStep,
+)
 
 # --- milestone to billing ---------------------------------------------------------------------------------
 
@@ -123,3 +130,80 @@ class TimeExpensePostingAdmin(ReadOnlyLogAdmin):
     list_select_related = ("target_system",)
     raw_id_fields = ("message", "reverses")
     date_hierarchy = "created_at"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the flows only: shown, never added, edited or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class WorkflowStepInline(admin.TabularInline):
+    model = WorkflowStep
+    fields = (
+        "position",
+        "name",
+        "status",
+        "attempts",
+        "started_at",
+        "finished_at",
+        "error",
+        "result",
+        "compensated_at",
+        "compensation_note",
+    )
+    readonly_fields = fields
+    ordering = ("position",)
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "flow",
+        "business_key",
+        "status",
+        "current_step",
+        "legal_entity",
+        "amount",
+        "currency",
+        "triggered_at",
+        "finished_at",
+    ]
+    list_filter = ["flow", "status", "legal_entity"]
+    search_fields = ["business_key", "=correlation_id"]
+    readonly_fields = [field.name for field in WorkflowRun._meta.fields]
+    date_hierarchy = "started_at"
+    inlines = [WorkflowStepInline]
+    list_select_related = ["legal_entity"]
+
+
+@admin.register(FinanceNotification)
+class FinanceNotificationAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "subject", "project_number", "legal_entity", "amount", "currency"]
+    list_filter = ["legal_entity"]
+    search_fields = ["subject", "project_number"]
+    readonly_fields = [field.name for field in FinanceNotification._meta.fields]
+
+
+@admin.register(ClientDirectoryEntry)
+class ClientDirectoryEntryAdmin(ReadOnlyAdmin):
+    list_display = ["name", "source", "canonical_id", "system", "external_id", "domain", "tax_id", "linked_to"]
+    list_filter = ["source", "system", "duplicate_cleared"]
+    search_fields = ["name", "name_key", "=canonical_id", "=external_id", "=domain", "=tax_id"]
+    readonly_fields = [field.name for field in ClientDirectoryEntry._meta.fields]

@@ -7,5 +7,5 @@ class WorkflowsConfig(AppConfig):
 
     def ready(self) -> None:
         # The flows register their pipeline stages, rules, flow runners, follow-up handlers and exception-item
-        # actions at start-up, so web and worker processes agree.
-        from workflows import invoice_status, milestone_billing, time_expense  # noqa: F401
+        # actions at import in every process (web, worker, beat), so all agree.
+        from workflows import actions, invoice_status, milestone_billing, rules, time_expense, triggers  # noqa: F401

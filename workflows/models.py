@@ -6,7 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from governance.choices import Flow
-from workflows.choices import PostingKind, PostingStatus, RunStatus, StepStatus
+from workflows.choices import DirectorySource, PostingKind, PostingStatus, RunStatus, StepStatus
 
 
 class WorkflowRun(models.Model):
@@ -164,3 +164,77 @@ class TimeExpensePosting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entry_key} v{self.version} {self.kind} ({self.status})"
+
+
+class ClientDirectoryEntry(models.Model):
+    """A client the duplicate check compares new accounts with: one known to the hub, or one an ERP or PSA listed.
+
+    The normalised keys are indexed, so a check reads a small blocked candidate set (same first name token,
+    same domain or same tax id) and scores only those; it never scans every client.
+    """
+
+    source_key = models.CharField(
+        max_length=260, unique=True, help_text="hub:<canonical id>, or <system slug>:<external id> for a listed record."
+    )
+    source = models.CharField(max_length=10, choices=DirectorySource.choices)
+    canonical_id = models.CharField(max_length=100, blank=True, db_index=True)
+    system = models.ForeignKey(
+        "connectors.ConnectedSystem", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    external_id = models.CharField(max_length=200, blank=True)
+    name = models.CharField(max_length=255)
+    name_key = models.CharField(max_length=255, db_index=True, help_text="Lower case, no punctuation or legal suffix.")
+    block_key = models.CharField(max_length=60, db_index=True, help_text="First token of the normalised name.")
+    domain = models.CharField(max_length=255, blank=True, db_index=True)
+    tax_id = models.CharField(max_length=60, blank=True, db_index=True)
+    legal_entity = models.ForeignKey(
+        "governance.LegalEntity", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    linked_to = models.CharField(
+        max_length=100, blank=True, help_text="Canonical id of the client this one was linked to as a duplicate."
+    )
+    duplicate_cleared = models.BooleanField(
+        default=False, help_text="A person decided this client is new: it is not checked for duplicates again."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name_key", "id"]
+        verbose_name_plural = "client directory entries"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.source_key})"
+
+
+class ClientDirectorySource(models.Model):
+    """Where the directory's last read of one ERP or PSA's clients stopped (that connector's change cursor)."""
+
+    system = models.OneToOneField("connectors.ConnectedSystem", on_delete=models.CASCADE, related_name="+")
+    cursor = models.TextField(blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"client directory of {self.system_id}"
+
+
+class FinanceNotification(models.Model):
+    """A note to finance that a project was activated (or needs them); listed in the admin for finance users."""
+
+    workflow_run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="notifications")
+    legal_entity = models.ForeignKey(
+        "governance.LegalEntity", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    subject = models.CharField(max_length=255)
+    body = models.TextField()
+    project_number = models.CharField(max_length=60, blank=True, db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    emailed_to = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["workflow_run", "subject"], name="unique_notification_per_run")]
+
+    def __str__(self) -> str:
+        return self.subject

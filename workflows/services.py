@@ -4,10 +4,13 @@ state and timing, hold a run on an exception item, finish it. Flows call these; 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -99,6 +102,7 @@ def workflow_step_fail(*, step: WorkflowStep, error: str) -> WorkflowStep:
     return step
 
 
+@transaction.atomic
 def workflow_run_hold(
     *,
     run: WorkflowRun,
@@ -133,3 +137,37 @@ def workflow_run_finish(*, run: WorkflowRun, status: str = RunStatus.COMPLETED) 
     run.current_step = "" if status == RunStatus.COMPLETED else run.current_step
     run.save(update_fields=["status", "finished_at", "current_step", "updated_at"])
     return run
+
+
+def workflow_run_resume(*, run: WorkflowRun) -> WorkflowRun:
+    """Put a held (or finished, for a later update of the same record) run back to running; the caller then
+    hands it to a worker, which carries on from the first step that is not done."""
+    run.status = RunStatus.RUNNING
+    run.finished_at = None
+    run.last_error = ""
+    run.save(update_fields=["status", "finished_at", "last_error", "updated_at"])
+    return run
+
+
+def workflow_run_wait(*, run: WorkflowRun, step: str, reason: str) -> WorkflowRun:
+    """Hold `run` at `step` while another record's exception item is worked (no item of its own)."""
+    run.status = RunStatus.HELD
+    run.current_step = step
+    run.last_error = reason[:4000]
+    run.save(update_fields=["status", "current_step", "last_error", "updated_at"])
+    return run
+
+
+RUN_LOCK_SECONDS = 600
+
+
+@contextmanager
+def workflow_run_lock(*, run_id: int) -> Iterator[bool]:
+    """One worker at a time per run, across processes (the shared cache); yields False when another holds it."""
+    key, token = f"workflows:run-lock:{run_id}", uuid.uuid4().hex
+    acquired = cache.add(key, token, timeout=RUN_LOCK_SECONDS)
+    try:
+        yield bool(acquired)
+    finally:
+        if acquired and cache.get(key) == token:
+            cache.delete(key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from workflows import time_expense
+from workflows import client_master, opportunity_to_project, time_expense
 
 # --- milestone to billing, invoice status ----------------------------------------------------------------
 
@@ -51,3 +51,26 @@ def time_expense_postings_send_task(target_system_id: int) -> dict[str, int]:
 def time_expense_postings_dispatch_task() -> int:
     """Beat: enqueue a send for every target whose time and expense lines are due and whose batch window closed."""
     return time_expense.time_expense_postings_dispatch()
+
+
+@shared_task(name="workflows.opportunity_to_project_run_task", ignore_result=True)
+def opportunity_to_project_run_task(run_id: int) -> str | None:
+    """Carry an opportunity-to-project run on from its first step that is not done."""
+    return opportunity_to_project.opportunity_to_project_run(run_id=run_id)
+
+
+@shared_task(name="workflows.opportunity_to_project_compensate_task", ignore_result=True)
+def opportunity_to_project_compensate_task(run_id: int) -> str | None:
+    """Undo what a held opportunity-to-project run created, in reverse."""
+    return opportunity_to_project.opportunity_to_project_compensate(run_id=run_id)
+
+
+@shared_task(bind=True, name="workflows.client_master_run_task", ignore_result=True, max_retries=20)
+def client_master_run_task(self, run_id: int) -> str | None:  # type: ignore[no-untyped-def]
+    """Create or update an account's client in the ERP and the PSA; while another worker has the run, again
+    in a few seconds (so the latest record of the account is never skipped)."""
+    try:
+        result = client_master.client_master_run(run_id=run_id)
+    except client_master.RunBusyError as exc:
+        raise self.retry(countdown=3, exc=exc) from exc
+    return None if result is None else result.canonical_id

@@ -42,6 +42,8 @@ GROUP_WRITABLE = {
     "groupTypes",
     "visibility",
 }
+# The tenant's group naming policy (Entra ID "custom blocked words"): a new group may not use these words.
+NAMING_POLICY_BLOCKED_WORDS = ("confidential", "payroll")
 GROUP_PATCHABLE = {"displayName", "description", "visibility"}
 USER_WRITABLE = {"displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle", "accountEnabled"}
 
@@ -181,6 +183,11 @@ def _create_group(request: HttpRequest, data: dict[str, Any]) -> HttpResponse:
     if missing:
         return graph_error(
             400, "Request_BadRequest", f"Invalid value specified for property '{missing[0]}' of resource 'Group'."
+        )
+    blocked = [word for word in NAMING_POLICY_BLOCKED_WORDS if re.search(rf"\b{word}\b", data["displayName"], re.I)]
+    if blocked:
+        return graph_error(
+            400, "Request_BadRequest", f"The display name contains '{blocked[0]}', a blocked word of the naming policy."
         )
     nickname = data["mailNickname"]
     if (

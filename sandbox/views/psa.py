@@ -499,3 +499,17 @@ time_entry_approve = _approval(True)
 time_entry_unapprove = _approval(False)
 expense_approve = _approval(True, PsaObject.EXPENSE)
 expense_unapprove = _approval(False, PsaObject.EXPENSE)
+
+
+@psa_auth
+def project_release_staffing(request: HttpRequest, record_id: int) -> HttpResponse:
+    """POST projects/<id>/release_staffing: the project's staffing requests go to resource managers."""
+    if request.method != "POST":
+        return message(405, "Method not allowed")
+    try:
+        record = services.psa_project_release_staffing(external_id=str(record_id))
+    except services.HubNotFoundError:
+        return not_found()
+    except services.HubConflictError as error:
+        return message(422, error.detail)
+    return JsonResponse(render(record))
