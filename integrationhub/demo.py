@@ -412,8 +412,13 @@ def demo_data_load() -> list[str]:
     ]
 
 
-def demo_setup() -> DemoSetupResult:
-    """Everything `make run` needs: the demo firm's records, then the demo users."""
+def demo_setup(*, workflows: bool = False) -> DemoSetupResult:
+    """Everything `make run` needs: the demo firm's records, the demo users and, with `workflows`, the five
+    workflows seeded across the sandbox systems (and Tryton when it is installed)."""
     summary = demo_data_load()
     logins = demo_users_ensure()
+    if workflows:
+        from workflows.demo import workflows_demo_seed
+
+        summary += workflows_demo_seed()
     return DemoSetupResult(summary=summary, logins=logins)
