@@ -10,6 +10,7 @@ a second message of the same record start nothing new (the client master re-runs
 from __future__ import annotations
 
 from connectors.choices import SystemRole
+from governance.choices import Flow
 from sync.choices import EVENT_MESSAGE_DELIVERED
 from sync.models import Message
 from sync.services import subscribe
@@ -27,7 +28,12 @@ def workflows_on_message_delivered(message_id: int) -> None:
         # Routed by the engine to its targets: an analyst chose a plain sync for these records, not the flows
         # (the flows write the ERP, PSA and workspace records themselves, so both would create them twice).
         return
-    if message.entity == "client":
+    flow = {"client": Flow.CLIENT_MASTER, "opportunity": Flow.OPPORTUNITY_TO_PROJECT}.get(message.entity)
+    if flow is None:
+        return
+    # No route stamped the message with a flow: the flow that acts on it does, so KPIs and the queue count it.
+    Message.objects.filter(pk=message.pk, flow="").update(flow=flow)
+    if flow == Flow.CLIENT_MASTER:
         client_master_start_from_message(message=message)
-    elif message.entity == "opportunity":
+    else:
         opportunity_start_from_message(message=message)

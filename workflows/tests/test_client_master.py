@@ -12,7 +12,7 @@ from exception_queue.choices import DecisionAction, ExceptionCategory, Exception
 from exception_queue.models import Decision, ExceptionItem
 from governance.choices import Flow
 from sandbox.choices import ErpObject, PsaObject, SandboxSystem
-from sync.models import CrossReference
+from sync.models import CrossReference, Message
 from workflows.choices import DirectorySource, RunStatus
 from workflows.client_master import (
     ClientMasterError,
@@ -136,6 +136,7 @@ def test_an_account_becomes_one_erp_party_and_one_psa_client_with_cross_referenc
 
     # then the run completed through its steps, and the ERP and the PSA have the client, cross-referenced
     assert run.status == RunStatus.COMPLETED, run.last_error
+    assert set(Message.objects.filter(entity="client").values_list("flow", flat=True)) == {Flow.CLIENT_MASTER}
     assert list(run.steps.order_by("position").values_list("name", flat=True)) == [
         "check_duplicates",
         "erp_client",
