@@ -86,3 +86,36 @@ def test_out_of_range_numbers_in_filters_are_400_naming_the_parameter(client_as,
     assert response["Content-Type"] == "application/problem+json"
     name = url.split("?", 1)[1].split("=", 1)[0]
     assert [error["field"] for error in response.json()["errors"]] == [name]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/audit-events/?until=5171-09-13T13%3A05%3A12-16%3A06",
+        "/api/v1/messages/?received_after=2026-01-01T00%3A00%3A00%2B23%3A59",
+        "/api/v1/delivery-attempts/?created_before=2026-01-01T00%3A00%3A00-20%3A00",
+        "/api/v1/exception-items/?created_after=2026-01-01T00%3A00%3A00-16%3A30",
+    ],
+)
+def test_a_date_time_with_an_offset_beyond_postgresqls_range_is_compared_in_utc(client_as, url):
+    # given an instant written with an offset Python accepts and PostgreSQL would not (more than 15:59)
+    # when it filters a list
+    response = client_as("integration_admin").get(url)
+    # then the list answers (the instant is compared in UTC), on SQLite and PostgreSQL alike
+    assert response.status_code == 200, response.content
+
+
+def test_the_utc_filter_asks_for_the_same_instant():
+    import datetime
+
+    from integrationhub.api.filters import UtcDateTimeFilter
+    from integrationhub.models import AuditEvent
+
+    # given an instant at -16:06
+    instant = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone(-datetime.timedelta(hours=16, minutes=6)))
+    # when it filters
+    query = str(
+        UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt").filter(AuditEvent.objects.all(), instant).query
+    )
+    # then the query holds the same instant in UTC
+    assert "2026-01-02 04:06:00" in query
