@@ -119,3 +119,35 @@ def test_the_utc_filter_asks_for_the_same_instant():
     )
     # then the query holds the same instant in UTC
     assert "2026-01-02 04:06:00" in query
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/rate-cards/lookup/?legal_entity=UK01&role=Manager&date=2026-05-01&contract=a%00b",
+        "/api/v1/legal-entities/?search=%00",
+        "/api/v1/messages/?%00=1",
+    ],
+)
+def test_a_nul_character_in_a_query_string_is_400_naming_the_parameter(client_as, url):
+    # when a query parameter carries a NUL character (PostgreSQL text cannot hold one)
+    response = client_as("integration_admin").get(url)
+    # then 400 problem+json naming it, on SQLite and PostgreSQL alike
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["message"] == "Null characters are not allowed."
+
+
+def test_a_json_body_with_a_nul_character_is_400_before_any_view_stores_it(client_as):
+    # when a JSON body holds an escaped NUL in a key or a value
+    admin = client_as("integration_admin")
+    in_value = admin.post(
+        "/api/v1/legal-entities/", '{"code": "ZZ01", "name": "Z\\u0000"}', content_type="application/json"
+    )
+    in_key = admin.post("/api/v1/legal-entities/", '{"co\\u0000de": "ZZ02"}', content_type="application/json")
+    # then both are 400 problem+json saying so, and nothing is stored
+    assert in_value.status_code == 400 and in_key.status_code == 400
+    assert "NUL" in in_value.json()["detail"] and "NUL" in in_key.json()["detail"]
+    from governance.models import LegalEntity
+
+    assert not LegalEntity.objects.filter(code__in=["ZZ01", "ZZ02"]).exists()
