@@ -7,8 +7,9 @@
 # and always stops the server. Non-zero on failure.
 #
 # Settings: SCHEMATHESIS_MAX_EXAMPLES (default 10 per operation and phase), SCHEMATHESIS_PHASES (default
-# all: examples, coverage, fuzzing, stateful). Operations without demo records answer 404, which the schema
-# documents, so a new endpoint passes as long as what it answers matches its schema.
+# all: examples, coverage, fuzzing, stateful), SCHEMATHESIS_WORKERS (default 2). Operations without demo
+# records answer 404, which the schema documents, so a new endpoint passes as long as what it answers
+# matches its schema.
 #
 # schemathesis lives in its own virtualenv (var/schemathesis-venv): it brings hypothesis and a pytest
 # plugin that the hub's own test suite should not load, and its pins must not move the hub's.
@@ -18,6 +19,8 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION="4.32.5"
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-10}"
 PHASES="${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}"
+# Two concurrent clients for the two gunicorn workers.
+WORKERS="${SCHEMATHESIS_WORKERS:-2}"
 PY=.venv/bin/python
 ST_VENV="${SCHEMATHESIS_VENV:-var/schemathesis-venv}"
 export HUB_VAR_DIR="${HUB_VAR_DIR:-$PWD/var/schemathesis}"
@@ -85,6 +88,7 @@ status=0
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$MAX_EXAMPLES" \
   --phases "$PHASES" \
+  --workers "$WORKERS" \
   --header "Authorization: Api-Key $KEY" \
   --exclude-path-regex '/test-connection/$' \
   --request-timeout 30 \

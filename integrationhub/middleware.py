@@ -1,4 +1,5 @@
-"""Middleware of the security layer: the Content-Security-Policy header and the API body-size limit."""
+"""Middleware of the security layer: the Content-Security-Policy header, the API body-size limit and the
+refusal of NUL characters in API query strings."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from integrationhub.errors import PROBLEM_CONTENT_TYPE, problem
 
 CSP_HEADER = "Content-Security-Policy"
 API_PREFIX = "/api/"
+NUL = "\x00"
 
 
 class ContentSecurityPolicyMiddleware:
@@ -28,7 +30,8 @@ class ContentSecurityPolicyMiddleware:
 
 
 class ApiBodyLimitMiddleware:
-    """Refuses an API request whose declared body is over DATA_UPLOAD_MAX_MEMORY_SIZE with a 413 problem+json.
+    """Refuses an API request whose declared body is over DATA_UPLOAD_MAX_MEMORY_SIZE with a 413 problem+json,
+    and one with a NUL character in its query string with a 400.
 
     Django raises RequestDataTooBig only when the body is read, deep in a view, where it would surface as a
     500; checked here, before any view, the client learns the limit. (LimitedJSONParser also catches a
@@ -46,12 +49,29 @@ class ApiBodyLimitMiddleware:
             except ValueError:
                 declared = 0
             if declared > limit:
-                body = problem(
-                    status=413,
-                    title="The request body is too large",
-                    detail=f"The body has {declared} bytes; the limit is {limit} bytes.",
-                    code="payload_too_large",
-                    hint="Send large data sets as a file drop or in pages.",
-                )
-                return JsonResponse(body, status=413, content_type=PROBLEM_CONTENT_TYPE)
+                return _too_large(declared, limit)
+        if request.path.startswith(API_PREFIX):
+            # PostgreSQL text cannot hold NUL (0x00): a query parameter with one would fail in the database.
+            # Django's form fields refuse it, but not every view reads its parameters through a form.
+            for name, value in request.GET.lists():
+                if NUL in name or any(NUL in item for item in value):
+                    body = problem(
+                        status=400,
+                        title="Some fields are not valid",
+                        detail=f"{name.replace(NUL, '')}: Null characters are not allowed.",
+                        code="validation_error",
+                        errors=[{"field": name.replace(NUL, ""), "message": "Null characters are not allowed."}],
+                    )
+                    return JsonResponse(body, status=400, content_type=PROBLEM_CONTENT_TYPE)
         return self.get_response(request)
+
+
+def _too_large(declared: int, limit: int) -> JsonResponse:
+    body = problem(
+        status=413,
+        title="The request body is too large",
+        detail=f"The body has {declared} bytes; the limit is {limit} bytes.",
+        code="payload_too_large",
+        hint="Send large data sets as a file drop or in pages.",
+    )
+    return JsonResponse(body, status=413, content_type=PROBLEM_CONTENT_TYPE)

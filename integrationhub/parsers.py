@@ -85,9 +85,32 @@ class LimitedJSONParser(JSONParser):
         if depth > max_depth:
             raise JsonTooDeepError(f"The JSON is nested {depth} levels deep; the limit is {max_depth}.")
         try:
-            return json.loads(text, parse_constant=_refuse_constant)
+            data = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as error:
             raise MalformedJsonError(f"The body is not valid JSON: {error}.") from None
+        # Raw control characters are not valid JSON, so a NUL can only arrive escaped.
+        if "\\u0000" in text and contains_nul(data):
+            raise MalformedJsonError(NUL_REFUSED)
+        return data
+
+
+NUL_REFUSED = "The JSON contains a NUL character (\\u0000), which the hub cannot store; remove it."
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a parsed JSON value holds a NUL character in any key or string (PostgreSQL stores neither)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return True
+        elif isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return False
 
 
 def _refuse_constant(name: str) -> Any:

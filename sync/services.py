@@ -46,6 +46,7 @@ from insights.choices import BatchKind, BatchStatus
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
+from integrationhub.parsers import NUL_REFUSED, contains_nul
 from integrationhub.throttling import budget_spend
 from mappings.choices import CanonicalEntityName, Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
@@ -333,6 +334,8 @@ def message_ingest(
         raise MalformedPayloadError(
             f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", hint="Flatten the payload."
         )
+    if b"\\u0000" in body and contains_nul(payload):
+        raise MalformedPayloadError(NUL_REFUSED, hint="Remove the NUL characters and resend the event.")
     idempotency_key = (webhook_id or headers.get("idempotency-key", "")).strip()[:200]
     sequence = headers.get("x-source-sequence", "")
     message = Message(

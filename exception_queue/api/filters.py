@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
-from integrationhub.api.filters import HoursFilter, IdFilter
+from integrationhub.api.filters import HoursFilter, IdFilter, UtcDateTimeFilter
 
 
 class ExceptionItemFilterSet(django_filters.FilterSet):
@@ -21,8 +21,8 @@ class ExceptionItemFilterSet(django_filters.FilterSet):
     currency = django_filters.CharFilter()
     amount_min = django_filters.NumberFilter(field_name="amount", lookup_expr="gte")
     amount_max = django_filters.NumberFilter(field_name="amount", lookup_expr="lte")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     older_than_hours = HoursFilter(method="filter_older_than", help_text="Items waiting at least this many hours.")
     newer_than_hours = HoursFilter(method="filter_newer_than", help_text="Items waiting less than this many hours.")
     message = IdFilter(field_name="message_id")

@@ -3,10 +3,12 @@ database column or a date calculation (an answer of 400 naming the parameter ins
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import django_filters
 from django import forms
+from django.utils import timezone
 
 # PostgreSQL bigint (the primary keys are BigAutoField); SQLite's INTEGER has the same range.
 MAX_ID = 2**63 - 1
@@ -32,3 +34,15 @@ class HoursFilter(django_filters.NumberFilter):
         kwargs.setdefault("min_value", 0)
         kwargs.setdefault("max_value", MAX_HOURS)
         super().__init__(*args, **kwargs)
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time, compared in UTC.
+
+    Python accepts any offset below 24 hours, PostgreSQL only up to 15:59: `...T13:05:12-16:06` is a valid
+    instant that PostgreSQL refuses to parse. Converting to UTC first asks for the same instant."""
+
+    def filter(self, qs: Any, value: Any) -> Any:
+        if isinstance(value, datetime.datetime) and timezone.is_aware(value):
+            value = value.astimezone(datetime.UTC)
+        return super().filter(qs, value)

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from integrationhub import apikeys, audit
 from integrationhub.api import schema as _schema  # noqa: F401  (registers the API key scheme with drf-spectacular)
+from integrationhub.api.filters import UtcDateTimeFilter
 from integrationhub.api.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
@@ -76,8 +77,8 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 
 class AuditEventFilterSet(django_filters.FilterSet):
     actor = django_filters.CharFilter(field_name="actor_username", help_text="Username of the actor.")
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

@@ -86,3 +86,68 @@ def test_out_of_range_numbers_in_filters_are_400_naming_the_parameter(client_as,
     assert response["Content-Type"] == "application/problem+json"
     name = url.split("?", 1)[1].split("=", 1)[0]
     assert [error["field"] for error in response.json()["errors"]] == [name]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/audit-events/?until=5171-09-13T13%3A05%3A12-16%3A06",
+        "/api/v1/messages/?received_after=2026-01-01T00%3A00%3A00%2B23%3A59",
+        "/api/v1/delivery-attempts/?created_before=2026-01-01T00%3A00%3A00-20%3A00",
+        "/api/v1/exception-items/?created_after=2026-01-01T00%3A00%3A00-16%3A30",
+    ],
+)
+def test_a_date_time_with_an_offset_beyond_postgresqls_range_is_compared_in_utc(client_as, url):
+    # given an instant written with an offset Python accepts and PostgreSQL would not (more than 15:59)
+    # when it filters a list
+    response = client_as("integration_admin").get(url)
+    # then the list answers (the instant is compared in UTC), on SQLite and PostgreSQL alike
+    assert response.status_code == 200, response.content
+
+
+def test_the_utc_filter_asks_for_the_same_instant():
+    import datetime
+
+    from integrationhub.api.filters import UtcDateTimeFilter
+    from integrationhub.models import AuditEvent
+
+    # given an instant at -16:06
+    instant = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone(-datetime.timedelta(hours=16, minutes=6)))
+    # when it filters
+    query = str(
+        UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt").filter(AuditEvent.objects.all(), instant).query
+    )
+    # then the query holds the same instant in UTC
+    assert "2026-01-02 04:06:00" in query
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/rate-cards/lookup/?legal_entity=UK01&role=Manager&date=2026-05-01&contract=a%00b",
+        "/api/v1/legal-entities/?search=%00",
+        "/api/v1/messages/?%00=1",
+    ],
+)
+def test_a_nul_character_in_a_query_string_is_400_naming_the_parameter(client_as, url):
+    # when a query parameter carries a NUL character (PostgreSQL text cannot hold one)
+    response = client_as("integration_admin").get(url)
+    # then 400 problem+json naming it, on SQLite and PostgreSQL alike
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["message"] == "Null characters are not allowed."
+
+
+def test_a_json_body_with_a_nul_character_is_400_before_any_view_stores_it(client_as):
+    # when a JSON body holds an escaped NUL in a key or a value
+    admin = client_as("integration_admin")
+    in_value = admin.post(
+        "/api/v1/legal-entities/", '{"code": "ZZ01", "name": "Z\\u0000"}', content_type="application/json"
+    )
+    in_key = admin.post("/api/v1/legal-entities/", '{"co\\u0000de": "ZZ02"}', content_type="application/json")
+    # then both are 400 problem+json saying so, and nothing is stored
+    assert in_value.status_code == 400 and in_key.status_code == 400
+    assert "NUL" in in_value.json()["detail"] and "NUL" in in_key.json()["detail"]
+    from governance.models import LegalEntity
+
+    assert not LegalEntity.objects.filter(code__in=["ZZ01", "ZZ02"]).exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q, QuerySet
 
-from integrationhub.api.filters import IdFilter
+from integrationhub.api.filters import IdFilter, UtcDateTimeFilter
 from sync.choices import AttemptOutcome, MessageDirection, MessageStatus
 from sync.models import DeliveryAttempt, FileDrop, Message
 
@@ -22,8 +22,8 @@ class MessageFilterSet(django_filters.FilterSet):
         method="filter_external_id",
         help_text="The record's id in the source (canonical id or payload id) or at a target (delivery).",
     )
-    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
-    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
+    received_after = UtcDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    received_before = UtcDateTimeFilter(field_name="received_at", lookup_expr="lt")
     legal_entity = django_filters.CharFilter(field_name="legal_entity__code", help_text="Legal entity code.")
 
     class Meta:
@@ -46,8 +46,8 @@ class DeliveryAttemptFilterSet(django_filters.FilterSet):
     target_system = django_filters.CharFilter(field_name="delivery__target_system__slug")
     correlation_id = django_filters.CharFilter()
     status_code = django_filters.NumberFilter(min_value=100, max_value=599)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = DeliveryAttempt
