@@ -155,3 +155,51 @@ def test_batch_progress_page_follows_a_running_batch_live(page: Page, live_serve
     expect(row.locator(".batch-eta")).to_have_text("0 s")
     expect(row.locator(".batch-done")).to_have_text("1000 / 1000")
     assert int(page.locator(".batch-progress").get_attribute("data-polls") or 0) >= 2
+
+
+@pytest.mark.slow
+def test_the_dashboard_charts_the_demo_flows_run_by_a_real_worker(
+    page: Page, live_server, live_celery_worker_db, make_role_user
+):
+    # given the demo firm with its systems on this test's server, and its flows' demo run by a real worker
+    from django.db.models import Value
+    from django.db.models.functions import Replace
+
+    from connectors.http import clients_close
+    from connectors.models import ConnectedSystem
+    from integrationhub.demo import DEMO_BASE_URL, demo_setup
+    from sandbox import services as sandbox_services
+    from sandbox.choices import SandboxSystem
+    from workflows.choices import RunStatus
+    from workflows.demo_opportunity import OPPORTUNITIES, seed_opportunity_and_client_demo
+    from workflows.models import WorkflowRun
+    from workflows.tests.conftest import wait_for
+
+    demo_setup()
+    ConnectedSystem.objects.update(base_url=Replace("base_url", Value(DEMO_BASE_URL), Value(live_server.url)))
+    setting = sandbox_services.sandbox_setting_ensure(system=SandboxSystem.CRM)
+    setting.webhook_url = setting.webhook_url.replace(DEMO_BASE_URL, live_server.url)
+    sandbox_services.sandbox_setting_save(setting=setting, reason="test")
+    clients_close()
+    seed_opportunity_and_client_demo()
+
+    def activations_settled() -> bool:
+        runs = WorkflowRun.objects.filter(flow=Flow.OPPORTUNITY_TO_PROJECT)
+        return runs.count() == len(OPPORTUNITIES) and not runs.filter(status=RunStatus.RUNNING).exists()
+
+    wait_for(activations_settled, timeout=120)
+    completed = WorkflowRun.objects.filter(flow=Flow.OPPORTUNITY_TO_PROJECT, status=RunStatus.COMPLETED).count()
+    assert completed >= 1
+
+    # when a leader opens the KPI dashboard
+    make_role_user("leader", username="demo.leader")
+    login(page, live_server, "demo.leader", PASSWORD)
+    page.goto(f"{live_server.url}/admin/insights/kpidashboard/?range=24h")
+
+    # then the charts are drawn and the activation figure counts the demo's activated projects
+    expect(page.locator("body")).to_have_attribute("data-kpi-charts-ready", "true")
+    for chart in CHARTS:
+        expect(page.locator(f"#{chart}")).to_have_attribute("data-rendered", "true")
+    expect(page.locator("#kpi-activation .kpi-note")).to_contain_text(f"{completed} projects activated")
+    expect(page.locator("#kpi-duplicate-suspects")).to_have_text("1")
+    screenshot(page, "dashboard_demo")
