@@ -399,7 +399,7 @@ def test_a_held_workflow_run_shows_its_steps_and_the_workflows_own_actions(clien
     assert page.status_code == 200
     assert 'id="workflow-run"' in html and 'data-step="create_workspace"' in html and "Graph answered 503" in html
     assert [e.stage for e in page.context["detail"].trace] == ["workflow:done", "workflow:done", "workflow:failed"]
-    assert [a.action for a in page.context["actions"]] == ["retry_step", "reject"]
+    assert {a.action for a in page.context["actions"]} == {"retry_step", "compensate", "cancel", "reject"}
     assert 'class="hub-action action-retry_step' in html
     # when finance retries the step from the page
     response = finance.post(act_url(item), {"action": "retry_step", "reason": "Graph is back"})
