@@ -38,6 +38,9 @@ class ItemAction:
     # Set: the action applies only to items of that flow's workflow runs, and wins over the same action
     # registered for every flow (a workflow's approve resumes its run instead of releasing a message).
     flow: str = ""
+    # With `flow`: only items that hold one of that flow's workflow runs (False: any item of the flow, for
+    # flows whose items hold a message instead, like approved time and expense).
+    needs_run: bool = True
     # Set: only items that hold a message (a workflow run's item without one cannot be replayed).
     needs_message: bool = False
 
@@ -46,7 +49,7 @@ class ItemAction:
             return False
         if self.needs_message and item.pk is not None and item.message_id is None:
             return False
-        if self.flow and (self.flow != item.flow or item.workflow_run_id is None):
+        if self.flow and (self.flow != item.flow or (self.needs_run and item.workflow_run_id is None)):
             return False
         return self.category in (ANY_CATEGORY, item.category)
 

@@ -796,6 +796,9 @@ def _register() -> None:
             permission=PERM_DECIDE,
             handler=exception_item_override,
             category=ExceptionCategory.POLICY,
+            # Only this flow's entries can be released past their failed rules (a milestone cannot).
+            flow=FLOW,
+            needs_run=False,
             help_text="Post the time or expense entry although the listed rules failed; the reason is audited.",
         )
     )
