@@ -454,8 +454,10 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
         _time_entry_amount(object_type, cleaned)
         seen[key] = index
         new.append((index, key, cleaned))
+    # Every entry created by one call carries the call's batch id, so a test (or a person) sees what went together.
+    batch = secrets.token_hex(8)
     created = services.records_create_many(
-        system=SYSTEM, object_type=object_type, items=[(key, data) for _, key, data in new]
+        system=SYSTEM, object_type=object_type, items=[(key, {**data, "batch": batch}) for _, key, data in new]
     )
     for (index, key, _), (record, was_created) in zip(new, created, strict=True):
         results[index] = {
@@ -468,4 +470,4 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
         if results[index] is None:
             first = results[seen[key]] or {}
             results[index] = {**first, "index": index, "status": 200}
-    return JsonResponse({"results": results})
+    return JsonResponse({"batch": batch, "results": results})
