@@ -788,6 +788,11 @@ def _stage_hold(message: Message, policy: SyncPolicy | None, now: datetime.datet
     raise PipelineStop
 
 
+def message_hold_for_approval(*, message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> None:
+    """The hold stage for flows that run their own stage (workflows): raises PipelineStop when it held."""
+    _stage_hold(message, policy, now)
+
+
 def _outbound(route: Route, message: Message) -> tuple[Any, Any, list[str]]:
     """(mapping set, payload, errors) for one target; the canonical record as is when no outbound mapping exists."""
     mapping_set = route.outbound_mapping_set or _published_mapping_set(

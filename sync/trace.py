@@ -67,6 +67,14 @@ def trace_lookup(*, query: str) -> list[str]:
             condition |= Q(entity=entity, canonical_id=canonical_id)
         add(Message.objects.filter(condition).order_by("-id").values_list("correlation_id", flat=True)[:50])
     add(correlation_ids_for_external_id(external_id=query))
+    # A time or expense line's id in the ERP: the flow posts through its ledger, not through deliveries.
+    from workflows.models import TimeExpensePosting
+
+    add(
+        TimeExpensePosting.objects.filter(external_id=query, message__isnull=False)
+        .order_by("-id")
+        .values_list("message__correlation_id", flat=True)[:5]
+    )
     return found
 
 
@@ -182,4 +190,32 @@ def trace_timeline(*, correlation_id: str) -> list[TimelineEntry]:
                 detail=workflow_step.error,
             )
         )
+    entries.extend(_posting_entries(correlation_id=correlation_id))
     return sorted(entries, key=lambda entry: entry.at)
+
+
+POSTING_LEVELS = {"posted": "ok", "pending": "info", "failed": "error"}
+
+
+def _posting_entries(*, correlation_id: str) -> list[TimelineEntry]:
+    """The time and expense flow's ledger lines of the correlation id's messages: what went to which ERP."""
+    from workflows.models import TimeExpensePosting
+
+    postings = (
+        TimeExpensePosting.objects.select_related("target_system")
+        .filter(message__correlation_id=correlation_id)
+        .order_by("id")
+    )
+    return [
+        TimelineEntry(
+            at=posting.posted_at or posting.created_at,
+            stage=f"posting:{posting.status}",
+            label=f"{posting.get_kind_display().split(' (')[0]} line to {posting.target_system.slug}: "
+            f"{posting.get_status_display().lower()}",
+            system=posting.target_system.slug,
+            level=POSTING_LEVELS.get(posting.status, "info"),
+            detail=posting.last_error or (f"line {posting.external_id} in the ERP" if posting.external_id else ""),
+            message_id=posting.message_id,
+        )
+        for posting in postings
+    ]

@@ -405,6 +405,18 @@ def _policy_fail(message: Message, failed: list[dict], state: EntryState | None,
     )
 
 
+def _held_for_approval(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> bool:
+    """An entry at or above the policy's approval threshold waits for finance like any held message (two
+    different approvers above the second threshold); once approved it is planned and posted as usual."""
+    from sync.services import PipelineStop, message_hold_for_approval
+
+    try:
+        message_hold_for_approval(message=message, policy=policy, now=now)
+    except PipelineStop:
+        return True
+    return False
+
+
 def time_expense_stage(
     *, message: Message, policy: SyncPolicy | None, routes: list[Route], now: datetime.datetime
 ) -> None:
@@ -426,6 +438,8 @@ def time_expense_stage(
             failed = entry_rules_check(message=message, policy=policy, target=target)
             if failed:
                 _policy_fail(message, failed, state, now)
+                return
+            if _held_for_approval(message, policy, now):
                 return
         message.validated_at = now
         TimeExpensePosting.objects.filter(

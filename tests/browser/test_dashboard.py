@@ -101,7 +101,7 @@ def test_leader_reads_the_kpi_dashboard_with_its_charts(page: Page, live_server,
 
     # when the leader opens the KPI dashboard from the admin index
     page.goto(f"{live_server.url}/admin/")
-    page.get_by_role("link", name="KPI dashboard").click()
+    page.locator("#content").get_by_role("link", name="KPI dashboard").click()
 
     # then every chart has been drawn by Chart.js on its canvas
     expect(page.locator("body")).to_have_attribute("data-kpi-charts-ready", "true")

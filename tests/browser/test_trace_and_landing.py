@@ -8,9 +8,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from sync.choices import MessageStatus
-from sync.models import Delivery
 from tests.browser.conftest import login, screenshot
 from tests.browser.time_entry_flow import run_pipeline, time_entry_flow_build
+from workflows.models import TimeExpensePosting
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -21,8 +21,8 @@ def test_the_trace_page_shows_the_timeline_of_a_delivered_message(page: Page, li
     # given a time entry delivered to the sandbox ERP
     flow = time_entry_flow_build(live_server_url=live_server.url)
     message = run_pipeline(flow.send(flow.entry(hours=6)))
-    assert message.status == MessageStatus.DELIVERED
-    erp_id = Delivery.objects.get(message=message).external_id
+    assert message.status == MessageStatus.DELIVERED, message.last_error
+    erp_id = TimeExpensePosting.objects.get(message=message).external_id
     assert erp_id
     make_role_user("integration_admin", username="otto.ops")
     login(page, live_server, "otto.ops", PASSWORD)
@@ -32,7 +32,7 @@ def test_the_trace_page_shows_the_timeline_of_a_delivered_message(page: Page, li
     page.fill("#trace-q", erp_id)
     page.get_by_role("button", name="Trace").click()
 
-    # then the message's timeline shows every stage, the mapping version and the delivery with its duration
+    # then the message's timeline shows every stage, the mapping version and the line posted to the ERP
     trace = page.locator(f"section.trace[data-correlation-id='{message.correlation_id}']")
     expect(trace).to_have_count(1)
     entries = trace.locator(".hub-timeline li")
@@ -40,10 +40,10 @@ def test_the_trace_page_shows_the_timeline_of_a_delivered_message(page: Page, li
     expect(trace.locator("li[data-stage='received']")).to_contain_text(f"Received from {flow.psa.slug}")
     expect(trace.locator("li[data-stage='mapped']")).to_contain_text("(version 1)")
     expect(trace.locator("li[data-stage='validated']")).to_have_count(1)
-    delivered = trace.locator("li[data-stage='attempt:delivered']")
-    expect(delivered).to_contain_text(f"Delivered to {flow.erp.slug} (attempt 1)")
-    expect(delivered.locator(".timeline-duration")).to_contain_text("ms")
-    expect(entries.last).to_have_attribute("data-stage", "delivered")
+    posted = trace.locator("li[data-stage='posting:posted']")
+    expect(posted).to_contain_text(f"Posted line to {flow.erp.slug}: posted in the erp")
+    expect(posted).to_contain_text(f"line {erp_id} in the ERP")
+    expect(trace.locator("li[data-stage='delivered']")).to_have_count(1)
     screenshot(page, "trace-delivered-message")
 
     # and the same work is found by its correlation id and by the PSA's entry id

@@ -28,7 +28,7 @@ from sandbox.models import SandboxRecord
 from sandbox.services import sandbox_demo_seed
 from sandbox.webhooks import generate_webhook_secret
 from sync.choices import DeliveryStatus
-from sync.models import Delivery, Message, Route
+from sync.models import CrossReference, Delivery, Message, Route
 from sync.services import delivery_send, message_process
 from sync.tests.conftest import canonical_entity_install, signed_post
 
@@ -97,16 +97,23 @@ class TimeEntryFlow:
 
 def erp_time_entries(source_ref: str) -> int:
     """Posted time entries carrying `source_ref`, counted in the sandbox ERP itself."""
+    # The time and expense flow posts each line with the entry's key, <PSA system>:time_entry:<entry id>.
     return SandboxRecord.objects.filter(
-        system="erp", object_type="time-entries", data__source_ref=source_ref, deleted=False
+        system="erp", object_type="time-entries", data__source_ref__endswith=f":time_entry:{source_ref}", deleted=False
     ).count()
 
 
 def run_pipeline(message: Message) -> Message:
-    """What beat and a worker would do next: process the message, then send its pending deliveries."""
+    """What beat and a worker would do next: process the message, then send its pending deliveries (the time
+    and expense flow posts through its ledger: its due lines are sent to the ERP)."""
+    from workflows.models import TimeExpensePosting
+    from workflows.time_expense import time_expense_postings_send
+
     message_process(message_id=message.pk)
     for delivery in Delivery.objects.filter(message=message).exclude(status=DeliveryStatus.DELIVERED):
         delivery_send(delivery_id=delivery.pk)
+    for target_id in set(TimeExpensePosting.objects.filter(message=message).values_list("target_system_id", flat=True)):
+        time_expense_postings_send(target_system_id=target_id)
     message.refresh_from_db()
     return message
 
@@ -187,5 +194,9 @@ def time_entry_flow_build(
         entity="time_entry",
         target_system=erp,
         flow=Flow.TIME_EXPENSE_TO_ERP,
+    )
+    # The project is known to the hub in the ERP (its cross-reference): the flow posts only to active projects.
+    CrossReference.objects.create(
+        system=erp, entity="project", canonical_id=project.external_id, external_id=project.external_id
     )
     return TimeEntryFlow(psa=psa, erp=erp, inbound=inbound, policy=policy, erp_project_id=project.external_id)
