@@ -408,3 +408,55 @@ def test_a_held_workflow_run_shows_its_steps_and_the_workflows_own_actions(clien
     item.refresh_from_db()
     assert item.state == ExceptionState.RESOLVED
     assert list(item.decisions.values_list("action", flat=True)) == [DecisionAction.RETRY_STEP]
+
+
+def test_the_hub_bar_takes_each_role_to_its_part_of_the_queue(client_as, queue_items):
+    # given the analyst's link to the items from mappings
+    analyst = client_as("analyst")
+    html = analyst.get("/admin/").content.decode()
+    assert "category__in=validation,target_rejected" in html and ">Items to fix<" in html
+    # when the analyst follows it
+    page = analyst.get(f"{QUEUE}?state__exact=open&category__in=validation,target_rejected")
+    # then only open validation and target-rejected items are listed
+    assert listed_ids(page) == {queue_items["fresh_validation"].pk}
+    # and finance's link is the whole open queue
+    finance_home = client_as("finance_approver").get("/admin/").content.decode()
+    assert f'href="{QUEUE}?state__exact=open">Exception queue<' in finance_home
+
+
+def test_bulk_replay_asks_for_confirmation_then_replays_each_item_of_a_message(client_as, queue_items):
+    # given two open validation items of stored messages
+    system = queue_items["fresh_validation"].system
+    items = []
+    for number in range(2):
+        message = Message.objects.create(
+            system=system,
+            entity="client",
+            event_type="client.updated",
+            idempotency_key=f"bulk-{number}",
+            correlation_id=f"bulk-{number}",
+            raw_payload={"Id": f"C-{number}"},
+            status=MessageStatus.FAILED,
+        )
+        items.append(make_item(message=message, system=system))
+    client = client_as("finance_approver")
+    chosen = [item.pk for item in items] + [queue_items["big_approval"].pk]
+    # when bulk replay is chosen, the confirmation page lists them and changes nothing
+    confirm = client.post(QUEUE, {"action": "bulk_replay", "_selected_action": chosen, "index": 0})
+    assert confirm.status_code == 200 and 'id="bulk-confirm"' in confirm.content.decode()
+    assert not Decision.objects.exists()
+    # when confirmed
+    done = client.post(
+        QUEUE,
+        {"action": "bulk_replay", "_selected_action": chosen, "confirm": "yes", "reason": "Target fixed"},
+        follow=True,
+    )
+    # then both messages are replayed with one decision each, and the approval item is skipped and named
+    for item in items:
+        item.refresh_from_db()
+        item.message.refresh_from_db()
+        assert item.state == ExceptionState.REPLAYED
+        assert item.message.status == MessageStatus.RECEIVED and item.message.replay_count == 1
+    assert Decision.objects.filter(action=DecisionAction.REPLAY, reason="Target fixed").count() == 2
+    assert f"Item #{queue_items['big_approval'].pk} skipped" in done.content.decode()
+    assert ExceptionItem.objects.get(pk=queue_items["big_approval"].pk).state == ExceptionState.OPEN

@@ -141,3 +141,41 @@ def test_the_same_person_cannot_give_the_second_approval_on_a_large_entry(
     expect(page.locator("#item-state")).to_have_text("Approved")
     assert run_pipeline(message).status == MessageStatus.DELIVERED
     assert erp_time_entries(entry["id"]) == 1
+
+
+def test_an_auditor_reads_a_held_item_without_actions_and_a_forged_approval_is_refused(
+    page: Page, live_server, flow, make_role_user
+):
+    # given a held time entry and an auditor
+    entry = flow.entry(hours=8)
+    message = flow.send(entry)
+    item = ExceptionItem.objects.get(message=message)
+    make_role_user("auditor", username="audrey.auditor")
+    login(page, live_server, "audrey.auditor", PASSWORD)
+    item_url = live_server.url + reverse("admin:exception_queue_exceptionitem_change", args=[item.pk])
+
+    # when the auditor opens the item
+    page.goto(item_url)
+
+    # then they read it all, with no action
+    expect(page.locator("#approval-count")).to_have_text("0 of 1 approval")
+    expect(page.locator("#payload")).to_contain_text(entry["id"])
+    expect(page.locator("#actions")).to_have_count(0)
+    expect(page.locator("#content-main form")).to_have_count(0)
+    screenshot(page, "auditor-item-read-only")
+
+    # and a forged approval is refused, with nothing changed
+    token = page.context.cookies()
+    csrf = next(cookie["value"] for cookie in token if cookie["name"] == "csrftoken")
+    act = live_server.url + reverse("admin:exception_queue_exceptionitem_act", args=[item.pk])
+    response = page.request.post(
+        act, form={"csrfmiddlewaretoken": csrf, "action": "approve", "reason": "forged"}, headers={"Referer": item_url}
+    )
+    assert response.status == 403
+    assert "CSRF" not in response.text()
+    item.refresh_from_db()
+    message.refresh_from_db()
+    assert item.state == ExceptionState.OPEN and not item.decisions.exists()
+    assert message.status == MessageStatus.HELD
+    assert run_pipeline(message).status == MessageStatus.HELD
+    assert erp_time_entries(entry["id"]) == 0
