@@ -22,10 +22,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import record_result
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/hub_bench_dashboard"
 MESSAGES = 1_000_000
 DAYS = 90
@@ -420,7 +422,7 @@ def main() -> bool:
         return False
     database_ensure(url)
     os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("HUB_VAR_DIR", "/tmp/hub-bench-dashboard")
+    os.environ.setdefault("HUB_VAR_DIR", str(REPO / "var" / "bench-dashboard"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integrationhub.settings")
     import django
 
