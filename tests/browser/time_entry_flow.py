@@ -8,6 +8,7 @@ by calling the engine's own `message_process` and `delivery_send`, so they see e
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,7 +28,7 @@ from mappings.runtime import mapping_cache_invalidate
 from sandbox.models import SandboxRecord
 from sandbox.services import sandbox_demo_seed
 from sandbox.webhooks import generate_webhook_secret
-from sync.choices import DeliveryStatus
+from sync.choices import DeliveryStatus, MessageStatus
 from sync.models import CrossReference, Delivery, Message, Route
 from sync.services import delivery_send, message_process
 from sync.tests.conftest import canonical_entity_install, signed_post
@@ -112,9 +113,17 @@ def run_pipeline(message: Message) -> Message:
     message_process(message_id=message.pk)
     for delivery in Delivery.objects.filter(message=message).exclude(status=DeliveryStatus.DELIVERED):
         delivery_send(delivery_id=delivery.pk)
-    for target_id in set(TimeExpensePosting.objects.filter(message=message).values_list("target_system_id", flat=True)):
-        time_expense_postings_send(target_system_id=target_id)
+    targets = set(TimeExpensePosting.objects.filter(message=message).values_list("target_system_id", flat=True))
+    # A session's live worker may hold a target's sender lock and send the lines itself: send, then wait a
+    # little for whichever sender has them to finish.
+    deadline = time.monotonic() + 30
     message.refresh_from_db()
+    while targets and message.status == MessageStatus.QUEUED and time.monotonic() < deadline:
+        for target_id in targets:
+            time_expense_postings_send(target_system_id=target_id)
+        message.refresh_from_db()
+        if message.status == MessageStatus.QUEUED:
+            time.sleep(0.2)
     return message
 
 
