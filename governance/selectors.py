@@ -98,18 +98,7 @@ def rate_for(
         found = list(lines.filter(condition))
         if not found:
             continue
-        line = _one_currency(found, entity=entity, role=role, on_date=on_date)
-        card = line.rate_card
-        return RateQuote(
-            bill_rate=line.bill_rate,
-            cost_rate=line.cost_rate,
-            unit=line.unit,
-            currency=card.currency,
-            tolerance_percent=card.tolerance_percent,
-            rate_card_id=card.pk,
-            rate_card_name=card.name,
-            scope=scope,
-        )
+        return _quote(_one_currency(found, entity=entity, role=role, on_date=on_date), scope)
 
     overrides = " or ".join(
         part for part in (f"contract {contract}" if contract else "", f"client {client}" if client else "") if part
