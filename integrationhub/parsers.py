@@ -1,5 +1,6 @@
 """Input limits for the API: a JSON parser that refuses bodies over HUB_MAX_BODY_BYTES (413) and JSON nested
-deeper than HUB_JSON_MAX_DEPTH (400), both before any object is built.
+deeper than HUB_JSON_MAX_DEPTH (400), both before any object is built; every parser refuses a NUL character
+(PostgreSQL stores none, so it would otherwise fail deep inside a query).
 
 DRF reads the request stream itself, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE (which guards request.body
 and form data) does not cover JSON bodies: this parser does.
@@ -14,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import DataAndFiles, FormParser, JSONParser, MultiPartParser
 
 # JSON strings (with escapes) are removed before counting brackets, so "[[[" inside a string does not count.
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -111,6 +112,41 @@ def contains_nul(value: Any) -> bool:
         elif isinstance(current, list):
             stack.extend(current)
     return False
+
+
+class MalformedFormError(APIException):
+    status_code = 400
+    default_code = "parse_error"
+    default_detail = "The form data is not valid."
+
+
+def _refuse_nul_fields(data: Any) -> None:
+    """Name the first form field whose name or value holds a NUL character."""
+    for name, values in data.lists():
+        if "\x00" in name or any(isinstance(value, str) and "\x00" in value for value in values):
+            field = name.replace("\x00", "\\u0000")
+            raise MalformedFormError(f"The form field {field!r} contains a NUL character, which the hub cannot store.")
+
+
+class NulRefusingFormParser(FormParser):
+    """FormParser that refuses a NUL character in any field name or value (400, naming the field)."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        _refuse_nul_fields(data)
+        return data
+
+
+class NulRefusingMultiPartParser(MultiPartParser):
+    """MultiPartParser that refuses a NUL character in any field name, value or file name."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        parsed: DataAndFiles = super().parse(stream, media_type, parser_context)
+        _refuse_nul_fields(parsed.data)
+        for name, files in parsed.files.lists():
+            if "\x00" in name or any("\x00" in (upload.name or "") for upload in files):
+                raise MalformedFormError(f"The file field {name!r} has a NUL character in its name; rename the file.")
+        return parsed
 
 
 def _refuse_constant(name: str) -> Any:

@@ -51,8 +51,8 @@ def apply(settings: dict[str, Any]) -> None:
     rest["DEFAULT_PAGINATION_CLASS"] = "integrationhub.api.pagination.HubLimitOffsetPagination"
     rest["DEFAULT_PARSER_CLASSES"] = [
         "integrationhub.parsers.LimitedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "integrationhub.parsers.NulRefusingFormParser",
+        "integrationhub.parsers.NulRefusingMultiPartParser",
     ]
     settings["HUB_API_RATE"] = env_str("HUB_API_RATE", "600/min")
     settings["HUB_API_ANON_RATE"] = env_str("HUB_API_ANON_RATE", "120/min")

@@ -8,6 +8,8 @@ from typing import Any
 from django import forms
 
 from integrationhub.admin_base import ChangeReasonForm
+from integrationhub.errors import flatten_field_errors
+from integrationhub.parsers import NUL_REFUSED, contains_nul
 from mappings.models import FieldRule, MappingSet, ValueMap, ValueMapEntry
 
 
@@ -130,5 +132,21 @@ class MappingSetImportForm(forms.Form):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
-        cleaned["exports"] = data if isinstance(data, list) else [data]
+        if contains_nul(data):
+            raise forms.ValidationError(NUL_REFUSED)
+        exports = data if isinstance(data, list) else [data]
+        cleaned["exports"] = [self._checked_export(index, export, len(exports)) for index, export in enumerate(exports)]
         return cleaned
+
+    @staticmethod
+    def _checked_export(index: int, export: Any, count: int) -> dict[str, Any]:
+        """The export's shape checked as the API checks it; errors name the field (and the export, if several)."""
+        from mappings.api.serializers import MappingSetExportSerializer
+
+        serializer = MappingSetExportSerializer(data=export)
+        if serializer.is_valid():
+            return dict(serializer.validated_data)
+        prefix = f"Export {index + 1}: " if count > 1 else ""
+        raise forms.ValidationError(
+            [f"{prefix}{error['field']}: {error['message']}" for error in flatten_field_errors(serializer.errors)]
+        )

@@ -151,3 +151,33 @@ def test_a_json_body_with_a_nul_character_is_400_before_any_view_stores_it(clien
     from governance.models import LegalEntity
 
     assert not LegalEntity.objects.filter(code__in=["ZZ01", "ZZ02"]).exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["code=ZZ03&name=Z%00", "co%00de=ZZ03&name=Zed"],
+    ids=["in a value", "in a field name"],
+)
+def test_a_form_body_with_a_nul_character_is_400_naming_the_field(client_as, body):
+    # when a form-encoded body holds a NUL character (a slug lookup on PostgreSQL would otherwise fail)
+    response = client_as("integration_admin").post(
+        "/api/v1/mapping-sets/", body, content_type="application/x-www-form-urlencoded"
+    )
+    # then 400 problem+json naming the field, and nothing is stored
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert "NUL" in response.json()["detail"] and "'" in response.json()["detail"]
+    from mappings.models import MappingSet
+
+    assert not MappingSet.objects.exists()
+
+
+def test_a_multipart_body_with_a_nul_character_is_400(client_as):
+    from django.test.client import encode_multipart
+
+    body = encode_multipart("BoUnDaRy", {"system": "crm\x00", "entity": "client"})
+    response = client_as("integration_admin").post(
+        "/api/v1/file-drops/", body, content_type="multipart/form-data; boundary=BoUnDaRy"
+    )
+    assert response.status_code == 400, response.content
+    assert "'system'" in response.json()["detail"]

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from connectors.models import ConnectedSystem
 from governance.models import LegalEntity
+from mappings.choices import Direction, UnmappedBehaviour
 from mappings.models import CanonicalEntity, CanonicalSchema, FieldRule, MappingSet, ValueMap
 
 
@@ -217,6 +218,45 @@ class MappingPublishReportSerializer(serializers.Serializer):
     outcomes = PublishOutcomeSerializer(many=True)
 
 
+class MappingExportRuleSerializer(serializers.Serializer):
+    """One field rule of an export; the model's own validation runs again on import."""
+
+    position = serializers.IntegerField()
+    target_path = serializers.CharField()
+    source_paths = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
+    steps = serializers.ListField(child=serializers.JSONField(), required=False, default=list)
+    required = serializers.BooleanField(required=False, default=False)
+    has_default = serializers.BooleanField(required=False, default=False)
+    default_value = serializers.JSONField(required=False, allow_null=True, default=None)
+    condition = serializers.JSONField(required=False, allow_null=True, default=None)
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class MappingExportValueMapSerializer(serializers.Serializer):
+    """A value map the exported rules use, with its whole table of entries."""
+
+    name = serializers.SlugField(max_length=80)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    unmapped = serializers.ChoiceField(
+        choices=UnmappedBehaviour.choices, required=False, default=UnmappedBehaviour.ERROR
+    )
+    default_value = serializers.JSONField(required=False, allow_null=True, default=None)
+    entries = serializers.DictField(child=serializers.JSONField(), required=False, default=dict)
+
+    def validate_entries(self, entries: dict[str, Any]) -> dict[str, Any]:
+        too_long = [source for source in entries if len(source) > 200]
+        if too_long:
+            raise serializers.ValidationError(f"A source value is at most 200 characters: {too_long[0][:40]!r}….")
+        return entries
+
+
+class MappingExportSampleSerializer(serializers.Serializer):
+    """A saved sample payload of the lineage; the publish gate replays it."""
+
+    name = serializers.CharField(max_length=200)
+    payload = serializers.JSONField()
+
+
 class MappingSetExportSerializer(serializers.Serializer):
     """A mapping set as a portable JSON document (the format `import` takes)."""
 
@@ -224,15 +264,15 @@ class MappingSetExportSerializer(serializers.Serializer):
     name = serializers.CharField()
     system = serializers.CharField(help_text="The connected system's slug.")
     entity = serializers.CharField()
-    direction = serializers.CharField()
-    legal_entity = serializers.CharField(allow_null=True)
-    parent = serializers.JSONField(allow_null=True)  # type: ignore[assignment]  # a field
-    version = serializers.IntegerField()
-    status = serializers.CharField()
-    notes = serializers.CharField(allow_blank=True)
-    rules = serializers.ListField(child=serializers.JSONField())
-    value_maps = serializers.ListField(child=serializers.JSONField())
-    samples = serializers.ListField(child=serializers.JSONField(), required=False)
+    direction = serializers.ChoiceField(choices=Direction.choices)
+    legal_entity = serializers.CharField(allow_null=True, required=False, default=None)
+    parent = serializers.JSONField(allow_null=True, required=False, default=None)  # type: ignore[assignment]
+    version = serializers.IntegerField(required=False)
+    status = serializers.CharField(required=False)
+    notes = serializers.CharField(allow_blank=True, required=False, default="")
+    rules = MappingExportRuleSerializer(many=True)
+    value_maps = MappingExportValueMapSerializer(many=True, required=False, default=list)
+    samples = MappingExportSampleSerializer(many=True, required=False, default=list)
 
 
 class ValueMapEntriesField(serializers.DictField):

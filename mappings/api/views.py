@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integrationhub.parsers import LimitedJSONParser
 from integrationhub.scoping import EntityScopedViewSetMixin
 from mappings import editor, selectors, services
 from mappings.api.serializers import (
@@ -210,10 +211,13 @@ class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewse
         return Response(services.mapping_set_export(mapping_set=self.get_object()))
 
     @extend_schema(request=MappingSetExportSerializer, responses={201: MappingSetSerializer})
-    @action(detail=False, methods=["post"], url_path="import", url_name="import")
+    # An export nests lists of objects, which only JSON carries.
+    @action(detail=False, methods=["post"], url_path="import", url_name="import", parser_classes=[LimitedJSONParser])
     def import_export(self, request: Request) -> Response:
         """POST an export: it becomes a new draft of the matching lineage here (all or nothing)."""
-        draft = services.mapping_set_import(data=request.data, user=request.user)
+        export = MappingSetExportSerializer(data=request.data)
+        export.is_valid(raise_exception=True)
+        draft = services.mapping_set_import(data=export.validated_data, user=request.user)
         return Response(self._fresh(draft), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={201: MappingSetSerializer})

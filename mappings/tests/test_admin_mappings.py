@@ -187,6 +187,18 @@ def test_import_of_a_broken_export_lists_the_errors_and_stores_nothing(crm, clie
     assert (MappingSet.objects.count(), FieldRule.objects.count()) == before
 
 
+def test_import_of_a_misshapen_export_names_the_field_and_stores_nothing(crm, client_as):
+    v1 = opportunity_mapping(crm)
+    exported = mapping_set_export(mapping_set=v1)
+    exported["rules"] = False
+    before = (MappingSet.objects.count(), FieldRule.objects.count())
+    response = client_as("analyst").post(reverse("admin:mappings_mappingset_import"), {"text": json.dumps(exported)})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "rules: Expected a list of items" in html, html
+    assert (MappingSet.objects.count(), FieldRule.objects.count()) == before
+
+
 def test_auditor_cannot_open_the_import_page(crm, client_as):
     assert client_as("auditor").get(reverse("admin:mappings_mappingset_import")).status_code == 403
 

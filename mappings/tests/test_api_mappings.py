@@ -190,6 +190,31 @@ def test_import_of_a_broken_export_is_422_and_stores_nothing(published_and_draft
     assert (MappingSet.objects.count(), FieldRule.objects.count()) == before
 
 
+def test_import_checks_the_shape_of_the_export_and_names_the_field(published_and_draft, client_as):
+    v1, v2 = published_and_draft
+    client = client_as("analyst")
+    exported = client.get(f"/api/v1/mapping-sets/{v1.pk}/export/").json()
+    client.delete(f"/api/v1/mapping-sets/{v2.pk}/")
+    exported["rules"][1] = "not a rule"
+    exported["value_maps"] = [{"entries": {"a": "b"}}]
+    before = (MappingSet.objects.count(), FieldRule.objects.count())
+    response = post(client, "/api/v1/mapping-sets/import/", exported)
+    assert response.status_code in (400, 422), response.content
+    fields = {error["field"] for error in response.json()["errors"]}
+    assert {"rules.1", "value_maps.0.name"} <= fields, fields
+    assert (MappingSet.objects.count(), FieldRule.objects.count()) == before
+
+
+def test_import_takes_json_only(published_and_draft, client_as):
+    # an export nests lists of objects; a form body (rules=false) cannot carry one
+    response = client_as("analyst").post(
+        "/api/v1/mapping-sets/import/",
+        "format=integrationhub.mapping-set%2F1&rules=false&name=x&system=crm&entity=invoice&direction=inbound",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 415, response.content
+
+
 def test_create_draft_and_retire_actions(crm, client_as):
     v1 = opportunity_mapping(crm)
     mapping_set_publish(mapping_set=v1, confirm=True)

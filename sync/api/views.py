@@ -16,12 +16,12 @@ from django.views.decorators.http import require_POST
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubError, HubValidationError, problem
 from integrationhub.logging import CORRELATION_HEADER, bind_correlation_id, new_correlation_id
+from integrationhub.parsers import NulRefusingFormParser, NulRefusingMultiPartParser
 from sync import selectors
 from sync.api.filters import DeliveryAttemptFilterSet, FileDropFilterSet, MessageFilterSet
 from sync.api.permissions import ActionPermissionMixin
@@ -211,7 +211,7 @@ class FileDropViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = FileDrop.objects.select_related("system", "uploaded_by")
     serializer_class = FileDropSerializer
     filterset_class = FileDropFilterSet
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [NulRefusingMultiPartParser, NulRefusingFormParser]
     search_fields = ["file_name", "=sha256", "=correlation_id"]
     ordering_fields = ["created_at", "id"]
 
