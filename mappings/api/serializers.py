@@ -225,7 +225,7 @@ class MappingExportRuleSerializer(serializers.Serializer):
     target_path = serializers.CharField()
     source_paths = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False, default=list)
     steps = serializers.ListField(child=serializers.JSONField(), required=False, default=list)
-    required = serializers.BooleanField(required=False, default=False)
+    required = serializers.BooleanField(required=False, default=False)  # type: ignore[assignment]  # a field named "required"
     has_default = serializers.BooleanField(required=False, default=False)
     default_value = serializers.JSONField(required=False, allow_null=True, default=None)
     condition = serializers.JSONField(required=False, allow_null=True, default=None)
