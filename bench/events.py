@@ -292,6 +292,8 @@ def flow_install(target_url: str) -> Flow:
         base_url="http://127.0.0.1:9",
         settings={"auth_mode": "none"},
         webhook_secret=secret,
+        # The hub's default inbound budget (HUB_INBOUND_RATE) is below what this benchmark sends.
+        inbound_rate="100000/s",
     )
     target = ConnectedSystem.objects.create(
         name="Bench target",

@@ -56,6 +56,11 @@ def circuit_gate(*, system: ConnectedSystem, now: float | None = None) -> Circui
     return CircuitGate(False, retry_at=current + 1)
 
 
+def circuit_open_until(*, system: ConnectedSystem) -> float:
+    """When an open circuit lets its probe through (a Unix time; a second from now when unknown)."""
+    return float(cache.get(_key(system, "open_until"), 0)) or time.time() + 1
+
+
 def circuit_record_success(*, system: ConnectedSystem) -> bool:
     """Reset the failure count; close an open circuit. Returns True when the circuit was closed by this call."""
     cache.set(_key(system, "failures"), 0, timeout=None)

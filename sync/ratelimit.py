@@ -67,3 +67,23 @@ def rate_budget_wait(
         if remaining <= 0 or decision.wait_seconds > remaining:
             return decision
         time.sleep(decision.wait_seconds + 0.001)
+
+
+def rate_budget_take_many(
+    *, system_key: str, rate_per_second: Decimal | float, count: int, now: float | None = None
+) -> int:
+    """Take up to `count` calls from the system's budget in one increment; returns how many were granted
+    (a batch of deliveries asks once instead of once per call)."""
+    rate = float(rate_per_second)
+    if rate <= 0 or count <= 0:
+        return max(count, 0)
+    window, capacity = _window(rate)
+    current = time.time() if now is None else now
+    key = f"{KEY_PREFIX}:{system_key}:{math.floor(current / window)}"
+    cache.add(key, 0, timeout=int(window) + 5)
+    try:
+        used = int(cache.incr(key, count))
+    except ValueError:  # expired between add and incr: this batch opens the window
+        cache.set(key, count, timeout=int(window) + 5)
+        used = count
+    return max(0, min(count, capacity - (used - count)))

@@ -8,6 +8,7 @@ batches, and the sweeper re-dispatches anything a lost task left behind. Each st
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -61,6 +62,7 @@ from sandbox.webhooks import (
     verify_standard_webhook,
 )
 from sync import circuit
+from sync.bulk import rows_update
 from sync.choices import (
     DELIVERY_DONE_STATUSES,
     EVENT_MESSAGE_DELIVERED,
@@ -811,14 +813,21 @@ def _outbound(route: Route, message: Message) -> tuple[Any, Any, list[str]]:
     return mapping_set, result.output, [str(error) for error in result.errors]
 
 
-def _stage_route(message: Message, routes: list[Route], now: datetime.datetime) -> list[int]:
+def _stage_route(
+    message: Message, routes: list[Route], now: datetime.datetime, batch: _ProcessBatch | None = None
+) -> list[Delivery]:
+    """The message's deliveries, one per route, ready to send. With a batch, new deliveries are left for the
+    batch to insert together (their ids come with that INSERT)."""
     if not routes:
         message.status = MessageStatus.DELIVERED
         message.delivered_at = now
         message.notes = [*message.notes, {"routing": "no active route matched; nothing to deliver"}]
         return []
-    existing = {d.target_system_id: d for d in Delivery.objects.filter(message=message)}
-    to_send: list[int] = []
+    if batch is not None:
+        existing = batch.existing.get(message.pk, {})
+    else:
+        existing = {d.target_system_id: d for d in Delivery.objects.filter(message=message)}
+    to_send: list[Delivery] = []
     rejected: list[str] = []
     for route in routes:
         mapping_set, payload, errors = _outbound(route, message)
@@ -857,8 +866,11 @@ def _stage_route(message: Message, routes: list[Route], now: datetime.datetime) 
             )
             continue
         delivery.status = DeliveryStatus.PENDING
-        delivery.save()
-        to_send.append(delivery.pk)
+        if batch is not None and delivery.pk is None:
+            batch.new_deliveries.append(delivery)
+        else:
+            delivery.save()
+        to_send.append(delivery)
     message.status = MessageStatus.QUEUED if to_send else MessageStatus.FAILED
     message.queued_at = now
     if not to_send:
@@ -890,6 +902,29 @@ def message_process(*, message_id: int) -> str | None:
     return _message_process(message_id, None)
 
 
+PROCESSABLE = (MessageStatus.RECEIVED, MessageStatus.MAPPED, MessageStatus.VALIDATED)
+
+
+@dataclass
+class _ProcessBatch:
+    """A batch of messages processed in one transaction: what its stages leave to be written together."""
+
+    existing: dict[int, dict[int, Delivery]]
+    new_deliveries: list[Delivery] = dataclasses.field(default_factory=list)
+    queued: list[Delivery] = dataclasses.field(default_factory=list)
+    routed: list[Message] = dataclasses.field(default_factory=list)
+    unrouted: list[int] = dataclasses.field(default_factory=list)
+
+
+# Written by the batch's one UPDATE of its routed messages: every field the stages may set.
+PIPELINE_FIELDS = [
+    model_field.name
+    for model_field in Message._meta.concrete_fields
+    if model_field.name
+    not in {"id", "system", "entity", "event_type", "direction", "idempotency_key", "raw_payload", "received_at"}
+]
+
+
 def _message_process(message_id: int, delivery_ids_out: list[int] | None) -> str | None:
     # With delivery_ids_out, the new deliveries are collected for the caller to enqueue in batches.
     with transaction.atomic():
@@ -899,58 +934,107 @@ def _message_process(message_id: int, delivery_ids_out: list[int] | None) -> str
             .filter(pk=message_id)
             .first()
         )
-        if message is None or message.status not in (
-            MessageStatus.RECEIVED,
-            MessageStatus.MAPPED,
-            MessageStatus.VALIDATED,
-        ):
+        if message is None or message.status not in PROCESSABLE:
             return None  # already processed: running a task twice has one effect
-        previous = current_correlation_id()
-        bind_correlation_id(message.correlation_id)
-        now = timezone.now()
-        try:
-            if message.status == MessageStatus.RECEIVED:
-                _stage_map(message, now)
-            routes = _routes_for(message)
-            # Stored on the message so KPIs, the queue and traces group by flow without joining routes.
-            message.flow = message.flow or next((route.flow for route in routes if route.flow), "")
-            policy = policy_for_message(message, routes)
-            flow_stage = _flow_stages.get(message.flow)
-            if flow_stage is not None and message.status in (MessageStatus.MAPPED, MessageStatus.VALIDATED):
-                flow_stage(message=message, policy=policy, routes=routes, now=now)
-                message.save()
-                return message.status
-            if message.status == MessageStatus.MAPPED:
-                _stage_validate(message, policy, now)
-                _stage_ownership(message, now)
-            _stage_hold(message, policy, now)
-            delivery_ids = _stage_route(message, routes, now)
+        status, deliveries = _message_stages(message, None)
+        delivery_ids = [delivery.pk for delivery in deliveries]
+        if delivery_ids_out is None:
+            deliveries_enqueue(delivery_ids=delivery_ids)
+        else:
+            delivery_ids_out.extend(delivery_ids)
+        return status
+
+
+def _message_stages(message: Message, batch: _ProcessBatch | None) -> tuple[str, list[Delivery]]:
+    """Run a locked message through the stages it has not passed yet: (its new status, deliveries to send).
+    With a batch, the routed message and its new deliveries are left for the batch to write."""
+    previous = current_correlation_id()
+    bind_correlation_id(message.correlation_id)
+    now = timezone.now()
+    try:
+        if message.status == MessageStatus.RECEIVED:
+            _stage_map(message, now)
+        routes = _routes_for(message)
+        # Stored on the message so KPIs, the queue and traces group by flow without joining routes.
+        message.flow = message.flow or next((route.flow for route in routes if route.flow), "")
+        policy = policy_for_message(message, routes)
+        flow_stage = _flow_stages.get(message.flow)
+        if flow_stage is not None and message.status in (MessageStatus.MAPPED, MessageStatus.VALIDATED):
+            flow_stage(message=message, policy=policy, routes=routes, now=now)
             message.save()
-            if delivery_ids_out is None:
-                deliveries_enqueue(delivery_ids=delivery_ids)
-            else:
-                delivery_ids_out.extend(delivery_ids)
+            return message.status, []
+        if message.status == MessageStatus.MAPPED:
+            _stage_validate(message, policy, now)
+            _stage_ownership(message, now)
+        _stage_hold(message, policy, now)
+        deliveries = _stage_route(message, routes, now, batch)
+        if batch is None:
+            message.save()
             if not routes:
                 # Nothing to deliver is delivered too: flows that act on the message (workflows) still hear of it.
                 follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk)
-        except PipelineStop:
-            # A stage parked the message (an exception item, a hold or a stale update) and saved why.
-            return message.status
-        finally:
-            bind_correlation_id(previous)
-        return message.status
+        else:
+            message.updated_at = now
+            batch.routed.append(message)
+            batch.queued.extend(deliveries)
+            if not routes:
+                batch.unrouted.append(message.pk)
+        return message.status, deliveries
+    except PipelineStop:
+        # A stage parked the message (an exception item, a hold or a stale update) and saved why.
+        return message.status, []
+    finally:
+        bind_correlation_id(previous)
+
+
+def _messages_process_batch(message_ids: list[int]) -> tuple[dict[str, int], list[int]]:
+    """The batch in one transaction: messages locked in one query, their routed states and new deliveries
+    written in one statement each (one commit instead of one per message). Raises on any unexpected error,
+    having changed nothing."""
+    counts: dict[str, int] = defaultdict(int)
+    with transaction.atomic():
+        messages = list(
+            Message.objects.select_for_update(of=("self",))
+            .select_related("system", "legal_entity", "mapping_set")
+            .filter(pk__in=message_ids, status__in=PROCESSABLE)
+            .order_by("pk")
+        )
+        existing: dict[int, dict[int, Delivery]] = defaultdict(dict)
+        for delivery in Delivery.objects.filter(message_id__in=[m.pk for m in messages]):
+            existing[delivery.message_id][delivery.target_system_id] = delivery
+        batch = _ProcessBatch(existing=existing)
+        for message in messages:
+            status, _ = _message_stages(message, batch)
+            counts[status] += 1
+        Delivery.objects.bulk_create(batch.new_deliveries)
+        rows_update(Message, batch.routed, PIPELINE_FIELDS)
+        follow_up_emit_many(EVENT_MESSAGE_DELIVERED, batch.unrouted, {m.pk: m.replay_count for m in batch.routed})
+    skipped = len(set(message_ids)) - len(messages)
+    if skipped:
+        counts["skipped"] += skipped
+    return dict(counts), [delivery.pk for delivery in batch.queued]
 
 
 def messages_process(*, message_ids: Iterable[int]) -> dict[str, int]:
-    """Process a batch of messages, each in its own transaction so one bad record never blocks the rest.
+    """Process a batch of messages in one transaction (see _messages_process_batch); when that fails, each
+    message in its own transaction, so one bad record never blocks the rest.
 
     The batch's deliveries are handed to the delivery workers together at the end (DELIVERY_BATCH_SIZE per
     task) rather than one task per message; were the worker to die before that, they are committed as pending
     and the dispatcher hands them out once their dispatch is stale."""
-    counts: dict[str, int] = defaultdict(int)
-    delivery_ids: list[int] = []
+    ids = list(message_ids)
     with _batch_scope():
-        for message_id in message_ids:
+        try:
+            batch_counts, delivery_ids = _messages_process_batch(ids)
+        except Exception:
+            logger.warning("message batch failed; processing its messages one by one", exc_info=True)
+        else:
+            deliveries_enqueue(delivery_ids=delivery_ids)
+            return batch_counts
+    counts: dict[str, int] = defaultdict(int)
+    delivery_ids = []
+    with _batch_scope():
+        for message_id in ids:
             try:
                 status = _message_process(message_id, delivery_ids)
             except Exception:
@@ -1023,6 +1107,11 @@ def _ordering_lock_key(delivery: Delivery) -> str | None:
     return f"hub:order:{system.slug}:{system.pk}:{message.entity}:{message.ordering_key}"[:240]
 
 
+def ordering_lock_seconds(system: ConnectedSystem) -> int:
+    """The ordering lock covers one call; a killed worker's lock expires after the call's timeout plus a margin."""
+    return int(float((system.settings or {}).get("timeout_seconds") or 10) * 2 + 30)
+
+
 @dataclass
 class CallOutcome:
     outcome: str
@@ -1086,9 +1175,8 @@ def delivery_send(*, delivery_id: int, task_id: str = "") -> str | None:
         _wait(delivery.pk, status=DeliveryStatus.HELD, until=until)
         return DeliveryStatus.HELD
     lock_key = _ordering_lock_key(delivery)
-    # The lock covers one call; a killed worker's lock expires after the call's timeout plus a margin. A lock
-    # held by this same delivery was left by a dead worker (the row claim is exclusive), so it is taken over.
-    lock_seconds = int(float((system.settings or {}).get("timeout_seconds") or 10) * 2 + 30)
+    # A lock held by this same delivery was left by a dead worker (the row claim is exclusive): taken over.
+    lock_seconds = ordering_lock_seconds(system)
     token = f"{delivery.pk}:{task_id}"
     if lock_key and not cache.add(lock_key, token, timeout=lock_seconds):
         holder = str(cache.get(lock_key) or "")
@@ -1155,6 +1243,18 @@ def _send_locked(delivery: Delivery, system: ConnectedSystem, *, task_id: str, p
     return _record(delivery, system, result, policy, duration_ms=duration_ms, task_id=task_id, probe=probe)
 
 
+def attempt_summary(delivery: Delivery, system: ConnectedSystem, result: CallOutcome, *, probe: bool) -> dict[str, Any]:
+    """What an attempt row says about its request (never the payload itself: its size)."""
+    return {
+        "target": system.slug,
+        "operation": result.operation,
+        "entity": delivery.message.entity,
+        "idempotency_key": delivery.idempotency_key,
+        "payload_bytes": len(json.dumps(delivery.outbound_payload or {}, default=str)),
+        "probe": probe,
+    }
+
+
 @transaction.atomic
 def _record(
     delivery: Delivery,
@@ -1168,20 +1268,12 @@ def _record(
 ) -> str:
     now = timezone.now()
     message = delivery.message
-    payload_bytes = len(json.dumps(delivery.outbound_payload or {}, default=str))
     # Numbered over the delivery's whole life: a replay starts a new retry budget, not a new numbering.
     previous = DeliveryAttempt.objects.filter(delivery=delivery).aggregate(last=Max("number"))["last"] or 0
     DeliveryAttempt.objects.create(
         delivery=delivery,
         number=previous + 1,
-        request_summary={
-            "target": system.slug,
-            "operation": result.operation,
-            "entity": message.entity,
-            "idempotency_key": delivery.idempotency_key,
-            "payload_bytes": payload_bytes,
-            "probe": probe,
-        },
+        request_summary=attempt_summary(delivery, system, result, probe=probe),
         status_code=result.status_code,
         duration_ms=duration_ms,
         outcome=result.outcome,
@@ -1259,12 +1351,10 @@ def _xref_upsert(system: ConnectedSystem, entity: str, canonical_id: str, extern
             )
 
 
-def _message_settle(message_id: int) -> str:
-    """Derive the message's status from its deliveries (run after every delivery outcome)."""
-    message = Message.objects.select_for_update().get(pk=message_id)
-    rows = list(message.deliveries.values_list("status", "attempts", "next_attempt_at", "last_error"))
+def _settled_state(message: Message, rows: list[tuple[Any, ...]], now: datetime.datetime) -> None:
+    """Set the message's status, attempts, due time and last error from its deliveries' rows
+    (status, attempts, next_attempt_at, last_error), in delivery order."""
     statuses = {row[0] for row in rows}
-    now = timezone.now()
     message.attempts = sum(row[1] for row in rows)
     open_rows = [
         row for row in rows if row[0] not in (*DELIVERY_DONE_STATUSES, DeliveryStatus.FAILED, DeliveryStatus.DEAD)
@@ -1283,9 +1373,17 @@ def _message_settle(message_id: int) -> str:
         message.status, message.next_attempt_at = MessageStatus.SKIPPED_STALE, None
     else:
         message.status, message.delivered_at, message.next_attempt_at = MessageStatus.DELIVERED, now, None
-    message.save(
-        update_fields=["status", "attempts", "next_attempt_at", "last_error", "failed_at", "delivered_at", "updated_at"]
-    )
+
+
+SETTLED_FIELDS = ["status", "attempts", "next_attempt_at", "last_error", "failed_at", "delivered_at", "updated_at"]
+SETTLE_ROW_FIELDS = ("status", "attempts", "next_attempt_at", "last_error")
+
+
+def _message_settle(message_id: int) -> str:
+    """Derive the message's status from its deliveries (run after every delivery outcome)."""
+    message = Message.objects.select_for_update().get(pk=message_id)
+    _settled_state(message, list(message.deliveries.values_list(*SETTLE_ROW_FIELDS)), timezone.now())
+    message.save(update_fields=SETTLED_FIELDS)
     if message.status == MessageStatus.DELIVERED:
         follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk)
     elif message.status in (MessageStatus.FAILED, MessageStatus.DEAD):
@@ -1293,18 +1391,36 @@ def _message_settle(message_id: int) -> str:
     return message.status
 
 
+def messages_settle_many(message_ids: Iterable[int]) -> None:
+    """`_message_settle` for a batch: the messages locked, their deliveries read and the messages written in
+    one statement each, the follow-up events stored together."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return
+    # Locked in id order, as every batch locks them, so two batches never wait on each other in a cycle.
+    messages = list(Message.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for message_id, *row in Delivery.objects.filter(message_id__in=ids).values_list("message_id", *SETTLE_ROW_FIELDS):
+        rows[message_id].append(tuple(row))
+    now = timezone.now()
+    for message in messages:
+        _settled_state(message, rows[message.pk], now)
+        message.updated_at = now
+    rows_update(Message, messages, SETTLED_FIELDS)
+    sequences = {m.pk: m.replay_count for m in messages}
+    delivered = [m.pk for m in messages if m.status == MessageStatus.DELIVERED]
+    follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered, sequences)
+    failed = [m.pk for m in messages if m.status in (MessageStatus.FAILED, MessageStatus.DEAD)]
+    follow_up_emit_many(EVENT_MESSAGE_FAILED, failed, sequences)
+
+
 def deliveries_send(*, delivery_ids: Iterable[int], task_id: str = "") -> dict[str, int]:
-    """Send a batch of deliveries; each one is claimed, called and recorded on its own."""
-    counts: dict[str, int] = defaultdict(int)
+    """Send a batch of deliveries: claimed, called and recorded together (sync.delivering); anything unusual
+    (paused, circuit, busy ordering key, spent budget, failed call) one by one through delivery_send."""
+    from sync import delivering
+
     with _batch_scope():
-        for delivery_id in delivery_ids:
-            try:
-                status = delivery_send(delivery_id=delivery_id, task_id=task_id)
-            except Exception:
-                logger.exception("delivery failed unexpectedly", extra={"delivery_id": delivery_id})
-                status = "error"
-            counts[status or "skipped"] += 1
-    return dict(counts)
+        return delivering.deliveries_send(delivery_ids=delivery_ids, task_id=task_id)
 
 
 # --- replay, approval release ----------------------------------------------------------------------
@@ -1426,12 +1542,13 @@ def follow_up_emit(event: str, message_id: int) -> None:
     )
 
 
-def follow_up_emit_many(event: str, message_ids: list[int]) -> None:
+def follow_up_emit_many(event: str, message_ids: list[int], sequences: Mapping[int, int] | None = None) -> None:
     """`follow_up_emit` for many messages in one statement (the batch path); their replay counts are read
-    in one query."""
+    in one query unless the caller has them (`sequences`)."""
     if not _subscribers.get(event) or not message_ids:
         return
-    sequences = dict(Message.objects.filter(pk__in=message_ids).values_list("pk", "replay_count"))
+    if sequences is None:
+        sequences = dict(Message.objects.filter(pk__in=message_ids).values_list("pk", "replay_count"))
     FollowUpEvent.objects.bulk_create(
         [FollowUpEvent(name=event, message_id=pk, sequence=sequences.get(pk, 0)) for pk in message_ids],
         batch_size=1000,

@@ -40,6 +40,8 @@ class LocalServer:
 def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like a real API server
+        # Headers and body are two writes: without this, Nagle holds the body for the client's delayed ACK.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -66,6 +66,8 @@ class Target:
 def _handler(target: Target) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body are two writes: without this, Nagle holds the body for the client's delayed ACK.
+        disable_nagle_algorithm = True
 
         def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body).encode()
