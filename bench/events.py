@@ -301,7 +301,11 @@ def flow_install(target_url: str) -> Flow:
         role=SystemRole.ERP,
         connector_type="generic_rest",
         base_url=target_url,
-        settings={"auth_mode": "none", "timeout_seconds": 5, "endpoints": {"client": {"path": "/records/client"}}},
+        settings={
+            "auth_mode": "none",
+            "timeout_seconds": 5,
+            "endpoints": {"client": {"path": "/records/client", "batch_path": "/records/client/batch"}},
+        },
         rate_limit_per_second=100000,
         max_concurrency=16,  # as many keep-alive connections as the delivery threads may use at once
     )

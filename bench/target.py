@@ -1,8 +1,11 @@
 """The events benchmark's delivery target: a small real HTTP server that stores records by idempotency key.
 
-`python -m bench.target --port 8123` serves POST /records/<entity> (Idempotency-Key header; a repeated key
-stores nothing and answers the first record's id) and GET /_stats (records stored, calls, repeated keys), with
-HTTP/1.1 keep-alive. It keeps its records in memory: it lives only as long as one benchmark run.
+`python -m bench.target --port 8123` serves, with HTTP/1.1 keep-alive:
+- POST /records/<entity> (Idempotency-Key header): a repeated key stores nothing and answers the first id;
+- POST /records/<entity>/batch ({"items": [record with its idempotency_key]}): answers {"results": [{"status":
+  201 or 200, "record": {"id": ...}}]} in order, each key stored once;
+- GET /_stats: records stored, calls, repeated keys.
+It keeps its records in memory: it lives only as long as one benchmark run.
 """
 
 from __future__ import annotations
@@ -47,25 +50,38 @@ def handler_for(store: Store) -> type[BaseHTTPRequestHandler]:
             else:
                 self._reply(404, {"error": "not found"})
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            payload = json.loads(self.rfile.read(length) or b"{}")
-            key = self.headers.get("Idempotency-Key", "")
-            if not key or not isinstance(payload, dict):
-                self._reply(422, {"error": "an Idempotency-Key header and a JSON object are required"})
-                return
-            entity = self.path.rstrip("/").rsplit("/", 1)[-1]
+        def _store(self, entity: str, key: str) -> tuple[str, bool]:
+            """(id, created) of the record under `key`: a repeated key stores nothing."""
             with store.lock:
                 store.posts += 1
                 existing = store.keys.get(key)
                 if existing is None:
                     store.keys[key] = f"T-{entity}-{len(store.keys) + 1}"
-                else:
-                    store.repeated += 1
-            if existing is not None:
-                self._reply(200, {"id": existing, "created": False})
-            else:
-                self._reply(201, {"id": store.keys[key], "created": True})
+                    return store.keys[key], True
+                store.repeated += 1
+                return existing, False
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = json.loads(self.rfile.read(length) or b"{}")
+            if self.path.rstrip("/").endswith("/batch"):
+                entity = self.path.rstrip("/").rsplit("/", 2)[-2]
+                results = []
+                for item in payload.get("items") or []:
+                    key = str(item.get("idempotency_key") or "") if isinstance(item, dict) else ""
+                    if not key:
+                        results.append({"status": 422, "detail": "an idempotency_key is required"})
+                        continue
+                    record_id, created = self._store(entity, key)
+                    results.append({"status": 201 if created else 200, "record": {"id": record_id}})
+                self._reply(200, {"results": results})
+                return
+            key = self.headers.get("Idempotency-Key", "")
+            if not key or not isinstance(payload, dict):
+                self._reply(422, {"error": "an Idempotency-Key header and a JSON object are required"})
+                return
+            record_id, created = self._store(self.path.rstrip("/").rsplit("/", 1)[-1], key)
+            self._reply(201 if created else 200, {"id": record_id, "created": created})
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -173,6 +173,10 @@ class Connector:
         the system refused answers its classified error (the others still count), a failed call raises."""
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert_batch'.")
 
+    def batches(self, entity: str) -> bool:
+        """Whether upsert_batch sends one call for many records of this entity (else one call per record)."""
+        return False
+
     def void(self, entity: str, external_id: str) -> None:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'void'.")
 

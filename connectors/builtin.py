@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -318,6 +318,37 @@ class RestConnector(Connector):
                 system_slug=self.slug,
             ) from exc
 
+    def batch_answer(
+        self, entity: str, count: int, answer: Any, id_of: Callable[[Mapping[str, Any]], str]
+    ) -> list[UpsertResult | ConnectorError]:
+        """The results of a batch create call ({"results": [{"status", "record" | "detail", "fields"}]}, one per
+        item in order): an UpsertResult per stored item (created=False when its key was already used) or the
+        TerminalConnectorError of an item the system refused."""
+        rows = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or len(rows) != count:
+            raise TerminalConnectorError(
+                f"{self.slug} answered the batch of {count} {entity} with an unexpected body",
+                system_slug=self.slug,
+            )
+        answered: list[UpsertResult | ConnectorError] = []
+        for row in rows:
+            status = int(row.get("status") or 0) if isinstance(row, Mapping) else 0
+            record = row.get("record") if isinstance(row, Mapping) else None
+            if status in (200, 201) and isinstance(record, dict):
+                answered.append(UpsertResult(external_id=id_of(record), created=status == 201, payload=record))
+                continue
+            details = row if isinstance(row, Mapping) else {}
+            fields = "; ".join(f"{name}: {text}" for name, text in (details.get("fields") or {}).items())
+            detail = str(details.get("detail") or details.get("error") or "rejected")
+            answered.append(
+                TerminalConnectorError(
+                    f"{self.slug} refused the {entity}: {detail}" + (f" ({fields})" if fields else ""),
+                    status_code=status or None,
+                    system_slug=self.slug,
+                )
+            )
+        return answered
+
     def health_check(self) -> HealthResult:
         """GET the health path; 2xx is healthy, anything else raises the classified connector error."""
         path = str(self.settings.get("health_path", "/health"))
@@ -355,7 +386,7 @@ class GenericRestConnector(RestConnector):
     role_hint = ""
     description = "Any JSON-over-HTTP API: one endpoint per canonical entity, configurable auth and pagination."
     sensitive_parameters = AUTH_SECRETS
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -419,6 +450,14 @@ class GenericRestConnector(RestConnector):
                         "description": "Method that updates a found record on <path>/<id>; none keeps it as is.",
                     },
                     "void_method": {"enum": ["DELETE", "none"], "default": "DELETE"},
+                    "batch_path": {
+                        "type": "string",
+                        "pattern": "^/",
+                        "description": "Path that creates many records in one call, once per key: POST "
+                        '{"items": [record + idempotency_field or "idempotency_key"]} answering {"results": '
+                        '[{"status": 201 or 200 (key already used) or 4xx, "record": {...}, "detail": "..."}]} in '
+                        "order. Without it, a batch is one upsert per record.",
+                    },
                 },
             },
             "pagination": {
@@ -522,6 +561,31 @@ class GenericRestConnector(RestConnector):
             headers={header: idempotency_key},
         )
         return UpsertResult(external_id=self._id(endpoint, created), created=True, payload=created)
+
+    def batches(self, entity: str) -> bool:
+        """Whether upsert_batch sends one call for many records of this entity (its endpoint has a batch_path)."""
+        return bool(self.endpoint(entity).get("batch_path"))
+
+    def upsert_batch(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+    ) -> Sequence[UpsertResult | Exception]:
+        """Many records in one call to the endpoint's batch_path (each created once per key); without one, an
+        upsert per record, a refused record answering its error. A failure of the whole call raises."""
+        endpoint = self.endpoint(entity)
+        if not endpoint.get("batch_path"):
+            results: list[UpsertResult | Exception] = []
+            for payload, key in items:
+                try:
+                    results.append(self.upsert(entity, dict(payload), key))
+                except TerminalConnectorError as exc:
+                    results.append(exc)
+            return results
+        if not items:
+            return []
+        key_field = str(endpoint.get("idempotency_field") or "idempotency_key")
+        body = {"items": [{**payload, key_field: key} for payload, key in items]}
+        answer = self.call_json("POST", str(endpoint["batch_path"]), json=body)
+        return self.batch_answer(entity, len(items), answer, lambda record: self._id(endpoint, record))
 
     def void(self, entity: str, external_id: str) -> None:
         endpoint = self.endpoint(entity)
@@ -1293,29 +1357,11 @@ class SandboxErpConnector(RestConnector):
             return []
         body = {"items": [{**payload, "idempotency_key": key} for payload, key in items]}
         answer = self.call_json("POST", f"/{resource}/batch", json=body)
-        rows = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(rows, list) or len(rows) != len(items):
-            raise TerminalConnectorError(
-                f"{self.slug} answered the batch of {len(items)} {entity} with an unexpected body",
-                system_slug=self.slug,
-            )
-        answered: list[UpsertResult | ConnectorError] = []
-        for row in rows:
-            status = int(row.get("status") or 0)
-            if status in (200, 201) and isinstance(row.get("record"), dict):
-                record = row["record"]
-                answered.append(UpsertResult(external_id=str(record["id"]), created=status == 201, payload=record))
-            else:
-                fields = "; ".join(f"{name}: {text}" for name, text in (row.get("fields") or {}).items())
-                detail = str(row.get("detail") or row.get("error") or "rejected")
-                answered.append(
-                    TerminalConnectorError(
-                        f"{self.slug} refused the {entity}: {detail}" + (f" ({fields})" if fields else ""),
-                        status_code=status or None,
-                        system_slug=self.slug,
-                    )
-                )
-        return answered
+        return self.batch_answer(entity, len(items), answer, lambda record: str(record["id"]))
+
+    def batches(self, entity: str) -> bool:
+        """Whether upsert_batch sends one call for many records of this entity (time entries do)."""
+        return self.resource(entity) == "time-entries"
 
     def upsert_batch(
         self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]

@@ -58,19 +58,58 @@ def validate_rate(value: str) -> None:
         raise ValidationError(str(error), code="invalid_rate") from None
 
 
+def _redis_client() -> Any:
+    """The Redis client behind Django's cache, or None when the cache is not Redis."""
+    from django.core.cache.backends.redis import RedisCacheClient
+
+    backend = getattr(cache, "_cache", None)
+    if not isinstance(backend, RedisCacheClient):
+        return None
+    return backend.get_client(None, write=True)
+
+
+def counter_add(key: str, amount: int, *, timeout: int) -> int:
+    """Add `amount` to a counter that expires `timeout` seconds after it was created; returns the new value.
+
+    On Redis this is SET NX EX and INCRBY in one pipelined round trip (Django's add() + incr() take three).
+    Elsewhere add() then incr(): add() is a no-op when the key exists, so concurrent first callers do not reset
+    each other's count."""
+    client = _redis_client()
+    if client is not None:
+        full_key = cache.make_and_validate_key(key)
+        pipeline = client.pipeline(transaction=False)
+        pipeline.set(full_key, 0, ex=timeout, nx=True)
+        pipeline.incrby(full_key, amount)
+        _, value = pipeline.execute()
+        return int(value)
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return int(cache.incr(key, amount))
+    except ValueError:  # expired between add and incr: this call opens the window again
+        cache.set(key, amount, timeout=timeout)
+        return amount
+
+
+def cache_add_many(entries: list[tuple[str, str, int]]) -> set[str]:
+    """Set each (key, value, timeout) that does not exist yet; returns the keys set. On Redis one pipelined
+    round trip of SET NX EX for all of them (a batch's locks), elsewhere one add() each."""
+    client = _redis_client()
+    if client is None:
+        return {key for key, value, timeout in entries if cache.add(key, value, timeout=timeout)}
+    pipeline = client.pipeline(transaction=False)
+    for key, value, timeout in entries:
+        # Django's Redis cache stores strings pickled: the same bytes let cache.get() read the value back.
+        stored = cache._cache._serializer.dumps(value)  # type: ignore[attr-defined]
+        pipeline.set(cache.make_and_validate_key(key), stored, ex=timeout, nx=True)
+    return {key for (key, _, _), done in zip(entries, pipeline.execute(), strict=True) if done}
+
+
 def budget_spend(*, scope: str, ident: str, rate: str | Rate, now: float | None = None) -> float | None:
     """Spend one unit of `ident`'s budget in `scope`; None when allowed, else the seconds until the next window."""
     limit = rate if isinstance(rate, Rate) else parse_rate(rate)
     now = time.time() if now is None else now
     window = int(now // limit.seconds)
-    key = f"hub:throttle:{scope}:{ident}:{limit.seconds}:{window}"
-    # add() is a no-op when the key exists, so concurrent first requests do not reset each other's count.
-    cache.add(key, 0, timeout=limit.seconds + 1)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr: start this window again
-        cache.add(key, 1, timeout=limit.seconds + 1)
-        count = 1
+    count = counter_add(f"hub:throttle:{scope}:{ident}:{limit.seconds}:{window}", 1, timeout=limit.seconds + 1)
     if count <= limit.count:
         return None
     return max((window + 1) * limit.seconds - now, 0.001)

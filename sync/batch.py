@@ -811,8 +811,8 @@ def _record_batch(
     _messages_settle_batch(delivered_messages, failed_messages, retrying_messages, message_attempts, now)
     if items:
         ExceptionItem.objects.bulk_create(items, batch_size=1000)
-    follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered_messages)
-    follow_up_emit_many(EVENT_MESSAGE_FAILED, failed_messages)
+    follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered_messages, routed=True)
+    follow_up_emit_many(EVENT_MESSAGE_FAILED, failed_messages, routed=True)
     if call_error is None or (call_error.status_code is not None and not call_error.retryable):
         circuit.circuit_record_success(system=target)
     else:

@@ -23,9 +23,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
+from connectors.base import UpsertResult
 from connectors.choices import SystemState
+from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
+from connectors.registry import connector_for
+from integrationhub.errors import HubError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
+from integrationhub.throttling import cache_add_many
 from sync import circuit
 from sync import services as engine
 from sync.bulk import rows_update
@@ -35,6 +40,7 @@ from sync.ratelimit import rate_budget_take_many
 
 CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD)
 SUCCESS = (AttemptOutcome.DELIVERED, AttemptOutcome.ALREADY_APPLIED)
+BATCH = "upsert_batch"
 
 
 @dataclass
@@ -102,21 +108,30 @@ def _plan(ids: list[int], task_id: str) -> _Plan:
     )
     by_budget: dict[tuple[int, float], list[_Planned]] = defaultdict(list)
     systems: dict[int, ConnectedSystem] = {}
+    wanted: dict[str, tuple[str, int]] = {}
+    candidates: list[Delivery] = []
     for delivery in deliveries:
         # One instance per system, so a circuit opened by one call is seen by the batch's next ones.
         system = systems.setdefault(delivery.target_system_id, delivery.target_system)
         lock_key = engine._ordering_lock_key(delivery)
         # A paused target, an open circuit (whose gate hands out the single probe: delivery_send asks for it)
         # and a second update of the same record in this batch are delivery_send's to handle.
-        if system.state != SystemState.ACTIVE or (lock_key and lock_key in plan.locks):
+        if system.state != SystemState.ACTIVE or (lock_key and lock_key in wanted):
             plan.one_by_one.append(delivery.pk)
             continue
         if lock_key:
-            token = f"{delivery.pk}:{task_id}"
-            if not cache.add(lock_key, token, timeout=engine.ordering_lock_seconds(system)):
-                plan.one_by_one.append(delivery.pk)  # busy, or left by a dead worker: delivery_send decides
-                continue
-            plan.locks[lock_key] = token
+            wanted[lock_key] = (f"{delivery.pk}:{task_id}", engine.ordering_lock_seconds(system))
+        candidates.append(delivery)
+    # Every ordering lock of the batch in one round trip; a busy one (or one left by a dead worker) is
+    # delivery_send's to decide.
+    taken = cache_add_many([(key, token, timeout) for key, (token, timeout) in wanted.items()])
+    plan.locks = {key: wanted[key][0] for key in taken}
+    for delivery in candidates:
+        lock_key = engine._ordering_lock_key(delivery)
+        if lock_key and lock_key not in taken:
+            plan.one_by_one.append(delivery.pk)
+            continue
+        system = systems[delivery.target_system_id]
         rate, sync_policy = _rate_per_second(system, delivery)
         planned = _Planned(delivery, system, engine.RetryPolicy.of(sync_policy), lock_key)
         by_budget[(system.pk, rate)].append(planned)
@@ -202,33 +217,35 @@ def _send_planned(batch: list[_Planned], task_id: str) -> dict[str, int]:
     claimed = _claim(batch)
     succeeded: list[_Planned] = []
     not_called: list[_Planned] = []
+    groups: dict[tuple[int, str], list[_Planned]] = defaultdict(list)
+    for planned in claimed:
+        groups[(planned.system.pk, planned.delivery.message.entity)].append(planned)
     previous = current_correlation_id()
     try:
-        for planned in claimed:
-            if planned.system.state != SystemState.ACTIVE:
-                not_called.append(planned)  # this batch's failures opened the target's circuit
+        for (_, entity), group in groups.items():
+            if len(group) > 1 and _batches(group[0].system, entity):
+                _call_together(group, entity)
+                failed_together = [p for p in group if p.result is not None and p.result.outcome not in SUCCESS]
+                succeeded.extend(p for p in group if p.result is not None and p.result.outcome in SUCCESS)
+                for position, planned in enumerate(failed_together):
+                    # One failed call counts once in the circuit, however many records it carried.
+                    counts[_record_failure(planned, task_id, count_in_circuit=position == 0)] += 1
                 continue
-            delivery = planned.delivery
-            bind_correlation_id(delivery.message.correlation_id)
-            lookup_first = delivery.lookup_first or delivery.attempts > 1
-            started = time.perf_counter()
-            planned.result = result = engine._call(delivery, planned.system, lookup_first)
-            planned.duration_ms = round((time.perf_counter() - started) * 1000, 1)
-            if result.outcome in SUCCESS:
-                succeeded.append(planned)
-                continue
-            # A failed call is recorded at once, exactly as delivery_send records it (retry, dead letter or
-            # exception item), so that the circuit counts it before the next call goes out.
-            status = engine._record(
-                delivery,
-                planned.system,
-                result,
-                planned.policy,
-                duration_ms=planned.duration_ms,
-                task_id=task_id,
-                probe=False,
-            )
-            counts[status] += 1
+            for planned in group:
+                if planned.system.state != SystemState.ACTIVE:
+                    not_called.append(planned)  # this batch's failures opened the target's circuit
+                    continue
+                delivery = planned.delivery
+                bind_correlation_id(delivery.message.correlation_id)
+                lookup_first = delivery.lookup_first or delivery.attempts > 1
+                started = time.perf_counter()
+                planned.result = result = engine._call(delivery, planned.system, lookup_first)
+                planned.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+                if result.outcome in SUCCESS:
+                    succeeded.append(planned)
+                else:
+                    # Recorded at once, so that the circuit counts it before the next call goes out.
+                    counts[_record_failure(planned, task_id)] += 1
     finally:
         bind_correlation_id(previous)
     if not_called:
@@ -241,6 +258,69 @@ def _send_planned(batch: list[_Planned], task_id: str) -> dict[str, int]:
     if stale:
         counts[DeliveryStatus.SKIPPED_STALE] += stale
     return {status: number for status, number in counts.items() if number}
+
+
+def _batches(system: ConnectedSystem, entity: str) -> bool:
+    try:
+        connector = connector_for(system)
+        return connector.supports("upsert_batch") and connector.batches(entity)
+    except HubError:  # not configured for this entity: the one-by-one call reports it
+        return False
+
+
+def _call_together(group: list[_Planned], entity: str) -> None:
+    """One upsert_batch call for the group (the target creates each record once per key, so a retried or
+    replayed record needs no lookup first); each planned delivery gets its own outcome."""
+    system = group[0].system
+    started = time.perf_counter()
+    try:
+        bind_correlation_id(group[0].delivery.message.correlation_id)
+        results: list[Any] = list(
+            connector_for(system).upsert_batch(
+                entity, [(dict(p.delivery.outbound_payload or {}), p.delivery.idempotency_key) for p in group]
+            )
+        )
+    except ConnectorError as exc:
+        outcome = AttemptOutcome.RETRYABLE_ERROR if exc.retryable else AttemptOutcome.TERMINAL_ERROR
+        failure = engine.CallOutcome(
+            outcome, status_code=exc.status_code, error=exc.detail, retry_after=exc.retry_after, operation=BATCH
+        )
+        results = [failure] * len(group)
+    except HubError as exc:  # capability missing, credentials not set: a person must act
+        results = [engine.CallOutcome(AttemptOutcome.TERMINAL_ERROR, error=exc.detail, operation=BATCH)] * len(group)
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    for planned, result in zip(group, results, strict=True):
+        planned.duration_ms = duration_ms
+        if isinstance(result, engine.CallOutcome):
+            planned.result = result
+        elif isinstance(result, UpsertResult):
+            outcome = AttemptOutcome.DELIVERED if result.created else AttemptOutcome.ALREADY_APPLIED
+            status_code = 201 if result.created else 200
+            planned.result = engine.CallOutcome(
+                outcome, external_id=str(result.external_id), status_code=status_code, operation=BATCH
+            )
+        else:  # the target refused this record
+            planned.result = engine.CallOutcome(
+                AttemptOutcome.TERMINAL_ERROR,
+                status_code=getattr(result, "status_code", None),
+                error=getattr(result, "detail", str(result)),
+                operation=BATCH,
+            )
+
+
+def _record_failure(planned: _Planned, task_id: str, *, count_in_circuit: bool = True) -> str:
+    """A failed call's retry, dead letter or exception item, exactly as delivery_send records it."""
+    assert planned.result is not None
+    return engine._record(
+        planned.delivery,
+        planned.system,
+        planned.result,
+        planned.policy,
+        duration_ms=planned.duration_ms,
+        task_id=task_id,
+        probe=False,
+        count_in_circuit=count_in_circuit,
+    )
 
 
 def _unclaim(batch: list[_Planned]) -> None:

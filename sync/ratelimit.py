@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.core.cache import cache
+from integrationhub.throttling import counter_add
 
 KEY_PREFIX = "hub:rate"
 
@@ -41,14 +41,8 @@ def rate_budget_take(*, system_key: str, rate_per_second: Decimal | float, now: 
     window, capacity = _window(rate)
     current = time.time() if now is None else now
     slot = math.floor(current / window)
-    key = f"{KEY_PREFIX}:{system_key}:{slot}"
-    # add() only creates the key once; the expiry outlives the window so a late incr never recreates it.
-    cache.add(key, 0, timeout=int(window) + 5)
-    try:
-        used = int(cache.incr(key))
-    except ValueError:  # expired between add and incr: this call opens the window
-        cache.set(key, 1, timeout=int(window) + 5)
-        used = 1
+    # The expiry outlives the window so a late increment never recreates it.
+    used = counter_add(f"{KEY_PREFIX}:{system_key}:{slot}", 1, timeout=int(window) + 5)
     if used <= capacity:
         return RateDecision(True, 0.0)
     return RateDecision(False, max(0.0, (slot + 1) * window - current))
@@ -79,11 +73,5 @@ def rate_budget_take_many(
         return max(count, 0)
     window, capacity = _window(rate)
     current = time.time() if now is None else now
-    key = f"{KEY_PREFIX}:{system_key}:{math.floor(current / window)}"
-    cache.add(key, 0, timeout=int(window) + 5)
-    try:
-        used = int(cache.incr(key, count))
-    except ValueError:  # expired between add and incr: this batch opens the window
-        cache.set(key, count, timeout=int(window) + 5)
-        used = count
+    used = counter_add(f"{KEY_PREFIX}:{system_key}:{math.floor(current / window)}", count, timeout=int(window) + 5)
     return max(0, min(count, capacity - (used - count)))

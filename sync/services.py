@@ -103,7 +103,7 @@ logger = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 32
 DISPATCH_BATCH_SIZE = 100
-DELIVERY_BATCH_SIZE = 20
+DELIVERY_BATCH_SIZE = 100
 # Fields that identify a record rather than describe it: never subject to ownership rules.
 IDENTITY_FIELDS = frozenset({"id", "updated_at", "source_system", "external_refs"})
 LEGAL_ENTITY_FIELDS = ("legal_entity_code", "contracting_legal_entity_code")
@@ -135,6 +135,12 @@ def _memoized(key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
     return memo[key]
 
 
+def _compiled_for_batch(mapping_set_id: int) -> CompiledMapping:
+    # The shared generation check (a cache read) once per batch, not once per record.
+    compiled: CompiledMapping = _memoized(("compiled", mapping_set_id), lambda: compiled_mapping(mapping_set_id))
+    return compiled
+
+
 def _published_mapping_set(
     *, system_id: int, entity_name: str, direction: str, legal_entity_id: int | None
 ) -> MappingSet | None:
@@ -160,6 +166,29 @@ DEFAULT_INBOUND_RATE = "200/s"
 def inbound_rate(system: ConnectedSystem) -> str:
     """The inbound budget of a system: its own rate, else HUB_INBOUND_RATE."""
     return system.inbound_rate or str(getattr(settings, "HUB_INBOUND_RATE", DEFAULT_INBOUND_RATE))
+
+
+# The sending system of each inbound event, kept per process for HUB_INBOUND_SYSTEM_CACHE_SECONDS: the lookup
+# (a query and the secret's decryption) would otherwise cost as much as storing the event. A change saved in
+# this process clears it at once (sync.apps); other processes see a pause or a new secret within that time.
+_inbound_systems: dict[str, tuple[float, ConnectedSystem]] = {}
+
+
+def inbound_system(slug: str) -> ConnectedSystem | None:
+    ttl = _setting("HUB_INBOUND_SYSTEM_CACHE_SECONDS", 1.0)
+    now = time.monotonic()
+    cached = _inbound_systems.get(slug)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    system = ConnectedSystem.objects.filter(slug=slug).first()
+    if system is not None and ttl > 0:
+        _inbound_systems[slug] = (now, system)
+    return system
+
+
+def inbound_systems_forget(**_: Any) -> None:
+    """Signal receiver: a connected system was saved or deleted."""
+    _inbound_systems.clear()
 
 
 def inbound_budget_spend(*, system: ConnectedSystem, now: float | None = None) -> None:
@@ -303,7 +332,7 @@ def message_ingest(
     unknown or paused, the body too large, the signature bad or stale, or the JSON malformed or too deep.
     """
     current = time.time() if now is None else now
-    system = ConnectedSystem.objects.filter(slug=system_slug).first()
+    system = inbound_system(system_slug)
     if system is None:
         raise UnknownSystemError(
             f"No connected system has the slug {system_slug!r}.",
@@ -572,7 +601,7 @@ def _stage_map(message: Message, now: datetime.datetime) -> None:
             now=now,
         )
     try:
-        compiled = compiled_mapping(mapping_set.pk)
+        compiled = _compiled_for_batch(mapping_set.pk)
     except MappingDefinitionError as exc:
         _fail(
             message,
@@ -806,7 +835,7 @@ def _outbound(route: Route, message: Message) -> tuple[Any, Any, list[str]]:
     canonical = message.canonical_payload or {}
     if mapping_set is None:
         return None, canonical, []
-    compiled: CompiledMapping = compiled_mapping(mapping_set.pk)
+    compiled: CompiledMapping = _compiled_for_batch(mapping_set.pk)
     if compiled.uses_xrefs:
         compiled.prefetch_xrefs([canonical], xrefs_resolve)
     result = compiled.map_one(canonical)
@@ -1265,6 +1294,7 @@ def _record(
     duration_ms: float,
     task_id: str,
     probe: bool,
+    count_in_circuit: bool = True,
 ) -> str:
     now = timezone.now()
     message = delivery.message
@@ -1311,7 +1341,8 @@ def _record(
             suggested_action="Correct the payload (or the target's data) and replay; it will not be retried alone.",
         )
     else:
-        circuit.circuit_record_failure(system=system)
+        if count_in_circuit:
+            circuit.circuit_record_failure(system=system)
         delivery.last_error = result.error
         if delivery.attempts >= policy.max_attempts:
             delivery.status = DeliveryStatus.DEAD
@@ -1385,9 +1416,9 @@ def _message_settle(message_id: int) -> str:
     _settled_state(message, list(message.deliveries.values_list(*SETTLE_ROW_FIELDS)), timezone.now())
     message.save(update_fields=SETTLED_FIELDS)
     if message.status == MessageStatus.DELIVERED:
-        follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk)
+        follow_up_emit(EVENT_MESSAGE_DELIVERED, message.pk, routed=True)
     elif message.status in (MessageStatus.FAILED, MessageStatus.DEAD):
-        follow_up_emit(EVENT_MESSAGE_FAILED, message.pk)
+        follow_up_emit(EVENT_MESSAGE_FAILED, message.pk, routed=True)
     return message.status
 
 
@@ -1409,9 +1440,9 @@ def messages_settle_many(message_ids: Iterable[int]) -> None:
     rows_update(Message, messages, SETTLED_FIELDS)
     sequences = {m.pk: m.replay_count for m in messages}
     delivered = [m.pk for m in messages if m.status == MessageStatus.DELIVERED]
-    follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered, sequences)
+    follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered, sequences, routed=True)
     failed = [m.pk for m in messages if m.status in (MessageStatus.FAILED, MessageStatus.DEAD)]
-    follow_up_emit_many(EVENT_MESSAGE_FAILED, failed, sequences)
+    follow_up_emit_many(EVENT_MESSAGE_FAILED, failed, sequences, routed=True)
 
 
 def deliveries_send(*, delivery_ids: Iterable[int], task_id: str = "") -> dict[str, int]:
@@ -1505,21 +1536,28 @@ def deliveries_release(*, system: ConnectedSystem) -> int:
 FOLLOW_UP_BATCH_SIZE = 100
 FOLLOW_UP_MAX_ATTEMPTS = 10
 _subscribers: dict[str, list[Callable[[int], None]]] = defaultdict(list)
+# Handlers that only act on messages the engine did not route (the workflows act on those themselves).
+_unrouted_only: set[Callable[[int], None]] = set()
 
 
-def follow_up_subscribe(event: str, handler: Callable[[int], None]) -> None:
+def follow_up_subscribe(event: str, handler: Callable[[int], None], *, unrouted_only: bool = False) -> None:
     """Register `handler(message_id)` for `event`. Handlers run in a worker, inside the transaction that marks
     the event handled, so the database writes of a handler happen exactly once; a handler that raises is
-    retried with backoff. Register at import time (an app's ready()), so web and worker processes agree."""
+    retried with backoff. Register at import time (an app's ready()), so web and worker processes agree.
+
+    With `unrouted_only`, the handler is told only of messages that had no route: a routed message stores no
+    event for it (a plain sync of thousands of records then pays nothing for a subscriber that ignores them)."""
     if handler not in _subscribers[event]:
         _subscribers[event].append(handler)
+    if unrouted_only:
+        _unrouted_only.add(handler)
 
 
-def subscribe(event: str) -> Callable[[Callable[[int], None]], Callable[[int], None]]:
+def subscribe(event: str, *, unrouted_only: bool = False) -> Callable[[Callable[[int], None]], Callable[[int], None]]:
     """Decorator form of follow_up_subscribe: `@subscribe(EVENT_MESSAGE_DELIVERED)`."""
 
     def register(handler: Callable[[int], None]) -> Callable[[int], None]:
-        follow_up_subscribe(event, handler)
+        follow_up_subscribe(event, handler, unrouted_only=unrouted_only)
         return handler
 
     return register
@@ -1529,12 +1567,19 @@ def follow_up_unsubscribe(event: str, handler: Callable[[int], None]) -> None:
     """Remove a handler (tests, reloading a plugin)."""
     if handler in _subscribers.get(event, []):
         _subscribers[event].remove(handler)
+    _unrouted_only.discard(handler)
 
 
-def follow_up_emit(event: str, message_id: int) -> None:
+def _listened(event: str, routed: bool) -> bool:
+    """Whether any subscriber wants `event` for a message that was (or was not) routed to targets."""
+    return any(not routed or handler not in _unrouted_only for handler in _subscribers.get(event, ()))
+
+
+def follow_up_emit(event: str, message_id: int, *, routed: bool = False) -> None:
     """Store the event in the caller's transaction (an outbox row) when anyone subscribes to it; the
-    dispatcher hands it to the subscribers after commit. Emitting twice in one run of a message is one event."""
-    if not _subscribers.get(event):
+    dispatcher hands it to the subscribers after commit. Emitting twice in one run of a message is one event.
+    `routed`: the message went to targets through routes (subscribers with unrouted_only are not told)."""
+    if not _listened(event, routed):
         return  # nobody listens: no row, so the hot path pays nothing for an unused event
     sequence = Message.objects.filter(pk=message_id).values_list("replay_count", flat=True).first() or 0
     FollowUpEvent.objects.bulk_create(
@@ -1542,10 +1587,12 @@ def follow_up_emit(event: str, message_id: int) -> None:
     )
 
 
-def follow_up_emit_many(event: str, message_ids: list[int], sequences: Mapping[int, int] | None = None) -> None:
+def follow_up_emit_many(
+    event: str, message_ids: list[int], sequences: Mapping[int, int] | None = None, *, routed: bool = False
+) -> None:
     """`follow_up_emit` for many messages in one statement (the batch path); their replay counts are read
     in one query unless the caller has them (`sequences`)."""
-    if not _subscribers.get(event) or not message_ids:
+    if not message_ids or not _listened(event, routed):
         return
     if sequences is None:
         sequences = dict(Message.objects.filter(pk__in=message_ids).values_list("pk", "replay_count"))
@@ -1916,7 +1963,7 @@ def _file_drop_mapping_errors(system: ConnectedSystem, entity: str, rows: list[t
     if mapping_set is None:
         return []  # the pipeline reports it per message (no published mapping); the rows themselves are fine
     try:
-        compiled = compiled_mapping(mapping_set.pk)
+        compiled = _compiled_for_batch(mapping_set.pk)
     except MappingDefinitionError as exc:
         return [{"row": None, "field": "", "message": f"Mapping {mapping_set} does not compile: {exc}"}]
     records = [record for _, record in rows]

@@ -18,7 +18,8 @@ from workflows.client_master import client_master_start_from_message
 from workflows.opportunity_to_project import opportunity_start_from_message
 
 
-@subscribe(EVENT_MESSAGE_DELIVERED)
+# Only messages without a route: a routed message is a plain sync an analyst chose instead of the flows.
+@subscribe(EVENT_MESSAGE_DELIVERED, unrouted_only=True)
 def workflows_on_message_delivered(message_id: int) -> None:
     """Start the client master for a CRM account, and the saga for a closed-won opportunity."""
     message = Message.objects.select_related("system", "legal_entity").filter(pk=message_id).first()
