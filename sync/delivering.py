@@ -20,7 +20,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 
 from connectors.base import UpsertResult
@@ -41,6 +41,8 @@ from sync.ratelimit import rate_budget_take_many
 CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD)
 SUCCESS = (AttemptOutcome.DELIVERED, AttemptOutcome.ALREADY_APPLIED)
 BATCH = "upsert_batch"
+# What a claim re-reads of each delivery: everything a call and its record use that may have changed.
+CLAIM_FIELDS = ("status", "attempts", "lookup_first", "idempotency_key", "outbound_payload", "external_id")
 
 
 @dataclass
@@ -101,8 +103,10 @@ def _rate_per_second(system: ConnectedSystem, delivery: Delivery) -> tuple[float
 def _plan(ids: list[int], task_id: str) -> _Plan:
     """Which deliveries go in the batch (ordering locks taken, rate budget granted) and which one by one."""
     plan = _Plan()
+    # The message's payloads are not needed to send (the delivery holds its outbound payload, read at claim).
     deliveries = list(
         Delivery.objects.select_related("message", "target_system", "route")
+        .defer("outbound_payload", "message__raw_payload", "message__canonical_payload", "message__notes")
         .filter(pk__in=ids, status__in=CLAIMABLE)
         .order_by("pk")
     )
@@ -158,11 +162,8 @@ def _stale_ids(batch: list[_Planned]) -> set[int]:
     }
     if not keyed:
         return set()
-    query = Q()
-    for target_system_id, entity, ordering_key in keyed:
-        query |= Q(target_system_id=target_system_id, entity=entity, ordering_key=ordering_key)
     stale = set()
-    for mark in OrderingWatermark.objects.filter(query):
+    for mark in _marks_of(keyed):
         planned = keyed.get((mark.target_system_id, mark.entity, mark.ordering_key))
         if planned is None or mark.message_id == planned.delivery.message_id:
             continue
@@ -174,25 +175,39 @@ def _stale_ids(batch: list[_Planned]) -> set[int]:
     return stale
 
 
+def _marks_of(keys: Iterable[tuple[int, str, str]], *, lock: bool = False) -> list[OrderingWatermark]:
+    """The watermarks of (target system, entity, ordering key) keys, in one query (an IN per column; rows of
+    other combinations are dropped here, cheaper than an OR of a hundred conditions)."""
+    wanted = set(keys)
+    marks = OrderingWatermark.objects.filter(
+        target_system_id__in={key[0] for key in wanted},
+        entity__in={key[1] for key in wanted},
+        ordering_key__in={key[2] for key in wanted},
+    ).order_by("pk")
+    if lock:
+        marks = marks.select_for_update()
+    return [mark for mark in marks if (mark.target_system_id, mark.entity, mark.ordering_key) in wanted]
+
+
 def _claim(batch: list[_Planned]) -> list[_Planned]:
     """Lock the batch's rows, skip stale updates, and mark the rest in flight with their attempt counted
     before the call (a worker killed mid-call leaves "maybe sent": the retry looks the record up first)."""
     with transaction.atomic():
+        # The locked rows' current state (a replay may have changed a pending delivery since it was planned).
         locked = {
-            delivery.pk: delivery
-            for delivery in Delivery.objects.select_for_update(of=("self",))
-            .select_related("message")
+            row["pk"]: row
+            for row in Delivery.objects.select_for_update(of=("self",))
             .filter(pk__in=[p.delivery.pk for p in batch], status__in=CLAIMABLE)
             .order_by("pk")
+            .values("pk", *CLAIM_FIELDS)
         }
         claimed = []
         for planned in batch:
             current = locked.get(planned.delivery.pk)
             if current is None:
                 continue  # another worker took it meanwhile
-            current.target_system = planned.system
-            current.route = planned.delivery.route
-            planned.delivery = current
+            for name in CLAIM_FIELDS:
+                setattr(planned.delivery, name, current[name])
             claimed.append(planned)
         stale = _stale_ids(claimed)
         for planned in claimed:
@@ -451,12 +466,9 @@ def _watermarks_advance(batch: list[_Planned]) -> None:
         ],
         ignore_conflicts=True,
     )
-    query = Q()
-    for target_system_id, entity, ordering_key in newest:
-        query |= Q(target_system_id=target_system_id, entity=entity, ordering_key=ordering_key)
     now = timezone.now()
     moved = []
-    for mark in OrderingWatermark.objects.select_for_update().filter(query).order_by("pk"):
+    for mark in _marks_of(newest, lock=True):
         message = newest[(mark.target_system_id, mark.entity, mark.ordering_key)]
         if mark.message_id == message.pk:
             continue  # created by this batch

@@ -746,7 +746,8 @@ def _jsonable(value: Any) -> Any:
 
 def _stage_ownership(message: Message, now: datetime.datetime) -> None:
     canonical = dict(message.canonical_payload or {})
-    if not _memoized(("ownership", message.entity), OwnershipRule.objects.filter(entity__name=message.entity).exists):
+    entity = message.entity
+    if not _memoized(("ownership", entity), lambda: OwnershipRule.objects.filter(entity__name=entity).exists()):
         return
     stage = str(canonical.get("status") or "")
     ignored: list[str] = []
@@ -945,12 +946,26 @@ class _ProcessBatch:
     unrouted: list[int] = dataclasses.field(default_factory=list)
 
 
-# Written by the batch's one UPDATE of its routed messages: every field the stages may set.
+# Written by the batch's one UPDATE of its routed messages: every field the map, validate, ownership and
+# route stages set (the flow stages and the stages that stop a message save it themselves).
 PIPELINE_FIELDS = [
-    model_field.name
-    for model_field in Message._meta.concrete_fields
-    if model_field.name
-    not in {"id", "system", "entity", "event_type", "direction", "idempotency_key", "raw_payload", "received_at"}
+    "status",
+    "flow",
+    "mapping_set",
+    "mapping_version",
+    "canonical_payload",
+    "canonical_id",
+    "legal_entity",
+    "ordering_key",
+    "source_timestamp",
+    "notes",
+    "mapped_at",
+    "validated_at",
+    "queued_at",
+    "delivered_at",
+    "failed_at",
+    "last_error",
+    "updated_at",
 ]
 
 
