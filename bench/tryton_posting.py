@@ -1,9 +1,10 @@
 """Posting approved time to the real Tryton: the hub's connector against Tryton's own batch create.
 
 5,000 time entries go to a fresh copy of the local Tryton template database. The hub path is
-`TrytonConnector.upsert_many` in batches of 500 (what the engine does: one search for the batch's
-idempotency keys, then one create per batch). The baseline in the same run calls Tryton's
-`timesheet.line.create` directly with the same 500-line batches, no lookup. The two alternate batch
+`TrytonConnector.upsert_many` in batches of 500, as the engine posts first attempts (`may_exist=False`: no key
+was ever sent, so the create goes without the search for the batch's idempotency keys that retries run).
+The retry path (search, then nothing created) is timed too, on the same keys. The baseline in the same
+run calls Tryton's `timesheet.line.create` directly with the same 500-line batches, no lookup. The two alternate batch
 by batch so that machine noise hits both alike. Target: the hub reaches at least 0.8x the direct rate.
 """
 
@@ -91,7 +92,7 @@ def main() -> bool:
         for batch in range(ENTRIES // BATCH):
             hub_items = entries("hub", batch)
             started = time.perf_counter()
-            results = connector.upsert_many("time_entry", hub_items)
+            results = connector.upsert_many("time_entry", hub_items, may_exist=False)
             hub_seconds += time.perf_counter() - started
             assert len(results) == BATCH and all(result.created for result in results)
 
@@ -102,9 +103,12 @@ def main() -> bool:
             direct_seconds += time.perf_counter() - started
             assert len(created) == BATCH
 
-        # Posting again changes nothing: every key is found, nothing is created twice.
-        again = connector.upsert_many("time_entry", entries("hub", 0))
-        assert not any(result.created for result in again)
+        # Posting again (a retry: the keys are searched first) changes nothing: nothing is created twice.
+        started = time.perf_counter()
+        for batch in range(ENTRIES // BATCH):
+            again = connector.upsert_many("time_entry", entries("hub", batch))
+            assert not any(result.created for result in again)
+        retry_seconds = time.perf_counter() - started
     finally:
         _script("stop.sh", env)
 
@@ -114,15 +118,16 @@ def main() -> bool:
     ok = ratio >= TARGET
     lines = [
         f"entries: {ENTRIES} per contender in batches of {BATCH}, alternating, on a fresh copy of the local Tryton",
-        f"hub connector (upsert_many: key lookup + create): {hub_rate:,.0f} entries/s",
+        f"hub connector, first attempts (upsert_many, may_exist=False: create only): {hub_rate:,.0f} entries/s",
+        f"hub connector, the same entries retried (key search, nothing created): {ENTRIES / retry_seconds:,.0f}/s",
         f"direct timesheet.line.create: {direct_rate:,.0f} entries/s",
         f"ratio hub / direct: {ratio:.2f}x (target >= {TARGET}x)",
         f"verdict: {'target met' if ok else 'TARGET MISSED'}",
     ]
     if not ok:
         lines.append(
-            "what limits it: the idempotency lookup before each create; the key lives in the line's description "
-            "and is found with one LIKE pattern per key (OR-ed, 200 per search), which scans every line of the work"
+            "what limits it: building each line's values in the connector and Tryton's create itself; the key "
+            "search (one LIKE pattern per key in the description) runs only for retries"
         )
     print(f"tryton posting: hub {hub_rate:,.0f}/s, direct {direct_rate:,.0f}/s -> {ratio:.2f}x")
     record_result("Posting to Tryton (5,000 time entries)", lines)

@@ -166,11 +166,15 @@ class Connector:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert'.")
 
     def upsert_batch(
-        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> Sequence[UpsertResult | Exception]:
         """Upsert many records of one entity in as few calls as the system allows; results in the order of
         `items` ((payload, idempotency key) pairs). A key the system already holds answers its record; an item
-        the system refused answers its classified error (the others still count), a failed call raises."""
+        the system refused answers its classified error (the others still count), a failed call raises.
+
+        `may_exist=False` says no key of the batch was ever sent (first attempts): a connector whose system
+        cannot de-duplicate by key itself may then skip looking the keys up. The engine passes True for
+        any retry, replay or attempt whose answer was lost."""
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert_batch'.")
 
     def batches(self, entity: str) -> bool:

@@ -567,7 +567,7 @@ class GenericRestConnector(RestConnector):
         return bool(self.endpoint(entity).get("batch_path"))
 
     def upsert_batch(
-        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> Sequence[UpsertResult | Exception]:
         """Many records in one call to the endpoint's batch_path (each created once per key); without one, an
         upsert per record, a refused record answering its error. A failure of the whole call raises."""
@@ -1335,9 +1335,10 @@ class SandboxErpConnector(RestConnector):
         return UpsertResult(external_id=str(created["id"]), created=True, payload=created)
 
     def upsert_many(
-        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> list[UpsertResult | ConnectorError]:
-        """Create many time entries in one call (POST time-entries/batch), once per idempotency key.
+        """Create many time entries in one call (POST time-entries/batch), once per idempotency key (the ERP
+        de-duplicates keys itself, so `may_exist` changes nothing).
 
         Answers one result per item, in order: an UpsertResult (created=False when the key was already used,
         so a re-sent batch creates nothing twice) or the TerminalConnectorError of an item the ERP refused.
@@ -1364,9 +1365,10 @@ class SandboxErpConnector(RestConnector):
         return self.resource(entity) == "time-entries"
 
     def upsert_batch(
-        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> Sequence[UpsertResult | Exception]:
-        """The connector contract's batch operation: `upsert_many`, one result or refusal per item, in order."""
+        """The connector contract's batch operation: `upsert_many`, one result or refusal per item, in order
+        (the ERP de-duplicates keys itself, so `may_exist` changes nothing)."""
         return self.upsert_many(entity, items)
 
     def update_record(self, entity: str, external_id: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -1037,11 +1037,16 @@ class TrytonConnector(Connector):
             "description": _tagged_text(tag_for(key), payload.get("note"), " "),
         }
 
-    def upsert_many(self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]) -> list[UpsertResult]:
+    def upsert_many(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
+    ) -> list[UpsertResult]:
         """Post many time entries: one search for their keys, then one create call per 500 new lines.
 
         Results come back in the order of `items`. A key repeated within the batch is posted once.
-        An existing line that differs is corrected in place unless it is already invoiced.
+        An existing line that differs is corrected in place unless it is already invoiced. With
+        `may_exist=False` (no key was ever sent: the engine's first attempts) the search is skipped: Tryton
+        cannot refuse a repeated key, so the search is what makes retries safe, and a first attempt has
+        nothing to find.
         """
         if entity != "time_entry":
             raise ConnectorCapabilityError(f"Connector '{self.name}' batches only time_entry, not '{entity}'.")
@@ -1049,7 +1054,7 @@ class TrytonConnector(Connector):
         for payload, key in items:
             if key not in values_by_key:
                 values_by_key[key] = self._time_entry_values(payload, key)
-        existing = self._find_many("time_entry", list(values_by_key))
+        existing = self._find_many("time_entry", list(values_by_key)) if may_exist else {}
         results: dict[str, UpsertResult] = {}
         for key, row in existing.items():
             results[key] = self._correct_time_entry(row, values_by_key[key])
@@ -1071,10 +1076,10 @@ class TrytonConnector(Connector):
         return out
 
     def upsert_batch(
-        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> Sequence[UpsertResult | Exception]:
         """The batch operation: timesheet.line.create takes a list, so the lines go in one call per 500."""
-        return self.upsert_many(entity, items)
+        return self.upsert_many(entity, items, may_exist=may_exist)
 
     def _correct_time_entry(self, row: Mapping[str, Any], values: Mapping[str, Any]) -> UpsertResult:
         changed = {

@@ -598,11 +598,14 @@ def page_store(
 # --- delivery in batches ------------------------------------------------------------------------------
 
 
-def _send(connector: Any, payloads: list[tuple[dict[str, Any], str]]) -> list[UpsertResult | ConnectorError]:
-    """One batch to the target: its `upsert_many` when it has one, else one upsert per entry."""
+def _send(
+    connector: Any, payloads: list[tuple[dict[str, Any], str]], *, may_exist: bool = True
+) -> list[UpsertResult | ConnectorError]:
+    """One batch to the target: its `upsert_many` when it has one, else one upsert per entry. `may_exist`:
+    some entry of the batch may have reached the target before (a retry, a replay, a lost answer)."""
     upsert_many = getattr(connector, "upsert_many", None)
     if upsert_many is not None:
-        return list(upsert_many(ENTITY, payloads))
+        return list(upsert_many(ENTITY, payloads, may_exist=may_exist))
     results: list[UpsertResult | ConnectorError] = []
     for payload, key in payloads:
         try:
@@ -645,6 +648,17 @@ def deliveries_send_batch(
     return dict(counts)
 
 
+CLAIMED_FIELDS = (
+    "pk",
+    "message_id",
+    "idempotency_key",
+    "outbound_payload",
+    "attempts",
+    "lookup_first",
+    "message__canonical_id",
+)
+
+
 def _claim(ids: list[int]) -> list[dict[str, Any]]:
     """Mark the still-open deliveries of a batch as in flight (attempt counted before the call, so a worker
     killed mid-call leaves "maybe sent", and the retry's same keys make that harmless)."""
@@ -658,12 +672,7 @@ def _claim(ids: list[int]) -> list[dict[str, Any]]:
             status=DeliveryStatus.DELIVERING, attempts=F("attempts") + 1, updated_at=timezone.now()
         )
     rows = Delivery.objects.filter(pk__in=open_ids).order_by("pk")
-    return [
-        dict(row)
-        for row in rows.values(
-            "pk", "message_id", "idempotency_key", "outbound_payload", "attempts", "message__canonical_id"
-        )
-    ]
+    return [dict(row) for row in rows.values(*CLAIMED_FIELDS)]
 
 
 def _send_chunk(route: Route, connector: Any, ids: list[int], policy: RetryPolicy, *, task_id: str) -> dict[str, int]:
@@ -675,7 +684,13 @@ def _send_chunk(route: Route, connector: Any, ids: list[int], policy: RetryPolic
     call_error: ConnectorError | None = None
     results: list[UpsertResult | ConnectorError] = []
     try:
-        results = _send(connector, [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows])
+        # Attempts are counted at claim: above one (or a replay's lookup_first), the entry may be there already.
+        may_exist = any(row["attempts"] > 1 or row["lookup_first"] for row in rows)
+        results = _send(
+            connector,
+            [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows],
+            may_exist=may_exist,
+        )
     except ConnectorError as exc:
         call_error = exc
     except HubError as exc:  # capability missing, credentials not set: a person must act

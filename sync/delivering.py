@@ -292,7 +292,10 @@ def _call_together(group: list[_Planned], entity: str) -> None:
         bind_correlation_id(group[0].delivery.message.correlation_id)
         results: list[Any] = list(
             connector_for(system).upsert_batch(
-                entity, [(dict(p.delivery.outbound_payload or {}), p.delivery.idempotency_key) for p in group]
+                entity,
+                [(dict(p.delivery.outbound_payload or {}), p.delivery.idempotency_key) for p in group],
+                # Attempts are counted at claim: above one (or a replay), a record may be there already.
+                may_exist=any(p.delivery.lookup_first or p.delivery.attempts > 1 for p in group),
             )
         )
     except ConnectorError as exc:
