@@ -336,7 +336,7 @@ class CompiledMapping:
         self.label = spec.label
         self.env = CompileEnv(value_maps=dict(spec.value_maps))
         self.rules = [_CompiledRule(rule, self.env) for rule in spec.rules]
-        self.validator = Draft202012Validator(dict(spec.output_schema)) if spec.output_schema else None
+        self.validator = Draft202012Validator(schema_refs_inlined(spec.output_schema)) if spec.output_schema else None
         self._rule_by_target = {rule.target: rule for rule in self.rules}
         # Plain copies (one or two key levels in, one or two key levels out, nothing else: the bulk of
         # most mappings) run inline in a tight loop of dict lookups; other rules with plain sources get a
@@ -454,6 +454,43 @@ class CompiledMapping:
                 return self._rule_by_target[wildcarded]
             candidate = candidate.rsplit(".", 1)[0] if "." in candidate else ""
         return None
+
+
+# Keywords that only describe: a `$ref` beside them alone is the referenced schema as is.
+_ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment", "deprecated", "readOnly"})
+
+
+def schema_refs_inlined(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema with its local `#/$defs/<name>` references replaced by what they point to, so validating
+    a record resolves no reference (half the time of a schema check). A schema with any other kind of
+    reference, or a recursive one, is returned as it is."""
+    definitions = schema.get("$defs") or {}
+
+    def inline(node: Any, trail: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, trail) for item in node]
+        if not isinstance(node, Mapping):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.removeprefix("#/$defs/")
+            if name == ref or "/" in name or name not in definitions or name in trail:
+                raise _NotInlinable
+            target = inline(definitions[name], (*trail, name))
+            rest = {key: inline(value, trail) for key, value in node.items() if key != "$ref"}
+            if not set(rest) - _ANNOTATIONS:
+                return target
+            return {"allOf": [target], **rest}
+        return {key: inline(value, trail) for key, value in node.items() if key != "$defs"}
+
+    try:
+        return dict(inline(schema, ()))
+    except _NotInlinable:
+        return dict(schema)
+
+
+class _NotInlinable(Exception):
+    pass
 
 
 def _dotted(parts: Iterable[Any]) -> str:
