@@ -318,6 +318,19 @@ class RestConnector(Connector):
                 system_slug=self.slug,
             ) from exc
 
+    def upsert_each(
+        self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]]
+    ) -> list[UpsertResult | ConnectorError]:
+        """A batch without a batch call: one upsert per item, a refused item answering its error (a failed
+        call of any other kind raises, as a failed batch call would)."""
+        results: list[UpsertResult | ConnectorError] = []
+        for payload, key in items:
+            try:
+                results.append(self.upsert(entity, dict(payload), key))
+            except TerminalConnectorError as exc:
+                results.append(exc)
+        return results
+
     def batch_answer(
         self, entity: str, count: int, answer: Any, id_of: Callable[[Mapping[str, Any]], str]
     ) -> list[UpsertResult | ConnectorError]:
@@ -573,13 +586,7 @@ class GenericRestConnector(RestConnector):
         upsert per record, a refused record answering its error. A failure of the whole call raises."""
         endpoint = self.endpoint(entity)
         if not endpoint.get("batch_path"):
-            results: list[UpsertResult | Exception] = []
-            for payload, key in items:
-                try:
-                    results.append(self.upsert(entity, dict(payload), key))
-                except TerminalConnectorError as exc:
-                    results.append(exc)
-            return results
+            return list(self.upsert_each(entity, items))
         if not items:
             return []
         key_field = str(endpoint.get("idempotency_field") or "idempotency_key")
@@ -1347,13 +1354,7 @@ class SandboxErpConnector(RestConnector):
         """
         resource = self.resource(entity)
         if resource != "time-entries":
-            results: list[UpsertResult | ConnectorError] = []
-            for payload, key in items:
-                try:
-                    results.append(self.upsert(entity, dict(payload), key))
-                except TerminalConnectorError as exc:
-                    results.append(exc)
-            return results
+            return self.upsert_each(entity, items)
         if not items:
             return []
         body = {"items": [{**payload, "idempotency_key": key} for payload, key in items]}

@@ -107,3 +107,49 @@ def test_a_circuit_opened_mid_batch_stops_the_calls_and_holds_the_rest_without_a
     assert set(held.values_list("status", "attempts")) == {(DeliveryStatus.HELD, 0)}
     assert all(when is not None for when in held.values_list("next_attempt_at", flat=True))
     assert not DeliveryAttempt.objects.filter(delivery_id__in=ids[3:]).exists()
+
+
+@pytest.fixture
+def batch_target():
+    """A real HTTP target with a batch endpoint (the events benchmark's): records stored once per key."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from bench.target import Store, handler_for
+
+    store = Store()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(store))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield store, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_target_with_a_batch_endpoint_gets_the_batch_in_one_call_and_a_retry_creates_nothing(
+    client, make_flow, batch_target
+):
+    # given a generic REST target whose client endpoint takes batches, and five clients to deliver
+    store, url = batch_target
+    flow = make_flow(url)
+    flow.target_system.connector_type = "generic_rest"
+    flow.target_system.settings = {
+        "auth_mode": "none",
+        "endpoints": {"client": {"path": "/records/client", "batch_path": "/records/client/batch"}},
+    }
+    flow.target_system.save()
+    ids = _queued(client, flow, [client_record(f"G-{n}") for n in range(5)])
+    # when the batch is sent
+    counts = deliveries_send(delivery_ids=ids)
+    # then one call carried all five, each stored once, with its attempt and cross-reference
+    assert counts == {DeliveryStatus.DELIVERED: 5}
+    assert (store.posts, len(store.keys)) == (5, 5)
+    attempts = DeliveryAttempt.objects.filter(delivery_id__in=ids)
+    assert set(attempts.values_list("request_summary__operation", flat=True)) == {"upsert_batch"}
+    assert CrossReference.objects.filter(system=flow.target_system, canonical_id__startswith="G-").count() == 5
+    # when the same deliveries are sent again as retries (their answer lost), nothing is created twice
+    Delivery.objects.filter(pk__in=ids).update(status=DeliveryStatus.RETRYING)
+    assert deliveries_send(delivery_ids=ids) == {DeliveryStatus.DELIVERED: 5}
+    assert len(store.keys) == 5 and store.repeated == 5
+    outcomes = DeliveryAttempt.objects.filter(delivery_id__in=ids, number=2).values_list("outcome", flat=True)
+    assert set(outcomes) == {AttemptOutcome.ALREADY_APPLIED}
