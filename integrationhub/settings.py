@@ -152,8 +152,9 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     # Several models have a `status`, `state` or `direction` with different choices: name each enum.
     "ENUM_NAME_OVERRIDES": {
-        # Mapping sets and messages share the values inbound/outbound: one enum serves both.
+        # Messages and mapping sets both say inbound/outbound, each with its own labels: one enum each.
         "DirectionEnum": "sync.choices.MessageDirection",
+        "MappingDirectionEnum": "mappings.choices.Direction",
         "MappingStatusEnum": "mappings.choices.MappingStatus",
         "MessageStatusEnum": "sync.choices.MessageStatus",
         "DeliveryStatusEnum": "sync.choices.DeliveryStatus",

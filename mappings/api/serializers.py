@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from connectors.models import ConnectedSystem
 from governance.models import LegalEntity
-from mappings.choices import Direction, UnmappedBehaviour
+from mappings.choices import UnmappedBehaviour
 from mappings.models import CanonicalEntity, CanonicalSchema, FieldRule, MappingSet, ValueMap
 
 
@@ -264,7 +264,8 @@ class MappingSetExportSerializer(serializers.Serializer):
     name = serializers.CharField()
     system = serializers.CharField(help_text="The connected system's slug.")
     entity = serializers.CharField()
-    direction = serializers.ChoiceField(choices=Direction.choices)
+    # The model field's own choices, so the schema shares one direction enum with the mapping sets.
+    direction = serializers.ChoiceField(choices=MappingSet._meta.get_field("direction").choices or [])
     legal_entity = serializers.CharField(allow_null=True, required=False, default=None)
     parent = serializers.JSONField(allow_null=True, required=False, default=None)  # type: ignore[assignment]
     version = serializers.IntegerField(required=False)
