@@ -164,6 +164,10 @@ def _gunicorn(config: Config, app: str, port: int) -> list[str]:
         str(config.web_workers),
         "--threads",
         str(config.web_threads),
+        # A gthread worker takes at most as many keep-alive connections as it has threads, so the load's
+        # connections spread over every worker instead of piling onto whichever accepts first.
+        "--worker-connections",
+        str(config.web_threads),
     ]
 
 

@@ -59,13 +59,19 @@ def validate_rate(value: str) -> None:
 
 
 def _redis_client() -> Any:
-    """The Redis client behind Django's cache, or None when the cache is not Redis."""
+    """The Redis client behind Django's cache, or None when the cache is not Redis. Kept on the cache's
+    backend object (one per thread): Django builds a new client object on every call, which costs more
+    than the round trip it makes."""
     from django.core.cache.backends.redis import RedisCacheClient
 
     backend = getattr(cache, "_cache", None)
     if not isinstance(backend, RedisCacheClient):
         return None
-    return backend.get_client(None, write=True)
+    client = getattr(backend, "_hub_write_client", None)
+    if client is None:
+        client = backend.get_client(None, write=True)
+        backend._hub_write_client = client  # type: ignore[attr-defined]
+    return client
 
 
 def counter_add(key: str, amount: int, *, timeout: int) -> int:

@@ -1,16 +1,19 @@
 """Root URLs: admin, health, and the versioned API."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from integrationhub import health, twofactor_views
 from integrationhub.api.views import ApiDocsView
 from integrationhub.views import change_history_view
+from sync.api import views as sync_api_views
 from sync.views import trace_view
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
+    # First: the busiest route (every webhook) resolves without trying the routers' patterns.
+    path("inbound/<slug:system_slug>/<str:event_type>/", sync_api_views.inbound_webhook, name="sync-inbound-webhook"),
     path("", include("governance.api.urls")),
     path("", include("connectors.api.urls")),
     path("", include("mappings.api.urls")),
@@ -22,6 +25,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("api/v1/", include(api_v1)),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
@@ -34,7 +38,6 @@ urlpatterns = [
     path("admin/history/", admin.site.admin_view(change_history_view), name="hub-change-history"),
     path("", include("insights.urls")),
     path("admin/", admin.site.urls),
-    path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
     path("sandbox/", include("sandbox.urls")),
