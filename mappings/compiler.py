@@ -490,7 +490,7 @@ def schema_refs_inlined(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _NotInlinable(Exception):
-    pass
+    """A reference that is not a local, non-recursive `#/$defs/<name>`: the schema is kept as it is."""
 
 
 def _dotted(parts: Iterable[Any]) -> str:
