@@ -182,3 +182,53 @@ def test_a_message_failing_unexpectedly_in_a_batch_leaves_the_others_processed(c
     assert statuses[ids[1]] == MessageStatus.RECEIVED
     assert not Delivery.objects.filter(message_id=ids[1]).exists()
     assert Delivery.objects.filter(message_id__in=[ids[0], ids[2]]).count() == 2
+
+
+def test_a_batch_call_answered_503_retries_every_record_and_counts_once_in_the_circuit(client, make_flow, settings):
+    # given a batch target that answers 503 to the first batch call, and a breaker opening after two failures
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from bench.target import Store, handler_for
+
+    settings.HUB_CIRCUIT_FAILURE_THRESHOLD = 2
+    store = Store()
+    failures = [503]
+
+    class Flaky(handler_for(store)):  # type: ignore[misc]
+        def do_POST(self) -> None:
+            if failures:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._reply(failures.pop(), {"error": "unavailable"})
+                return
+            super().do_POST()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        flow = make_flow(f"http://127.0.0.1:{server.server_address[1]}", max_attempts=5)
+        flow.target_system.connector_type = "generic_rest"
+        flow.target_system.settings = {
+            "auth_mode": "none",
+            "endpoints": {"client": {"path": "/records/client", "batch_path": "/records/client/batch"}},
+        }
+        flow.target_system.save()
+        ids = _queued(client, flow, [client_record(f"U-{n}") for n in range(3)])
+        # when the batch is sent and the call fails as a whole
+        counts = deliveries_send(delivery_ids=ids)
+        # then every record waits for a retry with a retryable attempt, nothing stored, and the one failed call
+        # counted once: the circuit (threshold two) stays closed
+        assert counts == {DeliveryStatus.RETRYING: 3}
+        assert store.keys == {}
+        attempts = DeliveryAttempt.objects.filter(delivery_id__in=ids)
+        assert set(attempts.values_list("outcome", "status_code")) == {(AttemptOutcome.RETRYABLE_ERROR, 503)}
+        flow.target_system.refresh_from_db()
+        assert flow.target_system.state == "active"
+        # and the retry (the key search first, as the record may have landed) delivers each record once
+        Delivery.objects.filter(pk__in=ids).update(next_attempt_at=None)
+        assert deliveries_send(delivery_ids=ids) == {DeliveryStatus.DELIVERED: 3}
+        assert len(store.keys) == 3
+    finally:
+        server.shutdown()
+        server.server_close()
