@@ -17,7 +17,7 @@ Environment: BENCH_PG_URL (server, default postgres://postgres@127.0.0.1:5432), 
 database the benchmark owns and flushes, default redis://127.0.0.1:6379/14), BENCH_EVENTS (default 6000),
 BENCH_CONNECTIONS (8), BENCH_WEB_WORKERS (2), BENCH_WEB_THREADS (4), BENCH_WORKER_CONCURRENCY (2, the pipeline
 worker), BENCH_DELIVERY_THREADS (8, the delivery worker),
-BENCH_LATENCY_SECONDS (20).
+BENCH_LATENCY_SECONDS (20), BENCH_INGEST_EVENTS (3000, the ingest-alone phase before the workers start).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Config:
     worker_concurrency: int
     delivery_threads: int
     latency_seconds: int
+    ingest_events: int
 
     @classmethod
     def from_env(cls) -> Config:
@@ -76,6 +77,7 @@ class Config:
             worker_concurrency=_env_int("BENCH_WORKER_CONCURRENCY", 2),
             delivery_threads=_env_int("BENCH_DELIVERY_THREADS", 8),
             latency_seconds=_env_int("BENCH_LATENCY_SECONDS", 20),
+            ingest_events=_env_int("BENCH_INGEST_EVENTS", 3000),
         )
 
     def database_url(self, name: str) -> str:
@@ -449,6 +451,16 @@ def run(config: Config) -> bool:
 
         # The hub: web, worker (all queues), beat (the one-second dispatcher and the sweeper).
         processes.start("web", _gunicorn(config, "integrationhub.wsgi", hub_port), env)
+        _wait_http(f"http://127.0.0.1:{hub_port}/healthz", processes)
+
+        # The hub's ingest alone (web, PostgreSQL, Redis; no worker yet): what the web request costs by itself.
+        load(hub_port, _signed_requests(flow.secret, flow.slug, payloads("warm-web", 300)), config.connections)
+        alone_requests = _signed_requests(flow.secret, flow.slug, payloads("alone", config.ingest_events))
+        alone_seconds, statuses = load(hub_port, alone_requests, config.connections)
+        if any(status != 202 for status in statuses):
+            raise RuntimeError(f"the hub answered {sorted(set(statuses))}")
+        alone_rate = config.ingest_events / alone_seconds
+        print(f"hub ingest alone: {alone_rate:,.0f} req/s", flush=True)
         # The pipeline queues on a prefork worker; deliveries, which mostly wait on the target and the
         # database, on a thread pool (the deployment the README recommends for delivery queues).
         celery = [str(BIN / "celery"), "-A", "integrationhub", "worker", "--loglevel", "WARNING"]
@@ -498,7 +510,9 @@ def run(config: Config) -> bool:
         )
         _wait_http(f"http://127.0.0.1:{hub_port}/healthz", processes)
 
-        # Warm-up: every process has loaded its code, compiled the mapping and opened its connections.
+        # Warm-up: every process has loaded its code, compiled the mapping and opened its connections; the
+        # events of the ingest-alone phase are delivered first.
+        drain(0, 300 + config.ingest_events, timeout=300)
         start_id = _last_message_id()
         load(hub_port, _signed_requests(flow.secret, flow.slug, payloads("warm", 300)), config.connections)
         drain(start_id, 300, timeout=120)
@@ -532,7 +546,7 @@ def run(config: Config) -> bool:
         # Every accepted event is one record at the target, none applied twice.
         with urllib.request.urlopen(f"{target_url}/_stats", timeout=5) as response:
             stats = json.load(response)
-        expected = 300 + accepted + count
+        expected = 600 + config.ingest_events + accepted + count
         if stats["records"] != expected:
             raise RuntimeError(f"the target stored {stats['records']} records for {expected} accepted events")
         ratio = rate / baseline_rate
@@ -546,6 +560,8 @@ def run(config: Config) -> bool:
             f"load: {config.events} events over {config.connections} keep-alive connections (asyncio), "
             "pre-signed (Standard Webhooks), after a 300-event warm-up",
             f"baseline, bare Django view + one INSERT, same gunicorn: {baseline_rate:,.0f} req/s",
+            f"hub ingest alone, no worker running ({config.ingest_events} events): {alone_rate:,.0f} req/s "
+            f"({alone_rate / baseline_rate:.2f}x the bare INSERT)",
             f"hub ingest while the pipeline runs (202 answered): {ingest_rate:,.0f} req/s",
             f"hub sustained, first POST → last delivery (backlog drained): {rate:,.0f} delivered events/s",
             f"latency received → delivered at {half:,.0f} events/s ({count} events): "

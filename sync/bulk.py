@@ -8,10 +8,13 @@ values prepared by each field as `save()` would prepare them.
 
 from __future__ import annotations
 
+import datetime
+import functools
 from collections.abc import Sequence
 from typing import Any, cast
 
 from django.db import connection, models
+from django.utils import timezone
 
 ROWS_PER_STATEMENT = 500
 
@@ -50,3 +53,62 @@ def rows_update(model: type[models.Model], objects: Sequence[models.Model], fiel
                 f"UPDATE {table} SET {assignments} FROM v WHERE {table}.{key} = v.pk",
                 params,
             )
+
+
+@functools.cache
+def _insert_plan(
+    model: type[models.Model], given: tuple[str, ...], conflict: tuple[str, ...], vendor: str
+) -> tuple[str, tuple[models.Field, ...]]:
+    # The given fields and every NOT NULL one (with its default); nullable fields left out stay NULL.
+    fields = tuple(
+        cast(models.Field, field)
+        for field in model._meta.concrete_fields
+        if not field.primary_key and (field.attname in given or not field.null)
+    )
+    quote = connection.ops.quote_name
+    pk = model._meta.pk
+    assert pk is not None
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({', '.join(quote(model._meta.get_field(name).column) for name in conflict)}) DO NOTHING "
+        f"RETURNING {quote(str(pk.column))}"
+    )
+    return sql, fields
+
+
+def _default(field: models.Field, now: datetime.datetime) -> Any:
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return now
+    return field.get_default()
+
+
+def insert_unless_conflict(model: type[models.Model], values: dict[str, Any], conflict: tuple[str, ...]) -> int | None:
+    """INSERT one row of `model` from `values` (by attname; every other NOT NULL field gets its default) and
+    return its id, or None when a row with the same `conflict` fields exists (then nothing is written).
+
+    One statement whose SQL is built once per process: `save()` compiles its INSERT on every call, which on
+    the webhook path costs more than the statement itself, and a conflict needs no exception or savepoint.
+    On PostgreSQL it is bound server-side, so psycopg prepares it after a few calls."""
+    sql, fields = _insert_plan(model, tuple(values), conflict, connection.vendor)
+    now = timezone.now()
+    params = [
+        field.get_db_prep_save(values[field.attname] if field.attname in values else _default(field, now), connection)
+        for field in fields
+    ]
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        # Django's cursor() first: it runs the connection health check and opens the connection if needed.
+        with (
+            connection.cursor() as django_cursor,
+            connection.wrap_database_errors,
+            psycopg.Cursor(django_cursor.cursor.connection) as cursor,
+        ):
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    return None if row is None else int(row[0])

@@ -48,7 +48,7 @@ from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
 from integrationhub.parsers import NUL_REFUSED, contains_nul
-from integrationhub.throttling import budget_spend
+from integrationhub.throttling import budget_spend_leased
 from mappings.choices import CanonicalEntityName, Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.models import MappingSet
@@ -62,7 +62,7 @@ from sandbox.webhooks import (
     verify_standard_webhook,
 )
 from sync import circuit
-from sync.bulk import rows_update
+from sync.bulk import insert_unless_conflict, rows_update
 from sync.choices import (
     DELIVERY_DONE_STATUSES,
     EVENT_MESSAGE_DELIVERED,
@@ -195,7 +195,7 @@ def inbound_budget_spend(*, system: ConnectedSystem, now: float | None = None) -
     """Spend one unit of the system's inbound budget, shared by every web process through the cache; raises
     InboundRateLimitedError (429, with the seconds to wait) when this window's budget is used up."""
     rate = inbound_rate(system)
-    wait = budget_spend(scope="inbound", ident=system.slug, rate=rate, now=now)
+    wait = budget_spend_leased(scope="inbound", ident=system.slug, rate=rate, now=now)
     if wait is not None:
         raise InboundRateLimitedError(
             f"System '{system.slug}' sent more than {rate} events; this one was not stored.",
@@ -369,35 +369,34 @@ def message_ingest(
         raise MalformedPayloadError(NUL_REFUSED, hint="Remove the NUL characters and resend the event.")
     idempotency_key = (webhook_id or headers.get("idempotency-key", "")).strip()[:200]
     sequence = headers.get("x-source-sequence", "")
-    message = Message(
-        system=system,
-        entity=entity,
-        event_type=event_type,
-        idempotency_key=idempotency_key,
-        correlation_id=correlation_id,
-        raw_payload=payload,
-        source_sequence=int(sequence) if sequence.isdigit() else None,
+    # No full_clean() on purpose: this is the hot path and every field is set by code. The unique constraint
+    # on (system, idempotency_key) is the duplicate check: one INSERT … ON CONFLICT DO NOTHING, no SELECT first.
+    message_id = insert_unless_conflict(
+        Message,
+        {
+            "system_id": system.pk,
+            "entity": entity,
+            "event_type": event_type,
+            "idempotency_key": idempotency_key,
+            "correlation_id": correlation_id,
+            "raw_payload": payload,
+            "source_sequence": int(sequence) if sequence.isdigit() else None,
+        },
+        conflict=("system", "idempotency_key"),
     )
-    # No full_clean() here on purpose: this is the hot path and every field is set by code; the unique
-    # constraint on (system, idempotency_key) is the duplicate check, one INSERT instead of SELECT + INSERT.
-    try:
-        if connection.in_atomic_block:
-            # Inside a caller's transaction, a savepoint keeps that transaction usable after a duplicate.
-            with transaction.atomic():
-                message.save(force_insert=True)
-        else:
-            # In autocommit the INSERT is a transaction of its own: no BEGIN and COMMIT round trips per event.
-            message.save(force_insert=True)
-    except IntegrityError:
+    if message_id is None:
         original = (
             Message.objects.filter(system=system, idempotency_key=idempotency_key)
             .values("id", "correlation_id")
             .first()
         )
-        if original is None:
-            raise
+        if original is None:  # deleted between the INSERT and this read: the event is no duplicate any more
+            raise HubConflictError(
+                "A message with this idempotency key was being removed while this one arrived.",
+                hint="Send the event again.",
+            )
         return IngestResult(original["id"], original["correlation_id"], duplicate=True)
-    return IngestResult(message.pk, correlation_id, duplicate=False)
+    return IngestResult(message_id, correlation_id, duplicate=False)
 
 
 # --- dispatcher and sweeper ------------------------------------------------------------------------
