@@ -35,8 +35,9 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-[0-9a-f]{16}-[0
 
 
 def correlation_id_from_headers(headers: Mapping[str, str]) -> str | None:
-    """X-Correlation-ID when given, else the trace id of a W3C `traceparent`, else None."""
-    supplied = headers.get(CORRELATION_HEADER, "")
+    """X-Correlation-ID when given, else the trace id of a W3C `traceparent`, else None. `headers` is either
+    case-insensitive (request.headers) or has lower-case names."""
+    supplied = headers.get(CORRELATION_HEADER.lower(), "")
     if supplied and supplied.isprintable():
         return supplied[:64]
     match = _TRACEPARENT.match(headers.get("traceparent", "").strip().lower())

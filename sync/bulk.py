@@ -68,10 +68,11 @@ def _insert_plan(
     quote = connection.ops.quote_name
     pk = model._meta.pk
     assert pk is not None
+    conflict_columns = [str(cast(models.Field, model._meta.get_field(name)).column) for name in conflict]
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({', '.join(quote(model._meta.get_field(name).column) for name in conflict)}) DO NOTHING "
+        f"ON CONFLICT ({', '.join(quote(column) for column in conflict_columns)}) DO NOTHING "
         f"RETURNING {quote(str(pk.column))}"
     )
     return sql, fields

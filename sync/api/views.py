@@ -7,7 +7,6 @@ signature. The rest are thin DRF viewsets over sync.selectors and the services.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -19,11 +18,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubError, HubValidationError, problem
-from integrationhub.logging import CORRELATION_HEADER, bind_correlation_id, new_correlation_id
+from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubValidationError, problem
+from integrationhub.logging import correlation_id_from_headers, new_correlation_id
 from integrationhub.parsers import NulRefusingFormParser, NulRefusingMultiPartParser
 from sync import selectors
 from sync.api.filters import DeliveryAttemptFilterSet, FileDropFilterSet, MessageFilterSet
+from sync.api.inbound import inbound_answer
 from sync.api.permissions import ActionPermissionMixin
 from sync.api.serializers import (
     DeliveryAttemptSerializer,
@@ -35,63 +35,35 @@ from sync.api.serializers import (
     TraceStepSerializer,
 )
 from sync.choices import FileDropStatus
-from sync.errors import PayloadTooLargeError
 from sync.models import FileDrop, Message
-from sync.services import max_body_bytes, message_ingest
-
-TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def correlation_id_from(request: HttpRequest) -> str:
-    """X-Correlation-ID if sent, else the trace id of a W3C traceparent, else a new id."""
-    supplied = request.headers.get(CORRELATION_HEADER, "")
-    if supplied and supplied.isprintable():
-        return supplied[:64]
-    match = TRACEPARENT.match(request.headers.get("traceparent", "").strip().lower())
-    if match and match.group(1) != "0" * 32:
-        return match.group(1)
-    return getattr(request, "correlation_id", None) or new_correlation_id()
-
-
-def _problem(error: HubError) -> JsonResponse:
-    body = problem(status=error.status, title=error.title, detail=error.detail, code=error.code, hint=error.hint)
-    response = JsonResponse(body, status=error.status, content_type=PROBLEM_CONTENT_TYPE)
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
-    return response
+    """X-Correlation-ID if sent, else the trace id of a W3C traceparent, else the request's (or a new) id."""
+    return (
+        correlation_id_from_headers(request.headers) or getattr(request, "correlation_id", None) or new_correlation_id()
+    )
 
 
 @csrf_exempt
 @require_POST
 def inbound_webhook(request: HttpRequest, system_slug: str, event_type: str) -> JsonResponse:
-    """POST /api/v1/inbound/<system-slug>/<event-type>/: 202 stored, 200 duplicate, 4xx problem+json."""
-    correlation_id = correlation_id_from(request)
-    bind_correlation_id(correlation_id)
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    try:
-        if declared > max_body_bytes():
-            # Refused before the body is read into memory.
-            raise PayloadTooLargeError(
-                f"The body has {declared} bytes; the limit is {max_body_bytes()}.",
-                hint="Send large data sets as a file drop or page them into several events.",
-            )
-        result = message_ingest(
-            system_slug=system_slug,
-            event_type=event_type,
-            headers={key.lower(): value for key, value in request.headers.items()},
-            body=request.body,
-            correlation_id=correlation_id,
-        )
-    except HubError as error:
-        return _problem(error)
-    body = {"message_id": result.message_id, "correlation_id": result.correlation_id}
-    if result.duplicate:
-        return JsonResponse({**body, "duplicate": True}, status=200)
-    return JsonResponse(body, status=202)
+    """POST /api/v1/inbound/<system-slug>/<event-type>/: 202 stored, 200 duplicate, 4xx problem+json.
+
+    Behind gunicorn, InboundWebhookApplication answers these requests before Django; this view serves the
+    same answer through Django's handler (the test client, runserver)."""
+    answer = inbound_answer(
+        system_slug=system_slug,
+        event_type=event_type,
+        headers={key.lower(): value for key, value in request.headers.items()},
+        content_length=request.META.get("CONTENT_LENGTH"),
+        read_body=lambda: request.body,
+        correlation_id=correlation_id_from(request),
+    )
+    response = JsonResponse(answer.body, status=answer.status, content_type=answer.content_type)
+    for name, value in answer.headers.items():
+        response[name] = value
+    return response
 
 
 # --- messages, traces, attempts ------------------------------------------------------------------------
