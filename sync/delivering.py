@@ -33,7 +33,7 @@ from integrationhub.logging import bind_correlation_id, current_correlation_id
 from integrationhub.throttling import cache_add_many
 from sync import circuit
 from sync import services as engine
-from sync.bulk import rows_update
+from sync.bulk import related_attach, rows_update
 from sync.choices import AttemptOutcome, DeliveryStatus
 from sync.models import CrossReference, Delivery, DeliveryAttempt, OrderingWatermark
 from sync.ratelimit import rate_budget_take_many
@@ -105,17 +105,20 @@ def _plan(ids: list[int], task_id: str) -> _Plan:
     plan = _Plan()
     # The message's payloads are not needed to send (the delivery holds its outbound payload, read at claim).
     deliveries = list(
-        Delivery.objects.select_related("message", "target_system", "route")
+        Delivery.objects.select_related("message")
         .defer("outbound_payload", "message__raw_payload", "message__canonical_payload", "message__notes")
         .filter(pk__in=ids, status__in=CLAIMABLE)
         .order_by("pk")
     )
+    # One instance per system and route for the batch, so a circuit opened by one call is seen by the
+    # batch's next ones (and a system's credentials are decrypted once).
+    for name in ("target_system", "route"):
+        related_attach(deliveries, name)
     by_budget: dict[tuple[int, float], list[_Planned]] = defaultdict(list)
     systems: dict[int, ConnectedSystem] = {}
     wanted: dict[str, tuple[str, int]] = {}
     candidates: list[Delivery] = []
     for delivery in deliveries:
-        # One instance per system, so a circuit opened by one call is seen by the batch's next ones.
         system = systems.setdefault(delivery.target_system_id, delivery.target_system)
         lock_key = engine._ordering_lock_key(delivery)
         # A paused target, an open circuit (whose gate hands out the single probe: delivery_send asks for it)

@@ -62,7 +62,7 @@ from sandbox.webhooks import (
     verify_standard_webhook,
 )
 from sync import circuit
-from sync.bulk import insert_unless_conflict, rows_update
+from sync.bulk import insert_unless_conflict, related_attach, rows_update
 from sync.choices import (
     DELIVERY_DONE_STATUSES,
     EVENT_MESSAGE_DELIVERED,
@@ -1038,10 +1038,11 @@ def _messages_process_batch(message_ids: list[int]) -> tuple[dict[str, int], lis
     with transaction.atomic():
         messages = list(
             Message.objects.select_for_update(of=("self",))
-            .select_related("system", "legal_entity", "mapping_set")
             .filter(pk__in=message_ids, status__in=PROCESSABLE)
             .order_by("pk")
         )
+        for name in ("system", "legal_entity", "mapping_set"):
+            related_attach(messages, name)
         existing: dict[int, dict[int, Delivery]] = defaultdict(dict)
         for delivery in Delivery.objects.filter(message_id__in=[m.pk for m in messages]):
             existing[delivery.message_id][delivery.target_system_id] = delivery
@@ -1443,7 +1444,13 @@ def messages_settle_many(message_ids: Iterable[int]) -> None:
     if not ids:
         return
     # Locked in id order, as every batch locks them, so two batches never wait on each other in a cycle.
-    messages = list(Message.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    # Only what the settled state needs: the payloads would be decoded for nothing.
+    messages = list(
+        Message.objects.select_for_update()
+        .filter(pk__in=ids)
+        .only("pk", "replay_count", *SETTLED_FIELDS)
+        .order_by("pk")
+    )
     rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
     for message_id, *row in Delivery.objects.filter(message_id__in=ids).values_list("message_id", *SETTLE_ROW_FIELDS):
         rows[message_id].append(tuple(row))
