@@ -224,6 +224,8 @@ HUB_CIRCUIT_OPEN_SECONDS = float(env_str("HUB_CIRCUIT_OPEN_SECONDS", "30"))
 HUB_SYNC_SWEEP_AFTER_SECONDS = float(env_str("HUB_SYNC_SWEEP_AFTER_SECONDS", "60"))
 # How long a web process reuses a sending system's row (state, secret) for inbound events; 0 reads it each time.
 HUB_INBOUND_SYSTEM_CACHE_SECONDS = float(env_str("HUB_INBOUND_SYSTEM_CACHE_SECONDS", "1"))
+HUB_DISPATCH_BATCH_SIZE = int(env_str("HUB_DISPATCH_BATCH_SIZE", "500"))
+HUB_DELIVERY_BATCH_SIZE = int(env_str("HUB_DELIVERY_BATCH_SIZE", "500"))
 HUB_SYNC_STUCK_DELIVERY_SECONDS = float(
     env_str("HUB_SYNC_STUCK_DELIVERY_SECONDS", str(HUB_SYNC_SWEEP_AFTER_SECONDS + CELERY_TASK_TIME_LIMIT))
 )

@@ -1,7 +1,7 @@
 """Sending a batch of deliveries with the bookkeeping done once per batch instead of once per delivery.
 
 `sync.services.delivery_send` handles one delivery end to end: about twenty statements and a few cache calls
-around its one HTTP call. A delivery task carries a batch (DELIVERY_BATCH_SIZE), so this module claims the
+around its one HTTP call. A delivery task carries a batch (HUB_DELIVERY_BATCH_SIZE), so this module claims the
 batch in one transaction, makes the calls, and records every successful outcome together: one INSERT of the
 attempts, one UPDATE of the deliveries per state, one upsert of the cross-references and of the ordering
 watermarks, and one settle of the messages. The semantics are delivery_send's, and so is every unusual case:

@@ -102,8 +102,11 @@ from sync.ratelimit import rate_budget_wait
 logger = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 32
-DISPATCH_BATCH_SIZE = 100
-DELIVERY_BATCH_SIZE = 100
+# Messages per pipeline task and deliveries per delivery task (HUB_DISPATCH_BATCH_SIZE, HUB_DELIVERY_BATCH_SIZE):
+# a batch's fixed cost (its queries, a task, a call to a target with a batch API) is shared by more records
+# the larger it is. Measured with `python -m bench events`: 100 → 500 raised delivered events/s by a quarter.
+DISPATCH_BATCH_SIZE = 500
+DELIVERY_BATCH_SIZE = 500
 # Fields that identify a record rather than describe it: never subject to ownership rules.
 IDENTITY_FIELDS = frozenset({"id", "updated_at", "source_system", "external_refs"})
 LEGAL_ENTITY_FIELDS = ("legal_entity_code", "contracting_legal_entity_code")
@@ -418,7 +421,7 @@ def messages_enqueue(*, message_ids: list[int], queue: str = "inbound") -> None:
     """Hand messages to the pipeline workers once the current transaction commits."""
     from sync.tasks import messages_process_task
 
-    for chunk in _chunks(message_ids, DISPATCH_BATCH_SIZE):
+    for chunk in _chunks(message_ids, int(_setting("HUB_DISPATCH_BATCH_SIZE", DISPATCH_BATCH_SIZE))):
         enqueue_on_commit(messages_process_task, chunk, queue=queue)
 
 
@@ -426,7 +429,7 @@ def deliveries_enqueue(*, delivery_ids: list[int]) -> None:
     """Hand deliveries to the delivery workers once the current transaction commits."""
     from sync.tasks import deliveries_send_task
 
-    for chunk in _chunks(delivery_ids, DELIVERY_BATCH_SIZE):
+    for chunk in _chunks(delivery_ids, int(_setting("HUB_DELIVERY_BATCH_SIZE", DELIVERY_BATCH_SIZE))):
         enqueue_on_commit(deliveries_send_task, chunk, queue="delivery")
 
 
