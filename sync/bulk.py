@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import connection, models
@@ -71,10 +72,28 @@ def rows_update(model: type[models.Model], objects: Sequence[models.Model], fiel
             cursor.execute(sql, params)
 
 
+class _Computed:
+    """A default computed on every insert (a timestamp, a new list), not once per process."""
+
+
+COMPUTED = _Computed()
+
+
+@dataclass(frozen=True)
+class _InsertPlan:
+    sql: str
+    fields: tuple[models.Field, ...]
+    prepared_defaults: tuple[Any, ...]  # per field: its default ready for the database, or COMPUTED
+
+
+def _is_computed(field: models.Field) -> bool:
+    return bool(getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False) or callable(field.default))
+
+
 @functools.cache
 def _insert_plan(
     model: type[models.Model], given: tuple[str, ...], conflict: tuple[str, ...], vendor: str
-) -> tuple[str, tuple[models.Field, ...]]:
+) -> _InsertPlan:
     # The given fields and every NOT NULL one (with its default); nullable fields left out stay NULL.
     fields = tuple(
         cast(models.Field, field)
@@ -91,10 +110,17 @@ def _insert_plan(
         f"ON CONFLICT ({', '.join(quote(column) for column in conflict_columns)}) DO NOTHING "
         f"RETURNING {quote(str(pk.column))}"
     )
-    return sql, fields
+    # A constant default is prepared once; the given values and computed defaults on every insert.
+    prepared = tuple(
+        COMPUTED
+        if field.attname in given or _is_computed(field)
+        else field.get_db_prep_save(field.get_default(), connection)
+        for field in fields
+    )
+    return _InsertPlan(sql=sql, fields=fields, prepared_defaults=prepared)
 
 
-def _default(field: models.Field, now: datetime.datetime) -> Any:
+def _computed_default(field: models.Field, now: datetime.datetime) -> Any:
     if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
         return now
     return field.get_default()
@@ -107,11 +133,15 @@ def insert_unless_conflict(model: type[models.Model], values: dict[str, Any], co
     One statement whose SQL is built once per process: `save()` compiles its INSERT on every call, which on
     the webhook path costs more than the statement itself, and a conflict needs no exception or savepoint.
     On PostgreSQL it is bound server-side, so psycopg prepares it after a few calls."""
-    sql, fields = _insert_plan(model, tuple(values), conflict, connection.vendor)
+    plan = _insert_plan(model, tuple(values), conflict, connection.vendor)
     now = timezone.now()
     params = [
-        field.get_db_prep_save(values[field.attname] if field.attname in values else _default(field, now), connection)
-        for field in fields
+        default
+        if default is not COMPUTED
+        else field.get_db_prep_save(
+            values[field.attname] if field.attname in values else _computed_default(field, now), connection
+        )
+        for field, default in zip(plan.fields, plan.prepared_defaults, strict=True)
     ]
     if connection.vendor == "postgresql":
         import psycopg
@@ -122,11 +152,11 @@ def insert_unless_conflict(model: type[models.Model], values: dict[str, Any], co
             connection.wrap_database_errors,
             psycopg.Cursor(django_cursor.cursor.connection) as cursor,
         ):
-            cursor.execute(sql, params)
+            cursor.execute(plan.sql, params)
             row = cursor.fetchone()
     else:
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(plan.sql, params)
             row = cursor.fetchone()
     return None if row is None else int(row[0])
 
@@ -144,3 +174,29 @@ def related_attach(objects: Sequence[models.Model], field_name: str) -> None:
         key = getattr(obj, field.attname)
         if key is not None:
             setattr(obj, field_name, shared[key])
+
+
+def rows_insert(model: type[models.Model], objects: Sequence[models.Model]) -> None:
+    """INSERT new objects whose ids nobody reads afterwards, ROWS_PER_STATEMENT rows per statement.
+
+    On PostgreSQL `INSERT … SELECT * FROM unnest(%s::type[], …)`: one parameter per column, whatever the number
+    of rows (bulk_create's one parameter per value makes psycopg parse the statement's text on every call).
+    Elsewhere bulk_create."""
+    if not objects:
+        return
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(objects, batch_size=ROWS_PER_STATEMENT)
+        return
+    fields = [cast(models.Field, field) for field in model._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    arrays = ", ".join(f"%s::{_array_type(field)}" for field in fields)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "  # noqa: S608
+        f"SELECT * FROM unnest({arrays})"
+    )
+    for start in range(0, len(objects), ROWS_PER_STATEMENT):
+        chunk = objects[start : start + ROWS_PER_STATEMENT]
+        # pre_save as save() calls it: auto_now and auto_now_add timestamps are set here.
+        params = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in chunk] for field in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)

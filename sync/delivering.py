@@ -33,7 +33,7 @@ from integrationhub.logging import bind_correlation_id, current_correlation_id
 from integrationhub.throttling import cache_add_many
 from sync import circuit
 from sync import services as engine
-from sync.bulk import related_attach, rows_update
+from sync.bulk import related_attach, rows_insert, rows_update
 from sync.choices import AttemptOutcome, DeliveryStatus
 from sync.models import CrossReference, Delivery, DeliveryAttempt, OrderingWatermark
 from sync.ratelimit import rate_budget_take_many
@@ -394,7 +394,7 @@ def _record_successes(batch: list[_Planned], task_id: str) -> None:
         delivery.next_attempt_at = None
         delivery.dispatched_at = None
         delivery.updated_at = now
-    DeliveryAttempt.objects.bulk_create(attempts)
+    rows_insert(DeliveryAttempt, attempts)
     rows_update(
         Delivery,
         [p.delivery for p in batch],

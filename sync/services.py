@@ -113,6 +113,8 @@ LEGAL_ENTITY_FIELDS = ("legal_entity_code", "contracting_legal_entity_code")
 # The money field an approval threshold applies to, first present wins (credit limits are approved too).
 AMOUNT_FIELDS = ("amount", "total_amount", "credit_limit")
 EVENT_TYPE = re.compile(r"^([a-z_]+)\.[a-z_]+(\.[a-z_]+)*$")
+# Built once: Choices.values makes a new list on every read, and every webhook asks.
+CANONICAL_ENTITIES = frozenset(CanonicalEntityName.values)
 
 
 # Configuration read once per batch of messages or deliveries (routes, policies, mapping sets), instead of once
@@ -278,7 +280,7 @@ def _json_depth_ok(value: Any, limit: int) -> bool:
 def entity_for_event_type(event_type: str) -> str:
     """The canonical entity an event type is about: "client.updated" → "client"."""
     match = EVENT_TYPE.match(event_type or "")
-    if not match or match.group(1) not in CanonicalEntityName.values:
+    if not match or match.group(1) not in CANONICAL_ENTITIES:
         raise UnknownEventTypeError(
             f"Event type {event_type!r} does not name a canonical entity.",
             hint="Send <entity>.<action>, for example client.updated; entities: "
