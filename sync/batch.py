@@ -51,6 +51,7 @@ from mappings.models import MappingSet
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from mappings.selectors import canonical_payload_validate
 from sync import circuit
+from sync.bulk import rows_insert
 from sync.choices import (
     EVENT_MESSAGE_DELIVERED,
     EVENT_MESSAGE_FAILED,
@@ -547,7 +548,7 @@ def page_store(
             )
         )
     with transaction.atomic():
-        Message.objects.bulk_create(messages, batch_size=1000)
+        rows_insert(Message, messages, returning_ids=True)
         items = [
             ExceptionItem(
                 category=outcome.category,
@@ -567,7 +568,7 @@ def page_store(
             for outcome, message in zip(outcomes, messages, strict=True)
             if outcome.status in (MessageStatus.FAILED, MessageStatus.HELD)
         ]
-        ExceptionItem.objects.bulk_create(items, batch_size=1000)
+        rows_insert(ExceptionItem, items)
         follow_up_emit_many(
             EVENT_MESSAGE_FAILED,
             [m.pk for m, o in zip(messages, outcomes, strict=True) if o.status == MessageStatus.FAILED],
@@ -587,7 +588,7 @@ def page_store(
             for outcome, message in zip(outcomes, messages, strict=True)
             if outcome.status == MessageStatus.QUEUED
         ]
-        Delivery.objects.bulk_create(deliveries, batch_size=1000)
+        rows_insert(Delivery, deliveries, returning_ids=True)
         PollCursor.objects.filter(pk=poll_cursor.pk).update(
             cursor=next_cursor, records_stored=F("records_stored") + len(messages), updated_at=now
         )
@@ -818,14 +819,13 @@ def _record_batch(
                 created_at=now,
             )
         )
-    DeliveryAttempt.objects.bulk_create(attempts, batch_size=1000)
+    rows_insert(DeliveryAttempt, attempts)
     _deliveries_update(deliveries, now)
     if xrefs:
         # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
         CrossReference.objects.bulk_create(xrefs, batch_size=1000, ignore_conflicts=True)
     _messages_settle_batch(delivered_messages, failed_messages, retrying_messages, message_attempts, now)
-    if items:
-        ExceptionItem.objects.bulk_create(items, batch_size=1000)
+    rows_insert(ExceptionItem, items)
     follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered_messages, routed=True)
     follow_up_emit_many(EVENT_MESSAGE_FAILED, failed_messages, routed=True)
     if call_error is None or (call_error.status_code is not None and not call_error.retryable):

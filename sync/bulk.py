@@ -176,10 +176,10 @@ def related_attach(objects: Sequence[models.Model], field_name: str) -> None:
             setattr(obj, field_name, shared[key])
 
 
-def rows_insert(model: type[models.Model], objects: Sequence[models.Model]) -> None:
-    """INSERT new objects whose ids nobody reads afterwards, ROWS_PER_STATEMENT rows per statement.
+def rows_insert(model: type[models.Model], objects: Sequence[models.Model], *, returning_ids: bool = False) -> None:
+    """INSERT new objects, ROWS_PER_STATEMENT rows per statement; with `returning_ids` each object gets its id.
 
-    On PostgreSQL `INSERT … SELECT * FROM unnest(%s::type[], …)`: one parameter per column, whatever the number
+    On PostgreSQL `INSERT … SELECT … FROM unnest(%s::type[], …)`: one parameter per column, whatever the number
     of rows (bulk_create's one parameter per value makes psycopg parse the statement's text on every call).
     Elsewhere bulk_create."""
     if not objects:
@@ -187,12 +187,17 @@ def rows_insert(model: type[models.Model], objects: Sequence[models.Model]) -> N
     if connection.vendor != "postgresql":
         model._default_manager.bulk_create(objects, batch_size=ROWS_PER_STATEMENT)
         return
+    pk = model._meta.pk
+    assert pk is not None
     fields = [cast(models.Field, field) for field in model._meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
     arrays = ", ".join(f"%s::{_array_type(field)}" for field in fields)
+    names = [f"c{index}" for index in range(len(fields))]
+    # In the arrays' order (ORDER BY the ordinality), so the ids the sequence hands out ascend in that order.
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "  # noqa: S608
-        f"SELECT * FROM unnest({arrays})"
+        f"SELECT {', '.join(names)} FROM unnest({arrays}) WITH ORDINALITY AS v({', '.join(names)}, n) ORDER BY n"
+        + (f" RETURNING {quote(str(pk.column))}" if returning_ids else "")
     )
     for start in range(0, len(objects), ROWS_PER_STATEMENT):
         chunk = objects[start : start + ROWS_PER_STATEMENT]
@@ -200,3 +205,8 @@ def rows_insert(model: type[models.Model], objects: Sequence[models.Model]) -> N
         params = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in chunk] for field in fields]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
+            if returning_ids:
+                for obj, (new_id,) in zip(chunk, sorted(cursor.fetchall()), strict=True):
+                    obj.pk = new_id
+                    obj._state.adding = False
+                    obj._state.db = connection.alias

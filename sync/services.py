@@ -62,7 +62,7 @@ from sandbox.webhooks import (
     verify_standard_webhook,
 )
 from sync import circuit
-from sync.bulk import insert_unless_conflict, related_attach, rows_update
+from sync.bulk import insert_unless_conflict, related_attach, rows_insert, rows_update
 from sync.choices import (
     DELIVERY_DONE_STATUSES,
     EVENT_MESSAGE_DELIVERED,
@@ -1055,7 +1055,7 @@ def _messages_process_batch(message_ids: list[int]) -> tuple[dict[str, int], lis
         for message in messages:
             status, _ = _message_stages(message, batch)
             counts[status] += 1
-        Delivery.objects.bulk_create(batch.new_deliveries)
+        rows_insert(Delivery, batch.new_deliveries, returning_ids=True)
         rows_update(Message, batch.routed, PIPELINE_FIELDS)
         follow_up_emit_many(EVENT_MESSAGE_DELIVERED, batch.unrouted, {m.pk: m.replay_count for m in batch.routed})
     skipped = len(set(message_ids)) - len(messages)
