@@ -160,8 +160,12 @@ class Route(models.Model):
 class Delivery(models.Model):
     """One message going to one target system: its status, external id and idempotency key."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
-    target_system = models.ForeignKey("connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="deliveries")
+    # No index of their own: the unique (message, target_system) and the (target_system, status) indexes lead
+    # with them, and every index costs each insert and update of a delivery.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    target_system = models.ForeignKey(
+        "connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="deliveries", db_index=False
+    )
     route = models.ForeignKey(Route, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries")
     status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     idempotency_key = models.CharField(max_length=200, unique=True)
@@ -201,7 +205,8 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One call to a target system (append-only): what was sent, what came back and how long it took."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts_log")
+    # The (delivery, number) index leads with it.
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False)
     number = models.PositiveIntegerField()
     request_summary = models.JSONField(default=dict, blank=True)
     status_code = models.PositiveIntegerField(null=True, blank=True)
