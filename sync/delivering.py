@@ -431,9 +431,9 @@ def _xrefs_upsert(batch: list[_Planned]) -> None:
     ]
     try:
         with transaction.atomic():
-            CrossReference.objects.bulk_create(
+            rows_insert(
+                CrossReference,
                 rows,
-                update_conflicts=True,
                 unique_fields=["system", "entity", "canonical_id"],
                 update_fields=["external_id", "updated_at"],
             )
@@ -458,7 +458,8 @@ def _watermarks_advance(batch: list[_Planned]) -> None:
             newest[key] = message
     if not newest:
         return
-    OrderingWatermark.objects.bulk_create(
+    rows_insert(
+        OrderingWatermark,
         [
             OrderingWatermark(
                 target_system_id=target_system_id,
