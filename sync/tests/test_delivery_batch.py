@@ -232,3 +232,26 @@ def test_a_batch_call_answered_503_retries_every_record_and_counts_once_in_the_c
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_full_message_batch_hands_out_the_next_batch_without_waiting_for_the_dispatcher(
+    client, make_flow, target, settings, django_capture_on_commit_callbacks
+):
+    from sync.services import messages_process
+
+    # given batches of three messages and seven events waiting, none handed to a worker yet
+    settings.HUB_DISPATCH_BATCH_SIZE = 3
+    flow = make_flow(target.url)
+    for n in range(7):
+        assert signed_post(client, flow, client_record(f"N-{n}", f"Client {n}")).status_code == 202
+    ids = list(Message.objects.order_by("pk").values_list("pk", flat=True))
+    # when a worker processes a full batch (the first three)
+    with django_capture_on_commit_callbacks(execute=False):
+        messages_process(message_ids=ids[:3])
+    # then the next three are handed out at once, the seventh waits for the dispatcher's tick
+    dispatched = set(Message.objects.filter(dispatched_at__isnull=False).values_list("pk", flat=True))
+    assert dispatched == set(ids[3:6])
+    # and a batch that was not full hands out nothing
+    with django_capture_on_commit_callbacks(execute=False):
+        messages_process(message_ids=ids[3:5])
+    assert Message.objects.get(pk=ids[6]).dispatched_at is None
