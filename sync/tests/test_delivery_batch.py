@@ -28,6 +28,16 @@ def _queued(client, flow, records) -> list[int]:
     return ids
 
 
+def _with_batch_endpoint(flow) -> None:
+    """Make the flow's target a generic REST system whose client endpoint also takes batches."""
+    flow.target_system.connector_type = "generic_rest"
+    flow.target_system.settings = {
+        "auth_mode": "none",
+        "endpoints": {"client": {"path": "/records/client", "batch_path": "/records/client/batch"}},
+    }
+    flow.target_system.save()
+
+
 def test_a_batch_is_recorded_in_a_bounded_number_of_statements(client, make_flow, target):
     # given twenty clients waiting to be delivered to one target
     flow = make_flow(target.url)
@@ -132,12 +142,7 @@ def test_a_target_with_a_batch_endpoint_gets_the_batch_in_one_call_and_a_retry_c
     # given a generic REST target whose client endpoint takes batches, and five clients to deliver
     store, url = batch_target
     flow = make_flow(url)
-    flow.target_system.connector_type = "generic_rest"
-    flow.target_system.settings = {
-        "auth_mode": "none",
-        "endpoints": {"client": {"path": "/records/client", "batch_path": "/records/client/batch"}},
-    }
-    flow.target_system.save()
+    _with_batch_endpoint(flow)
     ids = _queued(client, flow, [client_record(f"G-{n}") for n in range(5)])
     # when the batch is sent
     counts = deliveries_send(delivery_ids=ids)
@@ -208,12 +213,7 @@ def test_a_batch_call_answered_503_retries_every_record_and_counts_once_in_the_c
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         flow = make_flow(f"http://127.0.0.1:{server.server_address[1]}", max_attempts=5)
-        flow.target_system.connector_type = "generic_rest"
-        flow.target_system.settings = {
-            "auth_mode": "none",
-            "endpoints": {"client": {"path": "/records/client", "batch_path": "/records/client/batch"}},
-        }
-        flow.target_system.save()
+        _with_batch_endpoint(flow)
         ids = _queued(client, flow, [client_record(f"U-{n}") for n in range(3)])
         # when the batch is sent and the call fails as a whole
         counts = deliveries_send(delivery_ids=ids)
