@@ -309,6 +309,47 @@ class _CompiledRule:
         return apply
 
 
+def _rules_runner(
+    copies: Sequence[tuple[str, str | None, str, str | None]], appliers: Sequence[Applier]
+) -> Callable[[Any, dict[str, Any], list[FieldError]], None]:
+    """One generated function running every rule of a mapping: the plain copies inline, then the appliers.
+
+    Generating the copies as straight-line code (no loop over rule tuples, no per-rule unpacking) makes
+    a plain copy cost two dict operations. The generated text holds only identifiers chosen here and
+    `repr()` literals of the already-validated path keys, so no user text is ever evaluated as code.
+    """
+    lines = ["def run_rules(record, output, errors):", "    get = record.get"]
+    nested_targets: dict[str, str] = {}
+    nested_sources: dict[str, str] = {}
+    for source, inner, target, leaf in copies:
+        if inner is None:
+            lines.append(f"    value = get({source!r}, MISSING)")
+        else:
+            if source not in nested_sources:
+                name = nested_sources[source] = f"source_{len(nested_sources)}"
+                lines.append(f"    {name} = get({source!r}, MISSING)")
+                lines.append(f"    {name} = {name}.get if {name}.__class__ is dict else None")
+            name = nested_sources[source]
+            lines.append(f"    value = {name}({inner!r}, MISSING) if {name} is not None else MISSING")
+        lines.append("    if value is not MISSING:")
+        if leaf is None:
+            # Records come from JSON, so the value is JSON already.
+            lines.append(f"        output[{target!r}] = value")
+        else:
+            parent = nested_targets.setdefault(target, f"parent_{len(nested_targets)}")
+            lines.append(f"        {parent} = output.get({target!r})")
+            lines.append(f"        if {parent}.__class__ is not dict:")
+            lines.append(f"            {parent} = output[{target!r}] = {{}}")
+            lines.append(f"        {parent}[{leaf!r}] = value")
+    names = {f"apply_{index}": apply for index, apply in enumerate(appliers)}
+    lines.extend(f"    {name}(record, output, errors)" for name in names)
+    if len(lines) == 2:
+        lines.append("    return None")
+    namespace: dict[str, Any] = {"MISSING": MISSING, **names}
+    exec(compile("\n".join(lines), "<compiled mapping>", "exec"), namespace)  # noqa: S102 - see docstring
+    return namespace["run_rules"]  # type: ignore[no-any-return]
+
+
 def _decimal_to_json(value: Any) -> Any:
     return float(value) if value.__class__ is Decimal else _finalize(value)
 
@@ -376,29 +417,14 @@ class CompiledMapping:
                 )
             else:
                 self._appliers.append(compiled.apply)
+        self._run_rules = _rules_runner(self._copies, self._appliers)
         self.uses_xrefs = any(rule.xref_prefix for rule in self.rules)
 
     def map_one(self, record: Mapping[str, Any]) -> MappingResult:
         """Map one record; errors name the target field, the source path and the source value."""
         output: dict[str, Any] = {}
         errors: list[FieldError] = []
-        get = record.get
-        for source, inner, target, leaf in self._copies:
-            value = get(source, MISSING)
-            if inner is not None:
-                value = value.get(inner, MISSING) if value.__class__ is dict else MISSING
-            if value is MISSING:
-                continue
-            # Records come from JSON, so the value is JSON already.
-            if leaf is None:
-                output[target] = value
-            else:
-                parent = output.get(target)
-                if parent.__class__ is not dict:
-                    parent = output[target] = {}
-                parent[leaf] = value
-        for apply in self._appliers:
-            apply(record, output, errors)
+        self._run_rules(record, output, errors)
         if self.validator is not None and not errors:
             errors.extend(self._schema_errors(record, output))
         return MappingResult(output=output, errors=errors)

@@ -392,6 +392,26 @@ def _date_parser(fmt: str) -> Callable[[str], datetime]:
     return parse
 
 
+def _day_parser(fmt: str, general: Callable[[str], datetime]) -> Callable[[str], date]:
+    """A parser from text to a date: for %d, %m, %Y and literals, one regex match and `date(...)`."""
+    codes = re.findall(r"%(.)", fmt)
+    if sorted(codes) != ["Y", "d", "m"]:
+        return lambda text: general(text).date()
+    pattern = "".join(
+        _FAST_CODES[part[1]] if part.startswith("%") else re.escape(part) for part in re.split(r"(%.)", fmt) if part
+    )
+    match = re.compile(pattern + r"\Z").match
+    year, month, day = (codes.index(code) + 1 for code in ("Y", "m", "d"))
+
+    def parse(text: str) -> date:
+        found = match(text)
+        if found is None:
+            raise ValueError(f"{text!r} does not match {fmt}")
+        return date(int(found.group(year)), int(found.group(month)), int(found.group(day)))
+
+    return parse
+
+
 @transform(
     "parse_date",
     category="dates",
@@ -411,6 +431,7 @@ def _parse_date(params: dict[str, Any], env: CompileEnv) -> Step:
     parsers = [_date_parser(fmt) for fmt in formats]
     zone = _zone(params.get("timezone", "UTC"))
     as_date = params.get("output", "date") == "date"
+    day_parsers = [_day_parser(fmt, parser) for fmt, parser in zip(formats, parsers, strict=True)]
 
     def parse(value: Any) -> Any:
         if value is MISSING or value is None:
@@ -438,7 +459,22 @@ def _parse_date(params: dict[str, Any], env: CompileEnv) -> Step:
             parsed = parsed.replace(tzinfo=zone)
         return parsed.astimezone(UTC)
 
-    return parse
+    if not as_date:
+        return parse
+
+    def parse_day(value: Any) -> Any:
+        # Text to a date is the common case: one match, straight to a date, no datetime in between.
+        if value.__class__ is not str:
+            return parse(value)
+        text = value.strip()
+        for parser in day_parsers:
+            try:
+                return parser(text)
+            except ValueError:
+                continue
+        raise TransformError(f"{text!r} matches none of the formats {formats}")
+
+    return parse_day
 
 
 @transform(

@@ -162,3 +162,24 @@ def test_concat_combines_several_sources_and_outputs_nested_objects():
     assert mapping.map_one({"FirstName": "Ada", "LastName": "Lovelace"}).output == {
         "contact": {"full_name": "Ada Lovelace"}
     }
+
+
+def test_plain_copies_keep_keys_with_quotes_and_skip_missing_or_non_object_parents():
+    # given plain copies whose keys hold quotes, backslashes and spaces, and two rules under one nested target
+    mapping = compile_mapping(
+        spec(
+            RuleSpec("id", ['it\'s "quoted"']),
+            RuleSpec("client.id", ["Account.Id\\x"]),
+            RuleSpec("client.name", ["Account.Name ok"]),
+            RuleSpec("name", ["Missing"]),
+            RuleSpec("budget", ["Owner.Budget"]),
+            schema=None,
+        )
+    )
+    # when a record with those keys is mapped, one source missing and one parent not an object
+    result = mapping.map_one(
+        {'it\'s "quoted"': "P1", "Account": {"Id\\x": "001", "Name ok": "Acme"}, "Owner": "not an object"}
+    )
+    # then the keys are read literally, both nested rules share one output object and the rest is left out
+    assert result.ok
+    assert result.output == {"id": "P1", "client": {"id": "001", "name": "Acme"}}
