@@ -18,6 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from mappings.paths import MISSING, PathError, compile_getter, compile_setter, has_wildcard, parse_path
+from mappings.schema_check import fast_check_compile
 from mappings.transforms import TRANSFORMS, CompileEnv, TransformError, ValueMapData, steps_validate
 
 XrefKey = tuple[str, str, str]  # (system slug, entity, external id)
@@ -377,7 +378,10 @@ class CompiledMapping:
         self.label = spec.label
         self.env = CompileEnv(value_maps=dict(spec.value_maps))
         self.rules = [_CompiledRule(rule, self.env) for rule in spec.rules]
-        self.validator = Draft202012Validator(schema_refs_inlined(spec.output_schema)) if spec.output_schema else None
+        inlined = schema_refs_inlined(spec.output_schema) if spec.output_schema else None
+        self.validator = Draft202012Validator(inlined) if inlined is not None else None
+        # Most records are valid: a compiled yes/no check first, the full validator for its messages after.
+        self.schema_fast_check = fast_check_compile(inlined) if inlined is not None else None
         self._rule_by_target = {rule.target: rule for rule in self.rules}
         # Plain copies (one or two key levels in, one or two key levels out, nothing else: the bulk of
         # most mappings) run inline in a tight loop of dict lookups; other rules with plain sources get a
@@ -426,6 +430,8 @@ class CompiledMapping:
         errors: list[FieldError] = []
         self._run_rules(record, output, errors)
         if self.validator is not None and not errors:
+            if self.schema_fast_check is not None and self.schema_fast_check(output):
+                return MappingResult(output=output, errors=errors)
             errors.extend(self._schema_errors(record, output))
         return MappingResult(output=output, errors=errors)
 

@@ -9,7 +9,9 @@ from jsonschema import Draft202012Validator
 
 from integrationhub.errors import HubNotFoundError
 from mappings.choices import MappingStatus, SchemaStatus
+from mappings.compiler import schema_refs_inlined
 from mappings.models import CanonicalEntity, CanonicalSchema, MappingSet
+from mappings.schema_check import FastCheck, fast_check_compile
 
 
 def canonical_entity_list() -> QuerySet[CanonicalEntity]:
@@ -27,21 +29,26 @@ def canonical_schema_current(*, entity_name: str) -> CanonicalSchema | None:
     )
 
 
-_validators: dict[tuple[int, int, str], Draft202012Validator] = {}
+_validators: dict[tuple[int, int, str], tuple[Draft202012Validator, FastCheck | None]] = {}
 _VALIDATOR_CACHE_SIZE = 256
 
 
-def _validator(schema: CanonicalSchema) -> Draft202012Validator:
+def _validator(schema: CanonicalSchema) -> tuple[Draft202012Validator, FastCheck | None]:
+    """The schema's full validator and its fast yes/no check (None when the schema has none)."""
     # A version's JSON never changes after it is created (edits make a new version), so the compiled
     # validator is reused for every record; created_at in the key tells apart rows that reuse an id.
     key = (schema.pk, schema.version, schema.created_at.isoformat())
-    validator = _validators.get(key)
-    if validator is None:
+    cached = _validators.get(key)
+    if cached is None:
         if len(_validators) >= _VALIDATOR_CACHE_SIZE:
             _validators.clear()
-        validator = Draft202012Validator(schema.json_schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        _validators[key] = validator
-    return validator
+        checker = Draft202012Validator.FORMAT_CHECKER
+        cached = (
+            Draft202012Validator(schema.json_schema, format_checker=checker),
+            fast_check_compile(schema_refs_inlined(schema.json_schema), format_checker=checker),
+        )
+        _validators[key] = cached
+    return cached
 
 
 def _json_path(parts: Any) -> str:
@@ -59,7 +66,9 @@ def canonical_payload_validate(*, entity_name: str, payload: Any) -> list[dict[s
             f"No published schema for canonical entity '{entity_name}'.",
             hint="Publish a schema version (or run the canonical entity install) first.",
         )
-    validator = _validator(schema)
+    validator, fast_check = _validator(schema)
+    if fast_check is not None and fast_check(payload):
+        return []
     errors = sorted(validator.iter_errors(payload), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [
         {"path": _json_path(error.absolute_path), "message": error.message, "keyword": str(error.validator)}

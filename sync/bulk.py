@@ -118,7 +118,7 @@ def rows_update(model: type[models.Model], objects: Sequence[models.Model], fiel
     names = ", ".join(["pk", *(f"c{index}" for index in range(len(columns)))])
     postgresql = connection.vendor == "postgresql"
     if postgresql:
-        arrays = ", ".join(f"%s::{_array_type(field)}" for field in [pk, *fields])
+        arrays = ", ".join(f"%b::{_array_type(field)}" for field in [pk, *fields])
         sql = f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({names}) WHERE {table}.{key} = v.pk"  # noqa: S608
     row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
     for start in range(0, len(objects), ROWS_PER_STATEMENT):
@@ -266,7 +266,7 @@ def rows_insert(
     assert pk is not None
     fields = [cast(models.Field, field) for field in model._meta.concrete_fields if not field.primary_key]
     quote = connection.ops.quote_name
-    arrays = ", ".join(f"%s::{_array_type(field)}" for field in fields)
+    arrays = ", ".join(f"%b::{_array_type(field)}" for field in fields)
     names = [f"c{index}" for index in range(len(fields))]
     # In the arrays' order (ORDER BY the ordinality), so the ids the sequence hands out ascend in that order.
     sql = (
