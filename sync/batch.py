@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -51,7 +51,7 @@ from mappings.models import MappingSet
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from mappings.selectors import canonical_payload_validate
 from sync import circuit
-from sync.bulk import rows_insert
+from sync.bulk import rows_insert, rows_update
 from sync.choices import (
     EVENT_MESSAGE_DELIVERED,
     EVENT_MESSAGE_FAILED,
@@ -821,9 +821,8 @@ def _record_batch(
         )
     rows_insert(DeliveryAttempt, attempts)
     _deliveries_update(deliveries, now)
-    if xrefs:
-        # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
-        CrossReference.objects.bulk_create(xrefs, batch_size=1000, ignore_conflicts=True)
+    # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
+    rows_insert(CrossReference, xrefs, ignore_conflicts=True)
     _messages_settle_batch(delivered_messages, failed_messages, retrying_messages, message_attempts, now)
     rows_insert(ExceptionItem, items)
     follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered_messages, routed=True)
@@ -833,23 +832,6 @@ def _record_batch(
     else:
         circuit.circuit_record_failure(system=target)
     return dict(counts)
-
-
-def _rows_set(model: Any, field_name: str, values: list[tuple[int, str]]) -> None:
-    """Give each row its own value of one text column, in one statement per thousand rows (UPDATE ... FROM
-    VALUES, which PostgreSQL and SQLite both run; Django's bulk_update builds a CASE per row and field)."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    column = connection.ops.quote_name(model._meta.get_field(field_name).column)
-    key = connection.ops.quote_name(model._meta.pk.column)
-    for start in range(0, len(values), 1000):
-        chunk = values[start : start + 1000]
-        rows = ", ".join(["(%s, %s)"] * len(chunk))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH v(pk, value) AS (VALUES {rows}) "  # noqa: S608 - names quoted, values are parameters
-                f"UPDATE {table} SET {column} = v.value FROM v WHERE {table}.{key} = v.pk",
-                [item for pair in chunk for item in pair],
-            )
 
 
 def _deliveries_update(deliveries: list[Delivery], now: datetime.datetime) -> None:
@@ -867,8 +849,8 @@ def _deliveries_update(deliveries: list[Delivery], now: datetime.datetime) -> No
             last_error="",
             updated_at=now,
         )
-    _rows_set(Delivery, "external_id", [(d.pk, d.external_id) for d in deliveries if d.external_id])
-    _rows_set(Delivery, "last_error", [(d.pk, d.last_error) for d in deliveries if d.last_error])
+    rows_update(Delivery, [d for d in deliveries if d.external_id], ["external_id"])
+    rows_update(Delivery, [d for d in deliveries if d.last_error], ["last_error"])
 
 
 def _messages_settle_batch(
