@@ -202,3 +202,38 @@ def test_a_conflict_whose_original_is_gone_is_409_and_asks_to_resend(make_flow, 
     assert answer.headers["content-type"] == "application/problem+json"
     assert "Send the event again" in answer.json()["hint"]
     assert Message.objects.count() == 0
+
+
+def test_a_webhook_runs_no_health_check_and_survives_a_connection_the_server_dropped(make_flow, monkeypatch):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a connection dropped by the server needs PostgreSQL")
+    import psycopg
+
+    checks: list[bool] = []
+    is_usable = connection.is_usable
+
+    def counted_is_usable() -> bool:
+        checks.append(is_usable())
+        return checks[-1]
+
+    monkeypatch.setattr(connection, "is_usable", counted_is_usable)
+    # given an accepted webhook, so the web process keeps its database connection
+    flow = make_flow()
+    assert signed_wsgi_post(flow, client_record("C-1"), msg_id="msg_keep").status_code == 202
+    # when the next webhook comes on that kept, healthy connection
+    checks.clear()
+    assert signed_wsgi_post(flow, client_record("C-2"), msg_id="msg_healthy").status_code == 202
+    # then no health check (a `SELECT 1` round trip) ran before its INSERT
+    assert checks == []
+    # when the server has dropped the connection (a restart, an idle timeout) before the next webhook
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "host", "port", "user")}) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+    answer = signed_wsgi_post(flow, client_record("C-3"), msg_id="msg_after_drop")
+    # then the failed INSERT finds the connection broken, and the event is accepted on a new one, once
+    assert checks == [False]
+    assert answer.status_code == 202, answer.body
+    assert Message.objects.filter(idempotency_key="msg_after_drop").count() == 1
+    assert Message.objects.count() == 3
