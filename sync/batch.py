@@ -835,7 +835,7 @@ def _record_batch(
 
 
 def _deliveries_update(deliveries: list[Delivery], now: datetime.datetime) -> None:
-    """The deliveries' new states: one UPDATE per group of equal states, the per-row texts through VALUES."""
+    """The deliveries' new states: one UPDATE per group of equal states, the per-row texts as arrays (rows_update)."""
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for delivery in deliveries:
         groups[(delivery.status, delivery.delivered_at, delivery.next_attempt_at)].append(delivery.pk)
