@@ -6,13 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from sandbox.models import SandboxAccessToken, SandboxFaultProfile, SandboxRecord, SandboxSetting
 
 PROFILE_CACHE_SECONDS = 60
+# How long a list's total and page boundaries are kept for the next page of the same query.
+PAGE_MEMO_SECONDS = 600
 PROFILE_FIELDS = (
     "system",
     "generation",
@@ -107,11 +109,46 @@ def keyset_page(
     return rows[:size], len(rows) > size
 
 
-def number_page(qs: QuerySet[SandboxRecord], *, page: int, per_page: int) -> tuple[list[SandboxRecord], int]:
-    """Page `page` (from 1) of `qs` ordered by id, and the total count. Id order keeps pages stable under updates."""
-    total = qs.count()
-    start = (page - 1) * per_page
-    return list(qs.order_by("id")[start : start + per_page]), total
+def records_signature(*, system: str, object_type: str) -> str:
+    """A token that changes whenever a record of `system`'s `object_type` is created, changed or deleted.
+
+    Two index lookups, whatever the table size: ids only grow, and every write of the simulated APIs
+    (deletes included, which are soft) stamps `updated_at`.
+    """
+    found = SandboxRecord.objects.filter(system=system, object_type=object_type).aggregate(
+        last_id=Max("id"), last_change=Max("updated_at")
+    )
+    last_change = found["last_change"]
+    return f"{found['last_id'] or 0}-{last_change.timestamp() if last_change else 0}"
+
+
+def number_page(
+    qs: QuerySet[SandboxRecord], *, page: int, per_page: int, memo_key: str = ""
+) -> tuple[list[SandboxRecord], int]:
+    """Page `page` (from 1) of `qs` ordered by id, and the total count. Id order keeps pages stable under updates.
+
+    With a `memo_key` (the query and the records' signature) the total and the last id of each page served
+    are cached, so page N+1 reads its rows after page N's last id instead of counting and skipping every
+    row before it: a client reading a million entries page by page pays the same for the last page as
+    for the first. A changed record changes the signature and with it the key, so nothing stale is served.
+    """
+    qs = qs.order_by("id")
+    total_key, after_key = f"{memo_key}:total", f"{memo_key}:after:{page - 1}"
+    memo = cache.get_many([total_key, after_key]) if memo_key else {}
+    total = memo.get(total_key)
+    if total is None:
+        total = qs.count()
+        if memo_key:
+            cache.set(total_key, total, PAGE_MEMO_SECONDS)
+    after = memo.get(after_key) if page > 1 else None
+    if after is not None:
+        rows = list(qs.filter(id__gt=after)[:per_page])
+    else:
+        start = (page - 1) * per_page
+        rows = list(qs[start : start + per_page])
+    if memo_key and rows:
+        cache.set(f"{memo_key}:after:{page}", rows[-1].pk, PAGE_MEMO_SECONDS)
+    return rows, total
 
 
 def parse_since(value: str) -> datetime | None:

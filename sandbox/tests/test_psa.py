@@ -144,6 +144,36 @@ def test_updated_since_pages_through_three_pages_without_gap_or_duplicate(psa_cl
     assert seen == ids[5:]
 
 
+def test_a_later_page_reads_after_the_previous_page_and_a_change_starts_a_fresh_count(psa_client, staffed_project):
+    """Page N+1 of the same query reads after page N's last id (no COUNT, no OFFSET); a write is seen at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user, project = staffed_project["user"]["id"], staffed_project["project"]["id"]
+    body = {"user_id": user, "project_id": project, "spent_date": "2025-01-01", "hours": 1}
+    ids = [post(psa_client, "time_entries", body)["id"] for _ in range(7)]
+
+    def page(number: int) -> dict:
+        return psa_client.get(f"{V2}/time_entries", {"per_page": 3, "page": number}).json()
+
+    # given the first page was read
+    assert [entry["id"] for entry in page(1)["time_entries"]] == ids[:3]
+    # when the next two pages are read
+    with CaptureQueriesContext(connection) as queries:
+        second, third = page(2), page(3)
+    # then they hold the rest in order, with the total, and were read without counting or skipping rows
+    assert [entry["id"] for entry in second["time_entries"] + third["time_entries"]] == ids[3:]
+    assert second["total_entries"] == third["total_entries"] == 7 and third["next_page"] is None
+    listed = [query["sql"].upper() for query in queries.captured_queries if "sandbox_sandboxrecord" in query["sql"]]
+    assert not [sql for sql in listed if "COUNT(" in sql or "OFFSET" in sql], listed
+    # when an entry of the first page is deleted through the API
+    assert psa_client.delete(f"{V2}/time_entries/{ids[0]}").status_code in (200, 204)
+    # then the same pages are counted and numbered afresh: page 2 now starts one entry later
+    after = page(2)
+    assert after["total_entries"] == 6
+    assert [entry["id"] for entry in after["time_entries"]] == ids[4:7]
+
+
 def test_approve_sets_status_and_locks_the_entry(psa_client, staffed_project):
     entry = post(
         psa_client,
