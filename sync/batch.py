@@ -8,7 +8,10 @@ failed entries go to the exception queue in one statement, and the passing entri
 ERP in batches (one HTTP call per batch, one idempotency key per entry) with their delivery attempts
 recorded in bulk. A re-run of a page stores nothing (the messages' pull keys exist) and so posts
 nothing; a batch the ERP failed is retried with the same keys, which the ERP answers with the entries it
-already has, so nothing is posted twice. Only one page is held in memory at a time.
+already has, so nothing is posted twice. The next page is read, and a page's ERP call runs, on two helper
+threads while the run evaluates and stores the following page (HTTP only: every statement stays on the
+run's own connection, and a call's outcome is recorded before the next batch is claimed). At most two
+pages are held in memory at a time.
 
 The pieces are the engine's own: the poll cursor and its lock, pull keys, compiled mappings, the rule
 registry, retry policy, circuit breaker and rate budget, delivery keys and follow-up events.
@@ -16,18 +19,20 @@ registry, retry policy, circuit breaker and rate budget, delivery keys and follo
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -618,35 +623,132 @@ def _send(
     return results
 
 
+def http_call(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run a connector call on a helper thread: in a copy of the caller's context (its correlation id goes into
+    the call's log line), and with any database connection the call opened closed again on that thread."""
+    try:
+        return contextvars.copy_context().run(function, *args, **kwargs)
+    finally:
+        connections.close_all()
+
+
+@dataclass
+class _InFlight:
+    """A claimed batch whose call to the target is running (in the sender's thread, or already done)."""
+
+    rows: list[dict[str, Any]]
+    call: Future[list[UpsertResult | ConnectorError]]
+    started: float
+    ended: float | None = None
+
+    def __post_init__(self) -> None:
+        # Stamped when the call completes (on its thread), not when it is recorded: the attempt's duration is
+        # the target's, not the time the caller spent on the next page.
+        self.call.add_done_callback(self._stamp)
+
+    def _stamp(self, _: Future[Any]) -> None:
+        self.ended = time.perf_counter()
+
+
+class BatchSender:
+    """Posts deliveries of one route to its target in batches: claim, one call per batch, record in bulk.
+
+    With an `executor`, the call of the last batch handed to `send` stays in flight when `send` returns, so
+    the caller reads, evaluates and stores the next page while the target works; the next `send` (or
+    `finish`) records it before anything else is claimed, so the circuit sees each call's outcome before
+    the next call goes out. Only the HTTP call runs in the executor's thread; every statement runs in the
+    caller's. Without an executor every batch is recorded before `send` returns.
+    """
+
+    def __init__(
+        self, *, route: Route, batch_size: int, policy: RetryPolicy, task_id: str = "", executor: Executor | None = None
+    ) -> None:
+        self.route, self.batch_size, self.policy, self.task_id = route, batch_size, policy, task_id
+        self.executor = executor
+        self.connector: Any = None
+        self.in_flight: _InFlight | None = None
+
+    def send(self, delivery_ids: list[int]) -> dict[str, int]:
+        """Hand these deliveries to the target; the counts of every batch recorded during the call."""
+        counts: dict[str, int] = defaultdict(int)
+        target = self.route.target_system
+        if not delivery_ids:
+            return counts
+        if target.state == SystemState.PAUSED:
+            # Paused: left pending for the dispatcher, which sends them once the system is resumed.
+            Delivery.objects.filter(pk__in=delivery_ids).update(status=DeliveryStatus.HELD, dispatched_at=None)
+            counts["held"] += len(delivery_ids)
+            return counts
+        if self.connector is None:
+            self.connector = connector_for(target)
+        for start in range(0, len(delivery_ids), self.batch_size):
+            _counts_add(counts, self.finish())
+            chunk = delivery_ids[start : start + self.batch_size]
+            gate = circuit.circuit_gate(system=target)
+            budget = rate_budget_wait(
+                system_key=f"{target.slug}:{target.pk}", rate_per_second=target.rate_limit_per_second
+            )
+            if not gate.allowed or not budget.allowed:
+                wait = (
+                    budget.wait_seconds if gate.allowed else max(1.0, (gate.retry_at or time.time() + 1) - time.time())
+                )
+                until = timezone.now() + datetime.timedelta(seconds=wait)
+                Delivery.objects.filter(pk__in=delivery_ids[start:]).update(
+                    status=DeliveryStatus.RETRYING, next_attempt_at=until, dispatched_at=None, updated_at=timezone.now()
+                )
+                counts["waiting"] += len(delivery_ids) - start
+                break
+            rows = _claim(chunk)
+            if not rows:
+                continue
+            # Attempts are counted at claim: above one (or a replay's lookup_first), the entry may be there already.
+            may_exist = any(row["attempts"] > 1 or row["lookup_first"] for row in rows)
+            payloads = [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows]
+            started = time.perf_counter()
+            if self.executor is None:
+                call: Future[list[UpsertResult | ConnectorError]] = Future()
+                try:
+                    call.set_result(_send(self.connector, payloads, may_exist=may_exist))
+                except Exception as exc:  # noqa: BLE001 - classified by finish(), as from the executor
+                    call.set_exception(exc)
+            else:
+                # The connector call logs under the caller's correlation id: the thread runs in a copy of its context.
+                call = self.executor.submit(http_call, _send, self.connector, payloads, may_exist=may_exist)
+            self.in_flight = _InFlight(rows, call, started)
+        if self.executor is None:
+            _counts_add(counts, self.finish())
+        return dict(counts)
+
+    def finish(self) -> dict[str, int]:
+        """Wait for the batch in flight, if any, and record its outcome; its counts."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is None:
+            return {}
+        target = self.route.target_system
+        call_error: ConnectorError | None = None
+        results: list[UpsertResult | ConnectorError] = []
+        try:
+            results = in_flight.call.result()
+        except ConnectorError as exc:
+            call_error = exc
+        except HubError as exc:  # capability missing, credentials not set: a person must act
+            call_error = ConnectorError(exc.detail, system_slug=target.slug)
+        duration_ms = round(((in_flight.ended or time.perf_counter()) - in_flight.started) * 1000, 1)
+        return _record_batch(
+            self.route, in_flight.rows, results, call_error, self.policy, duration_ms=duration_ms, task_id=self.task_id
+        )
+
+
+def _counts_add(counts: dict[str, int], more: Mapping[str, int]) -> None:
+    for outcome, number in more.items():
+        counts[outcome] += number
+
+
 def deliveries_send_batch(
     *, route: Route, delivery_ids: list[int], batch_size: int, policy: RetryPolicy, task_id: str = ""
 ) -> dict[str, int]:
     """Post deliveries of one route to its target in batches: claim, one call per batch, record in bulk."""
-    counts: dict[str, int] = defaultdict(int)
-    target = route.target_system
-    if not delivery_ids:
-        return counts
-    if target.state == SystemState.PAUSED:
-        # Paused: left pending for the dispatcher, which sends them once the system is resumed.
-        Delivery.objects.filter(pk__in=delivery_ids).update(status=DeliveryStatus.HELD, dispatched_at=None)
-        counts["held"] += len(delivery_ids)
-        return counts
-    connector = connector_for(target)
-    for start in range(0, len(delivery_ids), batch_size):
-        chunk = delivery_ids[start : start + batch_size]
-        gate = circuit.circuit_gate(system=target)
-        budget = rate_budget_wait(system_key=f"{target.slug}:{target.pk}", rate_per_second=target.rate_limit_per_second)
-        if not gate.allowed or not budget.allowed:
-            wait = budget.wait_seconds if gate.allowed else max(1.0, (gate.retry_at or time.time() + 1) - time.time())
-            until = timezone.now() + datetime.timedelta(seconds=wait)
-            Delivery.objects.filter(pk__in=delivery_ids[start:]).update(
-                status=DeliveryStatus.RETRYING, next_attempt_at=until, dispatched_at=None, updated_at=timezone.now()
-            )
-            counts["waiting"] += len(delivery_ids) - start
-            break
-        for outcome, number in _send_chunk(route, connector, chunk, policy, task_id=task_id).items():
-            counts[outcome] += number
-    return dict(counts)
+    return BatchSender(route=route, batch_size=batch_size, policy=policy, task_id=task_id).send(delivery_ids)
 
 
 CLAIMED_FIELDS = (
@@ -674,30 +776,6 @@ def _claim(ids: list[int]) -> list[dict[str, Any]]:
         )
     rows = Delivery.objects.filter(pk__in=open_ids).order_by("pk")
     return [dict(row) for row in rows.values(*CLAIMED_FIELDS)]
-
-
-def _send_chunk(route: Route, connector: Any, ids: list[int], policy: RetryPolicy, *, task_id: str) -> dict[str, int]:
-    rows = _claim(ids)
-    if not rows:
-        return {}
-    target = route.target_system
-    started = time.perf_counter()
-    call_error: ConnectorError | None = None
-    results: list[UpsertResult | ConnectorError] = []
-    try:
-        # Attempts are counted at claim: above one (or a replay's lookup_first), the entry may be there already.
-        may_exist = any(row["attempts"] > 1 or row["lookup_first"] for row in rows)
-        results = _send(
-            connector,
-            [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows],
-            may_exist=may_exist,
-        )
-    except ConnectorError as exc:
-        call_error = exc
-    except HubError as exc:  # capability missing, credentials not set: a person must act
-        call_error = ConnectorError(exc.detail, system_slug=target.slug)
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    return _record_batch(route, rows, results, call_error, policy, duration_ms=duration_ms, task_id=task_id)
 
 
 @transaction.atomic
@@ -929,7 +1007,7 @@ def time_entries_batch_pull(
     started = time.monotonic()
     poll_cursor, _ = PollCursor.objects.get_or_create(system=source, entity=ENTITY)
 
-    def finish(outcome: str, error: str = "") -> BatchPullResult:
+    def stop(outcome: str, error: str = "") -> BatchPullResult:
         result.outcome, result.error = outcome, error
         PollCursor.objects.filter(pk=poll_cursor.pk).update(
             last_run_at=timezone.now(), last_outcome=outcome, last_error=error[:2000]
@@ -939,7 +1017,7 @@ def time_entries_batch_pull(
         return result
 
     if not route.active or source.state == SystemState.PAUSED:
-        return finish(PollOutcome.SKIPPED, "The route is inactive or the source system is paused.")
+        return stop(PollOutcome.SKIPPED, "The route is inactive or the source system is paused.")
     # The same lock as the per-record pull of this system and entity: one reader of the cursor at a time.
     lock_key = f"hub:poll:{source.pk}:{ENTITY}"
     if not cache.add(lock_key, "1", timeout=POLL_LOCK_SECONDS):
@@ -956,73 +1034,103 @@ def time_entries_batch_pull(
         )
         retry = RetryPolicy.of(policy)
         batch_size = policy.batch_size if policy is not None else DEFAULT_BATCH_SIZE
+        # Two threads for HTTP only: the next PSA page is read, and the last batch's ERP call runs, while this
+        # thread evaluates and stores a page; every statement stays on this thread's connection.
+        http = ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-http")
+        sender = BatchSender(route=route, batch_size=batch_size, policy=retry, task_id=task_id, executor=http)
 
-        def deliver(ids: list[int]) -> None:
-            counts = deliveries_send_batch(
-                route=route, delivery_ids=ids, batch_size=batch_size, policy=retry, task_id=task_id
-            )
+        def tally(counts: Mapping[str, int]) -> None:
             result.delivered += counts.get("delivered", 0)
             result.already_applied += counts.get("already_applied", 0)
             result.rejected += counts.get("rejected", 0) + counts.get("dead", 0)
             result.retrying += counts.get("retrying", 0) + counts.get("waiting", 0)
 
-        deliver(_due_retries(route, timezone.now()))
-        inbound = published_mapping_set(
-            system_id=source.pk,
-            entity_name=ENTITY,
-            direction=Direction.INBOUND,
-            legal_entity_id=fallback_legal_entity_id,
-        )
-        if inbound is None:
-            return finish(
-                PollOutcome.ERROR, f"No published inbound mapping for {ENTITY} from {source.slug}; publish one."
-            )
+        def finish(outcome: str, error: str = "") -> BatchPullResult:
+            tally(sender.finish())
+            return stop(outcome, error)
+
         try:
-            compiled = compiled_mapping(inbound.pk)
-        except MappingDefinitionError as exc:
-            return finish(PollOutcome.ERROR, f"Mapping {inbound} does not compile: {exc}")
-        connector = connector_for(source)
-        while max_pages is None or result.pages < max_pages:
-            if result.pages and time.monotonic() - started >= budget_seconds:
-                result.more = True
-                return finish(PollOutcome.PAGE_LIMIT)
-            budget = rate_budget_wait(
-                system_key=f"{source.slug}:{source.pk}", rate_per_second=source.rate_limit_per_second
+            tally(sender.send(_due_retries(route, timezone.now())))
+            inbound = published_mapping_set(
+                system_id=source.pk,
+                entity_name=ENTITY,
+                direction=Direction.INBOUND,
+                legal_entity_id=fallback_legal_entity_id,
             )
-            if not budget.allowed:
-                return finish(PollOutcome.RATE_LIMITED)
-            try:
-                batch = connector.fetch_changes(ENTITY, poll_cursor.cursor or None)
-            except (ConnectorError, HubError) as exc:
-                return finish(PollOutcome.ERROR, str(exc.detail))
-            keyed: dict[str, dict[str, Any]] = {}
-            for record in batch.records:
-                keyed.setdefault(pull_idempotency_key(entity=ENTITY, record=record), dict(record))
-            known = set(
-                Message.objects.filter(system=source, idempotency_key__in=list(keyed)).values_list(
-                    "idempotency_key", flat=True
+            if inbound is None:
+                return finish(
+                    PollOutcome.ERROR, f"No published inbound mapping for {ENTITY} from {source.slug}; publish one."
                 )
-            )
-            fresh = [(key, record) for key, record in keyed.items() if key not in known]
-            outcomes = page_evaluate(
-                route=route, records=fresh, compiled=compiled, fallback_legal_entity_id=fallback_legal_entity_id
-            )
-            delivery_ids = page_store(
-                route=route,
-                poll_cursor=poll_cursor,
-                outcomes=outcomes,
-                inbound_mapping=inbound,
-                next_cursor=batch.next_cursor or "",
-            )
-            result.pages += 1
-            result.fetched += len(batch.records)
-            result.stored += len(outcomes)
-            result.duplicates += len(batch.records) - len(fresh)
-            result.held += sum(1 for o in outcomes if o.status == MessageStatus.HELD)
-            result.failed += sum(1 for o in outcomes if o.status == MessageStatus.FAILED)
-            deliver(delivery_ids)
-            if not batch.has_more:
-                return finish(PollOutcome.COMPLETE)
-        return finish(PollOutcome.PAGE_LIMIT)
+            try:
+                compiled = compiled_mapping(inbound.pk)
+            except MappingDefinitionError as exc:
+                return finish(PollOutcome.ERROR, f"Mapping {inbound} does not compile: {exc}")
+            connector = connector_for(source)
+            read_ahead: Future[Any] | None = None
+
+            def read(cursor: str | None) -> Future[Any]:
+                return http.submit(http_call, connector.fetch_changes, ENTITY, cursor)
+
+            while max_pages is None or result.pages < max_pages:
+                if result.pages and time.monotonic() - started >= budget_seconds:
+                    result.more = True
+                    return finish(PollOutcome.PAGE_LIMIT)
+                if read_ahead is None:
+                    budget = rate_budget_wait(
+                        system_key=f"{source.slug}:{source.pk}", rate_per_second=source.rate_limit_per_second
+                    )
+                    if not budget.allowed:
+                        return finish(PollOutcome.RATE_LIMITED)
+                    read_ahead = read(poll_cursor.cursor or None)
+                try:
+                    batch = read_ahead.result()
+                except (ConnectorError, HubError) as exc:
+                    return finish(PollOutcome.ERROR, str(exc.detail))
+                read_ahead = None
+                # The next page is read while this one is processed; a page read but not stored (the run stops
+                # first) is read again by the next run, since the cursor moves only with a stored page.
+                if batch.has_more and (max_pages is None or result.pages + 1 < max_pages):
+                    budget = rate_budget_wait(
+                        system_key=f"{source.slug}:{source.pk}", rate_per_second=source.rate_limit_per_second
+                    )
+                    if budget.allowed:
+                        read_ahead = read(batch.next_cursor)
+                keyed: dict[str, dict[str, Any]] = {}
+                for record in batch.records:
+                    keyed.setdefault(pull_idempotency_key(entity=ENTITY, record=record), dict(record))
+                known = set(
+                    Message.objects.filter(system=source, idempotency_key__in=list(keyed)).values_list(
+                        "idempotency_key", flat=True
+                    )
+                )
+                fresh = [(key, record) for key, record in keyed.items() if key not in known]
+                outcomes = page_evaluate(
+                    route=route, records=fresh, compiled=compiled, fallback_legal_entity_id=fallback_legal_entity_id
+                )
+                delivery_ids = page_store(
+                    route=route,
+                    poll_cursor=poll_cursor,
+                    outcomes=outcomes,
+                    inbound_mapping=inbound,
+                    next_cursor=batch.next_cursor or "",
+                )
+                result.pages += 1
+                result.fetched += len(batch.records)
+                result.stored += len(outcomes)
+                result.duplicates += len(batch.records) - len(fresh)
+                result.held += sum(1 for o in outcomes if o.status == MessageStatus.HELD)
+                result.failed += sum(1 for o in outcomes if o.status == MessageStatus.FAILED)
+                tally(sender.send(delivery_ids))
+                if not batch.has_more:
+                    return finish(PollOutcome.COMPLETE)
+            return finish(PollOutcome.PAGE_LIMIT)
+        finally:
+            if sender.in_flight is not None:  # an error stopped the run: the call's outcome is still recorded
+                try:
+                    tally(sender.finish())
+                except Exception:  # left claimed: the sweeper retries it, looking the entries up first
+                    logger.exception("recording the last batch of a stopped batch pull failed")
+            # A page read ahead and not stored is dropped: the cursor moves only with a stored page.
+            http.shutdown(wait=False, cancel_futures=True)
     finally:
         cache.delete(lock_key)

@@ -63,14 +63,14 @@ def _approved_ids(psa: PsaHarness) -> set[str]:
     return {r.external_id for r in psa.records("time_entries") if r.data.get("approval_status") == "approved"}
 
 
-def _erp_control(psa: PsaHarness, method: str, **faults) -> None:
+def _erp_control(psa: PsaHarness, method: str, system: str = "erp", **faults) -> None:
     import httpx
 
     from connectors.tests.contract_fixtures import CONTROL_TOKEN
 
     response = httpx.request(
         method,
-        f"{psa.server_url}/sandbox/erp/_faults",
+        f"{psa.server_url}/sandbox/{system}/_faults",
         json={"enabled": True, **faults} if method == "PUT" else None,
         headers={"X-Sandbox-Control-Token": CONTROL_TOKEN},
         timeout=10,
@@ -136,6 +136,80 @@ def test_a_failing_rule_sends_that_entry_to_the_queue_and_the_rest_of_its_page_i
     assert set(posted) == expected - {bad.external_id} and set(posted.values()) == {1}
     assert (result.failed, result.delivered) == (1, len(expected) - 1)
     assert ExceptionItem.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_next_page_is_read_and_stored_while_the_erp_answers_the_last_batch(psa, flow, monkeypatch):
+    import time
+
+    from sync import batch
+
+    calls: list[tuple[float, float]] = []
+    stores: list[float] = []
+    send, store = batch._send, batch.page_store
+
+    def timed_send(*args, **kwargs):
+        started = time.monotonic()
+        try:
+            return send(*args, **kwargs)
+        finally:
+            calls.append((started, time.monotonic()))
+
+    def timed_store(**kwargs):
+        stores.append(time.monotonic())
+        return store(**kwargs)
+
+    monkeypatch.setattr(batch, "_send", timed_send)
+    monkeypatch.setattr(batch, "page_store", timed_store)
+    # given an ERP that takes 300 ms to answer each batch
+    expected = _approved_ids(psa)
+    _erp_control(psa, "PUT", latency_ms=300)
+    try:
+        # when the batch path runs over several pages
+        result = time_entries_batch_pull(route_id=flow.route.pk)
+    finally:
+        _erp_control(psa, "DELETE")
+    # then each batch's ERP call was still running when the next page was stored
+    assert len(calls) >= 2
+    overlapped = [stored for stored in stores if any(start < stored < end for start, end in calls)]
+    assert len(overlapped) >= len(calls) - 1, (calls, stores)
+    # and every entry was posted once and recorded, the last batch's too
+    posted = _erp_entries()
+    assert set(posted) == expected and set(posted.values()) == {1}
+    assert result.outcome == PollOutcome.COMPLETE and result.delivered == len(expected)
+    deliveries = Delivery.objects.filter(route=flow.route)
+    assert set(deliveries.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    # with each attempt's duration the ERP's answer time, not the time until the caller recorded it
+    durations = DeliveryAttempt.objects.filter(delivery__route=flow.route).values_list("duration_ms", flat=True)
+    longest_call_ms = max(end - start for start, end in calls) * 1000
+    assert all(300 <= duration <= longest_call_ms + 5 for duration in durations), (list(durations), longest_call_ms)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_stopped_by_the_psa_still_records_the_batch_it_had_in_flight(psa, flow):
+    # given a PSA that fails every second request (the page read ahead) and an ERP slow to answer
+    expected = _approved_ids(psa)
+    _erp_control(psa, "PUT", latency_ms=200)
+    _erp_control(psa, "PUT", system="psa", error_every_nth=2, error_status=503)
+    try:
+        # when the batch path runs
+        first = time_entries_batch_pull(route_id=flow.route.pk)
+    finally:
+        _erp_control(psa, "DELETE")
+        _erp_control(psa, "DELETE", system="psa")
+    # then it stops with the PSA's error, and the first page's batch, in flight then, is recorded delivered
+    assert first.outcome == PollOutcome.ERROR and "503" in first.error
+    assert first.pages == 1 and first.delivered == first.stored > 0
+    deliveries = Delivery.objects.filter(route=flow.route)
+    assert set(deliveries.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert sum(_erp_entries().values()) == first.delivered
+    # when the PSA is healthy again and the batch path runs
+    second = time_entries_batch_pull(route_id=flow.route.pk)
+    # then it goes on from the stored page: every entry posted once
+    posted = _erp_entries()
+    assert second.outcome == PollOutcome.COMPLETE
+    assert set(posted) == expected and set(posted.values()) == {1}
+    assert first.delivered + second.delivered == len(expected)
 
 
 @pytest.mark.django_db(transaction=True)
