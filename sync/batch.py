@@ -33,7 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -513,10 +513,13 @@ def page_store(
     outcomes: list[Outcome],
     inbound_mapping: MappingSet,
     next_cursor: str,
-) -> list[int]:
+) -> list[dict[str, Any]]:
     """Store one evaluated page in one transaction with the cursor move: its messages (one statement), the
     exception items of held and failed entries (one statement), and the deliveries of the passing ones.
-    Returns the delivery ids to post."""
+
+    The deliveries are stored claimed by this run (in flight, first attempt counted), as a claim would mark
+    them, so posting them takes no claim statements; were the run to die before posting, the sweeper finds
+    them in flight and retries them, looking the entries up first. Returns their CLAIMED_FIELDS rows."""
     source, target = route.source_system, route.target_system
     now = timezone.now()
     correlation_id = new_correlation_id()
@@ -583,7 +586,8 @@ def page_store(
                 message=message,
                 target_system=target,
                 route=route,
-                status=DeliveryStatus.PENDING,
+                status=DeliveryStatus.DELIVERING,
+                attempts=1,
                 idempotency_key=delivery_idempotency_key(message.pk, target.pk, 0),
                 mapping_set_id=outcome.outbound_mapping_id,
                 outbound_payload=outcome.payload,
@@ -598,7 +602,18 @@ def page_store(
             cursor=next_cursor, records_stored=F("records_stored") + len(messages), updated_at=now
         )
     poll_cursor.cursor = next_cursor
-    return [delivery.pk for delivery in deliveries]
+    return [
+        {
+            "pk": delivery.pk,
+            "message_id": delivery.message_id,
+            "idempotency_key": delivery.idempotency_key,
+            "outbound_payload": delivery.outbound_payload,
+            "attempts": delivery.attempts,
+            "lookup_first": delivery.lookup_first,
+            "message__canonical_id": delivery.message.canonical_id,
+        }
+        for delivery in deliveries
+    ]
 
 
 # --- delivery in batches ------------------------------------------------------------------------------
@@ -669,21 +684,29 @@ class BatchSender:
         self.in_flight: _InFlight | None = None
 
     def send(self, delivery_ids: list[int]) -> dict[str, int]:
-        """Hand these deliveries to the target; the counts of every batch recorded during the call."""
+        """Claim these deliveries batch by batch and hand them to the target; the counts of every batch
+        recorded during the call."""
+        return self._send_batches(delivery_ids, claimed=False)
+
+    def send_claimed(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """`send` for deliveries stored already claimed (as `page_store` stores a page's: in flight, attempt
+        counted), given as their CLAIMED_FIELDS rows: no claim statements."""
+        return self._send_batches(rows, claimed=True)
+
+    def _send_batches(self, items: list[Any], *, claimed: bool) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         target = self.route.target_system
-        if not delivery_ids:
+        if not items:
             return counts
         if target.state == SystemState.PAUSED:
-            # Paused: left pending for the dispatcher, which sends them once the system is resumed.
-            Delivery.objects.filter(pk__in=delivery_ids).update(status=DeliveryStatus.HELD, dispatched_at=None)
-            counts["held"] += len(delivery_ids)
+            # Paused: left for the dispatcher, which sends them once the system is resumed.
+            _released(items, claimed=claimed).update(status=DeliveryStatus.HELD, dispatched_at=None)
+            counts["held"] += len(items)
             return counts
         if self.connector is None:
             self.connector = connector_for(target)
-        for start in range(0, len(delivery_ids), self.batch_size):
+        for start in range(0, len(items), self.batch_size):
             _counts_add(counts, self.finish())
-            chunk = delivery_ids[start : start + self.batch_size]
             gate = circuit.circuit_gate(system=target)
             budget = rate_budget_wait(
                 system_key=f"{target.slug}:{target.pk}", rate_per_second=target.rate_limit_per_second
@@ -693,31 +716,34 @@ class BatchSender:
                     budget.wait_seconds if gate.allowed else max(1.0, (gate.retry_at or time.time() + 1) - time.time())
                 )
                 until = timezone.now() + datetime.timedelta(seconds=wait)
-                Delivery.objects.filter(pk__in=delivery_ids[start:]).update(
+                _released(items[start:], claimed=claimed).update(
                     status=DeliveryStatus.RETRYING, next_attempt_at=until, dispatched_at=None, updated_at=timezone.now()
                 )
-                counts["waiting"] += len(delivery_ids) - start
+                counts["waiting"] += len(items) - start
                 break
-            rows = _claim(chunk)
-            if not rows:
-                continue
-            # Attempts are counted at claim: above one (or a replay's lookup_first), the entry may be there already.
-            may_exist = any(row["attempts"] > 1 or row["lookup_first"] for row in rows)
-            payloads = [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows]
-            started = time.perf_counter()
-            if self.executor is None:
-                call: Future[list[UpsertResult | ConnectorError]] = Future()
-                try:
-                    call.set_result(_send(self.connector, payloads, may_exist=may_exist))
-                except Exception as exc:  # noqa: BLE001 - classified by finish(), as from the executor
-                    call.set_exception(exc)
-            else:
-                # The connector call logs under the caller's correlation id: the thread runs in a copy of its context.
-                call = self.executor.submit(http_call, _send, self.connector, payloads, may_exist=may_exist)
-            self.in_flight = _InFlight(rows, call, started)
+            chunk = items[start : start + self.batch_size]
+            rows = chunk if claimed else _claim(chunk)
+            if rows:
+                self._start(rows)
         if self.executor is None:
             _counts_add(counts, self.finish())
         return dict(counts)
+
+    def _start(self, rows: list[dict[str, Any]]) -> None:
+        """Start the call of one claimed batch: on the executor's thread, or here and now without one."""
+        # Attempts are counted at claim: above one (or a replay's lookup_first), the entry may be there already.
+        may_exist = any(row["attempts"] > 1 or row["lookup_first"] for row in rows)
+        payloads = [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows]
+        started = time.perf_counter()
+        if self.executor is None:
+            call: Future[list[UpsertResult | ConnectorError]] = Future()
+            try:
+                call.set_result(_send(self.connector, payloads, may_exist=may_exist))
+            except Exception as exc:  # noqa: BLE001 - classified by finish(), as from the executor
+                call.set_exception(exc)
+        else:
+            call = self.executor.submit(http_call, _send, self.connector, payloads, may_exist=may_exist)
+        self.in_flight = _InFlight(rows, call, started)
 
     def finish(self) -> dict[str, int]:
         """Wait for the batch in flight, if any, and record its outcome; its counts."""
@@ -737,6 +763,16 @@ class BatchSender:
         return _record_batch(
             self.route, in_flight.rows, results, call_error, self.policy, duration_ms=duration_ms, task_id=self.task_id
         )
+
+
+def _released(items: list[Any], *, claimed: bool) -> QuerySet[Delivery]:
+    """The deliveries of `items` (ids, or claimed rows) to put back unsent; a claimed one gives back the
+    attempt its claim counted, since no call went out."""
+    if not claimed:
+        return Delivery.objects.filter(pk__in=items)
+    ids = [row["pk"] for row in items]
+    Delivery.objects.filter(pk__in=ids).update(attempts=F("attempts") - 1)
+    return Delivery.objects.filter(pk__in=ids)
 
 
 def _counts_add(counts: dict[str, int], more: Mapping[str, int]) -> None:
@@ -1107,7 +1143,7 @@ def time_entries_batch_pull(
                 outcomes = page_evaluate(
                     route=route, records=fresh, compiled=compiled, fallback_legal_entity_id=fallback_legal_entity_id
                 )
-                delivery_ids = page_store(
+                claimed = page_store(
                     route=route,
                     poll_cursor=poll_cursor,
                     outcomes=outcomes,
@@ -1120,7 +1156,7 @@ def time_entries_batch_pull(
                 result.duplicates += len(batch.records) - len(fresh)
                 result.held += sum(1 for o in outcomes if o.status == MessageStatus.HELD)
                 result.failed += sum(1 for o in outcomes if o.status == MessageStatus.FAILED)
-                tally(sender.send(delivery_ids))
+                tally(sender.send_claimed(claimed))
                 if not batch.has_more:
                     return finish(PollOutcome.COMPLETE)
             return finish(PollOutcome.PAGE_LIMIT)

@@ -213,6 +213,60 @@ def test_a_run_stopped_by_the_psa_still_records_the_batch_it_had_in_flight(psa, 
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_page_for_a_paused_erp_is_stored_held_with_no_attempt_counted(psa, flow):
+    from connectors.services import connected_system_pause
+
+    # given the ERP paused by an operator
+    connected_system_pause(system=flow.erp, reason="month-end close")
+    flow.route.target_system.refresh_from_db()
+    # when the batch path reads a page
+    result = time_entries_batch_pull(route_id=flow.route.pk, max_pages=1)
+    # then the page's deliveries wait, held, with no attempt counted and nothing sent
+    deliveries = Delivery.objects.filter(route=flow.route)
+    assert result.stored == PAGE_SIZE and deliveries.count() == PAGE_SIZE
+    assert set(deliveries.values_list("status", "attempts")) == {(DeliveryStatus.HELD, 0)}
+    assert not DeliveryAttempt.objects.filter(delivery__route=flow.route).exists() and not _erp_entries()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_that_dies_after_storing_a_page_leaves_it_to_the_sweeper_and_nothing_is_posted_twice(
+    psa, flow, monkeypatch
+):
+    import datetime
+
+    from django.utils import timezone
+
+    from sync import batch
+    from sync.services import deliveries_send, sync_sweep
+
+    send = batch._send
+
+    def post_then_die(*args, **kwargs):
+        send(*args, **kwargs)
+        raise RuntimeError("worker killed after the ERP stored the batch")
+
+    # given a run that dies once the ERP has stored its first page, before it records anything
+    monkeypatch.setattr(batch, "_send", post_then_die)
+    with pytest.raises(RuntimeError):
+        time_entries_batch_pull(route_id=flow.route.pk, max_pages=1)
+    monkeypatch.setattr(batch, "_send", send)
+    deliveries = Delivery.objects.filter(route=flow.route)
+    assert set(deliveries.values_list("status", "attempts")) == {(DeliveryStatus.DELIVERING, 1)}
+    assert sum(_erp_entries().values()) == PAGE_SIZE
+    # when the sweeper finds them in flight past the stuck time and the delivery worker sends them
+    swept = sync_sweep(now=timezone.now() + datetime.timedelta(days=1))
+    assert swept["deliveries"] == PAGE_SIZE
+    counts = deliveries_send(delivery_ids=list(deliveries.values_list("pk", flat=True)))
+    # then the ERP's entries are found by their keys: each recorded as applied, none posted twice
+    assert counts == {DeliveryStatus.DELIVERED: PAGE_SIZE}
+    assert set(deliveries.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    outcomes = set(DeliveryAttempt.objects.filter(delivery__route=flow.route).values_list("outcome", flat=True))
+    assert outcomes == {AttemptOutcome.ALREADY_APPLIED}
+    posted = _erp_entries()
+    assert sum(posted.values()) == PAGE_SIZE and set(posted.values()) == {1}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_page_failing_at_the_erp_is_retried_without_duplicates(psa, flow):
     # given an ERP that stores each batch but answers 502, as if the answer was lost on the way back
     expected = _approved_ids(psa)
