@@ -42,7 +42,6 @@ class SandboxRecord(models.Model):
         ]
         indexes = [
             models.Index(fields=["system", "object_type", "updated_at", "external_id"], name="sandbox_rec_updated"),
-            models.Index(fields=["system", "object_type", "id"], name="sandbox_rec_id_order"),
         ]
 
     def __str__(self) -> str:

@@ -110,16 +110,15 @@ def keyset_page(
 
 
 def records_signature(*, system: str, object_type: str) -> str:
-    """A token that changes whenever a record of `system`'s `object_type` is created, changed or deleted.
-
-    Two index lookups, whatever the table size: ids only grow, and every write of the simulated APIs
-    (deletes included, which are soft) stamps `updated_at`.
+    """A token that changes whenever a record of `system`'s `object_type` is created, changed or deleted:
+    the newest `updated_at`, which every write of the simulated APIs stamps (deletes are soft), to the
+    millisecond. One lookup at the end of the (system, object_type, updated_at) index, whatever the table
+    size. Two writes in the same millisecond with a list read between them are the one change it misses.
     """
-    found = SandboxRecord.objects.filter(system=system, object_type=object_type).aggregate(
-        last_id=Max("id"), last_change=Max("updated_at")
-    )
-    last_change = found["last_change"]
-    return f"{found['last_id'] or 0}-{last_change.timestamp() if last_change else 0}"
+    last_change = SandboxRecord.objects.filter(system=system, object_type=object_type).aggregate(
+        last_change=Max("updated_at")
+    )["last_change"]
+    return f"{last_change.timestamp() if last_change else 0}"
 
 
 def number_page(

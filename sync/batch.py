@@ -611,6 +611,7 @@ def page_store(
             "attempts": delivery.attempts,
             "lookup_first": delivery.lookup_first,
             "message__canonical_id": delivery.message.canonical_id,
+            "fresh": True,
         }
         for delivery in deliveries
     ]
@@ -829,12 +830,19 @@ def _record_batch(
     events, exception items; and the call's effect on the target's circuit."""
     target = route.target_system
     now = timezone.now()
-    ids = [row["pk"] for row in rows]
-    previous = dict(
-        DeliveryAttempt.objects.filter(delivery_id__in=ids)
-        .values("delivery_id")
-        .annotate(last=Max("number"))
-        .values_list("delivery_id", "last")
+    # A delivery stored by this run (`fresh`) has no attempt yet; the others' last attempt numbers, in one
+    # query (order_by(): the model's ordering by delivery would join the deliveries for nothing).
+    asked = [row["pk"] for row in rows if not row.get("fresh")]
+    previous = (
+        dict(
+            DeliveryAttempt.objects.filter(delivery_id__in=asked)
+            .order_by()
+            .values("delivery_id")
+            .annotate(last=Max("number"))
+            .values_list("delivery_id", "last")
+        )
+        if asked
+        else {}
     )
     attempts: list[DeliveryAttempt] = []
     deliveries: list[Delivery] = []
