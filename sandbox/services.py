@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubNotFoundError, HubValidationError
+from integrationhub.lookups import ids_by_key
 from sandbox import selectors
 from sandbox.choices import (
     CLOSED_WON,
@@ -253,12 +254,12 @@ def records_create_many(
     if not items:
         return []
     keys = [key for key, _ in items]
-    existing = {
-        record.idempotency_key: record
-        for record in SandboxRecord.objects.filter(
-            system=system, object_type=object_type, idempotency_key__in=[key for key in keys if key]
-        )
-    }
+    found = ids_by_key(SandboxRecord, "idempotency_key", keys, system=system, object_type=object_type)
+    existing = (
+        {record.idempotency_key: record for record in SandboxRecord.objects.filter(pk__in=found.values())}
+        if found
+        else {}
+    )
     stamp = now_ms()
     fresh = [
         SandboxRecord(

@@ -50,6 +50,7 @@ from governance.rules import RuleContext, RuleResult, rule_get, rules_evaluate, 
 from governance.selectors import owner_of, rate_lookup_preload, sync_policy_for
 from integrationhub.errors import HubError, HubValidationError
 from integrationhub.logging import new_correlation_id
+from integrationhub.lookups import ids_by_key
 from mappings.choices import Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.models import MappingSet
@@ -1142,11 +1143,7 @@ def time_entries_batch_pull(
                 keyed: dict[str, dict[str, Any]] = {}
                 for record in batch.records:
                     keyed.setdefault(pull_idempotency_key(entity=ENTITY, record=record), dict(record))
-                known = set(
-                    Message.objects.filter(system=source, idempotency_key__in=list(keyed)).values_list(
-                        "idempotency_key", flat=True
-                    )
-                )
+                known = set(ids_by_key(Message, "idempotency_key", keyed, system_id=source.pk))
                 fresh = [(key, record) for key, record in keyed.items() if key not in known]
                 outcomes = page_evaluate(
                     route=route, records=fresh, compiled=compiled, fallback_legal_entity_id=fallback_legal_entity_id

@@ -1755,15 +1755,12 @@ def messages_store_batch(
     cursor, the file drop), so both commit together. New messages wait in `received` for the dispatcher.
     """
     from integrationhub.logging import new_correlation_id
+    from integrationhub.lookups import ids_by_key
 
     unique: dict[str, dict[str, Any]] = {}
     for key, record in keyed_records:
         unique.setdefault(key, record)
-    existing = set(
-        Message.objects.filter(system=system, idempotency_key__in=list(unique)).values_list(
-            "idempotency_key", flat=True
-        )
-    )
+    existing = set(ids_by_key(Message, "idempotency_key", unique, system_id=system.pk))
     now = timezone.now()
     rows = [
         Message(
