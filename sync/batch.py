@@ -611,6 +611,7 @@ def page_store(
             "outbound_payload": delivery.outbound_payload,
             "attempts": delivery.attempts,
             "lookup_first": delivery.lookup_first,
+            "external_id": "",
             "message__canonical_id": delivery.message.canonical_id,
             "fresh": True,
         }
@@ -796,6 +797,7 @@ CLAIMED_FIELDS = (
     "outbound_payload",
     "attempts",
     "lookup_first",
+    "external_id",
     "message__canonical_id",
 )
 
@@ -846,7 +848,7 @@ def _record_batch(
         else {}
     )
     attempts: list[DeliveryAttempt] = []
-    deliveries: list[Delivery] = []
+    deliveries: list[_DeliveryOutcome] = []
     delivered_messages: list[int] = []
     failed_messages: list[int] = []
     retrying_messages: list[tuple[int, datetime.datetime | None, str]] = []
@@ -855,7 +857,7 @@ def _record_batch(
     counts: dict[str, int] = defaultdict(int)
     message_attempts: dict[int, int] = {}
     for position, row in enumerate(rows):
-        delivery = Delivery(pk=row["pk"], message_id=row["message_id"], attempts=row["attempts"])
+        delivery = _DeliveryOutcome(pk=row["pk"], external_id=row.get("external_id") or "", updated_at=now)
         message_attempts[row["message_id"]] = row["attempts"]
         result: UpsertResult | ConnectorError | None = call_error or (results[position] if results else None)
         if result is None:
@@ -883,7 +885,7 @@ def _record_batch(
             counts["delivered" if result.created else "already_applied"] += 1
         else:
             error, status_code = result.detail[:2000], result.status_code
-            delivery.external_id, delivery.delivered_at = "", None
+            delivery.delivered_at = None  # an id the target gave earlier is kept, as delivery_send keeps it
             if result.retryable and row["attempts"] < policy.max_attempts:
                 outcome = AttemptOutcome.RETRYABLE_ERROR
                 delay = policy.delay(row["attempts"], result.retry_after)
@@ -918,9 +920,6 @@ def _record_batch(
                 )
                 counts["rejected" if not result.retryable else "dead"] += 1
         delivery.last_error = error
-        delivery.lookup_first = False
-        delivery.dispatched_at = None
-        delivery.updated_at = now
         deliveries.append(delivery)
         attempts.append(
             DeliveryAttempt(
@@ -943,7 +942,7 @@ def _record_batch(
             )
         )
     rows_insert(DeliveryAttempt, attempts)
-    _deliveries_update(deliveries, now)
+    _deliveries_update(deliveries)
     # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
     rows_insert(CrossReference, xrefs, ignore_conflicts=True)
     _messages_settle_batch(delivered_messages, failed_messages, retrying_messages, message_attempts, now)
@@ -957,23 +956,38 @@ def _record_batch(
     return dict(counts)
 
 
-def _deliveries_update(deliveries: list[Delivery], now: datetime.datetime) -> None:
-    """The deliveries' new states: one UPDATE per group of equal states, the per-row texts as arrays (rows_update)."""
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for delivery in deliveries:
-        groups[(delivery.status, delivery.delivered_at, delivery.next_attempt_at)].append(delivery.pk)
-    for (status, delivered_at, next_attempt_at), ids in groups.items():
-        Delivery.objects.filter(pk__in=ids).update(
-            status=status,
-            delivered_at=delivered_at,
-            next_attempt_at=next_attempt_at,
-            lookup_first=False,
-            dispatched_at=None,
-            last_error="",
-            updated_at=now,
-        )
-    rows_update(Delivery, [d for d in deliveries if d.external_id], ["external_id"])
-    rows_update(Delivery, [d for d in deliveries if d.last_error], ["last_error"])
+@dataclass(slots=True)
+class _DeliveryOutcome:
+    """A delivery's new state after its batch's call: what `_deliveries_update` writes (a model instance per
+    delivery cost more to build than the rest of the recording)."""
+
+    pk: int
+    external_id: str
+    updated_at: datetime.datetime
+    status: str = DeliveryStatus.DELIVERING
+    delivered_at: datetime.datetime | None = None
+    next_attempt_at: datetime.datetime | None = None
+    last_error: str = ""
+    lookup_first: bool = False
+    dispatched_at: datetime.datetime | None = None
+
+
+DELIVERY_OUTCOME_FIELDS = (
+    "status",
+    "external_id",
+    "delivered_at",
+    "next_attempt_at",
+    "last_error",
+    "lookup_first",
+    "dispatched_at",
+    "updated_at",
+)
+
+
+def _deliveries_update(deliveries: list[_DeliveryOutcome]) -> None:
+    """The deliveries' new states in one statement (rows_update: one array per column), so each delivery's row
+    is written once."""
+    rows_update(Delivery, deliveries, DELIVERY_OUTCOME_FIELDS)
 
 
 def _messages_settle_batch(

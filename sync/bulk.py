@@ -98,8 +98,9 @@ def _array_type(field: models.Field) -> str:
     return f"{field.db_type(connection)}[]"
 
 
-def rows_update(model: type[models.Model], objects: Sequence[models.Model], field_names: Sequence[str]) -> None:
+def rows_update(model: type[models.Model], objects: Sequence[Any], field_names: Sequence[str]) -> None:
     """Write `field_names` of each object to its row (by primary key), ROWS_PER_STATEMENT rows per statement.
+    The objects are model instances or any objects with `pk` and the fields' attnames.
 
     On PostgreSQL the values go as one array per column, `UPDATE … FROM unnest(%s::type[], …)`: the statement
     has as many parameters as columns whatever the number of rows, so psycopg parses its text once (a
