@@ -120,12 +120,28 @@ class MalformedFormError(APIException):
     default_detail = "The form data is not valid."
 
 
+def _json_with_nul(value: str) -> bool:
+    """Whether a form value is JSON holding an escaped NUL character: a JSON field of a form (the API's
+    serializers parse such a value as JSON) would otherwise carry the NUL to PostgreSQL."""
+    if "\\u0000" not in value:
+        return False
+    try:
+        return contains_nul(json.loads(value))
+    except ValueError:
+        return False
+
+
 def _refuse_nul_fields(data: Any) -> None:
-    """Name the first form field whose name or value holds a NUL character."""
+    """Name the first form field whose name or value holds a NUL character, raw or escaped in JSON."""
     for name, values in data.lists():
+        field = name.replace("\x00", "\\u0000")
         if "\x00" in name or any(isinstance(value, str) and "\x00" in value for value in values):
-            field = name.replace("\x00", "\\u0000")
             raise MalformedFormError(f"The form field {field!r} contains a NUL character, which the hub cannot store.")
+        if any(isinstance(value, str) and _json_with_nul(value) for value in values):
+            raise MalformedFormError(
+                f"The form field {field!r} holds JSON with a NUL character (\\u0000), which the hub cannot store;"
+                " remove it."
+            )
 
 
 class NulRefusingFormParser(FormParser):

@@ -181,3 +181,24 @@ def test_a_multipart_body_with_a_nul_character_is_400(client_as):
     )
     assert response.status_code == 400, response.content
     assert "'system'" in response.json()["detail"]
+
+
+def test_a_multipart_json_field_with_an_escaped_nul_is_400_naming_the_field(client_as):
+    from django.test.client import encode_multipart
+
+    from mappings.choices import CanonicalEntityName
+    from mappings.models import CanonicalEntity, CanonicalSchema
+
+    entity = CanonicalEntity.objects.create(name=CanonicalEntityName.values[0])
+    # when a JSON field sent as multipart form data holds \u0000 in a key (a JSON body is refused by its parser)
+    body = encode_multipart(
+        "BoUnDaRy", {"entity": entity.name, "json_schema": '{"type": "object", "properties": {"a\\u0000b": {}}}'}
+    )
+    response = client_as("integration_admin").post(
+        "/api/v1/canonical-schemas/", body, content_type="multipart/form-data; boundary=BoUnDaRy"
+    )
+    # then 400 problem+json naming the field, and nothing is stored
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert "'json_schema'" in response.json()["detail"] and "NUL" in response.json()["detail"]
+    assert not CanonicalSchema.objects.exists()
