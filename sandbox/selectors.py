@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.core.cache import cache
 from django.db.models import Max, Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
+from integrationhub.lookups import ids_by_key
 from sandbox.models import SandboxAccessToken, SandboxFaultProfile, SandboxRecord, SandboxSetting
 
 PROFILE_CACHE_SECONDS = 60
@@ -86,6 +90,14 @@ def record_by_idempotency_key(*, system: str, object_type: str, key: str) -> San
     return SandboxRecord.objects.filter(system=system, object_type=object_type, idempotency_key=key).first()
 
 
+def records_by_idempotency_keys(*, system: str, object_type: str, keys: list[str]) -> dict[str, SandboxRecord]:
+    """The records of `system`'s `object_type` that hold any of `keys`, by key (one index probe per key)."""
+    found = ids_by_key(SandboxRecord, "idempotency_key", keys, system=system, object_type=object_type)
+    if not found:
+        return {}
+    return {record.idempotency_key: record for record in SandboxRecord.objects.filter(pk__in=found.values())}
+
+
 def record_by_field(*, system: str, object_type: str, field: str, value: Any) -> SandboxRecord | None:
     """The live record whose payload has `field` == `value` (an external-id lookup)."""
     # KeyTransform, not data__<field>: custom field names (External_Id__c) contain Django's lookup separator.
@@ -119,6 +131,13 @@ def records_signature(*, system: str, object_type: str) -> str:
         last_change=Max("updated_at")
     )["last_change"]
     return f"{last_change.timestamp() if last_change else 0}"
+
+
+def list_memo_key(*, system: str, object_type: str, params: Mapping[str, str]) -> str:
+    """The memo key of one list query (every parameter but the page number) at the records' current state."""
+    query = urlencode(sorted((key, value) for key, value in params.items() if key != "page"))
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    return f"sandbox:pages:{system}:{object_type}:{digest}:{records_signature(system=system, object_type=object_type)}"
 
 
 def number_page(

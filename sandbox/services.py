@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubNotFoundError, HubValidationError
-from integrationhub.lookups import ids_by_key
 from sandbox import selectors
 from sandbox.choices import (
     CLOSED_WON,
@@ -254,12 +253,7 @@ def records_create_many(
     if not items:
         return []
     keys = [key for key, _ in items]
-    found = ids_by_key(SandboxRecord, "idempotency_key", keys, system=system, object_type=object_type)
-    existing = (
-        {record.idempotency_key: record for record in SandboxRecord.objects.filter(pk__in=found.values())}
-        if found
-        else {}
-    )
+    existing = selectors.records_by_idempotency_keys(system=system, object_type=object_type, keys=keys)
     stamp = now_ms()
     fresh = [
         SandboxRecord(

@@ -22,7 +22,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from integrationhub.errors import HubConflictError, HubValidationError
-from integrationhub.lookups import ids_by_key
 from sandbox import selectors, services
 from sandbox.choices import ErpInvoiceStatus, ErpObject, ErpProjectStatus, SandboxSystem
 from sandbox.faults import with_faults
@@ -421,12 +420,7 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
         return error(400, "bad_request", "Every item must be an object with a non-empty idempotency_key.")
     object_type = ErpObject.TIME_ENTRY
     keys = [str(item["idempotency_key"]) for item in items]
-    found = ids_by_key(SandboxRecord, "idempotency_key", keys, system=SYSTEM, object_type=object_type)
-    existing = (
-        {record.idempotency_key: record for record in SandboxRecord.objects.filter(pk__in=found.values())}
-        if found
-        else {}
-    )
+    existing = selectors.records_by_idempotency_keys(system=SYSTEM, object_type=object_type, keys=keys)
     project_ids = {str(item.get("project_id")) for item in items if str(item.get("project_id") or "").isdigit()}
     projects = {
         record.external_id: record

@@ -8,7 +8,6 @@ Lists are ordered by id, so page N stays page N while records change; `updated_s
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -373,9 +372,7 @@ def _list(request: HttpRequest, object_type: str) -> HttpResponse:
             qs = qs.filter(data__spent_date__lte=request.GET["to"])
     if request.GET.get("idempotency_key"):
         qs = qs.filter(idempotency_key=request.GET["idempotency_key"])
-    query = urlencode(sorted((key, value) for key, value in request.GET.items() if key != "page"))
-    signature = selectors.records_signature(system=SYSTEM, object_type=object_type)
-    memo_key = f"sandbox:pages:{SYSTEM}:{object_type}:{hashlib.sha256(query.encode()).hexdigest()}:{signature}"
+    memo_key = selectors.list_memo_key(system=SYSTEM, object_type=object_type, params=request.GET)
     rows, total = selectors.number_page(qs, page=page, per_page=per_page, memo_key=memo_key)
     total_pages = max(1, -(-total // per_page))
 
