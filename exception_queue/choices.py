@@ -12,6 +12,7 @@ class ExceptionCategory(models.TextChoices):
     DEAD_LETTER = "dead_letter", "Dead letter"
     APPROVAL_REQUIRED = "approval_required", "Approval required"
     ACTIVATION_HELD = "activation_held", "Activation held"
+    TARGET_RECORD_GONE = "target_record_gone", "Record gone at the target"
 
 
 class ExceptionState(models.TextChoices):
@@ -35,6 +36,8 @@ class DecisionAction(models.TextChoices):
     CANCEL = "cancel", "Cancel the run"
     LINK_EXISTING = "link_existing", "Link to the existing record"
     CREATE_NEW = "create_new", "Create a new record"
+    RECREATE = "recreate", "Re-create the record at the target"
+    SKIP = "skip", "Skip: leave the target as it is"
 
 
 class ReplayMapping(models.TextChoices):
