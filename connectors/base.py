@@ -22,6 +22,7 @@ OPERATIONS: tuple[str, ...] = (
     "get",
     "find",
     "upsert",
+    "update",
     "upsert_batch",
     "void",
     "verify_webhook",
@@ -99,6 +100,10 @@ class Connector:
     parameter_schema: ClassVar[dict[str, Any]] = {"type": "object"}
     sensitive_parameters: ClassVar[frozenset[str]] = frozenset()
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    # A record the hub created here is updated in place by every later delivery of the same canonical record
+    # (found through the cross-reference). False for an append-only event sink, where each delivery is an event
+    # of its own and a second one is not a duplicate.
+    record_identity: ClassVar[bool] = True
 
     def __init__(self, *, system: Any, credentials: Mapping[str, Any] | None = None) -> None:
         self.system = system
@@ -164,6 +169,15 @@ class Connector:
 
     def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
         raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'upsert'.")
+
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """Write `payload` onto the record `external_id` the hub created earlier (never a create). A record the
+        target no longer has raises TargetRecordGoneError, so the hub asks a person instead of re-creating it."""
+        raise ConnectorCapabilityError(f"Connector '{self.name}' does not support 'update'.")
+
+    def updates(self, entity: str) -> bool:
+        """Whether a record of `entity` can be changed once created (a posted ledger line, say, cannot)."""
+        return "update" in self.capabilities
 
     def upsert_batch(
         self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True

@@ -35,6 +35,7 @@ from connectors.http import (
     BearerAuth,
     ConnectorError,
     OAuth2ClientCredentialsAuth,
+    TargetRecordGoneError,
     TerminalConnectorError,
     classify_error,
     client_for,
@@ -385,6 +386,25 @@ class RestConnector(Connector):
         )
 
 
+def _update_by_id(
+    connector: RestConnector, entity: str, collection: str, external_id: str, payload: Mapping[str, Any]
+) -> UpsertResult:
+    """Read the record at <collection>/<id>, PATCH the fields of `payload` that differ; a record the system no
+    longer has (404 or 410) raises TargetRecordGoneError."""
+    path = f"{collection}/{quote(str(external_id), safe='')}"
+    found = connector.call_json("GET", path, missing_ok=True)
+    if found is None:
+        raise TargetRecordGoneError(
+            f"{connector.slug} has no {entity} {external_id} any more (HTTP 404 on GET {path})",
+            status_code=404,
+            system_slug=connector.slug,
+            hint="Re-create the record at the target, or skip the update if it was deleted on purpose.",
+        )
+    body = changed_fields(found, dict(payload))
+    record = connector.call_json("PATCH", path, json=body) if body else found
+    return UpsertResult(external_id=str(external_id), created=False, payload=dict(record or found))
+
+
 def with_id(record: Mapping[str, Any], id_value: Any) -> dict[str, Any]:
     """The record with the hub's `id` key (what the sync engine reads) set to the system's id."""
     return {**record, "id": str(id_value)}
@@ -399,7 +419,9 @@ class GenericRestConnector(RestConnector):
     role_hint = ""
     description = "Any JSON-over-HTTP API: one endpoint per canonical entity, configurable auth and pagination."
     sensitive_parameters = AUTH_SECRETS
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
+    capabilities = frozenset(
+        {"health_check", "fetch_changes", "get", "find", "upsert", "update", "upsert_batch", "void"}
+    )
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -460,7 +482,14 @@ class GenericRestConnector(RestConnector):
                     "update_method": {
                         "enum": ["PUT", "PATCH", "none"],
                         "default": "PATCH",
-                        "description": "Method that updates a found record on <path>/<id>; none keeps it as is.",
+                        "description": "Method that updates a record the hub created (on update_path); none: records "
+                        "of this entity cannot change once created, and a later update opens an exception item.",
+                    },
+                    "update_path": {
+                        "type": "string",
+                        "pattern": "^/",
+                        "description": "Path of one record for updates, with {id} for its id, e.g. /v1/projects/{id}. "
+                        "Default: <path>/<id>.",
                     },
                     "void_method": {"enum": ["DELETE", "none"], "default": "DELETE"},
                     "batch_path": {
@@ -575,6 +604,40 @@ class GenericRestConnector(RestConnector):
         )
         return UpsertResult(external_id=self._id(endpoint, created), created=True, payload=created)
 
+    def updates(self, entity: str) -> bool:
+        return str(self.endpoint(entity).get("update_method", "PATCH")) != "none"
+
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """PATCH (or PUT) the payload onto the record at update_path; a 404 or 410 says it is gone."""
+        endpoint = self.endpoint(entity)
+        method = str(endpoint.get("update_method", "PATCH"))
+        if method == "none":
+            raise ConnectorCapabilityError(
+                f"System '{self.slug}' does not update '{entity}' records (update_method is none).",
+                hint="Set an update_method for the entity's endpoint, or correct the record at the target by hand.",
+            )
+        template = endpoint.get("update_path")
+        path = (
+            str(template).replace("{id}", quote(str(external_id), safe=""))
+            if template
+            else self._detail_path(endpoint, external_id)
+        )
+        response = self.call(method, path, json=payload, missing_ok=True)
+        if response is None:
+            raise TargetRecordGoneError(
+                f"{self.slug} has no {entity} {external_id} any more (HTTP 404 on {method} {httpx.URL(path).path})",
+                status_code=404,
+                system_slug=self.slug,
+                hint="Re-create the record at the target, or skip the update if it was deleted on purpose.",
+            )
+        answer: Any = {}
+        if response.content:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = {}
+        return UpsertResult(external_id=str(external_id), created=False, payload=answer or dict(payload))
+
     def batches(self, entity: str) -> bool:
         """Whether upsert_batch sends one call for many records of this entity (its endpoint has a batch_path)."""
         return bool(self.endpoint(entity).get("batch_path"))
@@ -583,16 +646,31 @@ class GenericRestConnector(RestConnector):
         self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> Sequence[UpsertResult | Exception]:
         """Many records in one call to the endpoint's batch_path (each created once per key); without one, an
-        upsert per record, a refused record answering its error. A failure of the whole call raises."""
+        upsert per record, a refused record answering its error. A failure of the whole call raises.
+
+        With `may_exist` (a retry, a replay, a lost answer) every key is looked up first, one call each, and
+        only the keys the target does not hold are posted: a target that does not de-duplicate by key itself
+        would otherwise store a record twice."""
         endpoint = self.endpoint(entity)
         if not endpoint.get("batch_path"):
             return list(self.upsert_each(entity, items))
         if not items:
             return []
-        key_field = str(endpoint.get("idempotency_field") or "idempotency_key")
-        body = {"items": [{**payload, key_field: key} for payload, key in items]}
-        answer = self.call_json("POST", str(endpoint["batch_path"]), json=body)
-        return self.batch_answer(entity, len(items), answer, lambda record: self._id(endpoint, record))
+        answers: list[UpsertResult | Exception | None] = [None] * len(items)
+        if may_exist and endpoint.get("lookup_param"):
+            for position, (_, key) in enumerate(items):
+                found = self.find(entity, key)
+                if found is not None:
+                    answers[position] = UpsertResult(external_id=str(found["id"]), created=False, payload=found)
+        unsent = [position for position, answer in enumerate(answers) if answer is None]
+        if unsent:
+            key_field = str(endpoint.get("idempotency_field") or "idempotency_key")
+            body = {"items": [{**items[p][0], key_field: items[p][1]} for p in unsent]}
+            answer = self.call_json("POST", str(endpoint["batch_path"]), json=body)
+            posted = self.batch_answer(entity, len(unsent), answer, lambda record: self._id(endpoint, record))
+            for position, result in zip(unsent, posted, strict=True):
+                answers[position] = result
+        return [answer for answer in answers if answer is not None]
 
     def void(self, entity: str, external_id: str) -> None:
         endpoint = self.endpoint(entity)
@@ -708,7 +786,7 @@ class SalesforceCrmConnector(RestConnector):
     description = "Salesforce REST API with OAuth2; upserts by an external-id field."
     default_auth_mode = "oauth2"
     sensitive_parameters = frozenset({"client_id", "client_secret", "username", "password", "security_token"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "update", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -875,6 +953,29 @@ class SalesforceCrmConnector(RestConnector):
             external_id, created = again["id"], False
         return UpsertResult(external_id=str(external_id), created=created, payload={**body, "Id": external_id})
 
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """PATCH the fields that differ onto the record by its Id (an invoice's status goes onto its Account and
+        Opportunity, as on create); a record deleted in Salesforce raises TargetRecordGoneError."""
+        if entity == "invoice" and entity not in (self.settings.get("object_names") or {}):
+            return self.invoice_status_apply(payload)
+        sobject = self.sobject(entity)
+        path = f"{self.data_path}/sobjects/{sobject}/{quote(external_id)}"
+        found = self.call_json("GET", path, missing_ok=True)
+        if found is None:
+            raise TargetRecordGoneError(
+                f"{self.slug} has no {sobject} {external_id} any more (deleted or merged in Salesforce)",
+                status_code=404,
+                system_slug=self.slug,
+                hint="Re-create the record, or skip the update if it was deleted on purpose.",
+            )
+        current = self._normalise(found)
+        body = changed_fields(
+            current, {k: v for k, v in payload.items() if k not in ("Id", "attributes", self.external_id_field)}
+        )
+        if body:
+            self.call("PATCH", path, json=body)
+        return UpsertResult(external_id=str(external_id), created=False, payload={**current, **body})
+
     def update_record(self, entity: str, external_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """PATCH the fields of one record by its Id that differ (not a pipeline operation: workflows use it to
         write back, for example the project number on a won opportunity); returns the record as it now is."""
@@ -964,7 +1065,7 @@ class HarvestPsaConnector(RestConnector):
     role_hint = SystemRole.PSA
     description = "Harvest API v2: projects, time entries and expenses, bearer token plus account id."
     sensitive_parameters = frozenset({"access_token"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "update", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -1036,6 +1137,10 @@ class HarvestPsaConnector(RestConnector):
             return found
         record = self.call_json("PATCH", f"/{resource}/{quote(str(external_id), safe='')}", json=body)
         return with_id(record, record["id"])
+
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """The fields that differ, PATCHed onto the record the hub created; gone from Harvest raises."""
+        return _update_by_id(self, entity, f"/{self.resource(entity)}", external_id, payload)
 
     def archive(self, entity: str, external_id: str) -> dict[str, Any] | None:
         """Archive a client or project (is_active false): Harvest keeps its time; None when it is already gone."""
@@ -1119,7 +1224,7 @@ class CollaborationSuiteConnector(RestConnector):
     description = "Workspaces and channels for delivery teams (Teams/Slack/SharePoint-style REST API)."
     default_auth_mode = "oauth2"
     sensitive_parameters = AUTH_SECRETS
-    capabilities = frozenset({"health_check", "get", "find", "upsert", "void"})
+    capabilities = frozenset({"health_check", "get", "find", "upsert", "update", "void"})
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -1222,6 +1327,25 @@ class CollaborationSuiteConnector(RestConnector):
             self.add_members(result.external_id, [str(m) for m in payload["members"]])
         return result
 
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """The workspace's name, description and visibility PATCHed where they differ, members added; a group
+        deleted in the suite raises TargetRecordGoneError."""
+        self._check(entity)
+        group = self.call_json("GET", f"/groups/{quote(external_id, safe='')}", missing_ok=True)
+        if group is None:
+            raise TargetRecordGoneError(
+                f"{self.slug} has no workspace group {external_id} any more",
+                status_code=404,
+                system_slug=self.slug,
+                hint="Re-create the workspace, or skip the update if it was deleted on purpose.",
+            )
+        changes = {k: v for k, v in changed_fields(group, self._workspace(payload)).items() if v is not None}
+        if changes:
+            self.call("PATCH", f"/groups/{quote(external_id, safe='')}", json=changes)
+        if payload.get("members"):
+            self.add_members(external_id, [str(m) for m in payload["members"]])
+        return UpsertResult(external_id=str(external_id), created=False, payload={**group, **changes})
+
     def add_members(self, group_id: str, members: list[str]) -> list[str]:
         """Add users (ids or user principal names) to a workspace; those already in it are left alone."""
         current = self.call_json("GET", f"/groups/{quote(group_id, safe='')}/members")
@@ -1288,7 +1412,9 @@ class SandboxErpConnector(RestConnector):
     role_hint = SystemRole.ERP
     description = "The hub's simulated ERP for demos and tests; speaks REST and can be told to fail."
     sensitive_parameters = frozenset({"api_key", "bearer_token"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
+    capabilities = frozenset(
+        {"health_check", "fetch_changes", "get", "find", "upsert", "update", "upsert_batch", "void"}
+    )
     # Posted entries are immutable but a negative line is accepted: a correction posts the difference.
     posts_negative_lines = True
     parameter_schema = {
@@ -1382,6 +1508,22 @@ class SandboxErpConnector(RestConnector):
         record = self.call_json("PATCH", f"/{resource}/{quote(str(external_id), safe='')}", json=body)
         return with_id(record, record["id"])
 
+    def updates(self, entity: str) -> bool:
+        """Posted time entries and billing events cannot change: a correction is a reversal and a new line."""
+        return self.resource(entity) not in ERP_IMMUTABLE
+
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """The fields that differ, PATCHed onto a client, project or invoice; gone from the ERP raises."""
+        resource = self.resource(entity)
+        if resource in ERP_IMMUTABLE:
+            raise ConnectorCapabilityError(
+                f"The sandbox ERP cannot change a posted {entity}; post a reversal and a new line instead."
+            )
+        body = dict(payload)
+        if resource in ERP_NEEDS_ENTITY and self.settings.get("company_code"):
+            body.setdefault("legal_entity", self.settings["company_code"])
+        return _update_by_id(self, entity, f"/{resource}", external_id, body)
+
     def void(self, entity: str, external_id: str) -> None:
         """Reverse a time entry, close a project, deactivate a client, delete a draft invoice."""
         resource = self.resource(entity)
@@ -1447,6 +1589,9 @@ class AnalyticsSinkConnector(RestConnector):
     description = "Append-only sink for the warehouse: canonical records are posted in batches to a dataset."
     sensitive_parameters = frozenset({"api_key", "bearer_token"})
     capabilities = frozenset({"health_check", "find", "upsert"})
+    # An append-only event log: every delivery is an event of its own (stored once per key), not a new version
+    # of a record, so record identity does not apply.
+    record_identity = False
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",

@@ -13,7 +13,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,25 @@ from integrationhub.errors import HubError
 from integrationhub.logging import CORRELATION_HEADER, current_correlation_id
 
 logger = logging.getLogger(__name__)
+
+# The timeout of the calls made inside `call_timeout(...)`: the transport binds the flow's sync policy timeout
+# around a connector operation, so every HTTP call the operation makes obeys it. A call's own timeout wins.
+_call_timeout: ContextVar[float | None] = ContextVar("hub_call_timeout", default=None)
+
+
+@contextmanager
+def call_timeout(seconds: float | None) -> Iterator[None]:
+    """Calls made within use `seconds` as their timeout (None: the system's own setting)."""
+    token = _call_timeout.set(float(seconds) if seconds else None)
+    try:
+        yield
+    finally:
+        _call_timeout.reset(token)
+
+
+def current_call_timeout() -> float | None:
+    return _call_timeout.get()
+
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -73,6 +94,14 @@ class TerminalConnectorError(ConnectorError):
     code = "connector_terminal"
     title = "The connected system rejected the call"
     retryable = False
+
+
+class TargetRecordGoneError(TerminalConnectorError):
+    """An update found no record at the id the hub holds for it (deleted at the target): a person decides
+    whether to re-create it or to leave it gone; the hub never re-creates it by itself."""
+
+    code = "target_record_gone"
+    title = "The record is gone at the target"
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
@@ -302,6 +331,8 @@ class SystemHttpClient:
         correlation_id = current_correlation_id()
         if correlation_id:
             merged[CORRELATION_HEADER] = correlation_id
+        if timeout is None:
+            timeout = _call_timeout.get()
         started = time.perf_counter()
         try:
             response = self._client.request(

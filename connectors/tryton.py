@@ -50,6 +50,7 @@ from connectors.choices import SystemRole
 from connectors.http import (
     RetryableConnectorError,
     SystemHttpClient,
+    TargetRecordGoneError,
     TerminalConnectorError,
     classify_error,
     client_for,
@@ -573,7 +574,9 @@ class TrytonConnector(Connector):
     role_hint = SystemRole.ERP
     description = "Tryton 8.x over JSON-RPC: parties, projects, timesheet lines, invoices and payments."
     sensitive_parameters = frozenset({"user", "password"})
-    capabilities = frozenset({"health_check", "fetch_changes", "get", "find", "upsert", "upsert_batch", "void"})
+    capabilities = frozenset(
+        {"health_check", "fetch_changes", "get", "find", "upsert", "update", "upsert_batch", "void"}
+    )
     # Tryton refuses negative durations: a correction voids the posted lines and posts the entry again.
     posts_negative_lines = False
     parameter_schema = {
@@ -780,6 +783,39 @@ class TrytonConnector(Connector):
             return self._upsert_project(payload, idempotency_key)
         return self.upsert_many(entity, [(payload, idempotency_key)])[0]
 
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        """Write the payload onto the party, project or timesheet line the hub created (its hub tag kept); a
+        record deleted in Tryton raises TargetRecordGoneError, an invoiced line refuses the correction."""
+        model, fields = self._model(entity, UPSERT_ENTITIES)
+        extra = ["identifiers.code"] if entity == "client" else []
+        rows = self.client.search_read(model, [("id", "=", int(external_id))], [*fields, *extra], limit=1)
+        if not rows:
+            raise TargetRecordGoneError(
+                f"Tryton has no {model} with id {external_id} any more (deleted in the ERP)",
+                status_code=404,
+                system_slug=self.slug,
+                hint="Re-create the record in Tryton, or skip the update if it was deleted on purpose.",
+            )
+        existing = rows[0]
+        if entity == "client":
+            name = str(payload.get("name") or "").strip()
+            if not name:
+                raise TerminalConnectorError("A client needs a name", system_slug=self.slug)
+            address = {k: payload[k] for k in ("street", "city", "postal_code") if payload.get(k)}
+            return self._client_change(existing, name, address)
+        if entity == "project":
+            name = str(payload.get("name") or "").strip()
+            client_id = payload.get("client_id") or existing.get("party")
+            if not name or not client_id:
+                raise TerminalConnectorError("A project needs a name and a client_id (party id)", system_slug=self.slug)
+            list_price = payload.get("list_price")
+            price = Decimal(str(list_price)) if list_price is not None else None
+            return self._project_change(existing, payload, name, int(client_id), self._product(payload), price)
+        # A time entry keeps the tag it was created with, so a retry of its first delivery still finds it.
+        tag = _tag_of(existing.get("description"), " ") or ""
+        key = tag[len(TAG_PREFIX) :] if tag else f"line-{external_id}"
+        return self._correct_time_entry(existing, self._time_entry_values(payload, key))
+
     def void(self, entity: str, external_id: str) -> None:
         """Withdraw a time entry (delete its timesheet line unless it is invoiced, see the module docstring), or
         close a project (its work moves to the status of full progress, Done); a project already gone is fine."""
@@ -865,18 +901,8 @@ class TrytonConnector(Connector):
         address = {k: payload[k] for k in ("street", "city", "postal_code") if payload.get(k)}
         existing = self._find_many("client", [key]).get(key)
         if existing:
-            values: dict[str, Any] = {}
-            if existing["name"] != name:
-                values["name"] = name
-            if address:
-                if existing.get("addresses"):
-                    values["addresses"] = [["write", existing["addresses"][:1], address]]
-                else:
-                    values["addresses"] = [["create", [address]]]
-            if values:
-                self.client.write("party.party", [existing["id"]], values)
-            return UpsertResult(external_id=str(existing["id"]), created=False, payload={"id": existing["id"]})
-        values = {
+            return self._client_change(existing, name, address)
+        values: dict[str, Any] = {
             "name": name,
             # type None: a free-form identifier, which Tryton does not validate.
             "identifiers": [["create", [{"type": None, "code": tag_for(key)}]]],
@@ -890,6 +916,19 @@ class TrytonConnector(Connector):
             values["contact_mechanisms"] = [["create", mechanisms]]
         (party_id,) = self.client.create("party.party", [values])
         return UpsertResult(external_id=str(party_id), created=True, payload={"id": party_id})
+
+    def _client_change(self, existing: Mapping[str, Any], name: str, address: Mapping[str, Any]) -> UpsertResult:
+        values: dict[str, Any] = {}
+        if existing["name"] != name:
+            values["name"] = name
+        if address:
+            if existing.get("addresses"):
+                values["addresses"] = [["write", existing["addresses"][:1], dict(address)]]
+            else:
+                values["addresses"] = [["create", [dict(address)]]]
+        if values:
+            self.client.write("party.party", [existing["id"]], values)
+        return UpsertResult(external_id=str(existing["id"]), created=False, payload={"id": existing["id"]})
 
     # -- projects --
 
@@ -940,28 +979,44 @@ class TrytonConnector(Connector):
         price = Decimal(str(list_price)) if list_price is not None else None
         existing = self._find_many("project", [key]).get(key)
         if existing:
-            values: dict[str, Any] = {}
-            if existing["name"] != name:
-                values["name"] = name
-            if int(existing["party"] or 0) != int(client_id):
-                values["party"] = int(client_id)
-            if price is not None and existing.get("list_price") != price:
-                values["list_price"] = price
-            existing_tasks = (
-                {t["name"] for t in self.client.read("project.work", existing["children"], ["name"])}
-                if existing["children"]
-                else set()
-            )
-            new_tasks = [t for t in payload.get("tasks") or [] if t not in existing_tasks]
-            if new_tasks:
-                values["children"] = [
-                    ["create", [self._task_values(t, product, existing["list_price"]) for t in new_tasks]]
-                ]
-            if values:
-                self.client.write("project.work", [existing["id"]], values)
-            return self._project_result(existing["id"], created=False)
+            return self._project_change(existing, payload, name, int(client_id), product, price)
         if price is None:
             price = self._list_price(product)
+        return self._project_create(payload, key, name, int(client_id), product, price)
+
+    def _project_change(
+        self,
+        existing: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        name: str,
+        client_id: int,
+        product: int,
+        price: Decimal | None,
+    ) -> UpsertResult:
+        values: dict[str, Any] = {}
+        if existing["name"] != name:
+            values["name"] = name
+        if int(existing["party"] or 0) != int(client_id):
+            values["party"] = int(client_id)
+        if price is not None and existing.get("list_price") != price:
+            values["list_price"] = price
+        existing_tasks = (
+            {t["name"] for t in self.client.read("project.work", existing["children"], ["name"])}
+            if existing["children"]
+            else set()
+        )
+        new_tasks = [t for t in payload.get("tasks") or [] if t not in existing_tasks]
+        if new_tasks:
+            values["children"] = [
+                ["create", [self._task_values(t, product, existing["list_price"]) for t in new_tasks]]
+            ]
+        if values:
+            self.client.write("project.work", [existing["id"]], values)
+        return self._project_result(existing["id"], created=False)
+
+    def _project_create(
+        self, payload: Mapping[str, Any], key: str, name: str, client_id: int, product: int, price: Any
+    ) -> UpsertResult:
         values = {
             "name": name,
             "type": "project",

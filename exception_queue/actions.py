@@ -142,7 +142,12 @@ def _register_engine_actions() -> None:
             permission=services.PERM_FIX,
             handler=services.exception_item_replay,
             needs_message=True,
-            excluded_categories=(ExceptionCategory.APPROVAL_REQUIRED, ExceptionCategory.ACTIVATION_HELD),
+            # A record gone at the target is re-created or skipped: replayed as it is, it is gone again.
+            excluded_categories=(
+                ExceptionCategory.APPROVAL_REQUIRED,
+                ExceptionCategory.ACTIVATION_HELD,
+                ExceptionCategory.TARGET_RECORD_GONE,
+            ),
             inputs=("mapping",),
             help_text="Run the message through the pipeline again (after a mapping or target fix).",
         )

@@ -372,14 +372,14 @@ def delivery_success_kpi(*, window: KpiWindow) -> list[dict[str, Any]]:
     applied), retryable and terminal errors, and the success rate. One grouped query plus the system names."""
     rows = (
         DeliveryAttempt.objects.filter(created_at__gte=window.start, created_at__lt=window.end)
-        .values_list("delivery__target_system")
+        .values_list("system")
         .annotate(
             attempts=Count("*"),
             succeeded=Count("outcome", filter=Q(outcome__in=SUCCESS_OUTCOMES)),
             retryable=Count("outcome", filter=Q(outcome=AttemptOutcome.RETRYABLE_ERROR)),
             terminal=Count("outcome", filter=Q(outcome=AttemptOutcome.TERMINAL_ERROR)),
         )
-        .values_list("delivery__target_system", "attempts", "succeeded", "retryable", "terminal")
+        .values_list("system", "attempts", "succeeded", "retryable", "terminal")
         .order_by()
     )
     figures = {system_id: rest for system_id, *rest in rows}
@@ -476,9 +476,9 @@ def attempt_counts_by_system(*, since: datetime.datetime | None = None) -> list[
     if since is not None:
         attempts = attempts.filter(created_at__gte=since)
     rows = list(
-        attempts.values_list("delivery__target_system", "outcome")
+        attempts.values_list("system", "outcome")
         .annotate(n=Count("*"))
-        .values_list("delivery__target_system", "outcome", "n")
+        .values_list("system", "outcome", "n")
         .order_by()
     )
     slugs = dict(ConnectedSystem.objects.filter(pk__in={row[0] for row in rows}).values_list("pk", "slug"))

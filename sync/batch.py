@@ -31,7 +31,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connections, transaction
 from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
@@ -39,7 +38,7 @@ from django.utils.dateparse import parse_datetime
 
 from connectors.base import UpsertResult
 from connectors.choices import SystemState
-from connectors.http import ConnectorError
+from connectors.http import ConnectorError, TargetRecordGoneError
 from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
 from exception_queue.choices import ExceptionCategory
@@ -56,7 +55,7 @@ from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.models import MappingSet
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from mappings.selectors import canonical_payload_validate
-from sync import circuit
+from sync import circuit, transport
 from sync.bulk import rows_insert, rows_update
 from sync.choices import (
     EVENT_MESSAGE_DELIVERED,
@@ -69,15 +68,16 @@ from sync.choices import (
 )
 from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, PollCursor, Route
 from sync.ratelimit import rate_budget_wait
+from sync.selectors import record_external_ids
 from sync.services import (
     IDENTITY_FIELDS,
     LEGAL_ENTITY_FIELDS,
-    POLL_LOCK_SECONDS,
     RetryPolicy,
     _jsonable,
     _money,
     delivery_idempotency_key,
     follow_up_emit_many,
+    poll_lease_take,
     pull_idempotency_key,
 )
 
@@ -623,22 +623,14 @@ def page_store(
 
 
 def _send(
-    connector: Any, payloads: list[tuple[dict[str, Any], str]], *, may_exist: bool = True
+    connector: Any,
+    payloads: list[tuple[dict[str, Any], str]],
+    *,
+    may_exist: bool = True,
+    external_ids: list[str] | None = None,
 ) -> list[UpsertResult | ConnectorError]:
-    """One batch to the target: its `upsert_many` when it has one, else one upsert per entry. `may_exist`:
-    some entry of the batch may have reached the target before (a retry, a replay, a lost answer)."""
-    upsert_many = getattr(connector, "upsert_many", None)
-    if upsert_many is not None:
-        return list(upsert_many(ENTITY, payloads, may_exist=may_exist))
-    results: list[UpsertResult | ConnectorError] = []
-    for payload, key in payloads:
-        try:
-            results.append(connector.upsert(ENTITY, payload, key))
-        except ConnectorError as exc:
-            if exc.retryable:
-                raise
-            results.append(exc)
-    return results
+    """One batch of time entries to the target, through the transport (`records_post_many`)."""
+    return transport.records_post_many(connector, ENTITY, payloads, may_exist=may_exist, external_ids=external_ids)
 
 
 def http_call(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -737,15 +729,25 @@ class BatchSender:
         # Attempts are counted at claim: above one (or a replay's lookup_first), the entry may be there already.
         may_exist = any(row["attempts"] > 1 or row["lookup_first"] for row in rows)
         payloads = [(dict(row["outbound_payload"] or {}), row["idempotency_key"]) for row in rows]
+        # Entries the target already holds (a new version of an entry posted before) are updated, never created
+        # again: one query for the batch, here on the run's own connection.
+        known = record_external_ids(
+            system_id=self.route.target_system_id,
+            entity=ENTITY,
+            canonical_ids=[row["message__canonical_id"] for row in rows],
+        )
+        external_ids = [known.get(row["message__canonical_id"], "") for row in rows] if known else None
         started = time.perf_counter()
         if self.executor is None:
             call: Future[list[UpsertResult | ConnectorError]] = Future()
             try:
-                call.set_result(_send(self.connector, payloads, may_exist=may_exist))
+                call.set_result(_send(self.connector, payloads, may_exist=may_exist, external_ids=external_ids))
             except Exception as exc:  # noqa: BLE001 - classified by finish(), as from the executor
                 call.set_exception(exc)
         else:
-            call = self.executor.submit(http_call, _send, self.connector, payloads, may_exist=may_exist)
+            call = self.executor.submit(
+                http_call, _send, self.connector, payloads, may_exist=may_exist, external_ids=external_ids
+            )
         self.in_flight = _InFlight(rows, call, started)
 
     def finish(self) -> dict[str, int]:
@@ -896,6 +898,8 @@ def _record_batch(
             else:
                 outcome = AttemptOutcome.RETRYABLE_ERROR if result.retryable else AttemptOutcome.TERMINAL_ERROR
                 category = ExceptionCategory.DEAD_LETTER if result.retryable else ExceptionCategory.TARGET_REJECTED
+                if isinstance(result, TargetRecordGoneError):
+                    category = ExceptionCategory.TARGET_RECORD_GONE
                 delivery.status = DeliveryStatus.DEAD if result.retryable else DeliveryStatus.FAILED
                 delivery.next_attempt_at = None
                 failed_messages.append(row["message_id"])
@@ -924,6 +928,7 @@ def _record_batch(
         attempts.append(
             DeliveryAttempt(
                 delivery_id=row["pk"],
+                system=target,
                 number=(previous.get(row["pk"]) or 0) + 1,
                 request_summary={
                     "target": target.slug,
@@ -1077,11 +1082,15 @@ def time_entries_batch_pull(
 
     if not route.active or source.state == SystemState.PAUSED:
         return stop(PollOutcome.SKIPPED, "The route is inactive or the source system is paused.")
-    # The same lock as the per-record pull of this system and entity: one reader of the cursor at a time.
-    lock_key = f"hub:poll:{source.pk}:{ENTITY}"
-    if not cache.add(lock_key, "1", timeout=POLL_LOCK_SECONDS):
+    # The same lease as the per-record pull of this system and entity: one reader of the cursor at a time.
+    lease = poll_lease_take(system_id=source.pk, entity=ENTITY)
+    if lease is None:
         result.outcome, result.error = PollOutcome.SKIPPED, "Another run of this pull is in progress."
         return result
+    # Running: if this run dies, the cursor stops moving and the sweeper starts the pull again.
+    PollCursor.objects.filter(pk=poll_cursor.pk).update(
+        last_run_at=timezone.now(), last_outcome=PollOutcome.RUNNING, updated_at=timezone.now()
+    )
     try:
         fallback_ids = list(LegalEntity.objects.filter(systems__id=source.pk).values_list("id", flat=True)[:2])
         fallback_legal_entity_id = fallback_ids[0] if len(fallback_ids) == 1 else None
@@ -1128,9 +1137,10 @@ def time_entries_batch_pull(
             read_ahead: Future[Any] | None = None
 
             def read(cursor: str | None) -> Future[Any]:
-                return http.submit(http_call, connector.fetch_changes, ENTITY, cursor)
+                return http.submit(http_call, transport.changes_fetch, connector, ENTITY, cursor)
 
             while max_pages is None or result.pages < max_pages:
+                lease.renew()
                 if result.pages and time.monotonic() - started >= budget_seconds:
                     result.more = True
                     return finish(PollOutcome.PAGE_LIMIT)
@@ -1188,4 +1198,4 @@ def time_entries_batch_pull(
             # A page read ahead and not stored is dropped: the cursor moves only with a stored page.
             http.shutdown(wait=False, cancel_futures=True)
     finally:
-        cache.delete(lock_key)
+        lease.release()

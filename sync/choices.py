@@ -74,6 +74,7 @@ class PollOutcome(models.TextChoices):
     RATE_LIMITED = "rate_limited", "Stopped: the system's rate budget is spent; the next run continues"
     ERROR = "error", "Stopped by an error; the cursor stays at the last stored page"
     SKIPPED = "skipped", "Skipped: paused, inactive, or another run holds the cursor"
+    RUNNING = "running", "Running (a batch pull in progress)"
 
 
 class FollowUpStatus(models.TextChoices):

@@ -23,21 +23,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from connectors.base import UpsertResult
 from connectors.choices import SystemState
-from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
 from integrationhub.errors import HubError
-from integrationhub.logging import bind_correlation_id, current_correlation_id
 from integrationhub.throttling import cache_add_many
-from sync import circuit
+from sync import circuit, transport
 from sync import services as engine
 from sync.bulk import related_attach, rows_insert, rows_update
 from sync.choices import AttemptOutcome, DeliveryStatus
 from sync.models import CrossReference, Delivery, DeliveryAttempt, OrderingWatermark
 from sync.ratelimit import rate_budget_take_many
+from sync.selectors import record_external_ids, record_unanswered_keys
 
+# Deliveries claimed (marked in flight, attempt counted) at a time within a delivery task's batch.
+CLAIM_SLICE = 100
 CLAIMABLE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING, DeliveryStatus.HELD)
 SUCCESS = (AttemptOutcome.DELIVERED, AttemptOutcome.ALREADY_APPLIED)
 BATCH = "upsert_batch"
@@ -53,7 +53,8 @@ class _Planned:
     system: ConnectedSystem
     policy: engine.RetryPolicy
     lock_key: str | None
-    result: engine.CallOutcome | None = None
+    timeout_seconds: float | None = None
+    result: transport.CallOutcome | None = None
     duration_ms: float = 0.0
 
 
@@ -140,7 +141,9 @@ def _plan(ids: list[int], task_id: str) -> _Plan:
             continue
         system = systems[delivery.target_system_id]
         rate, sync_policy = _rate_per_second(system, delivery)
-        planned = _Planned(delivery, system, engine.RetryPolicy.of(sync_policy), lock_key)
+        planned = _Planned(
+            delivery, system, engine.RetryPolicy.of(sync_policy), lock_key, engine.policy_timeout(sync_policy)
+        )
         by_budget[(system.pk, rate)].append(planned)
     for (_, rate), group in by_budget.items():
         system = group[0].system
@@ -231,6 +234,17 @@ def _claim(batch: list[_Planned]) -> list[_Planned]:
 
 
 def _send_planned(batch: list[_Planned], task_id: str) -> dict[str, int]:
+    """Send the planned deliveries slice by slice: each slice is claimed just before its calls and recorded
+    right after them, so a worker killed mid-batch leaves at most one slice in flight (for the sweeper's
+    stuck-delivery check) and the rest unclaimed, which the dispatcher hands out again within its period."""
+    counts: dict[str, int] = defaultdict(int)
+    for start in range(0, len(batch), CLAIM_SLICE):
+        for status, number in _send_slice(batch[start : start + CLAIM_SLICE], task_id).items():
+            counts[status] += number
+    return dict(counts)
+
+
+def _send_slice(batch: list[_Planned], task_id: str) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     claimed = _claim(batch)
     succeeded: list[_Planned] = []
@@ -238,34 +252,28 @@ def _send_planned(batch: list[_Planned], task_id: str) -> dict[str, int]:
     groups: dict[tuple[int, str], list[_Planned]] = defaultdict(list)
     for planned in claimed:
         groups[(planned.system.pk, planned.delivery.message.entity)].append(planned)
-    previous = current_correlation_id()
-    try:
-        for (_, entity), group in groups.items():
-            if len(group) > 1 and _batches(group[0].system, entity):
-                _call_together(group, entity)
-                failed_together = [p for p in group if p.result is not None and p.result.outcome not in SUCCESS]
-                succeeded.extend(p for p in group if p.result is not None and p.result.outcome in SUCCESS)
-                for position, planned in enumerate(failed_together):
-                    # One failed call counts once in the circuit, however many records it carried.
-                    counts[_record_failure(planned, task_id, count_in_circuit=position == 0)] += 1
+    for (system_id, entity), group in groups.items():
+        calls = _record_calls(system_id, entity, group)
+        if len(group) > 1 and _batches(group[0].system, entity):
+            _call_together(group, entity, calls)
+            failed_together = [p for p in group if p.result is not None and not p.result.succeeded]
+            succeeded.extend(p for p in group if p.result is not None and p.result.succeeded)
+            for position, planned in enumerate(failed_together):
+                # One failed call counts once in the circuit, however many records it carried.
+                counts[_record_failure(planned, task_id, count_in_circuit=position == 0)] += 1
+            continue
+        for planned, call in zip(group, calls, strict=True):
+            if planned.system.state != SystemState.ACTIVE:
+                not_called.append(planned)  # this batch's failures opened the target's circuit
                 continue
-            for planned in group:
-                if planned.system.state != SystemState.ACTIVE:
-                    not_called.append(planned)  # this batch's failures opened the target's circuit
-                    continue
-                delivery = planned.delivery
-                bind_correlation_id(delivery.message.correlation_id)
-                lookup_first = delivery.lookup_first or delivery.attempts > 1
-                started = time.perf_counter()
-                planned.result = result = engine._call(delivery, planned.system, lookup_first)
-                planned.duration_ms = round((time.perf_counter() - started) * 1000, 1)
-                if result.outcome in SUCCESS:
-                    succeeded.append(planned)
-                else:
-                    # Recorded at once, so that the circuit counts it before the next call goes out.
-                    counts[_record_failure(planned, task_id)] += 1
-    finally:
-        bind_correlation_id(previous)
+            started = time.perf_counter()
+            planned.result = result = _call_one(planned, entity, call)
+            planned.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            if result.succeeded:
+                succeeded.append(planned)
+            else:
+                # Recorded at once, so that the circuit counts it before the next call goes out.
+                counts[_record_failure(planned, task_id)] += 1
     if not_called:
         _unclaim(not_called)
         counts[DeliveryStatus.HELD] += len(not_called)
@@ -278,6 +286,44 @@ def _send_planned(batch: list[_Planned], task_id: str) -> dict[str, int]:
     return {status: number for status, number in counts.items() if number}
 
 
+def _record_calls(system_id: int, entity: str, group: list[_Planned]) -> list[transport.RecordCall]:
+    """What each delivery of the group sends: the record's id at the target where it holds it (one query for
+    the group), the keys of earlier unanswered deliveries of the other records (one more)."""
+    canonical_ids = [p.delivery.message.canonical_id for p in group]
+    known = record_external_ids(system_id=system_id, entity=entity, canonical_ids=canonical_ids)
+    unanswered = record_unanswered_keys(
+        system_id=system_id,
+        entity=entity,
+        canonical_ids=[cid for cid in canonical_ids if cid and cid not in known],
+        exclude_delivery_ids=[p.delivery.pk for p in group],
+    )
+    calls = []
+    for planned in group:
+        delivery, canonical_id = planned.delivery, planned.delivery.message.canonical_id
+        calls.append(
+            transport.RecordCall(
+                payload=dict(delivery.outbound_payload or {}),
+                key=delivery.idempotency_key,
+                external_id=known.get(canonical_id, "") if canonical_id else "",
+                # Attempts are counted at claim: above one (or a replay), the record may be there already.
+                may_exist=delivery.lookup_first or delivery.attempts > 1,
+                earlier_keys=unanswered.get(canonical_id, ()) if canonical_id else (),
+            )
+        )
+    return calls
+
+
+def _call_one(planned: _Planned, entity: str, call: transport.RecordCall) -> transport.CallOutcome:
+    with transport.call_scope(
+        correlation_id=planned.delivery.message.correlation_id, timeout_seconds=planned.timeout_seconds
+    ):
+        try:
+            connector = connector_for(planned.system)
+        except Exception as exc:  # noqa: BLE001 - credentials that cannot be read: classified like a failed call
+            return transport.outcome_of_error(exc, transport.UPSERT)
+        return transport.record_send(connector, entity, call)
+
+
 def _batches(system: ConnectedSystem, entity: str) -> bool:
     try:
         connector = connector_for(system)
@@ -286,47 +332,22 @@ def _batches(system: ConnectedSystem, entity: str) -> bool:
         return False
 
 
-def _call_together(group: list[_Planned], entity: str) -> None:
-    """One upsert_batch call for the group (the target creates each record once per key, so a retried or
-    replayed record needs no lookup first); each planned delivery gets its own outcome."""
+def _call_together(group: list[_Planned], entity: str, calls: list[transport.RecordCall]) -> None:
+    """The group through the transport's batch: records the target holds updated, new ones in one
+    upsert_batch call; each planned delivery gets its own outcome."""
     system = group[0].system
     started = time.perf_counter()
-    try:
-        bind_correlation_id(group[0].delivery.message.correlation_id)
-        results: list[Any] = list(
-            connector_for(system).upsert_batch(
-                entity,
-                [(dict(p.delivery.outbound_payload or {}), p.delivery.idempotency_key) for p in group],
-                # Attempts are counted at claim: above one (or a replay), a record may be there already.
-                may_exist=any(p.delivery.lookup_first or p.delivery.attempts > 1 for p in group),
-            )
-        )
-    except ConnectorError as exc:
-        outcome = AttemptOutcome.RETRYABLE_ERROR if exc.retryable else AttemptOutcome.TERMINAL_ERROR
-        failure = engine.CallOutcome(
-            outcome, status_code=exc.status_code, error=exc.detail, retry_after=exc.retry_after, operation=BATCH
-        )
-        results = [failure] * len(group)
-    except HubError as exc:  # capability missing, credentials not set: a person must act
-        results = [engine.CallOutcome(AttemptOutcome.TERMINAL_ERROR, error=exc.detail, operation=BATCH)] * len(group)
+    with transport.call_scope(
+        correlation_id=group[0].delivery.message.correlation_id, timeout_seconds=group[0].timeout_seconds
+    ):
+        try:
+            results = transport.records_send_batch(connector_for(system), entity, calls)
+        except HubError as exc:  # credentials that cannot be read: a person must act
+            results = [transport.outcome_of_error(exc, transport.BATCH)] * len(group)
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     for planned, result in zip(group, results, strict=True):
         planned.duration_ms = duration_ms
-        if isinstance(result, engine.CallOutcome):
-            planned.result = result
-        elif isinstance(result, UpsertResult):
-            outcome = AttemptOutcome.DELIVERED if result.created else AttemptOutcome.ALREADY_APPLIED
-            status_code = 201 if result.created else 200
-            planned.result = engine.CallOutcome(
-                outcome, external_id=str(result.external_id), status_code=status_code, operation=BATCH
-            )
-        else:  # the target refused this record
-            planned.result = engine.CallOutcome(
-                AttemptOutcome.TERMINAL_ERROR,
-                status_code=getattr(result, "status_code", None),
-                error=getattr(result, "detail", str(result)),
-                operation=BATCH,
-            )
+        planned.result = result
 
 
 def _record_failure(planned: _Planned, task_id: str, *, count_in_circuit: bool = True) -> str:
@@ -375,6 +396,7 @@ def _record_successes(batch: list[_Planned], task_id: str) -> None:
         attempts.append(
             DeliveryAttempt(
                 delivery=delivery,
+                system=planned.system,
                 number=(previous.get(delivery.pk) or 0) + 1,
                 request_summary=engine.attempt_summary(delivery, planned.system, result, probe=False),
                 status_code=result.status_code,

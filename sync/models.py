@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -203,8 +205,15 @@ class Delivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One call to a target system (append-only): what was sent, what came back and how long it took."""
 
-    # The (delivery, number) index leads with it.
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False)
+    # The (delivery, number) index leads with it. Empty for a workflow step's call, which has no delivery: its
+    # flow, run and step are in the request summary, and the correlation id ties it to the run's trace.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts_log", db_index=False, null=True, blank=True
+    )
+    # The system called: every outbound call has an attempt row, whichever path made it (KPIs, /metrics).
+    system = models.ForeignKey(
+        "connectors.ConnectedSystem", on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
     number = models.PositiveIntegerField()
     request_summary = models.JSONField(default=dict, blank=True)
     status_code = models.PositiveIntegerField(null=True, blank=True)
@@ -219,11 +228,19 @@ class DeliveryAttempt(models.Model):
         ordering = ["delivery", "number"]
         indexes = [
             models.Index(fields=["delivery", "number"], name="attempt_delivery_idx"),
-            # KPIs and /metrics: attempt outcomes in a time range, per target system (through the delivery).
-            models.Index(fields=["created_at", "outcome", "delivery"], name="attempt_created_idx"),
+            # KPIs and /metrics: attempt outcomes in a time range, per system called.
+            models.Index(fields=["created_at", "outcome", "system"], name="attempt_created_system_idx"),
         ]
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A delivery's attempt is a call to the delivery's target (bulk writers set `system` themselves).
+        if self.system_id is None and self.delivery_id is not None:
+            self.system_id = Delivery.objects.filter(pk=self.delivery_id).values_list("target_system_id", flat=True)[0]
+        super().save(*args, **kwargs)
+
     def __str__(self) -> str:
+        if self.delivery_id is None:
+            return f"call {self.number} to system #{self.system_id}: {self.outcome}"
         return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"
 
 

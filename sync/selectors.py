@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from sync.models import DeliveryAttempt, Message
+from sync.models import CrossReference, Delivery, DeliveryAttempt, Message
 
 # The stage timestamps of a message, in pipeline order.
 MESSAGE_STAGES = (
@@ -49,20 +50,27 @@ def message_trace(*, correlation_id: str) -> list[TraceStep]:
             if at is not None:
                 steps.append(TraceStep(at, stage, message.pk, message.system.slug, {"event_type": message.event_type}))
     ids = [message.pk for message in messages]
-    attempts = DeliveryAttempt.objects.select_related("delivery__target_system").filter(delivery__message_id__in=ids)
+    # A delivery's attempts, and the calls the correlation id's workflow steps made (they have no delivery).
+    attempts = DeliveryAttempt.objects.select_related("delivery", "system").filter(
+        Q(delivery__message_id__in=ids) | Q(delivery__isnull=True, correlation_id=correlation_id)
+    )
     for attempt in attempts:
+        summary = attempt.request_summary or {}
+        detail = {
+            "number": attempt.number,
+            "status_code": attempt.status_code,
+            "duration_ms": attempt.duration_ms,
+            "error": attempt.error,
+        }
+        if attempt.delivery is None:
+            detail |= {key: summary[key] for key in ("operation", "flow", "step", "workflow_run") if key in summary}
         steps.append(
             TraceStep(
                 attempt.created_at,
                 f"attempt:{attempt.outcome}",
-                attempt.delivery.message_id,
-                attempt.delivery.target_system.slug,
-                {
-                    "number": attempt.number,
-                    "status_code": attempt.status_code,
-                    "duration_ms": attempt.duration_ms,
-                    "error": attempt.error,
-                },
+                attempt.delivery.message_id if attempt.delivery else int(summary.get("message_id") or 0),
+                attempt.system.slug if attempt.system else "",
+                detail,
             )
         )
     for item in ExceptionItem.objects.select_related("system").filter(message_id__in=ids):
@@ -139,4 +147,47 @@ def record_trace(*, external_id: str) -> list[TraceStep]:
 
 def delivery_attempt_list() -> QuerySet[DeliveryAttempt]:
     """Delivery attempts, newest first, with their delivery and target system."""
-    return DeliveryAttempt.objects.select_related("delivery__target_system").order_by("-created_at", "-id")
+    return DeliveryAttempt.objects.select_related("delivery", "system").order_by("-created_at", "-id")
+
+
+# Deliveries whose call may have reached the target although no answer said so: tried at least once and
+# neither delivered nor known to have failed before sending.
+MAYBE_LANDED_STATUSES = ("delivering", "retrying", "dead")
+
+
+def record_external_ids(*, system_id: int, entity: str, canonical_ids: Iterable[str]) -> dict[str, str]:
+    """canonical id → the id the target gave the record (its cross-reference), for the records it holds."""
+    wanted = sorted({canonical_id for canonical_id in canonical_ids if canonical_id})
+    if not wanted:
+        return {}
+    return dict(
+        CrossReference.objects.filter(system_id=system_id, entity=entity, canonical_id__in=wanted).values_list(
+            "canonical_id", "external_id"
+        )
+    )
+
+
+def record_unanswered_keys(
+    *, system_id: int, entity: str, canonical_ids: Iterable[str], exclude_delivery_ids: Iterable[int] = ()
+) -> dict[str, tuple[str, ...]]:
+    """canonical id → the keys of the record's earlier deliveries to this target that were sent but never
+    answered with success (a create may have landed there), newest first: looked up before a create."""
+    wanted = sorted({canonical_id for canonical_id in canonical_ids if canonical_id})
+    if not wanted:
+        return {}
+    rows = (
+        Delivery.objects.filter(
+            target_system_id=system_id,
+            status__in=MAYBE_LANDED_STATUSES,
+            attempts__gt=0,
+            message__entity=entity,
+            message__canonical_id__in=wanted,
+        )
+        .exclude(pk__in=list(exclude_delivery_ids))
+        .order_by("-pk")
+        .values_list("message__canonical_id", "idempotency_key")
+    )
+    keys: dict[str, list[str]] = {}
+    for canonical_id, key in rows:
+        keys.setdefault(canonical_id, []).append(key)
+    return {canonical_id: tuple(found[:5]) for canonical_id, found in keys.items()}

@@ -113,6 +113,7 @@ def test_the_connector_declaration_is_accepted_by_a_registry():
         "get",
         "find",
         "upsert",
+        "update",
         "upsert_batch",
         "void",
     }

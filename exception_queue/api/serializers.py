@@ -91,9 +91,10 @@ class ItemActionSerializer(serializers.Serializer):
     """One thing the caller may do with an open item now (from the action registry)."""
 
     action = serializers.CharField(help_text="The name to POST to `act/`.")
-    label = serializers.CharField()
+    # `label` and `help_text` are the API's field names; they shadow DRF's Field attributes of the same names.
+    label = serializers.CharField()  # type: ignore[assignment]
     inputs = serializers.ListField(child=serializers.CharField(), help_text="Extra inputs the action takes.")
-    help_text = serializers.CharField(allow_blank=True)
+    help_text = serializers.CharField(allow_blank=True)  # type: ignore[assignment]
     dangerous = serializers.BooleanField(help_text="Cannot be undone (a rejection, a compensation).")
 
 

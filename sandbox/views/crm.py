@@ -215,7 +215,8 @@ def _validate(sobject: str, data: dict[str, Any], *, creating: bool) -> JsonResp
                 [name],
             )
     if creating:
-        missing = [name for name in REQUIRED_FIELDS[sobject] if data.get(name) in (None, "")]
+        required = REQUIRED_FIELDS[sobject]  # type: ignore[index]  # a routed sObject name
+        missing = [name for name in required if data.get(name) in (None, "")]
         if missing:
             return errors(
                 400, "REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing

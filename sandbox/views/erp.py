@@ -177,7 +177,11 @@ def _clean(
             cleaned[name] = str(value)
     if creating:
         problems.update(
-            {name: "This field is required." for name in REQUIRED[object_type] if data.get(name) in (None, "")}
+            {
+                name: "This field is required."
+                for name in REQUIRED[object_type]  # type: ignore[index]  # checked against the routes' names
+                if data.get(name) in (None, "")
+            }
         )
     for name, target in REFERENCES.items():
         checkable = name in kinds and cleaned.get(name) is not None and name not in problems
@@ -191,7 +195,7 @@ def _clean(
             )
         if not exists:
             problems[name] = f"No {target[:-1]} with id {cleaned[name]}."
-    allowed = STATUSES.get(object_type)
+    allowed = STATUSES.get(object_type)  # type: ignore[call-overload]  # a known object type (routed)
     if "status" in cleaned and allowed and cleaned["status"] not in allowed:
         problems["status"] = f"One of: {', '.join(sorted(allowed))}."
     if problems:

@@ -43,7 +43,7 @@ class DeliveryAttemptFilterSet(django_filters.FilterSet):
     outcome = django_filters.MultipleChoiceFilter(choices=AttemptOutcome.choices)
     message = IdFilter(field_name="delivery__message_id")
     delivery = IdFilter(field_name="delivery_id")
-    target_system = django_filters.CharFilter(field_name="delivery__target_system__slug")
+    target_system = django_filters.CharFilter(field_name="system__slug")
     correlation_id = django_filters.CharFilter()
     status_code = django_filters.NumberFilter(min_value=100, max_value=599)
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")

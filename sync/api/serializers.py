@@ -9,7 +9,8 @@ from sync.models import Delivery, DeliveryAttempt, FileDrop, Message
 
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
     message = serializers.IntegerField(source="delivery.message_id", read_only=True)
-    target_system = serializers.CharField(source="delivery.target_system.slug", read_only=True)
+    # The system called: a delivery's target, or the system a workflow step called (no delivery).
+    target_system = serializers.CharField(source="system.slug", read_only=True, allow_null=True)
 
     class Meta:
         model = DeliveryAttempt

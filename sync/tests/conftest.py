@@ -19,6 +19,7 @@ from django.test import Client
 from connectors.choices import SystemRole
 from connectors.http import clients_close
 from connectors.models import ConnectedSystem
+from connectors.tests.contract_fixtures import PsaHarness, sandbox_harness
 from governance.choices import Flow
 from governance.models import SyncPolicy
 from mappings.choices import Direction, MappingStatus
@@ -27,6 +28,8 @@ from mappings.runtime import mapping_cache_invalidate
 from mappings.services import canonical_schema_edit, canonical_schema_file, canonical_schema_publish
 from sandbox.webhooks import generate_webhook_secret, standard_webhook_headers
 from sync.models import Route
+from sync.tests.appending_target import appending_target  # noqa: F401  (a fixture of these tests)
+from sync.tests.batch_flow import TimeFlow, time_flow_configure
 
 
 @dataclass
@@ -124,6 +127,23 @@ def _handler(target: Target) -> type[BaseHTTPRequestHandler]:
                 external_id = f"T-{entity}-{canonical_id}"
                 target.keys[key] = external_id
             self._reply(201 if created else 200, {"id": external_id, "created": created})
+
+        def do_PUT(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = json.loads(self.rfile.read(length) if length else b"{}")
+            parts = urlparse(self.path).path.strip("/").split("/")
+            entity, external_id = parts[-2], parts[-1]
+            with target.lock:
+                target.calls.append(Call("PUT", self.path, dict(self.headers.items()), payload))
+                records = target.records.setdefault(entity, {})
+                canonical_id = external_id.removeprefix(f"T-{entity}-")
+                found = canonical_id in records
+                if found:
+                    records[canonical_id] = payload
+            if found:
+                self._reply(200, {"id": external_id, "created": False})
+            else:
+                self._reply(404, {"error": "not found"})
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -290,3 +310,42 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float = 30.0, tick: bool
             return
         time.sleep(0.2)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+# Pages of four PSA entries: several pages even with the demo's few approved entries.
+TIME_PAGE_SIZE = 4
+
+
+@pytest.fixture
+def time_psa(request: pytest.FixtureRequest) -> PsaHarness:
+    """The sandbox PSA and ERP over real HTTP, for the batch path of approved time."""
+    harness = sandbox_harness("harvest_psa", request)
+    assert isinstance(harness, PsaHarness)
+    return harness
+
+
+@pytest.fixture
+def time_flow(time_psa: PsaHarness, request: pytest.FixtureRequest) -> TimeFlow:
+    """The approved-time flow PSA → ERP configured against `time_psa`, with the demo people and project."""
+    psa = time_psa
+    from sandbox.models import SandboxRecord
+    from sandbox.services import DEMO_PEOPLE, sandbox_demo_seed
+
+    credentials = sandbox_demo_seed()
+    users = {
+        person.data["roles"][0]: int(person.external_id)
+        for person in SandboxRecord.objects.filter(system="psa", object_type="users")
+    }
+    people = [(users[role], role, bill) for _, _, role, _, bill in DEMO_PEOPLE]
+    psa_project = SandboxRecord.objects.get(system="psa", object_type="projects", data__code="NW-DATA-01")
+    erp_project = SandboxRecord.objects.get(system="erp", object_type="projects", data__code="NW-DATA-01")
+    request.addfinalizer(clients_close)
+    return time_flow_configure(
+        psa_url=f"{psa.server_url}/sandbox/psa/v2",
+        erp_url=f"{psa.server_url}/sandbox/erp/api",
+        credentials=credentials,
+        people=people,
+        projects=[(int(psa_project.external_id), int(erp_project.external_id))],
+        batch_size=10,
+        page_size=TIME_PAGE_SIZE,
+    )

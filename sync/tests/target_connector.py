@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import Connector, HealthResult, UpsertResult
-from connectors.http import client_for
+from connectors.http import TargetRecordGoneError, client_for, raise_for_status
 from connectors.registry import register_connector
 
 
@@ -19,7 +19,7 @@ class SyncTestTargetConnector(Connector):
     label = "Sync test target (tests only)"
     role_hint = ""
     description = "The sync engine tests' local HTTP target."
-    capabilities = frozenset({"health_check", "find", "upsert"})
+    capabilities = frozenset({"health_check", "find", "upsert", "update"})
     parameter_schema = {"type": "object", "properties": {"timeout_seconds": {"type": "number"}}}
 
     def health_check(self) -> HealthResult:
@@ -33,10 +33,15 @@ class SyncTestTargetConnector(Connector):
         if response.status_code == 404:
             return None
         if response.status_code >= 400:
-            from connectors.http import raise_for_status
-
             raise_for_status(response, system_slug=self.system.slug)
         return response.json()
+
+    def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
+        response = client_for(self.system).request("PUT", f"/records/{entity}/{external_id}", json=payload, check=False)
+        if response.status_code == 404:
+            raise TargetRecordGoneError(f"no {entity} {external_id}", status_code=404, system_slug=self.system.slug)
+        raise_for_status(response, system_slug=self.system.slug)
+        return UpsertResult(external_id=external_id, created=False, payload=response.json())
 
     def upsert(self, entity: str, payload: dict[str, Any], idempotency_key: str) -> UpsertResult:
         response = client_for(self.system).request(

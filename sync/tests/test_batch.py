@@ -7,50 +7,28 @@ from collections import Counter
 
 import pytest
 
-from connectors.http import clients_close
-from connectors.tests.contract_fixtures import PsaHarness, sandbox_harness
+from connectors.tests.contract_fixtures import PsaHarness
 from exception_queue.choices import ExceptionCategory
 from exception_queue.models import ExceptionItem
 from governance.choices import Flow
 from sandbox.models import SandboxRecord
-from sandbox.services import DEMO_PEOPLE
 from sync.batch import time_entries_batch_pull
 from sync.choices import AttemptOutcome, DeliveryStatus, MessageStatus, PollOutcome
 from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, PollCursor
-from sync.tests.batch_flow import TimeFlow, time_flow_configure
+from sync.tests.batch_flow import TimeFlow
+from sync.tests.conftest import TIME_PAGE_SIZE
 
-PAGE_SIZE = 4
-
-
-@pytest.fixture
-def psa(request) -> PsaHarness:
-    harness = sandbox_harness("harvest_psa", request)
-    assert isinstance(harness, PsaHarness)
-    return harness
+PAGE_SIZE = TIME_PAGE_SIZE
 
 
 @pytest.fixture
-def flow(psa, request) -> TimeFlow:
-    from sandbox.services import sandbox_demo_seed
+def psa(time_psa: PsaHarness) -> PsaHarness:
+    return time_psa
 
-    credentials = sandbox_demo_seed()
-    users = {
-        person.data["roles"][0]: int(person.external_id)
-        for person in SandboxRecord.objects.filter(system="psa", object_type="users")
-    }
-    people = [(users[role], role, bill) for _, _, role, _, bill in DEMO_PEOPLE]
-    psa_project = SandboxRecord.objects.get(system="psa", object_type="projects", data__code="NW-DATA-01")
-    erp_project = SandboxRecord.objects.get(system="erp", object_type="projects", data__code="NW-DATA-01")
-    request.addfinalizer(clients_close)
-    return time_flow_configure(
-        psa_url=f"{psa.server_url}/sandbox/psa/v2",
-        erp_url=f"{psa.server_url}/sandbox/erp/api",
-        credentials=credentials,
-        people=people,
-        projects=[(int(psa_project.external_id), int(erp_project.external_id))],
-        batch_size=10,
-        page_size=PAGE_SIZE,
-    )
+
+@pytest.fixture
+def flow(time_flow: TimeFlow) -> TimeFlow:
+    return time_flow
 
 
 def _erp_entries() -> Counter:

@@ -168,11 +168,12 @@ def test_replaying_a_delivered_message_creates_no_duplicate(
     message_replay_request(message=message, user=make_role_user("integration_admin"), reason="Re-sync")
     wait_for(lambda: DeliveryAttempt.objects.filter(delivery__message_id=message_id).count() == 2)
     wait_for(lambda: _status(message_id) == MessageStatus.DELIVERED)
-    # then the target got one upsert; the replay found the record by idempotency key
+    # then the target got one create; the replay updated the record the cross-reference names
     assert len(target.upserts()) == 1
     assert len(target.records["client"]) == 1
+    assert [call.method for call in target.calls if call.method == "PUT"] == ["PUT"]
     last = DeliveryAttempt.objects.filter(delivery__message_id=message_id).order_by("number").last()
-    assert last.outcome == AttemptOutcome.ALREADY_APPLIED
+    assert (last.outcome, last.request_summary["operation"]) == (AttemptOutcome.DELIVERED, "update")
 
 
 def test_pause_holds_and_resume_releases_deliveries(client, make_flow, target, live_celery_worker_db):

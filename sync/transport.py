@@ -1,0 +1,411 @@
+"""The transport: the one module that calls connector operations to deliver a record.
+
+Record identity lives here. A record's identity at a target is (target system, entity, canonical id): the
+first delivery creates it, and every later delivery of the same record updates the record the
+cross-reference points at. When no cross-reference exists yet because an answer was lost, the record is
+looked up first by the delivery's own key, then by the keys of the record's earlier deliveries that may have
+landed, and is updated when found. A create is sent only when none of that finds it. A target that cannot
+change a record once it exists says so (`Connector.updates`), and the outcome is an exception item, never a
+second create. A target that no longer has the record answers "gone", and a person decides.
+
+`record_send` and `records_send_batch` make HTTP calls and nothing else. They never touch the database, so
+the batch path can run them on its helper threads; their callers (per-record `sync.services`, batched
+`sync.delivering` and `sync.batch`) load the cross-references and record the outcomes.
+
+`connector_call` is the whole spine for a call that has no delivery row (a workflow step's call, a pull, a
+health check): pause check, circuit breaker, the shared rate budget, the sync policy's timeout, the
+correlation id header, and one attempt row per call, which the KPIs, the trace and /metrics read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.db.models import Max
+from django.utils import timezone
+
+from connectors.base import ChangeBatch, Connector, UpsertResult
+from connectors.choices import SystemState
+from connectors.http import (
+    ConnectorError,
+    RetryableConnectorError,
+    TargetRecordGoneError,
+    TerminalConnectorError,
+    call_timeout,
+)
+from connectors.models import ConnectedSystem
+from connectors.registry import connector_for
+from integrationhub.errors import HubError
+from integrationhub.logging import bind_correlation_id, current_correlation_id
+from sync import circuit
+from sync.choices import AttemptOutcome
+from sync.models import DeliveryAttempt
+from sync.ratelimit import rate_budget_wait
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+UPDATE = "update"
+FIND = "find"
+UPSERT = "upsert"
+BATCH = "upsert_batch"
+SUCCESS = (AttemptOutcome.DELIVERED, AttemptOutcome.ALREADY_APPLIED)
+
+
+@dataclass
+class CallOutcome:
+    """What one delivery's call came to: the attempt row and the delivery's next state are written from it."""
+
+    outcome: str
+    external_id: str = ""
+    status_code: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+    operation: str = UPSERT
+    # The target no longer has the record the cross-reference names: re-create or skip, a person decides.
+    gone: bool = False
+    # The record exists at the target and the target cannot change it: a person corrects it there.
+    cannot_update: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in SUCCESS
+
+
+@dataclass(frozen=True)
+class RecordCall:
+    """One record to deliver: its payload and key, the id the target gave it earlier (from the
+    cross-reference), whether this key may have reached the target already, and the keys of the record's
+    earlier deliveries that may have landed without an answer."""
+
+    payload: dict[str, Any]
+    key: str
+    external_id: str = ""
+    may_exist: bool = False
+    earlier_keys: tuple[str, ...] = field(default_factory=tuple)
+
+
+@contextmanager
+def call_scope(*, correlation_id: str = "", timeout_seconds: float | None = None) -> Iterator[None]:
+    """Calls made within carry `correlation_id` in their header and obey the flow's timeout."""
+    previous = current_correlation_id()
+    if correlation_id:
+        bind_correlation_id(correlation_id)
+    try:
+        with call_timeout(timeout_seconds):
+            yield
+    finally:
+        bind_correlation_id(previous)
+
+
+def outcome_of_error(exc: Exception, operation: str, *, external_id: str = "") -> CallOutcome:
+    """A failed call classified once: retryable (timeouts, 5xx, 429), terminal (other 4xx), gone (404 on an
+    update), or a person's to act on (capability missing, credentials not set)."""
+    if isinstance(exc, TargetRecordGoneError):
+        return CallOutcome(
+            AttemptOutcome.TERMINAL_ERROR,
+            external_id=external_id,
+            status_code=exc.status_code or 404,
+            error=exc.detail,
+            operation=operation,
+            gone=True,
+        )
+    if isinstance(exc, ConnectorError):
+        outcome = AttemptOutcome.RETRYABLE_ERROR if exc.retryable else AttemptOutcome.TERMINAL_ERROR
+        return CallOutcome(
+            outcome, status_code=exc.status_code, error=exc.detail, retry_after=exc.retry_after, operation=operation
+        )
+    if isinstance(exc, HubError):
+        return CallOutcome(AttemptOutcome.TERMINAL_ERROR, error=exc.detail, operation=operation)
+    # An unexpected failure: maybe transient, and the retry budget bounds it.
+    logger.exception("unexpected error calling a connector", extra={"operation": operation})
+    return CallOutcome(AttemptOutcome.RETRYABLE_ERROR, error=f"{type(exc).__name__}: {exc}"[:500], operation=operation)
+
+
+def _cannot_update(connector: Connector, entity: str, external_id: str) -> CallOutcome:
+    slug = getattr(connector.system, "slug", "?")
+    return CallOutcome(
+        AttemptOutcome.TERMINAL_ERROR,
+        external_id=external_id,
+        error=(
+            f"{slug} already holds this {entity} as {external_id} and cannot change a {entity} once it is "
+            "created; the hub did not create a second one."
+        ),
+        operation=UPDATE,
+        cannot_update=True,
+    )
+
+
+def _update(connector: Connector, entity: str, external_id: str, payload: dict[str, Any]) -> CallOutcome:
+    if not connector.updates(entity):
+        return _cannot_update(connector, entity, external_id)
+    try:
+        result = connector.update(entity, external_id, payload)
+    except Exception as exc:  # noqa: BLE001 - classified into the outcome
+        return outcome_of_error(exc, UPDATE, external_id=external_id)
+    return CallOutcome(
+        AttemptOutcome.DELIVERED, external_id=str(result.external_id or external_id), status_code=200, operation=UPDATE
+    )
+
+
+def record_send(connector: Connector, entity: str, call: RecordCall) -> CallOutcome:
+    """Deliver one record: update it where the target already has it, else create it once."""
+    if call.external_id and connector.record_identity:
+        return _update(connector, entity, call.external_id, call.payload)
+    operation = FIND
+    try:
+        if (call.may_exist or call.earlier_keys) and connector.supports("find"):
+            for candidate in (call.key, *call.earlier_keys) if call.may_exist else call.earlier_keys:
+                found = connector.find(entity, candidate)
+                if not found:
+                    continue
+                found_id = str(found.get("id") or found.get("external_id") or "")
+                if candidate == call.key or not connector.record_identity:
+                    # This very delivery's create landed and its answer was lost.
+                    return CallOutcome(AttemptOutcome.ALREADY_APPLIED, external_id=found_id, operation=FIND)
+                # An earlier delivery of the record landed without an answer: this one updates it.
+                return _update(connector, entity, found_id, call.payload)
+        operation = UPSERT
+        result = connector.upsert(entity, call.payload, call.key)
+    except Exception as exc:  # noqa: BLE001 - classified into the outcome
+        return outcome_of_error(exc, operation)
+    return CallOutcome(AttemptOutcome.DELIVERED, external_id=str(result.external_id), operation=UPSERT)
+
+
+def records_post_many(
+    connector: Connector,
+    entity: str,
+    payloads: Sequence[tuple[dict[str, Any], str]],
+    *,
+    may_exist: bool = True,
+    external_ids: Sequence[str] | None = None,
+) -> list[UpsertResult | ConnectorError]:
+    """The batch path's call: entries the target already holds (an `external_ids` entry from the
+    cross-reference) are updated one by one, the others go in one batch call (`upsert_many` or `upsert_batch`)
+    or one upsert each. Answers one result or refusal per entry, in order; a failed call of the whole batch (or
+    a retryable failure of one upsert) raises. `may_exist`: some entry may have reached the target before."""
+    if external_ids and any(external_ids):
+        answers: list[UpsertResult | ConnectorError | None] = [None] * len(payloads)
+        new: list[int] = []
+        for position, ((payload, key), external_id) in enumerate(zip(payloads, external_ids, strict=True)):
+            if not external_id:
+                new.append(position)
+                continue
+            outcome = record_send(connector, entity, RecordCall(payload=payload, key=key, external_id=external_id))
+            answers[position] = _as_answer(outcome, connector)
+        if new:
+            created = records_post_many(connector, entity, [payloads[p] for p in new], may_exist=may_exist)
+            for position, answer in zip(new, created, strict=True):
+                answers[position] = answer
+        return [answer for answer in answers if answer is not None]
+    upsert_many = getattr(connector, "upsert_many", None)
+    if upsert_many is not None:
+        return list(upsert_many(entity, payloads, may_exist=may_exist))
+    if connector.supports("upsert_batch") and connector.batches(entity):
+        return list(connector.upsert_batch(entity, payloads, may_exist=may_exist))  # type: ignore[arg-type]
+    results: list[UpsertResult | ConnectorError] = []
+    for payload, key in payloads:
+        try:
+            results.append(connector.upsert(entity, payload, key))
+        except ConnectorError as exc:
+            if exc.retryable:
+                raise
+            results.append(exc)
+    return results
+
+
+def _as_answer(outcome: CallOutcome, connector: Connector) -> UpsertResult | ConnectorError:
+    """A transport outcome in the shape of a batch answer."""
+    slug = getattr(connector.system, "slug", "")
+    if outcome.succeeded:
+        return UpsertResult(external_id=outcome.external_id, created=False, payload={"operation": outcome.operation})
+    if outcome.gone:
+        return TargetRecordGoneError(outcome.error, status_code=outcome.status_code, system_slug=slug)
+    if outcome.outcome == AttemptOutcome.RETRYABLE_ERROR:
+        return RetryableConnectorError(
+            outcome.error, status_code=outcome.status_code, system_slug=slug, retry_after=outcome.retry_after
+        )
+    return TerminalConnectorError(outcome.error, status_code=outcome.status_code, system_slug=slug)
+
+
+def changes_fetch(connector: Connector, entity: str, cursor: str | None) -> ChangeBatch:
+    """One page of changed records (the batch path reads pages on a helper thread: no database here)."""
+    return connector.fetch_changes(entity, cursor)
+
+
+def batch_answer_outcome(result: UpsertResult | Exception | CallOutcome) -> CallOutcome:
+    """One item of a batch call's answer as an outcome."""
+    if isinstance(result, CallOutcome):
+        return result
+    if isinstance(result, UpsertResult):
+        outcome = AttemptOutcome.DELIVERED if result.created else AttemptOutcome.ALREADY_APPLIED
+        return CallOutcome(
+            outcome, external_id=str(result.external_id), status_code=201 if result.created else 200, operation=BATCH
+        )
+    return outcome_of_error(result, BATCH)
+
+
+def records_send_batch(connector: Connector, entity: str, calls: Sequence[RecordCall]) -> list[CallOutcome]:
+    """Deliver many records of one entity: those the target holds are updated one by one, the new ones go in
+    one `upsert_batch` call (looked up first where any may exist). Outcomes in the order of `calls`; a failure
+    of the whole batch call is every new record's outcome."""
+    outcomes: list[CallOutcome | None] = [None] * len(calls)
+    creates: list[int] = []
+    for position, call in enumerate(calls):
+        if call.external_id and connector.record_identity:
+            outcomes[position] = _update(connector, entity, call.external_id, call.payload)
+        elif call.earlier_keys:
+            outcomes[position] = record_send(connector, entity, call)
+        else:
+            creates.append(position)
+    if creates:
+        try:
+            answers: list[Any] = list(
+                connector.upsert_batch(
+                    entity,
+                    [(calls[p].payload, calls[p].key) for p in creates],
+                    may_exist=any(calls[p].may_exist for p in creates),
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - classified into every created record's outcome
+            failure = outcome_of_error(exc, BATCH)
+            answers = [failure] * len(creates)
+        for position, answer in zip(creates, answers, strict=True):
+            outcomes[position] = batch_answer_outcome(answer)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+class SystemUnavailableError(RetryableConnectorError):
+    """The call was not made: the system is paused, its circuit is open or its rate budget is spent. Nothing
+    reached it, so no attempt is counted; the caller tries again after `retry_after` (or on resume)."""
+
+    code = "system_unavailable"
+    title = "The system cannot be called now"
+
+
+def policy_timeout(sync_policy: Any) -> float | None:
+    """The call timeout a flow's sync policy sets (None: the system's own `timeout_seconds`)."""
+    seconds = getattr(sync_policy, "timeout_seconds", None)
+    return float(seconds) if seconds else None
+
+
+def policy_rate(system: ConnectedSystem, sync_policy: Any) -> float:
+    """Calls per second for this flow: the system's shared budget, or less where the flow's policy asks."""
+    rate = float(system.rate_limit_per_second)
+    flow_rate = getattr(sync_policy, "rate_limit_per_second", None)
+    return min(rate, float(flow_rate)) if flow_rate else rate
+
+
+def system_gate(system: ConnectedSystem, sync_policy: Any = None) -> None:
+    """Refuse (SystemUnavailableError) a call to a paused system, one whose circuit is open, or one whose rate
+    budget is spent for longer than a short wait."""
+    if system.state == SystemState.PAUSED:
+        raise SystemUnavailableError(
+            f"{system.slug} is paused; the call waits until an integration admin resumes it.",
+            system_slug=system.slug,
+            hint="Resume the system in the admin when it is ready.",
+        )
+    gate = circuit.circuit_gate(system=system)
+    if not gate.allowed:
+        retry_at = gate.retry_at or time.time() + 1
+        raise SystemUnavailableError(
+            f"The circuit of {system.slug} is open after repeated failures; it is tried again at "
+            f"{datetime.datetime.fromtimestamp(retry_at, tz=datetime.UTC):%H:%M:%S} UTC.",
+            system_slug=system.slug,
+            retry_after=max(1.0, retry_at - time.time()),
+        )
+    budget = rate_budget_wait(system_key=f"{system.slug}:{system.pk}", rate_per_second=policy_rate(system, sync_policy))
+    if not budget.allowed:
+        raise SystemUnavailableError(
+            f"The rate budget of {system.slug} is spent; the call waits {budget.wait_seconds:.1f} s.",
+            system_slug=system.slug,
+            retry_after=budget.wait_seconds,
+        )
+
+
+def connector_call(
+    system: ConnectedSystem,
+    operation: str,
+    call: Callable[[Connector], T],
+    *,
+    correlation_id: str = "",
+    sync_policy: Any = None,
+    entity: str = "",
+    key: str = "",
+    context: Mapping[str, Any] | None = None,
+) -> T:
+    """Run `call(connector)` against `system` through the spine: the gate (pause, circuit, rate budget), the
+    policy's timeout, the correlation id header, one attempt row and the circuit's count. Returns what the call
+    returns; re-raises its error after recording it."""
+    system_gate(system, sync_policy)
+    correlation_id = correlation_id or current_correlation_id() or ""
+    started = time.perf_counter()
+    error: Exception | None = None
+    result: Any = None
+    with call_scope(correlation_id=correlation_id, timeout_seconds=policy_timeout(sync_policy)):
+        try:
+            result = call(connector_for(system))
+        except Exception as exc:  # noqa: BLE001 - recorded, then raised again
+            error = exc
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    outcome = CallOutcome(AttemptOutcome.DELIVERED, operation=operation) if error is None else None
+    if error is not None:
+        outcome = outcome_of_error(error, operation)
+    assert outcome is not None
+    _call_record(system, outcome, duration_ms, correlation_id, entity=entity, key=key, context=context)
+    if error is not None:
+        raise error
+    return result
+
+
+def _call_record(
+    system: ConnectedSystem,
+    outcome: CallOutcome,
+    duration_ms: float,
+    correlation_id: str,
+    *,
+    entity: str,
+    key: str,
+    context: Mapping[str, Any] | None,
+) -> None:
+    """One attempt row for a call with no delivery, numbered per (correlation id, system, operation, key), and
+    the call's effect on the system's circuit (a refusal with a status code says the system is up)."""
+    number = (
+        DeliveryAttempt.objects.filter(
+            delivery__isnull=True,
+            system=system,
+            correlation_id=correlation_id,
+            request_summary__operation=outcome.operation,
+            request_summary__idempotency_key=key,
+        ).aggregate(last=Max("number"))["last"]
+        or 0
+    ) + 1
+    DeliveryAttempt.objects.create(
+        delivery=None,
+        system=system,
+        number=number,
+        request_summary={
+            "target": system.slug,
+            "operation": outcome.operation,
+            "entity": entity,
+            "idempotency_key": key,
+            **dict(context or {}),
+        },
+        status_code=outcome.status_code,
+        duration_ms=duration_ms,
+        outcome=outcome.outcome,
+        error=outcome.error[:2000],
+        correlation_id=correlation_id[:64],
+        created_at=timezone.now(),
+    )
+    if outcome.succeeded or (outcome.outcome == AttemptOutcome.TERMINAL_ERROR and outcome.status_code is not None):
+        circuit.circuit_record_success(system=system)
+    elif outcome.outcome == AttemptOutcome.RETRYABLE_ERROR:
+        circuit.circuit_record_failure(system=system)
