@@ -38,6 +38,12 @@ LATENCY = Histogram(
     ["view", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# Inbound events stored without spending their system's inbound budget because the cache that holds the
+# budgets could not be reached (sync.services.inbound_budget_spend fails open).
+INBOUND_BUDGET_FAIL_OPEN = Counter(
+    "hub_inbound_budget_fail_open",
+    "Inbound events admitted without their system's inbound budget because the cache was unreachable.",
+)
 UNMATCHED = "<unmatched>"
 ATTEMPT_WINDOW_SECONDS = 3600
 

@@ -91,7 +91,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Bounded waits: a Redis host that drops packets must fail a request in seconds (the inbound budget
+            # then fails open), not after the operating system's two-minute connect timeout.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+        }
+    }
 else:
     # A file cache is shared by the web process and the workers, which a local-memory cache is not.
     CACHES = {
@@ -249,6 +257,9 @@ HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
 HUB_EXCEPTION_SLA_HOURS = float(env_str("HUB_EXCEPTION_SLA_HOURS", "24"))
 # Addresses that may scrape /metrics without an API key (CIDR, comma-separated); others need a kpis:read key.
 HUB_METRICS_ALLOWED_NETWORKS = env_list("HUB_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
+# Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client address that throttles,
+# the login lockout, the audit log and the /metrics allow-list use; empty: the connection's address, always.
+HUB_TRUSTED_PROXIES = env_list("HUB_TRUSTED_PROXIES", "")
 # Seconds the KPI dashboard and API reuse computed figures (0: compute on every request).
 HUB_KPI_CACHE_SECONDS = int(env_str("HUB_KPI_CACHE_SECONDS", "60"))
 

@@ -38,7 +38,13 @@ def apply(settings: dict[str, Any]) -> None:
     rest["DEFAULT_AUTHENTICATION_CLASSES"] = [
         # First: its authenticate_header makes an unauthenticated API call a 401 naming the scheme.
         "integrationhub.authentication.ApiKeyAuthentication",
-        *[c for c in rest.get("DEFAULT_AUTHENTICATION_CLASSES", []) if "ApiKeyAuthentication" not in c],
+        *[
+            c
+            for c in rest.get("DEFAULT_AUTHENTICATION_CLASSES", [])
+            if "ApiKeyAuthentication" not in c and "AnonymousBudgetAuthentication" not in c
+        ],
+        # Last: reached only by anonymous calls, whose budget it spends before permissions refuse them.
+        "integrationhub.authentication.AnonymousBudgetAuthentication",
     ]
     rest["DEFAULT_PERMISSION_CLASSES"] = [
         "integrationhub.authentication.ApiKeyScopePermission",
@@ -106,6 +112,8 @@ def apply(settings: dict[str, Any]) -> None:
     )
     settings["HUB_LOGIN_MAX_FAILURES"] = int(env_str("HUB_LOGIN_MAX_FAILURES", "5"))
     settings["HUB_LOGIN_LOCKOUT_MINUTES"] = int(env_str("HUB_LOGIN_LOCKOUT_MINUTES", "15"))
+    # Failed logins from one address for any user names, per HUB_LOGIN_LOCKOUT_MINUTES window (password spraying).
+    settings["HUB_LOGIN_MAX_FAILURES_PER_ADDRESS"] = int(env_str("HUB_LOGIN_MAX_FAILURES_PER_ADDRESS", "30"))
     settings["AUTHENTICATION_BACKENDS"] = [
         "integrationhub.authentication.LoginLockoutBackend",
         "django.contrib.auth.backends.ModelBackend",

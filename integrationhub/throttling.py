@@ -4,10 +4,16 @@ helper for plain views (the inbound endpoint's per-system budget).
 
 Fixed windows with an atomic increment: on Redis `incr` is one atomic command, so two web processes
 never both spend the last unit. (The file cache's incr is read-then-write; good enough for one machine.)
+
+The client address every per-address budget is keyed by is `client_ip`: the connection's address, or the
+X-Forwarded-For hop that the proxies of HUB_TRUSTED_PROXIES vouch for. Nobody else's X-Forwarded-For is
+believed: a client could otherwise claim a new address with every request and never run out of budget.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
 import threading
 import time
@@ -15,8 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PERIODS = {
     **dict.fromkeys(("s", "sec", "second"), 1),
@@ -138,11 +148,37 @@ class _Lease:
 _leases: dict[tuple[str, str], _Lease] = {}
 _leases_lock = threading.Lock()
 
+# What the cache raises when it cannot be reached: Redis's errors, and OSError for the file cache's disk.
+CACHE_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError)
+# After the cache failed, a hot path does not ask it again for this long: a Redis host that drops packets
+# would otherwise cost every request its own connect timeout.
+CACHE_RETRY_SECONDS = 5.0
+
+
+class BudgetUnavailableError(Exception):
+    """The cache that holds the shared budgets cannot be reached; the caller decides whether to fail open."""
+
+
+def _counter_add_or_unavailable(key: str, amount: int, *, timeout: int) -> int:
+    # The time of the last failure is kept on the cache's backend object, like the Redis client: one per
+    # thread, and a new one when the cache settings change.
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if time.monotonic() < getattr(backend, "_hub_retry_at", 0.0):
+        raise BudgetUnavailableError(f"the cache failed less than {CACHE_RETRY_SECONDS:g} s ago")
+    try:
+        return counter_add(key, amount, timeout=timeout)
+    except CACHE_ERRORS as error:
+        backend._hub_retry_at = time.monotonic() + CACHE_RETRY_SECONDS  # type: ignore[attr-defined]
+        raise BudgetUnavailableError(f"the cache did not answer: {error}") from error
+
 
 def budget_spend_leased(*, scope: str, ident: str, rate: str | Rate, now: float | None = None) -> float | None:
     """budget_spend for a hot path: the process takes up to count/LEASE_SHARE units of the shared window at
     once and spends them locally. It never admits more than the rate across processes (a lease counts in the
-    shared counter when taken); it may refuse slightly early while another process still holds leased units."""
+    shared counter when taken); it may refuse slightly early while another process still holds leased units.
+
+    Raises BudgetUnavailableError when the cache cannot be reached, at once for CACHE_RETRY_SECONDS after
+    a failure."""
     limit = rate if isinstance(rate, Rate) else parse_rate(rate)
     now = time.time() if now is None else now
     window = int(now // limit.seconds)
@@ -153,7 +189,7 @@ def budget_spend_leased(*, scope: str, ident: str, rate: str | Rate, now: float 
             lease.left -= 1
             return None
     size = max(1, min(limit.count // LEASE_SHARE, LEASE_MAX))
-    count = counter_add(key, size, timeout=limit.seconds + 1)
+    count = _counter_add_or_unavailable(key, size, timeout=limit.seconds + 1)
     granted = min(size, limit.count - (count - size))
     if granted <= 0:
         return max((window + 1) * limit.seconds - now, 0.001)
@@ -171,6 +207,85 @@ def budget_exceeded(*, scope: str, ident: str, rate: str | Rate, now: float | No
     if count < limit.count:
         return None
     return max((window + 1) * limit.seconds - now, 0.001)
+
+
+# --- the client address ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(values: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"HUB_TRUSTED_PROXIES holds {value!r}, which is neither an IP address nor a network such as "
+                "10.0.0.0/8; list the reverse proxies' addresses, comma-separated."
+            ) from None
+    return tuple(networks)
+
+
+def trusted_proxies() -> tuple[IPNetwork, ...]:
+    """HUB_TRUSTED_PROXIES parsed: the reverse proxies whose X-Forwarded-For the hub believes."""
+    return _networks(tuple(value for value in getattr(settings, "HUB_TRUSTED_PROXIES", ()) if value.strip()))
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "192.0.2.1:5678"
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: tuple[IPNetwork, ...]) -> bool:
+    return any(address.version == network.version and address in network for network in proxies)
+
+
+def client_ip(request: Any) -> str | None:
+    """The address of the client behind a request.
+
+    The connection's address (REMOTE_ADDR), unless that is one of HUB_TRUSTED_PROXIES: then X-Forwarded-For
+    is read from its right end, where that proxy appended what it saw, and the first hop that is not itself
+    a trusted proxy is the client. Hops further left were written by whoever sent the request and prove
+    nothing. A hop that is not an address ends the walk at the last proxy that was trusted."""
+    meta = getattr(request, "META", None) or {}
+    remote = (meta.get("REMOTE_ADDR") or "").strip()
+    proxies = trusted_proxies()
+    if not remote or not proxies:
+        return remote or None
+    current = _address(remote)
+    if current is None or not _trusted(current, proxies):
+        return remote
+    for hop in reversed(str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",")):
+        if not hop.strip():
+            continue
+        address = _address(hop)
+        if address is None:
+            break
+        current = address
+        if not _trusted(address, proxies):
+            break
+    return str(current)
+
+
+# --- DRF throttles --------------------------------------------------------------------------------------------
+
+# Set on a request whose anonymous budget AnonymousBudgetAuthentication already spent, so that the throttle
+# class does not spend it a second time.
+ANON_BUDGET_SPENT = "_hub_anon_budget_spent"
+
+
+def anonymous_budget_spend(request: Any) -> float | None:
+    """Spend one unit of the client address's HUB_API_ANON_RATE; None when allowed, else the seconds to wait."""
+    setattr(request, ANON_BUDGET_SPENT, True)
+    rate = getattr(settings, "HUB_API_ANON_RATE", "120/min")
+    return budget_spend(scope="anon", ident=client_ip(request) or "-", rate=rate)
 
 
 class _HubThrottle(BaseThrottle):
@@ -207,13 +322,17 @@ class ApiKeyRateThrottle(_HubThrottle):
 
 
 class AnonymousRateThrottle(_HubThrottle):
-    """HUB_API_ANON_RATE per client address for requests without a user (the endpoints that allow them)."""
+    """HUB_API_ANON_RATE per client address for requests without a user.
+
+    DRF checks throttles after permissions, so on an endpoint that needs a user this class never sees an
+    anonymous request (it is refused with 401 first): integrationhub.authentication.AnonymousBudgetAuthentication
+    spends the budget before that check, and this class only covers views that skip authentication."""
 
     scope = "anon"
     setting = "HUB_API_ANON_RATE"
 
     def ident_for(self, request: Any) -> str | None:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
+        if (user is not None and user.is_authenticated) or getattr(request, ANON_BUDGET_SPENT, False):
             return None
-        return self.get_ident(request)
+        return client_ip(request) or "-"

@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
 from integrationhub import twofactor
+from integrationhub.authentication import client_ip, login_lockout
 from integrationhub.errors import HubValidationError
 from integrationhub.landing import role_landing_url
 
@@ -33,10 +34,24 @@ class CodeForm(forms.Form):
     )
 
 
+class HubAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login form, except that a locked-out login says so and for how long: Django's generic "enter
+    a correct username and password" would send someone with the right password into more failed attempts."""
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            lockout = login_lockout(username=self.cleaned_data.get("username") or "", ip=client_ip(self.request))
+            if lockout is None:
+                raise
+            raise forms.ValidationError(lockout.message(), code="locked") from None
+
+
 class HubLoginView(LoginView):
     """The admin login: a correct password logs in at once, or first asks for the code, or for enrolment."""
 
-    form_class = AdminAuthenticationForm
+    form_class = HubAuthenticationForm
     template_name = "admin/login.html"
 
     def get_redirect_url(self, *args: Any, **kwargs: Any) -> str:
@@ -107,7 +122,10 @@ def two_factor_verify_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         if twofactor.two_factor_verify(user=user, code=form.cleaned_data["code"], request=request):
             return _finish_login(request, user, pending)
-        form.add_error("code", "That code is not valid. Type the code your app shows now.")
+        lockout = login_lockout(username=user.get_username(), ip=client_ip(request))
+        form.add_error(
+            "code", lockout.message() if lockout else "That code is not valid. Type the code your app shows now."
+        )
     return _page(
         request,
         "integrationhub/two_factor_verify.html",

@@ -48,3 +48,19 @@ class InboundRateLimitedError(HubError):
     def __init__(self, detail: str, *, retry_after: int, hint: str = "") -> None:
         super().__init__(detail, hint=hint)
         self.retry_after = retry_after
+
+
+class InvalidHeaderError(HubError):
+    status = 400
+    code = "invalid_header"
+    title = "A request header is not acceptable"
+
+
+class StorageUnavailableError(HubError):
+    status = 503
+    code = "storage_unavailable"
+    title = "The hub cannot store events right now"
+
+    def __init__(self, detail: str, *, retry_after: int, hint: str = "") -> None:
+        super().__init__(detail, hint=hint)
+        self.retry_after = retry_after

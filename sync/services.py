@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -37,6 +37,13 @@ from connectors.choices import SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
+from connectors.webhooks import (
+    DEFAULT_TOLERANCE_SECONDS,
+    HEADER_ID,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    verify_standard_webhook,
+)
 from exception_queue.choices import ExceptionCategory
 from exception_queue.services import exception_item_open
 from governance.models import LegalEntity, OwnershipRule, SyncPolicy
@@ -48,19 +55,12 @@ from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
 from integrationhub.parsers import NUL_REFUSED, contains_nul
-from integrationhub.throttling import budget_spend_leased
+from integrationhub.throttling import BudgetUnavailableError, budget_spend_leased
 from mappings.choices import CanonicalEntityName, Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.models import MappingSet
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from mappings.selectors import canonical_payload_validate
-from sandbox.webhooks import (
-    DEFAULT_TOLERANCE_SECONDS,
-    HEADER_ID,
-    HEADER_SIGNATURE,
-    HEADER_TIMESTAMP,
-    verify_standard_webhook,
-)
 from sync import circuit
 from sync.bulk import insert_unless_conflict, related_attach, rows_insert, rows_update
 from sync.choices import (
@@ -78,9 +78,11 @@ from sync.choices import (
 )
 from sync.errors import (
     InboundRateLimitedError,
+    InvalidHeaderError,
     MalformedPayloadError,
     PayloadTooLargeError,
     SignatureError,
+    StorageUnavailableError,
     SystemPausedError,
     UnknownEventTypeError,
     UnknownSystemError,
@@ -196,11 +198,42 @@ def inbound_systems_forget(**_: Any) -> None:
     _inbound_systems.clear()
 
 
+# Fail-open warnings are logged at most this often per process; the counter on /metrics counts every event.
+FAIL_OPEN_LOG_SECONDS = 60.0
+_fail_open_log: dict[str, float] = {"at": -math.inf, "unlogged": 0}
+
+
+def _inbound_budget_fail_open(*, system: ConnectedSystem, error: BudgetUnavailableError) -> None:
+    from insights.metrics import INBOUND_BUDGET_FAIL_OPEN  # not at the top: insights imports the sync models
+
+    INBOUND_BUDGET_FAIL_OPEN.inc()
+    _fail_open_log["unlogged"] += 1
+    now = time.monotonic()
+    if now - _fail_open_log["at"] < FAIL_OPEN_LOG_SECONDS:
+        return
+    logger.warning(
+        "inbound budget unavailable, %d event(s) admitted without it since the last warning (latest from %s): %s",
+        int(_fail_open_log["unlogged"]),
+        system.slug,
+        error,
+        extra={"system": system.slug, "fail_open_events": int(_fail_open_log["unlogged"])},
+    )
+    _fail_open_log.update(at=now, unlogged=0)
+
+
 def inbound_budget_spend(*, system: ConnectedSystem, now: float | None = None) -> None:
     """Spend one unit of the system's inbound budget, shared by every web process through the cache; raises
-    InboundRateLimitedError (429, with the seconds to wait) when this window's budget is used up."""
+    InboundRateLimitedError (429, with the seconds to wait) when this window's budget is used up.
+
+    Fails open: when the cache cannot be reached the event is admitted (a warning, at most once a minute,
+    and hub_inbound_budget_fail_open_total on /metrics). The budget protects the hub from a flood; refusing
+    every event while Redis is away would lose the very events it exists to keep."""
     rate = inbound_rate(system)
-    wait = budget_spend_leased(scope="inbound", ident=system.slug, rate=rate, now=now)
+    try:
+        wait = budget_spend_leased(scope="inbound", ident=system.slug, rate=rate, now=now)
+    except BudgetUnavailableError as error:
+        _inbound_budget_fail_open(system=system, error=error)
+        return
     if wait is not None:
         raise InboundRateLimitedError(
             f"System '{system.slug}' sent more than {rate} events; this one was not stored.",
@@ -264,17 +297,118 @@ class IngestResult:
     duplicate: bool
 
 
-def _json_depth_ok(value: Any, limit: int) -> bool:
+# What json.loads accepts and PostgreSQL's jsonb refuses, found by one walk of the parsed body.
+TOO_DEEP = "too_deep"
+NOT_FINITE = "not_finite"  # NaN, Infinity, -Infinity, or a number beyond a double's range such as 1e999
+LONE_SURROGATE = "lone_surrogate"  # "\ud800" without its pair: not a character UTF-8 can hold
+SURROGATE = re.compile("[\ud800-\udfff]")
+BIGINT = (-(2**63), 2**63 - 1)
+SOURCE_SEQUENCE = re.compile(r"-?[0-9]{1,19}")
+# Retry-After of a 503 when the database does not answer: long enough for a restart or a failover.
+STORAGE_RETRY_AFTER_SECONDS = 30
+
+
+def _json_refusal(value: Any, limit: int, *, texts: bool) -> str | None:
+    """The first reason the parsed body cannot be stored, or None. Strings are searched for lone surrogates
+    only when `texts` (the raw body holds a \\uD… escape or a byte that could start one): most bodies have none."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, depth = stack.pop()
         if depth > limit:
-            return False
+            return TOO_DEEP
         if isinstance(current, dict):
+            if texts and any(SURROGATE.search(key) for key in current):
+                return LONE_SURROGATE
             stack.extend((child, depth + 1) for child in current.values())
         elif isinstance(current, list):
             stack.extend((child, depth + 1) for child in current)
-    return True
+        elif isinstance(current, float):
+            if not math.isfinite(current):
+                return NOT_FINITE
+        elif texts and isinstance(current, str) and SURROGATE.search(current):
+            return LONE_SURROGATE
+    return None
+
+
+def _json_refused_fields(value: Any, reason: str, *, limit: int = 10) -> list[str]:
+    """The paths ("body.lines[2].amount") of the first values refused for `reason`: the slow walk, run only
+    once the fast one found something."""
+    found: list[str] = []
+
+    def printable(text: str) -> str:
+        return SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+    def walk(current: Any, path: str) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(current, dict):
+            for key, child in current.items():
+                if reason == LONE_SURROGATE and SURROGATE.search(key):
+                    found.append(f"{path}.{printable(key)}")
+                walk(child, f"{path}.{printable(key)}")
+        elif isinstance(current, list):
+            for index, child in enumerate(current):
+                walk(child, f"{path}[{index}]")
+        elif _json_refusal(current, 1, texts=True) == reason:  # a leaf: refused for this reason?
+            found.append(path)
+
+    walk(value, "body")
+    return found[:limit]
+
+
+def _payload_check(payload: Any, body: bytes) -> None:
+    """Raise MalformedPayloadError (400, naming the fields) for a body json.loads accepts but the hub cannot
+    store: nested too deep, a number that is not finite, or a lone surrogate in a string."""
+    texts = b"\\ud" in body or b"\\uD" in body or b"\xed" in body
+    reason = _json_refusal(payload, MAX_JSON_DEPTH, texts=texts)
+    if reason is None:
+        return
+    if reason == TOO_DEEP:
+        raise MalformedPayloadError(
+            f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", hint="Flatten the payload."
+        )
+    fields = _json_refused_fields(payload, reason)
+    if reason == NOT_FINITE:
+        message = "Not a finite number: NaN, Infinity and numbers beyond ±1.8e308 cannot be stored."
+        hint = "Send null instead of NaN or Infinity, and a number too large for a double as a string; then resend."
+    else:
+        message = "A lone UTF-16 surrogate (\\ud800 to \\udfff without its pair) is no character; it cannot be stored."
+        hint = "Send the text as valid UTF-8 (a surrogate pair for characters beyond U+FFFF); then resend."
+    raise MalformedPayloadError(
+        f"{', '.join(fields)}: {message}",
+        errors=[{"field": field, "message": message} for field in fields],
+        hint=hint,
+    )
+
+
+def _source_sequence(headers: Mapping[str, str]) -> int | None:
+    """X-Source-Sequence as a bigint, None when absent; InvalidHeaderError (400) for anything else."""
+    text = headers.get("x-source-sequence", "").strip()
+    if not text:
+        return None
+    value = int(text) if SOURCE_SEQUENCE.fullmatch(text) else None
+    if value is None or not BIGINT[0] <= value <= BIGINT[1]:
+        message = f"X-Source-Sequence must be a whole number from {BIGINT[0]} to {BIGINT[1]}; it is {text[:40]!r}."
+        raise InvalidHeaderError(
+            message,
+            errors=[{"field": "X-Source-Sequence", "message": message}],
+            hint="Send the source's sequence number as a plain integer, or leave the header out; then resend.",
+        )
+    return value
+
+
+@contextmanager
+def _storage_available() -> Iterator[None]:
+    """The database did not answer (down, restarting, overloaded, locked): a 503 the sender retries, never a 500."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        logger.warning("inbound event not stored, the database is unavailable: %s", error)
+        raise StorageUnavailableError(
+            "The hub's database did not answer, so the event was not stored.",
+            retry_after=STORAGE_RETRY_AFTER_SECONDS,
+            hint="Resend the same event (same webhook-id) after Retry-After seconds; it is stored once.",
+        ) from None
 
 
 def entity_for_event_type(event_type: str) -> str:
@@ -333,11 +467,13 @@ def message_ingest(
 ) -> IngestResult:
     """Verify and store one inbound event as exactly one Message; a repeated idempotency key stores nothing.
 
-    `headers` must have lower-case names. Raises a HubError (4xx) and stores nothing when the system is
-    unknown or paused, the body too large, the signature bad or stale, or the JSON malformed or too deep.
+    `headers` must have lower-case names. Raises a HubError and stores nothing: 4xx when the system is
+    unknown or paused, the body too large, the signature bad or stale, the JSON malformed, too deep or not
+    storable (a NaN, a lone surrogate), or X-Source-Sequence no bigint; 503 when the database does not answer.
     """
     current = time.time() if now is None else now
-    system = inbound_system(system_slug)
+    with _storage_available():
+        system = inbound_system(system_slug)
     if system is None:
         raise UnknownSystemError(
             f"No connected system has the slug {system_slug!r}.",
@@ -366,42 +502,42 @@ def message_ingest(
         ) from None
     if not isinstance(payload, dict):
         raise MalformedPayloadError("The body must be a JSON object.", hint="Wrap the record in an object.")
-    if not _json_depth_ok(payload, MAX_JSON_DEPTH):
-        raise MalformedPayloadError(
-            f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", hint="Flatten the payload."
-        )
+    # Everything PostgreSQL would refuse is refused here with a 400 naming the field, so a failing INSERT
+    # can only mean the database itself is unwell (503 below).
+    _payload_check(payload, body)
     if b"\\u0000" in body and contains_nul(payload):
         raise MalformedPayloadError(NUL_REFUSED, hint="Remove the NUL characters and resend the event.")
+    sequence = _source_sequence(headers)
     idempotency_key = (webhook_id or headers.get("idempotency-key", "")).strip()[:200]
-    sequence = headers.get("x-source-sequence", "")
     # No full_clean() on purpose: this is the hot path and every field is set by code. The unique constraint
     # on (system, idempotency_key) is the duplicate check: one INSERT … ON CONFLICT DO NOTHING, no SELECT first.
-    message_id = insert_unless_conflict(
-        Message,
-        {
-            "system_id": system.pk,
-            "entity": entity,
-            "event_type": event_type,
-            "idempotency_key": idempotency_key,
-            "correlation_id": correlation_id,
-            "raw_payload": payload,
-            "source_sequence": int(sequence) if sequence.isdigit() else None,
-        },
-        conflict=("system", "idempotency_key"),
-    )
-    if message_id is None:
+    with _storage_available():
+        message_id = insert_unless_conflict(
+            Message,
+            {
+                "system_id": system.pk,
+                "entity": entity,
+                "event_type": event_type,
+                "idempotency_key": idempotency_key,
+                "correlation_id": correlation_id,
+                "raw_payload": payload,
+                "source_sequence": sequence,
+            },
+            conflict=("system", "idempotency_key"),
+        )
+        if message_id is not None:
+            return IngestResult(message_id, correlation_id, duplicate=False)
         original = (
             Message.objects.filter(system=system, idempotency_key=idempotency_key)
             .values("id", "correlation_id")
             .first()
         )
-        if original is None:  # deleted between the INSERT and this read: the event is no duplicate any more
-            raise HubConflictError(
-                "A message with this idempotency key was being removed while this one arrived.",
-                hint="Send the event again.",
-            )
-        return IngestResult(original["id"], original["correlation_id"], duplicate=True)
-    return IngestResult(message_id, correlation_id, duplicate=False)
+    if original is None:  # deleted between the INSERT and this read: the event is no duplicate any more
+        raise HubConflictError(
+            "A message with this idempotency key was being removed while this one arrived.",
+            hint="Send the event again.",
+        )
+    return IngestResult(original["id"], original["correlation_id"], duplicate=True)
 
 
 # --- dispatcher and sweeper ------------------------------------------------------------------------

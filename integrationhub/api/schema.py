@@ -20,6 +20,19 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         }
 
 
+class AnonymousBudgetAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Spends the anonymous budget and authenticates nobody: no security scheme to document."""
+
+    target_class = "integrationhub.authentication.AnonymousBudgetAuthentication"
+    name: list[str] = []
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
+        return []
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        return []
+
+
 # --- error answers ------------------------------------------------------------------------------------------
 
 PROBLEM_COMPONENT = "Problem"

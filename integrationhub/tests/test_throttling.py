@@ -94,23 +94,25 @@ def test_a_key_budget_spent_in_another_process_is_spent_here(make_api_key, setti
 
 
 @pytest.mark.django_db
-def test_refused_keys_from_one_address_are_throttled_even_before_a_valid_key(make_api_key, settings):
-    # given 3 refused keys allowed per address and hour
+def test_refused_keys_are_throttled_per_key_prefix_and_address_but_a_valid_key_never_is(make_api_key, settings):
+    # given 3 refused keys allowed per key prefix, address and hour
     settings.HUB_API_AUTH_FAILURE_RATE = "3/hour"
-    _, key = make_api_key("auditor", scopes=["config:read"])
-    address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    api_key, key = make_api_key("auditor", scopes=["config:read"])
+    address = f"2001:db8:{uuid.uuid4().hex[:4]}::{uuid.uuid4().hex[:4]}"
     guesser = Client(REMOTE_ADDR=address)
-    for _ in range(3):
-        guesser.get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=f"Api-Key guess-{uuid.uuid4().hex}")
+    wrong = f"Api-Key {api_key.prefix}.guess-{uuid.uuid4().hex}"
+    statuses = [guesser.get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=wrong).status_code for _ in range(3)]
 
-    # when the address tries once more, even with a valid key
-    response = guesser.get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=f"Api-Key {key}")
+    # when the address guesses that key once more, guesses another key, and presents the valid key
+    again = guesser.get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=wrong)
+    other = guesser.get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=f"Api-Key {uuid.uuid4().hex[:8]}.guess")
+    valid = guesser.get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=f"Api-Key {key}")
 
-    # then it must wait; another address is unaffected
-    assert response.status_code == 429 and int(response["Retry-After"]) > 0
-    assert (
-        Client(REMOTE_ADDR="203.0.113.7")
-        .get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=f"Api-Key {key}")
-        .status_code
-        == 200
-    )
+    # then only the guesses at that key from that address must wait; the other guess is a plain 401, the valid
+    # key is served, and another address guessing the same key is not held up by the first
+    assert statuses == [401, 401, 401]
+    assert again.status_code == 429 and int(again["Retry-After"]) > 0
+    assert api_key.prefix in again.json()["detail"]
+    assert other.status_code == 401
+    assert valid.status_code == 200
+    assert Client(REMOTE_ADDR="203.0.113.7").get("/api/v1/legal-entities/", HTTP_AUTHORIZATION=wrong).status_code == 401

@@ -63,8 +63,9 @@ def inbound_answer(
     read_body: Callable[[], bytes],
     correlation_id: str,
 ) -> InboundAnswer:
-    """Store one webhook: 202 stored, 200 duplicate, 4xx problem+json (nothing stored). `headers` must have
-    lower-case names; the body is read only once its declared size is known to be within the limit."""
+    """Store one webhook: 202 stored, 200 duplicate, 4xx problem+json naming the fields at fault, 503 with
+    Retry-After when the database does not answer (nothing stored in either). `headers` must have lower-case
+    names; the body is read only once its declared size is known to be within the limit."""
     bind_correlation_id(correlation_id)
     try:
         declared = int(content_length or 0)
@@ -86,7 +87,14 @@ def inbound_answer(
     except HubError as error:
         answer = InboundAnswer(
             status=error.status,
-            body=problem(status=error.status, title=error.title, detail=error.detail, code=error.code, hint=error.hint),
+            body=problem(
+                status=error.status,
+                title=error.title,
+                detail=error.detail,
+                code=error.code,
+                errors=error.errors,
+                hint=error.hint,
+            ),
             content_type=PROBLEM_CONTENT_TYPE,
         )
         retry_after = getattr(error, "retry_after", None)

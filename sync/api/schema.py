@@ -31,7 +31,9 @@ INBOUND_OPERATION: dict[str, Any] = {
         "validates and delivers it in the background. Signed with the system's webhook secret in the Standard "
         "Webhooks scheme: `webhook-signature` is `v1,<base64 HMAC-SHA256 of id.timestamp.body>`. Each system "
         "has an inbound budget (its `inbound_rate`, else `HUB_INBOUND_RATE`): above it the answer is 429 with "
-        "`Retry-After` and nothing is stored. Only events with a valid signature spend the budget."
+        "`Retry-After` and nothing is stored. Only events with a valid signature spend the budget. A body that JSON "
+        "allows but the hub cannot store (`NaN`, `Infinity`, `1e999`, a lone surrogate) or an `X-Source-Sequence` "
+        "that is no 64-bit integer is refused with 400 naming the field in `errors`."
     ),
     "tags": ["inbound"],
     "security": [{}],
@@ -80,6 +82,13 @@ INBOUND_OPERATION: dict[str, Any] = {
         "413": problem_response("413"),
         "423": {**problem_response("400"), "description": "The system is paused; resend after it is resumed."},
         "429": {**problem_response("429"), "description": "The system's inbound budget is spent; nothing stored."},
+        "503": {
+            **problem_response("503"),
+            "description": "The hub's database did not answer; nothing stored. Resend after `Retry-After` seconds.",
+            "headers": {
+                "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before resending."}
+            },
+        },
     },
 }
 
