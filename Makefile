@@ -44,6 +44,7 @@ lint: $(VENV)/.installed-dev
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 migrations-check: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import Decision, ExceptionItem
+from exception_queue.ports import item_detail_providers
 
 
 def exception_item_list(
@@ -231,9 +232,6 @@ class ExceptionItemDetail:
 
 def exception_item_detail(*, item_id: int) -> ExceptionItemDetail | None:
     """One item with what its page shows, or None when there is no such item."""
-    from sync.models import CrossReference, Delivery
-    from sync.trace import trace_timeline
-
     item = (
         ExceptionItem.objects.select_related(
             "message__system", "message__mapping_set", "system", "legal_entity", "requested_by", "workflow_run"
@@ -250,21 +248,10 @@ def exception_item_detail(*, item_id: int) -> ExceptionItemDetail | None:
         approvals=exception_item_approvals(item=item, decisions=decisions),
         aging=exception_item_aging(item=item),
     )
-    message = item.message
+    # The trace, the deliveries and the record's ids elsewhere come from the apps that own them.
+    for provide in item_detail_providers():
+        provide(detail)
     run = item.workflow_run
-    correlation_id = message.correlation_id if message else (run.correlation_id if run else "")
-    if correlation_id:
-        detail.trace = trace_timeline(correlation_id=correlation_id)
-    if message is not None:
-        detail.deliveries = list(
-            Delivery.objects.select_related("target_system").filter(message=message).order_by("id")
-        )
-        if message.canonical_id:
-            detail.cross_references = list(
-                CrossReference.objects.select_related("system")
-                .filter(entity=message.entity, canonical_id=message.canonical_id)
-                .order_by("system__name")
-            )
     if run is not None:
         detail.workflow_run = run
         detail.workflow_steps = list(run.steps.order_by("position", "id"))

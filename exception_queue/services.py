@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState, ReplayMapping
 from exception_queue.models import Decision, ExceptionItem
+from exception_queue.ports import message_operations
 from integrationhub.audit import AuditAction, audit_record
 from integrationhub.errors import HubConflictError, HubValidationError
 
@@ -40,6 +41,7 @@ DECISION_AUDIT_ACTIONS: dict[str, AuditAction] = {
     DecisionAction.CANCEL: AuditAction.WORKFLOW_CANCELLED,
     DecisionAction.LINK_EXISTING: AuditAction.DUPLICATE_LINKED,
     DecisionAction.CREATE_NEW: AuditAction.DUPLICATE_CREATED,
+    DecisionAction.RECREATE: AuditAction.MESSAGE_REPLAYED,
 }
 
 
@@ -188,7 +190,7 @@ def exception_item_replay(
     *, item: ExceptionItem, user: Any, reason: str, mapping: str = ReplayMapping.ORIGINAL
 ) -> ExceptionItem:
     """Replay the item's message unchanged, with the original or the current mapping version."""
-    from sync.services import message_replay
+    message_replay = message_operations().replay
 
     _require(user, PERM_FIX)
     reason = _require_reason(reason)
@@ -210,7 +212,7 @@ def exception_item_fix_and_replay(
 ) -> ExceptionItem:
     """Replace the payload a person corrected (canonical if the message was mapped, else raw), record the
     diff, and replay from the first stage that reads it."""
-    from sync.services import message_replay
+    message_replay = message_operations().replay
 
     _require(user, PERM_FIX)
     reason = _require_reason(reason)
@@ -240,7 +242,7 @@ def exception_item_fix_and_replay(
 @transaction.atomic
 def exception_item_approve(*, item: ExceptionItem, user: Any, reason: str) -> ExceptionItem:
     """Approve a held item; above the second threshold a second, different approver completes the approval."""
-    from sync.services import message_release
+    message_release = message_operations().release
 
     _require(user, PERM_DECIDE)
     reason = _require_reason(reason)
@@ -273,7 +275,7 @@ def exception_item_approve(*, item: ExceptionItem, user: Any, reason: str) -> Ex
 @transaction.atomic
 def exception_item_reject(*, item: ExceptionItem, user: Any, reason: str) -> ExceptionItem:
     """Reject an item with a reason: its message stops for good (it can still be replayed by an admin)."""
-    from sync.services import message_reject
+    message_reject = message_operations().reject
 
     _require(user, PERM_DECIDE)
     reason = _require_reason(reason)
@@ -327,7 +329,7 @@ def message_replay_request(
 ) -> Decision:
     """An integration admin replays any message (delivered, failed or dead); audited as a Decision. Open
     items of the message are marked replayed. A delivered message is looked up at the target first."""
-    from sync.services import message_replay
+    message_replay = message_operations().replay
 
     _require(user, PERM_REPLAY_MESSAGE)
     reason = _require_reason(reason)

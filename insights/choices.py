@@ -2,17 +2,10 @@
 
 from django.db import models
 
+# The engine reports progress in its own words; insights stores them.
+from sync.choices import BatchKind, BatchStatus
 
-class BatchKind(models.TextChoices):
-    POLL = "poll", "Scheduled pull"
-    FILE_DROP = "file_drop", "File drop"
-
-
-class BatchStatus(models.TextChoices):
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    STOPPED = "stopped", "Stopped early (page limit, rate budget or skipped); the next run continues"
-    FAILED = "failed", "Failed"
+__all__ = ["BatchKind", "BatchStatus", "KpiBucket", "KpiRange"]
 
 
 class KpiRange(models.TextChoices):

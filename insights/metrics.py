@@ -21,29 +21,16 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from insights import selectors
+from integrationhub.counters import INBOUND_BUDGET_FAIL_OPEN, LATENCY, REQUESTS
 
 logger = logging.getLogger(__name__)
+__all__ = ["INBOUND_BUDGET_FAIL_OPEN", "LATENCY", "REQUESTS"]
 
-REQUESTS = Counter(
-    "hub_http_requests_total", "HTTP requests answered, by view, method and status code.", ["view", "method", "status"]
-)
-LATENCY = Histogram(
-    "hub_http_request_duration_seconds",
-    "Server time of HTTP requests, by view and method.",
-    ["view", "method"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-# Inbound events stored without spending their system's inbound budget because the cache that holds the
-# budgets could not be reached (sync.services.inbound_budget_spend fails open).
-INBOUND_BUDGET_FAIL_OPEN = Counter(
-    "hub_inbound_budget_fail_open",
-    "Inbound events admitted without their system's inbound budget because the cache was unreachable.",
-)
 UNMATCHED = "<unmatched>"
 ATTEMPT_WINDOW_SECONDS = 3600
 

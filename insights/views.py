@@ -1,12 +1,16 @@
-"""Views of the insights app outside the admin and the API: the Prometheus scrape endpoint."""
+"""Views of the insights app outside the admin and the API: the Prometheus scrape endpoint and the trace page."""
 
 from __future__ import annotations
 
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from insights import metrics
+from insights.trace import trace_lookup, trace_timeline
 from integrationhub import scopes
 from integrationhub.authentication import client_ip, presented_key
 
@@ -50,3 +54,24 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return refusal
     body, content_type = metrics.metrics_exposition()
     return HttpResponse(body, content_type=content_type)
+
+
+PERM_TRACE = "sync.view_message"
+
+
+def trace_view(request: HttpRequest) -> HttpResponse:
+    """GET ?q=<id>: the timeline of every correlation id the id belongs to (newest work first): type a
+    correlation id or any external id and read what happened to that work, stage by stage."""
+    if not request.user.has_perm(PERM_TRACE):
+        raise PermissionDenied
+    query = request.GET.get("q", "").strip()[:200]
+    correlation_ids = trace_lookup(query=query) if query else []
+    traces = [{"correlation_id": cid, "entries": trace_timeline(correlation_id=cid)} for cid in correlation_ids]
+    context = {
+        **admin.site.each_context(request),
+        "title": "Trace",
+        "subtitle": None,
+        "query": query,
+        "traces": traces,
+    }
+    return TemplateResponse(request, "sync/trace.html", context)

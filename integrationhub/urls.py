@@ -5,11 +5,11 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
+from insights.views import trace_view
 from integrationhub import health, twofactor_views
 from integrationhub.api.views import ApiDocsView
 from integrationhub.views import change_history_view
 from sync.api import views as sync_api_views
-from sync.views import trace_view
 
 api_v1: list[URLPattern | URLResolver] = [
     # First: the busiest route (every webhook) resolves without trying the routers' patterns.

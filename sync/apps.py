@@ -8,10 +8,11 @@ class SyncConfig(AppConfig):
 
     def ready(self) -> None:
         from connectors.models import ConnectedSystem
-        from sync.record_actions import record_actions_register
+        from sync.record_actions import exception_queue_ports_register, record_actions_register
         from sync.services import inbound_systems_forget
 
         record_actions_register()
+        exception_queue_ports_register()
 
         # A system saved or deleted in this process is seen by the next inbound event at once.
         post_save.connect(inbound_systems_forget, sender=ConnectedSystem, dispatch_uid="sync_inbound_systems_saved")

@@ -81,3 +81,17 @@ class FollowUpStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     DONE = "done", "Handled by every subscriber"
     FAILED = "failed", "Failed (retries exhausted)"
+
+
+class BatchKind(models.TextChoices):
+    """What a long run's progress row tracks (insights stores and shows it)."""
+
+    POLL = "poll", "Scheduled pull"
+    FILE_DROP = "file_drop", "File drop"
+
+
+class BatchStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    STOPPED = "stopped", "Stopped early (page limit, rate budget or skipped); the next run continues"
+    FAILED = "failed", "Failed"

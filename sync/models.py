@@ -232,16 +232,16 @@ class DeliveryAttempt(models.Model):
             models.Index(fields=["created_at", "outcome", "system"], name="attempt_created_system_idx"),
         ]
 
+    def __str__(self) -> str:
+        if self.delivery_id is None:
+            return f"call {self.number} to system #{self.system_id}: {self.outcome}"
+        return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         # A delivery's attempt is a call to the delivery's target (bulk writers set `system` themselves).
         if self.system_id is None and self.delivery_id is not None:
             self.system_id = Delivery.objects.filter(pk=self.delivery_id).values_list("target_system_id", flat=True)[0]
         super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        if self.delivery_id is None:
-            return f"call {self.number} to system #{self.system_id}: {self.outcome}"
-        return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"
 
 
 class OrderingWatermark(models.Model):

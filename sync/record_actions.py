@@ -13,6 +13,7 @@ from django.db import transaction
 from exception_queue.actions import ItemAction, register_item_action
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
+from exception_queue.ports import item_detail_provider_register, message_operations_register
 from exception_queue.services import (
     PERM_DECIDE,
     PERM_FIX,
@@ -22,7 +23,7 @@ from exception_queue.services import (
     require_reason,
 )
 from integrationhub.errors import HubConflictError
-from sync.models import CrossReference
+from sync.models import CrossReference, Delivery
 
 
 @transaction.atomic
@@ -82,3 +83,25 @@ def record_actions_register() -> None:
             help_text="The record was deleted at the target on purpose: leave it gone and close this item.",
         )
     )
+
+
+def item_detail_deliveries(detail: Any) -> None:
+    """An item's page: the deliveries of its message and the record's id in every system."""
+    message = detail.item.message
+    if message is None:
+        return
+    detail.deliveries = list(Delivery.objects.select_related("target_system").filter(message=message).order_by("id"))
+    if message.canonical_id:
+        detail.cross_references = list(
+            CrossReference.objects.select_related("system")
+            .filter(entity=message.entity, canonical_id=message.canonical_id)
+            .order_by("system__name")
+        )
+
+
+def exception_queue_ports_register() -> None:
+    """Give the exception queue the engine's message operations and its part of an item's page."""
+    from sync.services import message_reject, message_release, message_replay
+
+    message_operations_register(replay=message_replay, release=message_release, reject=message_reject)
+    item_detail_provider_register("sync.deliveries", item_detail_deliveries)

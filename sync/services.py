@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import functools
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import math
 import random
 import re
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -49,8 +51,7 @@ from exception_queue.services import exception_item_open
 from governance.models import LegalEntity, OwnershipRule, SyncPolicy
 from governance.rules import RuleContext, rule_get
 from governance.selectors import owner_of, rate_for, sync_policy_for
-from insights import services as insights_services
-from insights.choices import BatchKind, BatchStatus
+from integrationhub.counters import INBOUND_BUDGET_FAIL_OPEN
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import bind_correlation_id, current_correlation_id
@@ -61,7 +62,7 @@ from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.models import MappingSet
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from mappings.selectors import canonical_payload_validate
-from sync import circuit
+from sync import circuit, progress, transport
 from sync.bulk import insert_unless_conflict, related_attach, rows_insert, rows_update
 from sync.choices import (
     DELIVERY_DONE_STATUSES,
@@ -70,6 +71,8 @@ from sync.choices import (
     FILE_DROP_EVENT_ACTION,
     PULL_EVENT_ACTION,
     AttemptOutcome,
+    BatchKind,
+    BatchStatus,
     DeliveryStatus,
     FileDropStatus,
     FollowUpStatus,
@@ -100,6 +103,8 @@ from sync.models import (
     Route,
 )
 from sync.ratelimit import rate_budget_wait
+from sync.selectors import record_external_ids, record_unanswered_keys
+from sync.transport import CallOutcome, policy_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +209,6 @@ _fail_open_log: dict[str, float] = {"at": -math.inf, "unlogged": 0}
 
 
 def _inbound_budget_fail_open(*, system: ConnectedSystem, error: BudgetUnavailableError) -> None:
-    from insights.metrics import INBOUND_BUDGET_FAIL_OPEN  # not at the top: insights imports the sync models
-
     INBOUND_BUDGET_FAIL_OPEN.inc()
     _fail_open_log["unlogged"] += 1
     now = time.monotonic()
@@ -650,7 +653,37 @@ def sync_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
     stuck_after = current - datetime.timedelta(seconds=stuck_delivery_seconds())
     stuck = Delivery.objects.filter(status=DeliveryStatus.DELIVERING, updated_at__lt=stuck_after)
     stuck_count = stuck.update(status=DeliveryStatus.RETRYING, next_attempt_at=current, dispatched_at=None)
-    return {"messages": len(message_ids), "deliveries": stuck_count}
+    return {"messages": len(message_ids), "deliveries": stuck_count, "pulls": batch_pulls_resume(stale=stale)}
+
+
+def batch_pulls_resume(*, stale: datetime.datetime) -> int:
+    """Start again the batch pulls whose run died mid-way: its cursor says running but has not moved since
+    `stale` (its lease, renewed each page, has expired by then). The run continues from the stored cursor."""
+    from sync.batch import BATCH_QUEUE
+    from sync.tasks import time_entries_batch_pull_task
+
+    stalled = list(
+        PollCursor.objects.filter(last_outcome=PollOutcome.RUNNING, updated_at__lt=stale).values_list(
+            "system_id", "entity"
+        )
+    )
+    resumed = 0
+    for system_id, entity in stalled:
+        routes = Route.objects.filter(source_system_id=system_id, entity=entity, active=True).values_list(
+            "pk", flat=True
+        )
+        for route_id in routes:
+            enqueue_on_commit(time_entries_batch_pull_task, route_id, queue=BATCH_QUEUE)
+            resumed += 1
+        # Marked as handed over, so the next sweep does not start it a second time while it runs.
+        PollCursor.objects.filter(system_id=system_id, entity=entity, last_outcome=PollOutcome.RUNNING).update(
+            last_outcome=PollOutcome.ERROR,
+            last_error="The run stopped without finishing (worker lost); the sweeper started it again.",
+            updated_at=timezone.now(),
+        )
+    if resumed:
+        logger.warning("sweeper resumed stalled batch pulls", extra={"count": resumed})
+    return resumed
 
 
 # --- the pipeline: map, validate, ownership, hold, route -------------------------------------------
@@ -1307,43 +1340,35 @@ def ordering_lock_seconds(system: ConnectedSystem) -> int:
     return int(float((system.settings or {}).get("timeout_seconds") or 10) * 2 + 30)
 
 
-@dataclass
-class CallOutcome:
-    outcome: str
-    external_id: str = ""
-    status_code: int | None = None
-    error: str = ""
-    retry_after: float | None = None
-    operation: str = "upsert"
-
-
 def _call(delivery: Delivery, system: ConnectedSystem, lookup_first: bool) -> CallOutcome:
-    """Find (when the request may already have landed) then upsert, through the connector only."""
-    entity = delivery.message.entity
-    operation = "upsert"
+    """Deliver the record through the transport: updated where the target holds it (cross-reference), found
+    by key where an answer may have been lost, else created once."""
+    message = delivery.message
+    external_id = ""
+    earlier: tuple[str, ...] = ()
+    if message.canonical_id:
+        external_id = record_external_ids(
+            system_id=system.pk, entity=message.entity, canonical_ids=[message.canonical_id]
+        ).get(message.canonical_id, "")
+        if not external_id:
+            earlier = record_unanswered_keys(
+                system_id=system.pk,
+                entity=message.entity,
+                canonical_ids=[message.canonical_id],
+                exclude_delivery_ids=[delivery.pk],
+            ).get(message.canonical_id, ())
+    call = transport.RecordCall(
+        payload=dict(delivery.outbound_payload or {}),
+        key=delivery.idempotency_key,
+        external_id=external_id,
+        may_exist=lookup_first,
+        earlier_keys=earlier,
+    )
     try:
         connector = connector_for(system)
-        if lookup_first and connector.supports("find"):
-            operation = "find"
-            found = connector.find(entity, delivery.idempotency_key)
-            if found:
-                external_id = str(found.get("id") or found.get("external_id") or "")
-                return CallOutcome(AttemptOutcome.ALREADY_APPLIED, external_id=external_id, operation=operation)
-            operation = "upsert"
-        result = connector.upsert(entity, dict(delivery.outbound_payload or {}), delivery.idempotency_key)
-        return CallOutcome(AttemptOutcome.DELIVERED, external_id=str(result.external_id), operation=operation)
-    except ConnectorError as exc:
-        outcome = AttemptOutcome.RETRYABLE_ERROR if exc.retryable else AttemptOutcome.TERMINAL_ERROR
-        return CallOutcome(
-            outcome, status_code=exc.status_code, error=exc.detail, retry_after=exc.retry_after, operation=operation
-        )
-    except HubError as exc:  # capability missing, credentials not set: a person must act
-        return CallOutcome(AttemptOutcome.TERMINAL_ERROR, error=exc.detail, operation=operation)
-    except Exception as exc:  # an unexpected failure: maybe transient, and the retry budget bounds it
-        logger.exception("unexpected error delivering", extra={"delivery_id": delivery.pk})
-        return CallOutcome(
-            AttemptOutcome.RETRYABLE_ERROR, error=f"{type(exc).__name__}: {exc}"[:500], operation=operation
-        )
+    except Exception as exc:  # noqa: BLE001 - credentials that cannot be read: classified like a failed call
+        return transport.outcome_of_error(exc, transport.UPSERT)
+    return transport.record_send(connector, message.entity, call)
 
 
 def _wait(delivery_id: int, *, status: str, until: datetime.datetime | None) -> None:
@@ -1427,13 +1452,9 @@ def _send_locked(delivery: Delivery, system: ConnectedSystem, *, task_id: str, p
         delivery.save(update_fields=["status", "attempts", "updated_at"])
     lookup_first = delivery.lookup_first or delivery.attempts > 1
     message = delivery.message
-    previous = current_correlation_id()
-    bind_correlation_id(message.correlation_id)
     started = time.perf_counter()
-    try:
+    with transport.call_scope(correlation_id=message.correlation_id, timeout_seconds=policy_timeout(sync_policy)):
         result = _call(delivery, system, lookup_first)
-    finally:
-        bind_correlation_id(previous)
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     return _record(delivery, system, result, policy, duration_ms=duration_ms, task_id=task_id, probe=probe)
 
@@ -1468,6 +1489,7 @@ def _record(
     previous = DeliveryAttempt.objects.filter(delivery=delivery).aggregate(last=Max("number"))["last"] or 0
     DeliveryAttempt.objects.create(
         delivery=delivery,
+        system=system,
         number=previous + 1,
         request_summary=attempt_summary(delivery, system, result, probe=probe),
         status_code=result.status_code,
@@ -1497,14 +1519,15 @@ def _record(
         delivery.status = DeliveryStatus.FAILED
         delivery.last_error = result.error
         delivery.save()
+        category, reason, suggested = terminal_item_text(message.entity, system.slug, result)
         _open_item(
             message,
-            ExceptionCategory.TARGET_REJECTED,
-            f"{system.slug} rejected the {message.entity}: {result.error}",
+            category,
+            reason,
             delivery=delivery,
             system=system,
             payload_snapshot=delivery.outbound_payload,
-            suggested_action="Correct the payload (or the target's data) and replay; it will not be retried alone.",
+            suggested_action=suggested,
         )
     else:
         if count_in_circuit:
@@ -1529,6 +1552,28 @@ def _record(
             delivery.save()
     _message_settle(message.pk)
     return delivery.status
+
+
+def terminal_item_text(entity: str, system_slug: str, result: CallOutcome) -> tuple[str, str, str]:
+    """The exception item a terminal outcome opens: its category, reason and what to do next."""
+    if result.gone:
+        return (
+            ExceptionCategory.TARGET_RECORD_GONE,
+            f"{system_slug} no longer has the {entity} {result.external_id} this update was for: {result.error}",
+            "Re-create it at the target (the hub creates it anew and links it), or skip this update if it was "
+            "deleted on purpose.",
+        )
+    if result.cannot_update:
+        return (
+            ExceptionCategory.TARGET_REJECTED,
+            result.error,
+            f"Correct the {entity} in {system_slug} by hand (or reverse it there and replay), then resolve this item.",
+        )
+    return (
+        ExceptionCategory.TARGET_REJECTED,
+        f"{system_slug} rejected the {entity}: {result.error}",
+        "Correct the payload (or the target's data) and replay; it will not be retried alone.",
+    )
 
 
 def _xref_upsert(system: ConnectedSystem, entity: str, canonical_id: str, external_id: str) -> None:
@@ -1837,7 +1882,34 @@ def follow_up_events_process(*, event_ids: Iterable[int]) -> dict[str, int]:
 
 # Fields that carry a record's version, first present wins; without one the record's content is its version.
 VERSION_FIELDS = ("updated_at", "updatedAt", "LastModifiedDate", "write_date", "modified", "version", "_version")
-POLL_LOCK_SECONDS = 15 * 60
+
+
+def poll_lease_seconds() -> float:
+    """How long a pull holds its cursor without a heartbeat: each page renews it, so a run killed mid-way
+    releases the cursor within the sweeper period and the next run (or the sweeper) continues it."""
+    return sweep_after_seconds()
+
+
+@dataclass
+class PollLease:
+    """A pull's exclusive hold on one (system, entity) cursor, kept alive page by page."""
+
+    key: str
+    token: str
+
+    def renew(self) -> None:
+        if cache.get(self.key) == self.token:
+            cache.touch(self.key, poll_lease_seconds())
+
+    def release(self) -> None:
+        if cache.get(self.key) == self.token:
+            cache.delete(self.key)
+
+
+def poll_lease_take(*, system_id: int, entity: str) -> PollLease | None:
+    """The lease on the cursor of (system, entity), or None while another live run holds it."""
+    lease = PollLease(f"hub:poll:{system_id}:{entity}", uuid.uuid4().hex)
+    return lease if cache.add(lease.key, lease.token, timeout=poll_lease_seconds()) else None
 
 
 @dataclass(frozen=True)
@@ -1968,21 +2040,27 @@ def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = No
         return _poll_finish(poll_cursor, result(PollOutcome.SKIPPED, error="The system is paused."))
     # One run per (system, entity) at a time: two runs would fetch the same pages (harmless, keys dedupe,
     # but wasted calls against the budget). The lock expires, so a killed run never blocks the next one.
-    lock_key = f"hub:poll:{system.pk}:{entity}"
-    if not cache.add(lock_key, "1", timeout=POLL_LOCK_SECONDS):
+    lease = poll_lease_take(system_id=system.pk, entity=entity)
+    if lease is None:
         return result(PollOutcome.SKIPPED, error="Another run of this poller is in progress.")
     pages = stored = duplicates = 0
-    progress = insights_services.poll_progress_start(system=system, entity=entity)
+    progress_id = progress.poll_start(system=system, entity=entity)
     try:
-        connector = connector_for(system)
         while max_pages is None or pages < max_pages:
-            budget = rate_budget_wait(
-                system_key=f"{system.slug}:{system.pk}", rate_per_second=system.rate_limit_per_second
-            )
-            if not budget.allowed:
-                return _poll_finish(poll_cursor, result(PollOutcome.RATE_LIMITED, pages, stored, duplicates))
+            lease.renew()
+            cursor = poll_cursor.cursor or None
             try:
-                batch = connector.fetch_changes(entity, poll_cursor.cursor or None)
+                # Through the transport: circuit, shared rate budget, correlation id, one attempt row per page.
+                batch = transport.connector_call(
+                    system,
+                    "fetch_changes",
+                    functools.partial(_page_fetch, entity=entity, cursor=cursor),
+                    entity=entity,
+                    context={"flow": "pull", "cursor": cursor or ""},
+                )
+            except transport.SystemUnavailableError as exc:
+                outcome = PollOutcome.RATE_LIMITED if exc.retry_after is not None else PollOutcome.SKIPPED
+                return _poll_finish(poll_cursor, result(outcome, pages, stored, duplicates, error=str(exc.detail)))
             except (ConnectorError, HubError) as exc:
                 return _poll_finish(
                     poll_cursor, result(PollOutcome.ERROR, pages, stored, duplicates, error=str(exc.detail))
@@ -1996,15 +2074,17 @@ def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = No
             pages += 1
             stored += page_stored
             duplicates += page_duplicates
-            insights_services.batch_progress_advance(
-                progress_id=progress.pk, done=page_stored + page_duplicates, pages=1
-            )
+            progress.batch_advance(progress_id=progress_id, done=page_stored + page_duplicates, pages=1)
             if not batch.has_more:
                 return _poll_finish(poll_cursor, result(PollOutcome.COMPLETE, pages, stored, duplicates))
         return _poll_finish(poll_cursor, result(PollOutcome.PAGE_LIMIT, pages, stored, duplicates))
     finally:
-        cache.delete(lock_key)
-        insights_services.poll_progress_finish(progress_id=progress.pk, poll_cursor_id=poll_cursor.pk)
+        lease.release()
+        progress.poll_finish(progress_id=progress_id, poll_cursor_id=poll_cursor.pk)
+
+
+def _page_fetch(connector: Any, *, entity: str, cursor: str | None) -> Any:
+    return connector.fetch_changes(entity, cursor)
 
 
 def poll_schedule_run(*, schedule_id: int) -> PollResult | None:
@@ -2218,7 +2298,7 @@ def file_drop_ingest(
         errors = [*errors, *_file_drop_mapping_errors(system, entity, rows)]
     if not errors and not rows:
         errors = [{"row": None, "field": "", "message": "The file has no data rows."}]
-    progress = insights_services.batch_progress_start(
+    progress_id = progress.batch_start(
         kind=BatchKind.FILE_DROP, system=system, entity=entity, total=seen, label=drop.file_name
     )
     with transaction.atomic():
@@ -2226,8 +2306,8 @@ def file_drop_ingest(
             drop.status = FileDropStatus.REJECTED
             drop.errors = sorted(errors, key=lambda error: (error["row"] or 0, error["field"]))[:1000]
             drop.save()
-            insights_services.batch_progress_finish(
-                progress_id=progress.pk, status=BatchStatus.FAILED, failed=seen, error=f"{len(errors)} error(s)"
+            progress.batch_finish(
+                progress_id=progress_id, status=BatchStatus.FAILED, failed=seen, error=f"{len(errors)} error(s)"
             )
             return drop
         keyed = [
@@ -2248,7 +2328,7 @@ def file_drop_ingest(
         drop.rows_duplicate = duplicates
         drop.status = FileDropStatus.ACCEPTED if stored else FileDropStatus.DUPLICATE
         drop.save()
-        insights_services.batch_progress_finish(progress_id=progress.pk, done=stored + duplicates)
+        progress.batch_finish(progress_id=progress_id, done=stored + duplicates)
     return drop
 
 

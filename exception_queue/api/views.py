@@ -32,8 +32,8 @@ from exception_queue.api.serializers import (
 from exception_queue.choices import ReplayMapping
 from exception_queue.models import ExceptionItem
 from governance.models import LegalEntity
+from integrationhub.api.permissions import ActionPermissionMixin
 from integrationhub.errors import HubValidationError
-from sync.api.permissions import ActionPermissionMixin
 
 SCOPE_DECIDE = "exceptions:decide"
 # `act` runs whichever action is asked for: the view permission lets the call in, the action's own

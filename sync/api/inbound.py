@@ -212,7 +212,7 @@ class InboundWebhookApplication:
             *security_headers(secure=_is_secure(environ)),
         ]
         start_response(f"{answer.status} {HTTPStatus(answer.status).phrase}", response_headers)
-        from insights.metrics import LATENCY, REQUESTS
+        from integrationhub.counters import LATENCY, REQUESTS
 
         LATENCY.labels(view=VIEW_NAME, method="POST").observe(time.perf_counter() - started)
         REQUESTS.labels(view=VIEW_NAME, method="POST", status=str(answer.status)).inc()

@@ -18,13 +18,13 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from integrationhub.api.permissions import ActionPermissionMixin
 from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubValidationError, problem
 from integrationhub.logging import correlation_id_from_headers, new_correlation_id
 from integrationhub.parsers import NulRefusingFormParser, NulRefusingMultiPartParser
 from sync import selectors
 from sync.api.filters import DeliveryAttemptFilterSet, FileDropFilterSet, MessageFilterSet
 from sync.api.inbound import inbound_answer
-from sync.api.permissions import ActionPermissionMixin
 from sync.api.serializers import (
     DeliveryAttemptSerializer,
     FileDropSerializer,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from insights.trace import trace_lookup, trace_timeline
 from sync.models import CrossReference, Delivery, Message
 from sync.services import delivery_send, message_process
 from sync.tests.conftest import client_record, signed_post
-from sync.trace import trace_lookup, trace_timeline
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Permissions of the engine's API actions: a custom action needs its own model permission, not "add"."""
+"""Permissions of the API's custom actions: a custom action needs its own model permission, not "add"."""
 
 from __future__ import annotations
 

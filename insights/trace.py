@@ -219,3 +219,11 @@ def _posting_entries(*, correlation_id: str) -> list[TimelineEntry]:
         )
         for posting in postings
     ]
+
+
+def item_detail_trace(detail: Any) -> None:
+    """An exception item's page: the timeline of its message's (or its workflow run's) correlation id."""
+    message, run = detail.item.message, detail.item.workflow_run
+    correlation_id = message.correlation_id if message else (run.correlation_id if run else "")
+    if correlation_id:
+        detail.trace = trace_timeline(correlation_id=correlation_id)
