@@ -24,6 +24,9 @@ WORKERS="${SCHEMATHESIS_WORKERS:-2}"
 PY=.venv/bin/python
 ST_VENV="${SCHEMATHESIS_VENV:-var/schemathesis-venv}"
 export HUB_VAR_DIR="${HUB_VAR_DIR:-$PWD/var/schemathesis}"
+# A throwaway deployment: random keys unless given (with DATABASE_URL set and DEBUG off the hub needs real ones).
+export SECRET_KEY="${SECRET_KEY:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')}"
+export FIELD_ENCRYPTION_KEY="${FIELD_ENCRYPTION_KEY:-$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')}"
 mkdir -p "$HUB_VAR_DIR"
 if [ -z "${DATABASE_URL:-}" ]; then
   # Every run starts from the same state: what the previous run's fuzzing created must not steer this one.

@@ -20,7 +20,13 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
         return 2
     import importlib
+    import os
 
+    from integrationhub.env import throwaway_keys_setdefault
+
+    # A benchmark stack is a throwaway deployment on PostgreSQL with DEBUG off: without keys the hub would refuse
+    # to start. Random ones, in the environment so the servers and workers a benchmark starts share them.
+    throwaway_keys_setdefault(os.environ)
     failed = 0
     for name in names:
         module = importlib.import_module(BENCHMARKS[name])

@@ -40,6 +40,19 @@ class AuditAction(models.TextChoices):
     DUPLICATE_LINKED = "duplicate.linked", "Duplicate linked to an existing record"
     DUPLICATE_CREATED = "duplicate.created_new", "Duplicate suspect created as a new record"
     ENTITY_SCOPE_CHANGED = "entity_scope.changed", "Legal-entity scope changed"
+    PERIODIC_TASK_CREATED = "periodic_task.created", "Periodic task created"
+    PERIODIC_TASK_CHANGED = "periodic_task.changed", "Periodic task changed"
+    PERIODIC_TASK_ENABLED = "periodic_task.enabled", "Periodic task enabled"
+    PERIODIC_TASK_DISABLED = "periodic_task.disabled", "Periodic task disabled"
+    PERIODIC_TASK_RUN = "periodic_task.run", "Periodic task run by hand"
+    PERIODIC_TASK_DELETED = "periodic_task.deleted", "Periodic task deleted"
+    BEAT_SCHEDULE_CREATED = "beat_schedule.created", "Beat schedule created"
+    BEAT_SCHEDULE_CHANGED = "beat_schedule.changed", "Beat schedule changed"
+    BEAT_SCHEDULE_DELETED = "beat_schedule.deleted", "Beat schedule deleted"
+    POLL_SCHEDULE_CREATED = "poll_schedule.created", "Poll schedule created"
+    POLL_SCHEDULE_CHANGED = "poll_schedule.changed", "Poll schedule changed"
+    POLL_SCHEDULE_RUN = "poll_schedule.run", "Poll schedule run by hand"
+    POLL_SCHEDULE_DELETED = "poll_schedule.deleted", "Poll schedule deleted"
 
 
 CSV_COLUMNS = (

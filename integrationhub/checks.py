@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Tags, Warning, register
 
-EMBEDDED_SECRET_KEY = "insecure-embedded-default-key-set-SECRET_KEY-in-production"
+from integrationhub.production_keys import EMBEDDED_SECRET_KEY
 
 
 @register(Tags.security, deploy=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +70,17 @@ def broker_config(*, broker_url: str, var_dir: Path) -> tuple[str, dict[str, Any
         "data_folder_out": str(queue_dir),
         "control_folder": str(control_dir),
     }
+
+
+def throwaway_keys_setdefault(environ: MutableMapping[str, str]) -> None:
+    """Give a throwaway run (the test suite, a benchmark) its own random SECRET_KEY and FIELD_ENCRYPTION_KEY when
+    they are unset, in `environ` so that the processes it starts share them.
+
+    With DATABASE_URL set and DEBUG off the hub refuses to start without real keys (production_keys); such a run
+    is a deployment too, one whose data is thrown away, so random keys made for it are real keys.
+    """
+    if not environ.get("SECRET_KEY", "").strip():
+        environ["SECRET_KEY"] = secrets.token_urlsafe(50)
+    if not environ.get("FIELD_ENCRYPTION_KEY", "").strip():
+        # What Fernet.generate_key() returns, without importing cryptography this early.
+        environ["FIELD_ENCRYPTION_KEY"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()

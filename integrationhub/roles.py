@@ -65,8 +65,11 @@ ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
         # Finance opens and closes the accounting periods time and expenses post into (admins add them).
         ("governance.accountingperiod", frozenset({"change"})),
     ],
-    INTEGRATION_ADMIN: [(f"{app}.*", ALL) for app in HUB_APPS]
+    # Segregation of duties: integration admins run the hub but do not decide on the exception queue (approve,
+    # reject, fix, replay items, or workflow retries and compensations); finance does. They keep read access.
+    INTEGRATION_ADMIN: [(f"{app}.*", ALL) for app in HUB_APPS if app != "exception_queue"]
     + [
+        ("exception_queue.*", VIEW),
         ("integrationhub.apikey", ALL),
         ("integrationhub.auditevent", VIEW),
         ("integrationhub.userlegalentityscope", ALL),

@@ -12,20 +12,29 @@ from pathlib import Path
 from kombu import Exchange, Queue
 
 from integrationhub.env import broker_config, database_config, env_bool, env_list, env_str
+from integrationhub.production_keys import EMBEDDED_SECRET_KEY, production_keys_require
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("HUB_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
-# The development key only works with DEBUG on or in the embedded default; production sets SECRET_KEY.
-SECRET_KEY = env_str("SECRET_KEY", "insecure-embedded-default-key-set-SECRET_KEY-in-production")
+# The development key only works with DEBUG on or in the embedded default: with DEBUG off and DATABASE_URL set the
+# hub refuses to start without real SECRET_KEY and FIELD_ENCRYPTION_KEY (the check below the encryption key).
+SECRET_KEY = env_str("SECRET_KEY", EMBEDDED_SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 
 # Fernet keys, comma separated: the first encrypts, all of them decrypt (key rotation).
 FIELD_ENCRYPTION_KEY = env_str("FIELD_ENCRYPTION_KEY", "")
+# Here, while the settings load, so that no process (manage.py, gunicorn, worker, beat) starts with public keys.
+production_keys_require(
+    debug=DEBUG,
+    database_url=env_str("DATABASE_URL"),
+    secret_key=SECRET_KEY,
+    field_encryption_key=FIELD_ENCRYPTION_KEY,
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -107,7 +107,10 @@ class MessageAdmin(ReadOnlyLogAdmin):
             rows,
         )
 
-    @admin.action(description="Replay the selected messages (looked up at the target first: no duplicates)")
+    @admin.action(
+        description="Replay the selected messages (looked up at the target first: no duplicates)",
+        permissions=["replay_messages"],
+    )
     def replay_messages(self, request: HttpRequest, queryset: Any) -> None:
         from exception_queue.services import message_replay_request
 
@@ -150,28 +153,40 @@ class PollCursorAdmin(ReadOnlyLogAdmin):
 
 @admin.register(PollSchedule)
 class PollScheduleAdmin(HubHistoryAdmin):
+    """Scheduled pulls; saving, deleting and "run now" go through integrationhub.schedules (permission, audit)."""
+
     list_display = ["system", "entity", "every_seconds", "max_pages", "active", "updated_at"]
     list_filter = ["active", "entity", "system"]
     actions = ["run_now"]
 
     def save_model(self, request: HttpRequest, obj: PollSchedule, form: Any, change: bool) -> None:
-        from sync.services import poll_schedule_save
+        from integrationhub.schedules import poll_schedule_change
 
-        poll_schedule_save(schedule=obj, user=request.user, reason=form.cleaned_data.get("change_reason", ""))
+        poll_schedule_change(
+            schedule=obj,
+            changed_fields=[name for name in form.changed_data if name != "change_reason"],
+            user=request.user,
+            reason=form.cleaned_data.get("change_reason", ""),
+            request=request,
+        )
 
     def delete_model(self, request: HttpRequest, obj: PollSchedule) -> None:
-        from sync.services import poll_schedule_delete
+        from integrationhub.schedules import poll_schedules_delete
 
-        poll_schedule_delete(schedule=obj)
+        poll_schedules_delete(schedules=[obj], user=request.user, request=request)
 
-    @admin.action(description="Run the selected pulls now (on the housekeeping queue)")
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        # The bulk delete too: each schedule's beat entry goes with it, and each deletion is audited.
+        from integrationhub.schedules import poll_schedules_delete
+
+        poll_schedules_delete(schedules=list(queryset), user=request.user, request=request)
+
+    @admin.action(description="Run the selected pulls now (on the housekeeping queue)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: Any) -> None:
-        from integrationhub.dispatch import enqueue_on_commit
-        from sync.tasks import poll_run_task
+        from integrationhub.schedules import poll_schedules_run_now
 
-        for schedule in queryset:
-            enqueue_on_commit(poll_run_task, schedule.pk, queue="housekeeping")
-        self.message_user(request, f"{queryset.count()} pull(s) queued.", messages.SUCCESS)
+        count = poll_schedules_run_now(schedules=queryset, user=request.user, request=request)
+        self.message_user(request, f"{count} pull(s) queued.", messages.SUCCESS)
 
 
 class FileDropUploadForm(forms.Form):

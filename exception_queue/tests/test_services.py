@@ -183,8 +183,8 @@ def test_bulk_replay_replays_only_the_items_matching_the_filter(client, make_flo
     for flow, count in ((first, 2), (second, 1)):
         for _ in range(count):
             message_process(message_id=_ingest(client, flow, {"Id": "X", "Name": "No status"}).pk)
-    # when items of the first source system are bulk-replayed
-    user = make_role_user("integration_admin")
+    # when a finance approver bulk-replays the items of the first source system
+    user = make_role_user("finance_approver")
     count = exception_items_bulk_replay(user=user, reason="Mapping fixed", system_id=first.source.pk)
     # then exactly those two are replayed, each with its own decision
     assert count == 2
@@ -209,6 +209,26 @@ def test_the_action_registry_offers_approve_to_finance_and_nothing_to_an_auditor
     # when finance approves through the registry, a decision is recorded
     item_action_perform(item=item, action="approve", user=finance, reason="ok")
     assert item.decisions.filter(action=DecisionAction.APPROVE, user=finance).exists()
+
+
+def test_an_integration_admin_reads_the_queue_but_decides_nothing(held, make_role_user, client):
+    # given a held approval item and an integration admin (segregation of duties: finance decides)
+    from exception_queue.actions import item_actions_available
+
+    message, item = held
+    admin = make_role_user("integration_admin", "ops-sod")
+    # then no decision is offered to them, and each one is refused when tried
+    assert item_actions_available(item=item, user=admin) == []
+    for decide in (exception_item_approve, exception_item_reject, exception_item_replay):
+        with pytest.raises(PermissionDenied):
+            decide(item=item, user=admin, reason="ops deciding")
+    item.refresh_from_db()
+    message.refresh_from_db()
+    assert (item.state, message.status, item.decisions.count()) == (ExceptionState.OPEN, MessageStatus.HELD, 0)
+    # and they still read the queue and the item's page
+    client.force_login(admin)
+    assert client.get("/admin/exception_queue/exceptionitem/").status_code == 200
+    assert client.get(f"/admin/exception_queue/exceptionitem/{item.pk}/change/").status_code == 200
 
 
 def test_the_requester_cannot_approve_their_own_item(held, make_role_user):

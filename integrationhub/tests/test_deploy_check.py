@@ -20,13 +20,17 @@ PRODUCTION_ENV = {
 }
 
 
-def run_manage(args: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+def run_manage(
+    args: list[str], env: dict[str, str], tmp_path, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; a deployment never has it.
         env={
-            **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+            **{k: v for k, v in os.environ.items() if k not in {"DJANGO_ALLOW_ASYNC_UNSAFE", *unset}},
             "HUB_VAR_DIR": str(tmp_path),
+            # The product's settings, as deployed (the suite's own add throwaway keys when they are unset).
+            "DJANGO_SETTINGS_MODULE": "integrationhub.settings",
             **env,
         },
         cwd=django_settings.BASE_DIR,
@@ -48,7 +52,13 @@ def test_check_deploy_is_clean_with_the_production_environment(tmp_path):
 
 @pytest.mark.slow
 def test_check_deploy_flags_the_development_key_and_plain_http(tmp_path):
-    result = run_manage(["check", "--deploy", "--fail-level", "WARNING"], {"DEBUG": "false"}, tmp_path)
+    # given the embedded default (no DATABASE_URL) with DEBUG off and no SECRET_KEY: it starts, with warnings
+    result = run_manage(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        {"DEBUG": "false"},
+        tmp_path,
+        unset=("DATABASE_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEY"),
+    )
     assert result.returncode != 0
     for warning in ("integrationhub.W001", "security.W008", "security.W012"):
         assert warning in result.stdout + result.stderr

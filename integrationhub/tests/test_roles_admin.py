@@ -123,3 +123,19 @@ def test_role_permissions_follow_the_role_table(db):
         "add_decision"
     }
     assert {"change_connectedsystem", "add_legalentity", "change_periodictask"} <= codenames["integration_admin"]
+
+
+def test_integration_admins_read_the_exception_queue_and_finance_decides(db):
+    from django.contrib.auth.models import Group
+
+    # given the role groups brought in line with the role table
+    roles.roles_sync()
+    codenames = {
+        role: set(Group.objects.get(name=role).permissions.values_list("codename", flat=True)) for role in roles.ROLES
+    }
+    decisions = {"decide_exceptionitem", "fix_exceptionitem", "change_exceptionitem", "add_decision"}
+    # then integration admins keep read access but hold none of the decision permissions (segregation of duties)
+    assert {"view_exceptionitem", "view_decision"} <= codenames["integration_admin"]
+    assert not decisions & codenames["integration_admin"]
+    # and finance approvers hold them
+    assert decisions <= codenames["finance_approver"]

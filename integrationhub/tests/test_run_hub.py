@@ -30,8 +30,10 @@ def _get_json(url: str) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_run_hub_on_the_embedded_default_is_ready_with_a_live_worker_within_15_seconds(tmp_path):
-    # given a fresh var/ and no DATABASE_URL / REDIS_URL: SQLite and the filesystem broker
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    # given a fresh var/ and no DATABASE_URL / REDIS_URL: SQLite and the filesystem broker, and no keys (a bare
+    # machine: the embedded default needs neither SECRET_KEY nor FIELD_ENCRYPTION_KEY)
+    unset = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(HUB_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="integrationhub.settings")
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "--no-input"], env=env, check=True, capture_output=True, cwd=REPO)
