@@ -132,7 +132,9 @@ def test_fix_and_replay_records_the_diff_and_runs_the_corrected_payload(client, 
     assert target.record("client", "C-3")["status"] == "active"
 
 
-def test_replaying_a_delivered_message_looks_it_up_and_sends_nothing_twice(client, make_flow, target, make_role_user):
+def test_replaying_a_delivered_message_updates_it_in_place_and_creates_nothing_twice(
+    client, make_flow, target, make_role_user
+):
     # given a delivered message
     flow = make_flow(target.url)
     message = _ingest(client, flow, client_record("C-4"))
@@ -144,18 +146,16 @@ def test_replaying_a_delivered_message_looks_it_up_and_sends_nothing_twice(clien
     message_replay_request(message=message, user=admin, reason="Check the target has it")
     message_process(message_id=message.pk)
     status = delivery_send(delivery_id=delivery.pk)
-    # then it is found at the target by its idempotency key: delivered, one upsert only
+    # then the record the cross-reference names is updated in place: one create, then one update
     assert status == DeliveryStatus.DELIVERED
-    assert len(target.upserts()) == 1
-    assert list(delivery.attempts_log.values_list("outcome", flat=True)) == [
-        AttemptOutcome.DELIVERED,
-        AttemptOutcome.ALREADY_APPLIED,
-    ]
+    assert len(target.upserts()) == 1 and len(target.records["client"]) == 1
+    attempts = list(delivery.attempts_log.values_list("outcome", "request_summary__operation"))
+    assert attempts == [(AttemptOutcome.DELIVERED, "upsert"), (AttemptOutcome.DELIVERED, "update")]
     assert Decision.objects.get().message_id == message.pk
     # and the trace shows the replay decision and both attempts
     stages = [step.stage for step in message_trace(correlation_id=message.correlation_id)]
     assert "decision:replay" in stages
-    assert stages.count("attempt:delivered") == 1 and stages.count("attempt:already_applied") == 1
+    assert stages.count("attempt:delivered") == 2
 
 
 def test_replaying_a_rejected_delivery_after_the_target_is_fixed_delivers_it(client, make_flow, target, make_role_user):
