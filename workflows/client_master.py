@@ -11,7 +11,10 @@ they need. Both go through `_client_push`:
    policy (validation rule `client_duplicate_check`). A suspect holds the run on a duplicate_suspect item
    that an analyst links, creates as new, or rejects; `DuplicateSuspectHeld` tells the caller.
 2. erp_client and psa_client: an idempotent upsert by a per-system key (or an update by id of a record a
-   person linked), then the cross-reference canonical id ↔ external id.
+   person linked), then the cross-reference canonical id ↔ external id. Every call goes through the transport
+   (`workflow_call`). A retryable failure (the system paused or its circuit open, a timeout, a 5xx) leaves the
+   step failed and the run running, and raises: the run's task (or the saga that needed the client) tries
+   again after the flow's policy delay. A terminal failure holds the run on a target_rejected item.
 
 A duplicate linked to a client the hub already knows becomes an alias of it (`linked_to`): cross-references
 are one per system and canonical id, so the alias resolves to the existing client's ids and later updates of
@@ -25,6 +28,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -32,11 +36,9 @@ from django.db.models import Q
 from django.utils import timezone
 from rapidfuzz import fuzz
 
-from connectors.base import Connector
-from connectors.choices import SystemRole, SystemState
+from connectors.choices import SystemRole
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from governance.choices import Flow
 from governance.models import LegalEntity
@@ -55,6 +57,8 @@ from workflows.choices import (
 )
 from workflows.models import ClientDirectoryEntry, ClientDirectorySource, WorkflowRun
 from workflows.services import (
+    connector_offers,
+    workflow_call,
     workflow_run_finish,
     workflow_run_hold,
     workflow_run_lock,
@@ -382,21 +386,35 @@ def client_directory_entry_save(
     return entry
 
 
-def client_directory_refresh(*, system: ConnectedSystem, max_pages: int = DIRECTORY_PAGES_PER_CHECK) -> int:
-    """Read the clients changed in `system` since the last read into the directory; returns how many.
+def client_directory_refresh(
+    *,
+    system: ConnectedSystem,
+    run: WorkflowRun,
+    max_pages: int = DIRECTORY_PAGES_PER_CHECK,
+    correlation_id: str = "",
+) -> int:
+    """Read the clients changed in `system` since the last read into the directory, for `run`'s duplicate
+    check; returns how many.
 
     Incremental (the connector's change cursor is kept), so a check pays only for what changed since.
     A system whose connector cannot list clients adds nothing.
     """
-    connector = connector_for(system)
-    if not connector.supports("fetch_changes"):
+    if not connector_offers(system, "fetch_changes"):
         return 0
     source, _ = ClientDirectorySource.objects.get_or_create(system=system)
     company = str(system.settings.get("company_code") or "")
     count = 0
     cursor: str | None = source.cursor or None
     for _page in range(max_pages):
-        batch = connector.fetch_changes(CLIENT_ENTITY, cursor)
+        batch = workflow_call(
+            run,
+            system,
+            "fetch_changes",
+            methodcaller("fetch_changes", CLIENT_ENTITY, cursor),
+            step=STEP_CHECK_DUPLICATES,
+            entity=CLIENT_ENTITY,
+            correlation_id=correlation_id,
+        )
         for record in batch.records:
             if company and record.get("legal_entity") and record.get("legal_entity") != company:
                 continue  # a sandbox ERP store shared by entities lists the other entity's clients too
@@ -537,7 +555,11 @@ def _linked(entry: ClientDirectoryEntry, systems: list[ConnectedSystem]) -> bool
 
 
 def _check_duplicates(
-    run: WorkflowRun, entry: ClientDirectoryEntry, canonical: Mapping[str, Any], systems: list[ConnectedSystem]
+    run: WorkflowRun,
+    entry: ClientDirectoryEntry,
+    canonical: Mapping[str, Any],
+    systems: list[ConnectedSystem],
+    correlation_id: str,
 ) -> None:
     step = workflow_step_begin(run=run, name=STEP_CHECK_DUPLICATES, position=1)
     if _linked(entry, systems):
@@ -547,7 +569,7 @@ def _check_duplicates(
         return
     for system in systems:
         try:
-            client_directory_refresh(system=system)
+            client_directory_refresh(system=system, run=run, correlation_id=correlation_id)
         except ConnectorError as exc:
             # The check still runs on what the directory holds; the write below meets the outage anyway.
             logger.warning("client directory refresh failed", extra={"system": system.slug, "error": str(exc)})
@@ -583,33 +605,60 @@ def _check_duplicates(
 
 
 def _write_client(
-    connector: Connector,
+    run: WorkflowRun,
+    step: str,
     system: ConnectedSystem,
     canonical: Mapping[str, Any],
     effective_id: str,
     legal_entity: LegalEntity | None,
     update: bool,
+    correlation_id: str,
 ) -> str:
     # A linked duplicate writes under the client it was linked to: that record's reference stays its own.
     payload = _client_payload(system, {**canonical, "id": effective_id}, legal_entity)
+    key = client_idempotency_key(system=system, canonical_id=effective_id)
     existing = xref_get(system=system, entity=CLIENT_ENTITY, canonical_id=effective_id)
+
+    def upsert() -> str:
+        result = workflow_call(
+            run,
+            system,
+            "upsert",
+            lambda connector: connector.upsert(CLIENT_ENTITY, payload, key),
+            step=step,
+            entity=CLIENT_ENTITY,
+            key=key,
+            correlation_id=correlation_id,
+        )
+        return str(result.external_id)
+
     if existing is not None:
-        if update:
-            updater = getattr(connector, "update_record", None)
-            if updater is not None:
-                updater(CLIENT_ENTITY, existing, payload)
-            else:
-                connector.upsert(
-                    CLIENT_ENTITY, payload, client_idempotency_key(system=system, canonical_id=effective_id)
-                )
+        if update and connector_offers(system, "update_record"):
+            workflow_call(
+                run,
+                system,
+                "update_record",
+                methodcaller("update_record", CLIENT_ENTITY, existing, payload),
+                step=step,
+                entity=CLIENT_ENTITY,
+                key=key,
+                correlation_id=correlation_id,
+            )
+        elif update:
+            upsert()
         return existing
-    result = connector.upsert(CLIENT_ENTITY, payload, client_idempotency_key(system=system, canonical_id=effective_id))
-    xref_set(system=system, entity=CLIENT_ENTITY, canonical_id=effective_id, external_id=result.external_id)
-    return result.external_id
+    external_id = upsert()
+    xref_set(system=system, entity=CLIENT_ENTITY, canonical_id=effective_id, external_id=external_id)
+    return external_id
 
 
 def _client_push(
-    *, run: WorkflowRun, canonical: Mapping[str, Any], legal_entity: LegalEntity | None, update: bool
+    *,
+    run: WorkflowRun,
+    canonical: Mapping[str, Any],
+    legal_entity: LegalEntity | None,
+    update: bool,
+    correlation_id: str = "",
 ) -> ClientMasterResult:
     canonical_id = str(canonical["id"])
     erp = _require_system(SystemRole.ERP, legal_entity)
@@ -631,23 +680,24 @@ def _client_push(
         )
     if run.status != RunStatus.RUNNING:
         workflow_run_resume(run=run)
-    _check_duplicates(run, entry, canonical, [erp, psa])
+    _check_duplicates(run, entry, canonical, [erp, psa], correlation_id)
     ids: dict[str, str] = {}
     for position, (step_name, system) in enumerate(((STEP_ERP_CLIENT, erp), (STEP_PSA_CLIENT, psa)), start=2):
         step = workflow_step_begin(run=run, name=step_name, position=position)
-        if system.state == SystemState.PAUSED:
-            error = f"{system.slug} is paused; the client is written once an integration admin resumes it."
-        else:
-            try:
-                ids[step_name] = _write_client(
-                    connector_for(system), system, canonical, effective_id, legal_entity, update
-                )
-                workflow_step_done(
-                    step=step, result={f"{step_name}_id": ids[step_name], f"{step_name}_system": system.slug}
-                )
-                continue
-            except (ConnectorError, HubConflictError) as exc:
-                error = f"{system.slug}: {exc.detail}"
+        try:
+            ids[step_name] = _write_client(
+                run, step_name, system, canonical, effective_id, legal_entity, update, correlation_id
+            )
+            workflow_step_done(
+                step=step, result={f"{step_name}_id": ids[step_name], f"{step_name}_system": system.slug}
+            )
+            continue
+        except (ConnectorError, HubConflictError) as exc:
+            error = f"{system.slug}: {exc.detail}"
+            if isinstance(exc, ConnectorError) and exc.retryable:
+                # Paused, circuit open, a timeout or a 5xx: the step is tried again after the policy's delay.
+                workflow_step_fail(step=step, error=error)
+                raise
         workflow_step_fail(step=step, error=error)
         workflow_run_hold(
             run=run,
@@ -707,7 +757,34 @@ def client_master_ensure(
             f"The client {canonical_client.get('name')} was rejected in the duplicate check.",
             hint="Correct the account in the CRM; a new account starts a new check.",
         )
-    return _client_push(run=run, canonical=canonical_client, legal_entity=legal_entity, update=False)
+    return _client_push(
+        run=run, canonical=canonical_client, legal_entity=legal_entity, update=False, correlation_id=correlation_id
+    )
+
+
+def client_master_give_up(*, run_id: int, error: ConnectorError) -> WorkflowRun | None:
+    """A system kept failing retryably until the policy's attempts were spent: hold the run at its failed step
+    on a dead-letter item, for a person to replay the account message once the system is back."""
+    with workflow_run_lock(run_id=run_id) as acquired:
+        run = WorkflowRun.objects.filter(pk=run_id, flow=Flow.CLIENT_MASTER).select_related("legal_entity").first()
+        if not acquired or run is None or run.status != RunStatus.RUNNING:
+            return run
+        step = run.steps.filter(status=StepStatus.FAILED).order_by("-position").first()
+        name = step.name if step is not None else run.current_step
+        role = {STEP_ERP_CLIENT: SystemRole.ERP, STEP_PSA_CLIENT: SystemRole.PSA}.get(name)
+        canonical = (run.context or {}).get("client") or {}
+        workflow_run_hold(
+            run=run,
+            category=ExceptionCategory.DEAD_LETTER,
+            reason=f"Gave up writing the client {canonical.get('name')} after repeated failures: {error.detail}"[:4000],
+            step=name,
+            system=system_for(role=role, legal_entity=run.legal_entity) if role else None,
+            external_id=str(canonical.get("id") or ""),
+            payload_snapshot=dict(canonical),
+            suggested_action="Check the system named in the error (paused, down, credentials), then replay the "
+            "account message.",
+        )
+        return run
 
 
 class RunBusyError(HubConflictError):

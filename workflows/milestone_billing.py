@@ -7,6 +7,9 @@ Steps: check_eligibility → finance_approval → create_billing_event → publi
 governance rules (billing type, client acceptance, amount within the contract's remaining value, not billed
 before) evaluated with lookups read from the ERP; every failure goes to finance as one policy item. The billing
 event's idempotency key is derived from the run, so a retry, a replay or a second worker never bills twice.
+Every call to the PSA and the ERP goes through the transport (`workflow_call`, `flow_call`): a paused system or
+an open circuit refuses the call before anything is sent, and the step is tried again after the delay of the
+flow's sync policy (workflows.tasks), like any retryable failure, until the policy's attempts are spent.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime
 import logging
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from operator import methodcaller
 from typing import Any
 
 from django.core.cache import cache
@@ -26,7 +30,7 @@ from connectors.builtin import SandboxErpConnector
 from connectors.choices import SystemRole, SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
+from connectors.registry import registry
 from exception_queue.actions import ItemAction, register_item_action
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
@@ -45,9 +49,12 @@ from governance.selectors import sync_policy_for
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from sync.models import PollCursor
+from sync.transport import SystemUnavailableError
 from workflows.choices import RunStatus, StepStatus
 from workflows.models import WorkflowRun
 from workflows.services import (
+    flow_call,
+    workflow_call,
     workflow_run_finish,
     workflow_run_hold,
     workflow_run_start,
@@ -167,7 +174,16 @@ def milestone_billing_request(*, system: ConnectedSystem, milestone_id: str, use
     """A person asks to bill a completed milestone now (instead of waiting for the pull); they become the
     requester, who may not approve it themselves."""
     try:
-        record = connector_for(system).get("milestone", str(milestone_id))
+        record = flow_call(
+            system,
+            "get",
+            lambda connector: connector.get("milestone", str(milestone_id)),
+            flow=FLOW,
+            step="request",
+            sync_policy=sync_policy_for(flow=FLOW),
+            entity="milestone",
+            context={"milestone_id": str(milestone_id), "requested_by": getattr(user, "pk", None)},
+        )
     except ConnectorError as exc:
         raise HubConflictError(f"The PSA did not return milestone {milestone_id}: {exc.detail}") from exc
     with transaction.atomic():
@@ -180,14 +196,24 @@ def milestone_billing_request(*, system: ConnectedSystem, milestone_id: str, use
     return run
 
 
-def milestone_billing_pull(*, system: ConnectedSystem, max_pages: int | None = None) -> int:
+def milestone_billing_pull(
+    *, system: ConnectedSystem, max_pages: int | None = None, policy: SyncPolicy | None = None
+) -> int:
     """Read the PSA's changed milestones from the pull's cursor and start a run for each completed one; the
     runs and the cursor move commit together per page. Returns how many runs were started."""
     cursor_row, _ = PollCursor.objects.get_or_create(system=system, entity=CURSOR_ENTITY)
-    connector = connector_for(system)
+    policy = policy or sync_policy_for(flow=FLOW)
     started = pages = 0
     while max_pages is None or pages < max_pages:
-        batch = connector.fetch_changes("milestone", cursor_row.cursor or None)
+        batch = flow_call(
+            system,
+            "fetch_changes",
+            methodcaller("fetch_changes", "milestone", cursor_row.cursor or None),
+            flow=FLOW,
+            step="pull",
+            sync_policy=policy,
+            entity="milestone",
+        )
         with transaction.atomic():
             for record in batch.records:
                 _, created = milestone_billing_trigger(system=system, record=record)
@@ -208,7 +234,7 @@ def milestone_billing_scheduled(policy: SyncPolicy) -> dict[str, int]:
     systems = ConnectedSystem.objects.filter(role=SystemRole.PSA, state=SystemState.ACTIVE)
     if policy.legal_entity_id:
         systems = systems.filter(legal_entities=policy.legal_entity_id)
-    started = {system.slug: milestone_billing_pull(system=system) for system in systems.distinct()}
+    started = {system.slug: milestone_billing_pull(system=system, policy=policy) for system in systems.distinct()}
     started["resumed"] = milestone_billing_resume_stalled()
     return started
 
@@ -223,17 +249,32 @@ def _rule_entries(policy: SyncPolicy | None) -> list[dict[str, Any]]:
     return list(entries.values())
 
 
-def _erp_contract(code: str) -> tuple[ConnectedSystem, dict[str, Any]]:
+def _erp_contract(run: WorkflowRun, code: str) -> tuple[ConnectedSystem, dict[str, Any]]:
     """The ERP system and project (the contract) with `code`, the ERP serving the project's legal entity.
-    Several systems may front one ERP (one per legal entity, same base URL): it is asked once."""
-    candidates = ConnectedSystem.objects.filter(role=SystemRole.ERP).exclude(state=SystemState.PAUSED)
+    Several systems may front one ERP (one per legal entity, same base URL): it is asked once. An ERP that
+    cannot be asked now (paused, circuit open) is passed over; when no other has the contract, the check waits
+    for it (SystemUnavailableError, retryable) instead of reporting the contract missing."""
+    candidates = ConnectedSystem.objects.filter(role=SystemRole.ERP)
     seen: set[tuple[str, str]] = set()
+    unavailable: SystemUnavailableError | None = None
     for system in candidates.prefetch_related("legal_entities").order_by("id"):
-        connector = connector_for(system)
-        if not isinstance(connector, SandboxErpConnector):
+        if not issubclass(registry.get(system.connector_type), SandboxErpConnector):
             continue  # contracts (projects with a billing type and a value) are read from REST ERPs of this type
         where = (system.base_url, system.connector_type)
-        body = connector.call_json("GET", "/projects", params={"code": code, "limit": 10}) if where not in seen else {}
+        body: dict[str, Any] = {}
+        if where not in seen:
+            try:
+                body = workflow_call(
+                    run,
+                    system,
+                    "call_json",
+                    methodcaller("call_json", "GET", "/projects", params={"code": code, "limit": 10}),
+                    step=STEP_CHECK,
+                    entity="project",
+                )
+            except SystemUnavailableError as exc:
+                unavailable = unavailable or exc
+                continue
         seen.add(where)
         codes = {entity.code for entity in system.legal_entities.all()}
         for project in body.get("results") or []:
@@ -246,20 +287,29 @@ def _erp_contract(code: str) -> tuple[ConnectedSystem, dict[str, Any]]:
                 for project in body["results"]:
                     if project.get("code") == code and project.get("legal_entity") in other_codes:
                         return other, project
+    if unavailable is not None:
+        raise unavailable
     raise HubConflictError(
         f"No ERP has a project (contract) with code {code!r}; create the project in the ERP, then retry.",
         hint="The PSA project's code must equal the ERP project's code.",
     )
 
 
-def _billing_events(connector: Any, project_id: Any) -> list[dict[str, Any]]:
+def _billing_events(run: WorkflowRun, erp: ConnectedSystem, project_id: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cursor = None
     while True:
         params: dict[str, Any] = {"project_id": project_id, "limit": 1000}
         if cursor:
             params["cursor"] = cursor
-        body = connector.call_json("GET", "/billing-events", params=params)
+        body = workflow_call(
+            run,
+            erp,
+            "call_json",
+            methodcaller("call_json", "GET", "/billing-events", params=params),
+            step=STEP_CHECK,
+            entity="billing_event",
+        )
         rows += body.get("results") or []
         if not body.get("has_more"):
             return rows
@@ -271,18 +321,34 @@ def milestone_eligibility(*, run: WorkflowRun) -> tuple[list[RuleResult], dict[s
     returns the results and what the next steps need (the ERP system and project, the legal entity)."""
     ctx = run.context
     psa = ConnectedSystem.objects.get(pk=ctx["psa_system_id"])
-    psa_connector = connector_for(psa)
-    milestone = psa_connector.get("milestone", ctx["milestone_id"])
-    project = psa_connector.get("project", ctx["psa_project_id"]) if ctx.get("psa_project_id") else {}
+    milestone = workflow_call(
+        run,
+        psa,
+        "get",
+        lambda connector: connector.get("milestone", ctx["milestone_id"]),
+        step=STEP_CHECK,
+        entity="milestone",
+    )
+    project = (
+        workflow_call(
+            run,
+            psa,
+            "get",
+            lambda connector: connector.get("project", ctx["psa_project_id"]),
+            step=STEP_CHECK,
+            entity="project",
+        )
+        if ctx.get("psa_project_id")
+        else {}
+    )
     code = str(project.get("code") or "")
     if not code:
         raise HubConflictError(
             f"PSA project {ctx.get('psa_project_id')} has no code, so its contract cannot be found in the ERP.",
             hint="Give the PSA project the ERP project's code, then retry.",
         )
-    erp, contract = _erp_contract(code)
-    erp_connector = connector_for(erp)
-    events = _billing_events(erp_connector, contract["id"])
+    erp, contract = _erp_contract(run, code)
+    events = _billing_events(run, erp, contract["id"])
     billed_total = sum((_decimal(e.get("amount")) or Decimal("0")) for e in events)
     contract_value = _decimal(contract.get("contract_value"))
     remaining = None if contract_value is None else contract_value - billed_total
@@ -437,8 +503,17 @@ def _step_bill(run: WorkflowRun) -> bool:
         "milestone_ref": run.business_key,
         "source_ref": f"hub:workflow-run:{run.pk}",
     }
+    key = billing_event_key(run)
     try:
-        result = connector_for(erp).upsert("billing_event", payload, billing_event_key(run))
+        result = workflow_call(
+            run,
+            erp,
+            "upsert",
+            lambda connector: connector.upsert("billing_event", payload, key),
+            step=STEP_BILL,
+            entity="billing_event",
+            key=key,
+        )
     except ConnectorError as exc:
         if exc.retryable:
             workflow_step_fail(step=step, error=exc.detail)
@@ -467,8 +542,14 @@ def _step_publish(run: WorkflowRun) -> None:
     psa = ConnectedSystem.objects.get(pk=ctx["psa_system_id"])
     changes = {"billing_status": BILLED, "billing_reference": f"ERP billing event {ctx.get('billing_event_id')}"}
     try:
-        connector = connector_for(psa)
-        connector.call("PATCH", f"/milestones/{ctx['milestone_id']}", json=changes)  # type: ignore[attr-defined]
+        workflow_call(
+            run,
+            psa,
+            "call",
+            methodcaller("call", "PATCH", f"/milestones/{ctx['milestone_id']}", json=changes),
+            step=STEP_PUBLISH,
+            entity="milestone",
+        )
     except ConnectorError as exc:
         if exc.retryable:
             workflow_step_fail(step=step, error=exc.detail)

@@ -166,6 +166,19 @@ class TimeExpensePosting(models.Model):
         return f"{self.entry_key} v{self.version} {self.kind} ({self.status})"
 
 
+class TimeExpenseSenderLease(models.Model):
+    """Which sender posts a target's time and expense lines now. The sender renews it before every call; one
+    that was killed stops renewing, and its lease runs out within a minute for the next sender to take over."""
+
+    target_system = models.OneToOneField("connectors.ConnectedSystem", on_delete=models.CASCADE, related_name="+")
+    holder = models.CharField(max_length=200, blank=True, help_text="The sender holding it: host, process, send.")
+    heartbeat_at = models.DateTimeField(default=timezone.now, help_text="When the holder last renewed it.")
+    expires_at = models.DateTimeField(default=timezone.now, help_text="Free for another sender from this time on.")
+
+    def __str__(self) -> str:
+        return f"time and expense sender of {self.target_system_id}: {self.holder or 'free'}"
+
+
 class ClientDirectoryEntry(models.Model):
     """A client the duplicate check compares new accounts with: one known to the hub, or one an ERP or PSA listed.
 

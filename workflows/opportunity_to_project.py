@@ -9,7 +9,10 @@ carries the steps out in order, each recorded as a WorkflowStep:
 
 Every write is idempotent: each record is created with a key of its own (per system and opportunity) that the
 connector looks up before it creates, and the ERP project's cross-reference is written as soon as it exists,
-so a retried step or a re-run never creates a second record. A failing step holds the run on an
+so a retried step or a re-run never creates a second record. Every call goes through the transport
+(`workflow_call`): a paused system, an open circuit or a spent rate budget refuses the call before anything
+is sent. A step that failed retryably (a timeout, a 5xx, a refused call) is tried again after the delay of the
+flow's sync policy; a step that failed for good, or whose retries are spent, holds the run on an
 activation_held item: finance retries the step, compensates (the completed steps are undone in reverse as far
 as each system can), or cancels. Staffing is released only when the ERP project exists and is active.
 KPI: activation time = release_staffing's finished_at minus the run's triggered_at (workflows.selectors).
@@ -21,6 +24,7 @@ import datetime
 import logging
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
+from operator import methodcaller
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +37,6 @@ from connectors.base import ConnectorCapabilityError
 from connectors.choices import SystemRole
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
 from exception_queue.choices import ExceptionCategory
 from governance.choices import Flow
 from governance.models import LegalEntity, RateCard
@@ -64,6 +67,9 @@ from workflows.client_master import (
 )
 from workflows.models import FinanceNotification, WorkflowRun, WorkflowStep
 from workflows.services import (
+    connector_offers,
+    workflow_call,
+    workflow_run_correlation_id,
     workflow_run_finish,
     workflow_run_hold,
     workflow_run_lock,
@@ -203,7 +209,16 @@ def _opportunity_reread(run: WorkflowRun) -> dict[str, Any]:
     )
     if mapping_set is None or not opportunity.get("id"):
         return opportunity
-    result = compiled_mapping(mapping_set.pk).map_one(connector_for(crm).get("opportunity", str(opportunity["id"])))
+    opportunity_id = str(opportunity["id"])
+    record = workflow_call(
+        run,
+        crm,
+        "get",
+        lambda connector: connector.get("opportunity", opportunity_id),
+        step=STEP_VALIDATE,
+        entity="opportunity",
+    )
+    result = compiled_mapping(mapping_set.pk).map_one(record)
     if result.errors:
         return opportunity
     fresh = {**opportunity, **dict(result.output)}
@@ -373,7 +388,14 @@ def _canonical_client(run: WorkflowRun) -> dict[str, Any]:
         legal_entity_id=entity.pk if entity else None,
     )
     if mapping_set is not None:
-        record = connector_for(crm).get("client", account_id)
+        record = workflow_call(
+            run,
+            crm,
+            "get",
+            lambda connector: connector.get("client", account_id),
+            step=STEP_ENSURE_CLIENT,
+            entity="client",
+        )
         result = compiled_mapping(mapping_set.pk).map_one(record)
         if not result.errors and result.output.get("name"):
             canonical = dict(result.output)
@@ -390,7 +412,10 @@ def step_ensure_client(run: WorkflowRun) -> dict[str, Any]:
 
     canonical = _canonical_client(run)
     result = client_master_ensure(
-        canonical_client=canonical, legal_entity=run.legal_entity, correlation_id=run.correlation_id, message=None
+        canonical_client=canonical,
+        legal_entity=run.legal_entity,
+        correlation_id=workflow_run_correlation_id(run=run),
+        message=None,
     )
     return {
         "client_id": result.canonical_id,
@@ -431,7 +456,16 @@ def step_create_erp_project(run: WorkflowRun) -> dict[str, Any]:
     """The financial project in the legal entity's ERP, cross-referenced under the project number."""
     erp = _system(run, "erp_system")
     number = run.context["project_number"]
-    result = connector_for(erp).upsert(PROJECT_ENTITY, _erp_project_payload(erp, run), _key(erp, "project", run))
+    payload, key = _erp_project_payload(erp, run), _key(erp, "project", run)
+    result = workflow_call(
+        run,
+        erp,
+        "upsert",
+        lambda connector: connector.upsert(PROJECT_ENTITY, payload, key),
+        step=STEP_CREATE_ERP_PROJECT,
+        entity=PROJECT_ENTITY,
+        key=key,
+    )
     xref_set(system=erp, entity=PROJECT_ENTITY, canonical_id=number, external_id=result.external_id)
     return {"erp_project_id": result.external_id}
 
@@ -455,7 +489,16 @@ def step_create_psa_project(run: WorkflowRun) -> dict[str, Any]:
         payload["budget"] = float(amount)
     if _start_date(opportunity):
         payload["starts_on"] = _start_date(opportunity)
-    result = connector_for(psa).upsert(PROJECT_ENTITY, payload, _key(psa, "project", run))
+    key = _key(psa, "project", run)
+    result = workflow_call(
+        run,
+        psa,
+        "upsert",
+        lambda connector: connector.upsert(PROJECT_ENTITY, payload, key),
+        step=STEP_CREATE_PSA_PROJECT,
+        entity=PROJECT_ENTITY,
+        key=key,
+    )
     xref_set(system=psa, entity=PROJECT_ENTITY, canonical_id=context["project_number"], external_id=result.external_id)
     return {"psa_project_id": result.external_id}
 
@@ -470,7 +513,16 @@ def step_create_workspace(run: WorkflowRun) -> dict[str, Any]:
         "code": context["project_number"],
         "description": f"Delivery workspace of {context['project_number']}",
     }
-    result = connector_for(collab).upsert(PROJECT_ENTITY, payload, _key(collab, "workspace", run))
+    key = _key(collab, "workspace", run)
+    result = workflow_call(
+        run,
+        collab,
+        "upsert",
+        lambda connector: connector.upsert(PROJECT_ENTITY, payload, key),
+        step=STEP_CREATE_WORKSPACE,
+        entity=PROJECT_ENTITY,
+        key=key,
+    )
     xref_set(
         system=collab, entity=PROJECT_ENTITY, canonical_id=context["project_number"], external_id=result.external_id
     )
@@ -489,7 +541,14 @@ def staffing_release_check(*, run: WorkflowRun) -> str:
             hint="Retry create_erp_project first.",
         )
     try:
-        record = connector_for(erp).get(PROJECT_ENTITY, erp_id)
+        record = workflow_call(
+            run,
+            erp,
+            "get",
+            lambda connector: connector.get(PROJECT_ENTITY, erp_id),
+            step=STEP_RELEASE_STAFFING,
+            entity=PROJECT_ENTITY,
+        )
     except ConnectorError as exc:
         if exc.status_code == 404:
             raise StaffingRefusedError(
@@ -510,11 +569,17 @@ def step_release_staffing(run: WorkflowRun) -> dict[str, Any]:
     """Release the PSA project's staffing, only once the ERP project is confirmed."""
     erp_id = staffing_release_check(run=run)
     psa = _system(run, "psa_system")
-    connector = connector_for(psa)
-    release: Callable[[str], dict[str, Any]] | None = getattr(connector, "release_staffing", None)
-    if release is None:
+    if not connector_offers(psa, "release_staffing"):
         raise ConnectorCapabilityError(f"The connector of {psa.slug} cannot release staffing.")
-    record = release(str(run.context["psa_project_id"]))
+    project_id = str(run.context["psa_project_id"])
+    record: dict[str, Any] = workflow_call(
+        run,
+        psa,
+        "release_staffing",
+        methodcaller("release_staffing", project_id),
+        step=STEP_RELEASE_STAFFING,
+        entity=PROJECT_ENTITY,
+    )
     return {"staffing_status": record.get("staffing_status", "released"), "staffing_erp_project_id": erp_id}
 
 
@@ -556,11 +621,17 @@ def step_publish_to_crm(run: WorkflowRun) -> dict[str, Any]:
         "Activation_Status__c": CRM_ACTIVATED,
         "ERP_Project_Id__c": str(context["erp_project_id"]),
     }
-    connector = connector_for(crm)
-    updater = getattr(connector, "update_record", None)
-    if updater is None:
+    if not connector_offers(crm, "update_record"):
         raise ConnectorCapabilityError(f"The connector of {crm.slug} cannot update an opportunity by id.")
-    updater("opportunity", str(opportunity["id"]), changes)
+    opportunity_id = str(opportunity["id"])
+    workflow_call(
+        run,
+        crm,
+        "update_record",
+        methodcaller("update_record", "opportunity", opportunity_id, changes),
+        step=STEP_PUBLISH_TO_CRM,
+        entity="opportunity",
+    )
     notification = finance_notify(
         run=run,
         subject=f"Project {context['project_number']} activated: {opportunity.get('name', '')}"[:255],
@@ -589,9 +660,26 @@ STEP_FUNCTIONS: dict[str, Callable[[WorkflowRun], dict[str, Any]]] = {
 # --- running and undoing -------------------------------------------------------------------------------
 
 
+def _hold_at_step(run: WorkflowRun, name: str, exc: HubError, error: str) -> None:
+    workflow_run_hold(
+        run=run,
+        category=ExceptionCategory.ACTIVATION_HELD,
+        reason=f"Step {name} failed: {error}",
+        step=name,
+        failed_rules=getattr(exc, "failed_rules", None)
+        or [_rule(name, "", "the step completes", type(exc).__name__, exc.detail)],
+        external_id=str(_opportunity(run).get("id") or ""),
+        payload_snapshot=_opportunity(run),
+        suggested_action="Fix the cause, then retry the step; or compensate to undo what was created; or cancel.",
+    )
+
+
 def opportunity_to_project_run(*, run_id: int) -> str | None:
     """Carry a running saga on from its first step that is not done; returns the run's status (None: another
-    worker has it, or it is not running)."""
+    worker has it, or it is not running). A step that failed retryably (the system refused the call while
+    paused or its circuit open, a timeout, a 5xx) leaves the run running and raises its ConnectorError: the task
+    tries again after the policy's delay, and `opportunity_to_project_give_up` holds the run once the policy's
+    attempts are spent. Any other failure holds the run at the step on an activation_held item."""
     with workflow_run_lock(run_id=run_id) as acquired:
         if not acquired:
             return None
@@ -623,23 +711,29 @@ def opportunity_to_project_run(*, run_id: int) -> str | None:
             except HubError as exc:
                 error = exc.detail + (f" {exc.hint}" if exc.hint else "")
                 workflow_step_fail(step=step, error=error)
-                workflow_run_hold(
-                    run=run,
-                    category=ExceptionCategory.ACTIVATION_HELD,
-                    reason=f"Step {name} failed: {error}",
-                    step=name,
-                    failed_rules=getattr(exc, "failed_rules", None)
-                    or [_rule(name, "", "the step completes", type(exc).__name__, exc.detail)],
-                    external_id=str(_opportunity(run).get("id") or ""),
-                    payload_snapshot=_opportunity(run),
-                    suggested_action="Fix the cause, then retry the step; or compensate to undo what was created; "
-                    "or cancel.",
-                )
+                if isinstance(exc, ConnectorError) and exc.retryable:
+                    raise  # the run stays running at this step; the task tries it again
+                _hold_at_step(run, name, exc, error)
                 return run.status
             workflow_step_done(step=step, result=result)
             run.refresh_from_db()
         workflow_run_finish(run=run)
         return run.status
+
+
+def opportunity_to_project_give_up(*, run_id: int, error: ConnectorError) -> WorkflowRun | None:
+    """A step kept failing retryably until the policy's attempts were spent: hold the run at that step on an
+    activation_held item, as any failed step, for finance to retry, compensate or cancel."""
+    with workflow_run_lock(run_id=run_id) as acquired:
+        run = WorkflowRun.objects.filter(pk=run_id, flow=Flow.OPPORTUNITY_TO_PROJECT).first()
+        if not acquired or run is None or run.status != RunStatus.RUNNING:
+            return run
+        step = run.steps.filter(status=StepStatus.FAILED).order_by("-position").first()
+        name = step.name if step is not None else run.current_step
+        detail = error.detail + (f" {error.hint}" if error.hint else "")
+        attempts = f" (tried {step.attempts} times)" if step is not None else ""
+        _hold_at_step(run, name, error, f"{detail}{attempts}")
+        return run
 
 
 def opportunity_runs_resume_for_client(*, canonical_id: str) -> int:
@@ -686,13 +780,20 @@ UNDO: dict[str, tuple[str, str, str, str]] = {
 
 def _undo(run: WorkflowRun, step: WorkflowStep) -> str:
     context = run.context or {}
+    undo_step = f"{step.name}:compensate"
     if step.name == STEP_PUBLISH_TO_CRM and step.status == StepStatus.DONE:
         crm = _system(run, "crm_system")
-        connector = connector_for(crm)
-        updater = getattr(connector, "update_record", None)
-        if updater is None:
+        if not connector_offers(crm, "update_record"):
             raise ConnectorCapabilityError(f"The connector of {crm.slug} cannot update the opportunity.")
-        updater("opportunity", str(_opportunity(run)["id"]), {"Activation_Status__c": CRM_COMPENSATED})
+        opportunity_id = str(_opportunity(run)["id"])
+        workflow_call(
+            run,
+            crm,
+            "update_record",
+            methodcaller("update_record", "opportunity", opportunity_id, {"Activation_Status__c": CRM_COMPENSATED}),
+            step=undo_step,
+            entity="opportunity",
+        )
         return "opportunity marked 'Activation undone' in the CRM"
     if step.name == STEP_RELEASE_STAFFING:
         return "staffing is withdrawn with the archived PSA project"
@@ -700,23 +801,36 @@ def _undo(run: WorkflowRun, step: WorkflowStep) -> str:
         return "nothing to undo"
     system_key, id_key, prefix, how = UNDO[step.name]
     system = _system(run, system_key)
-    connector = connector_for(system)
     external_id = context.get(id_key)
     if not external_id:
         # A failed step may still have created its record (the answer was lost): look it up by its key.
-        found = connector.find(PROJECT_ENTITY, _key(system, prefix, run))
+        key = _key(system, prefix, run)
+        found = workflow_call(
+            run,
+            system,
+            "find",
+            lambda connector: connector.find(PROJECT_ENTITY, key),
+            step=undo_step,
+            entity=PROJECT_ENTITY,
+            key=key,
+        )
         external_id = found["id"] if found else None
     if not external_id:
         return "nothing was created"
-    undo: Callable[[str, str], Any] | None = None
-    if step.name == STEP_CREATE_PSA_PROJECT:
-        undo = getattr(connector, "archive", None)
-    elif step.name == STEP_CREATE_WORKSPACE:
-        undo = getattr(connector, "delete", None)
-    if undo is not None:
-        undo(PROJECT_ENTITY, str(external_id))
-    else:
-        connector.void(PROJECT_ENTITY, str(external_id))
+    operation = "void"
+    if step.name == STEP_CREATE_PSA_PROJECT and connector_offers(system, "archive"):
+        operation = "archive"
+    elif step.name == STEP_CREATE_WORKSPACE and connector_offers(system, "delete"):
+        operation = "delete"
+    record_id = str(external_id)
+    workflow_call(
+        run,
+        system,
+        operation,
+        methodcaller(operation, PROJECT_ENTITY, record_id),
+        step=undo_step,
+        entity=PROJECT_ENTITY,
+    )
     return f"{how} {external_id} in {system.slug}"
 
 

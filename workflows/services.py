@@ -1,22 +1,37 @@
 """The run and step bookkeeping every workflow shares: start a run once per business key, record each step's
-state and timing, hold a run on an exception item, finish it. Flows call these; KPIs and traces read the rows."""
+state and timing, hold a run on an exception item, finish it. Flows call these; KPIs and traces read the rows.
+
+A step reaches a connected system only through `workflow_call`, which hands the call to the transport (pause,
+circuit breaker, rate budget, the flow's timeout, the run's correlation id, one attempt row per call). A step
+that failed retryably is tried again after the delay the flow's sync policy sets (`workflow_retry_delay`).
+"""
 
 from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from connectors.base import OPERATIONS, Connector
+from connectors.http import ConnectorError
+from connectors.models import ConnectedSystem
+from connectors.registry import registry
 from exception_queue.models import ExceptionItem
+from governance.models import SyncPolicy
+from governance.selectors import sync_policy_for
+from integrationhub.logging import new_correlation_id
+from sync import transport
 from workflows.choices import FINISHED_RUN_STATUSES, RunStatus, StepStatus
 from workflows.models import WorkflowRun, WorkflowStep
+
+T = TypeVar("T")
 
 
 def workflow_run_start(
@@ -41,7 +56,8 @@ def workflow_run_start(
         business_key=business_key[:200],
         legal_entity=legal_entity,
         message=message,
-        correlation_id=correlation_id or getattr(message, "correlation_id", "") or "",
+        # A run without a message (a milestone, a person's request) gets its own: its calls are traced by it.
+        correlation_id=correlation_id or getattr(message, "correlation_id", "") or new_correlation_id(),
         context=dict(context or {}),
         amount=amount,
         currency=currency[:3],
@@ -171,3 +187,102 @@ def workflow_run_lock(*, run_id: int) -> Iterator[bool]:
     finally:
         if acquired and cache.get(key) == token:
             cache.delete(key)
+
+
+# --- calls to the systems ------------------------------------------------------------------------------
+
+
+def workflow_run_policy(*, run: WorkflowRun) -> SyncPolicy | None:
+    """The sync policy of the run's flow for its legal entity (the flow's enterprise-wide one as fallback)."""
+    return sync_policy_for(flow=run.flow, legal_entity=run.legal_entity)
+
+
+def workflow_run_correlation_id(*, run: WorkflowRun) -> str:
+    """The run's correlation id; a run stored before every run had one gets it now, so its calls are traced."""
+    if not run.correlation_id:
+        run.correlation_id = new_correlation_id()
+        WorkflowRun.objects.filter(pk=run.pk, correlation_id="").update(correlation_id=run.correlation_id)
+    return run.correlation_id
+
+
+def connector_offers(system: ConnectedSystem, operation: str) -> bool:
+    """Whether the connector type of `system` has `operation` (a declared capability or a method of its own),
+    known without a call, so a step refuses what the system cannot do before anything is sent."""
+    cls = registry.get(system.connector_type)
+    if operation in OPERATIONS:
+        return cls.supports(operation)
+    return callable(getattr(cls, operation, None))
+
+
+def flow_call(
+    system: ConnectedSystem,
+    operation: str,
+    call: Callable[[Connector], T],
+    *,
+    flow: str,
+    step: str,
+    correlation_id: str = "",
+    sync_policy: SyncPolicy | None = None,
+    entity: str = "",
+    key: str = "",
+    context: Mapping[str, Any] | None = None,
+) -> T:
+    """One call of a flow to `system` through the transport, for work that has no run of its own (a pull, a
+    person's request, a batch of time and expense lines): refused without a call (a retryable
+    SystemUnavailableError) while the system is paused, its circuit open or its rate budget spent; otherwise
+    made within the policy's timeout with `correlation_id` in its header, and recorded as one attempt row whose
+    summary names the flow, the step and `context`."""
+    return transport.connector_call(
+        system,
+        operation,
+        call,
+        correlation_id=correlation_id,
+        sync_policy=sync_policy,
+        entity=entity,
+        key=key,
+        context={"flow": flow, "step": step, **dict(context or {})},
+    )
+
+
+def workflow_call(
+    run: WorkflowRun,
+    system: ConnectedSystem,
+    operation: str,
+    call: Callable[[Connector], T],
+    *,
+    step: str,
+    entity: str = "",
+    key: str = "",
+    correlation_id: str = "",
+    sync_policy: SyncPolicy | None = None,
+) -> T:
+    """One call of a step of `run` to `system` (`flow_call` with the run's policy, its correlation id, and the
+    run and its message named in the attempt row). `correlation_id` is the caller's when the step works for
+    another flow's run (the saga ensuring its client)."""
+    return flow_call(
+        system,
+        operation,
+        call,
+        flow=run.flow,
+        step=step,
+        correlation_id=correlation_id or workflow_run_correlation_id(run=run),
+        sync_policy=sync_policy if sync_policy is not None else workflow_run_policy(run=run),
+        entity=entity,
+        key=key,
+        context={"workflow_run": run.pk, "message_id": run.message_id},
+    )
+
+
+def workflow_retry_delay(*, run_id: int, attempt: int, error: Exception) -> float | None:
+    """Seconds until a step that failed with `error` on automatic attempt `attempt` runs again, from the sync
+    policy of the run's flow (its backoff and jitter, never sooner than the target's Retry-After); None when the
+    error is not retryable or the policy's max attempts are spent, and a person takes over."""
+    from sync.services import RetryPolicy
+
+    run = WorkflowRun.objects.select_related("legal_entity").filter(pk=run_id).first()
+    if run is None or not (isinstance(error, ConnectorError) and error.retryable):
+        return None
+    policy = RetryPolicy.of(workflow_run_policy(run=run))
+    if attempt >= policy.max_attempts:
+        return None
+    return policy.delay(attempt, error.retry_after)

@@ -29,14 +29,17 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
+import os
+import socket
+import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from operator import methodcaller
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -45,7 +48,6 @@ from django.utils.dateparse import parse_datetime
 from connectors.choices import SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
 from exception_queue.actions import ItemAction, register_item_action
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
@@ -66,8 +68,10 @@ from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError
 from sync.choices import MessageStatus
 from sync.models import CrossReference, Message, Route
+from sync.transport import SystemUnavailableError
 from workflows.choices import PostingKind, PostingStatus
-from workflows.models import TimeExpensePosting
+from workflows.models import TimeExpensePosting, TimeExpenseSenderLease
+from workflows.services import connector_offers, flow_call
 
 logger = logging.getLogger(__name__)
 
@@ -551,55 +555,153 @@ class SendResult:
     failed: int = 0
 
 
+# How long a sender's lease lasts after its last renewal (it renews before every call). A sender killed mid-way
+# (out of memory, the hard time limit, a lost host) holds the target at most this long: the beat's dispatch,
+# every few seconds, starts the next sender as soon as it runs out. One call taking longer than this (a policy
+# timeout above it) lets a second sender in, which resends the same idempotency keys: the ERP answers the lines
+# it stored, so nothing is posted twice.
+SENDER_LEASE_SECONDS = 60
+
+
+def sender_lease_take(*, target_system_id: int, holder: str, now: datetime.datetime | None = None) -> bool:
+    """Take the target's sender lease, or renew it while `holder` has it, for SENDER_LEASE_SECONDS; False while
+    another sender's lease runs (or after it took over an expired one)."""
+    current = now or timezone.now()
+    TimeExpenseSenderLease.objects.get_or_create(target_system_id=target_system_id, defaults={"expires_at": current})
+    taken = (
+        TimeExpenseSenderLease.objects.filter(target_system_id=target_system_id)
+        .filter(Q(holder=holder) | Q(expires_at__lte=current))
+        .update(
+            holder=holder,
+            heartbeat_at=current,
+            expires_at=current + datetime.timedelta(seconds=SENDER_LEASE_SECONDS),
+        )
+    )
+    return taken == 1
+
+
+def sender_lease_release(*, target_system_id: int, holder: str) -> None:
+    """Free the target's lease at once (the send is over), unless another sender holds it by now."""
+    now = timezone.now()
+    TimeExpenseSenderLease.objects.filter(target_system_id=target_system_id, holder=holder).update(
+        holder="", heartbeat_at=now, expires_at=now
+    )
+
+
+class _SendStopped(Exception):
+    """The send ends early: another sender took the lease over (this one outlived it); it carries on."""
+
+
+@dataclass
+class _Sender:
+    """One send to one target: every call renews the lease, then goes through the transport."""
+
+    target: ConnectedSystem
+    holder: str
+    result: SendResult
+    # The lines this send has dealt with (posted, failed, or retried later); the others wait if it stops early.
+    handled: set[int] = field(default_factory=set)
+
+    def call(self, rows: list[TimeExpensePosting], operation: str, call: Callable[[Any], Any], *, key: str = "") -> Any:
+        """Make one call for `rows`: refused (_SendStopped) when the lease was lost; SystemUnavailableError
+        when the target cannot be called now (nothing was sent)."""
+        if not sender_lease_take(target_system_id=self.target.pk, holder=self.holder):
+            raise _SendStopped(f"another sender took the lease of {self.target.slug} over")
+        messages = [row.message for row in rows if row.message is not None]
+        first = messages[0] if messages else None
+        answer = flow_call(
+            self.target,
+            operation,
+            call,
+            flow=FLOW,
+            step="void_line" if operation == "void" else "post_lines",
+            correlation_id=first.correlation_id if first is not None else "",
+            sync_policy=sync_policy_for(flow=FLOW, legal_entity=first.legal_entity if first is not None else None),
+            entity=rows[0].entity,
+            key=key,
+            context={
+                "message_id": first.pk if first is not None else None,
+                "message_ids": sorted({message.pk for message in messages}),
+                "postings": [row.pk for row in rows],
+            },
+        )
+        self.result.calls += 1
+        return answer
+
+    def wait(self, rows: list[TimeExpensePosting], exc: SystemUnavailableError) -> None:
+        """The target cannot be called now: the lines not dealt with wait until it can, without an attempt."""
+        pending = [row.pk for row in rows if row.pk not in self.handled]
+        if exc.retry_after and pending:
+            until = timezone.now() + datetime.timedelta(seconds=exc.retry_after)
+            TimeExpensePosting.objects.filter(pk__in=pending, status=PostingStatus.PENDING).update(
+                next_attempt_at=until, last_error=exc.detail[:2000], updated_at=timezone.now()
+            )
+        self.result.retrying += len(pending)
+
+
 def _claim(target_system_id: int, now: datetime.datetime) -> list[TimeExpensePosting]:
-    # No row locks: the per-target sender lock already makes this the only sender, and a row lock held over the
+    # No row locks: the target's sender lease already makes this the only sender, and a row lock held over the
     # ERP call would block the pipeline's ledger reads for as long as the ERP takes to answer.
-    rows = _due(target_system_id, now).select_related("message", "reverses", "target_system")
+    rows = _due(target_system_id, now).select_related("message", "message__legal_entity", "reverses", "target_system")
     return list(rows.order_by("entry_key", "version"))
+
+
+def _sender_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"[:200]
 
 
 def time_expense_postings_send(*, target_system_id: int) -> SendResult:
     """Send the target's due lines: voids one by one, new lines in one batch call per entity and project.
 
-    One sender per target at a time (a cache lock); the rows stay pending until the ERP has answered, so a
-    sender that dies mid-call leaves them for the next one, which resends the same idempotency keys.
+    One sender per target at a time (a lease renewed before every call, see SENDER_LEASE_SECONDS); the rows stay
+    pending until the ERP has answered, so a sender that dies mid-call leaves them for the next one, which
+    resends the same idempotency keys. Every call goes through the transport: while the target is paused, its
+    circuit open or its rate budget spent, nothing is sent and the lines wait without counting an attempt.
     """
     result = SendResult()
     target = ConnectedSystem.objects.filter(pk=target_system_id).first()
     if target is None or target.state == SystemState.PAUSED:
         return result
-    lock_key = f"hub:time-expense:send:{target_system_id}"
-    if not cache.add(lock_key, "1", timeout=int(settings.CELERY_TASK_TIME_LIMIT) + 30):
+    sender = _Sender(target=target, holder=_sender_holder(), result=result)
+    if not sender_lease_take(target_system_id=target_system_id, holder=sender.holder):
         return result
+    rows: list[TimeExpensePosting] = []
     try:
         rows = _claim(target_system_id, timezone.now())
-        if not rows:
-            return result
-        connector = connector_for(target)
-        voids = [row for row in rows if row.kind == PostingKind.REVERSAL]
-        lines = [row for row in rows if row.kind != PostingKind.REVERSAL]
-        # An entry's void goes before its new line (void and repost): the ERP never holds both at once.
-        waiting = [row for row in voids if not _send_void(connector, row, result)]
-        # A line newer than a void not yet done (its voided line is not in the ERP yet, or the void failed) waits,
-        # so the old and the new line are never both in the ERP; older lines go now, and the void right after.
-        waiting_void: dict[str, int] = {}
-        for row in voids:
-            if row.status != PostingStatus.POSTED:
-                waiting_void[row.entry_key] = min(row.version, waiting_void.get(row.entry_key, row.version))
-        groups: dict[tuple[str, str], list[TimeExpensePosting]] = defaultdict(list)
-        for row in lines:
-            if row.version < waiting_void.get(row.entry_key, row.version + 1):
-                groups[(row.entity, row.project_ref)].append(row)
-        for (entity, _project), group in groups.items():
-            size = _batch_size(group[0])
-            for start in range(0, len(group), size):
-                _send_lines(connector, entity, group[start : start + size], result)
-        for row in waiting:
-            _send_void(connector, row, result)  # its line may have gone out just above
-        _messages_settle({row.message_id for row in rows if row.message_id})
-        return result
+        if rows:
+            _send_claimed(sender, rows)
+    except SystemUnavailableError as exc:
+        sender.wait(rows, exc)
+    except _SendStopped:
+        logger.info("time and expense send stopped", extra={"system": target.slug})
     finally:
-        cache.delete(lock_key)
+        sender_lease_release(target_system_id=target_system_id, holder=sender.holder)
+    if rows:
+        _messages_settle({row.message_id for row in rows if row.message_id})
+    return result
+
+
+def _send_claimed(sender: _Sender, rows: list[TimeExpensePosting]) -> None:
+    voids = [row for row in rows if row.kind == PostingKind.REVERSAL]
+    lines = [row for row in rows if row.kind != PostingKind.REVERSAL]
+    # An entry's void goes before its new line (void and repost): the ERP never holds both at once.
+    waiting = [row for row in voids if not _send_void(sender, row)]
+    # A line newer than a void not yet done (its voided line is not in the ERP yet, or the void failed) waits,
+    # so the old and the new line are never both in the ERP; older lines go now, and the void right after.
+    waiting_void: dict[str, int] = {}
+    for row in voids:
+        if row.status != PostingStatus.POSTED:
+            waiting_void[row.entry_key] = min(row.version, waiting_void.get(row.entry_key, row.version))
+    groups: dict[tuple[str, str], list[TimeExpensePosting]] = defaultdict(list)
+    for row in lines:
+        if row.version < waiting_void.get(row.entry_key, row.version + 1):
+            groups[(row.entity, row.project_ref)].append(row)
+    for (entity, _project), group in groups.items():
+        size = _batch_size(group[0])
+        for start in range(0, len(group), size):
+            _send_lines(sender, entity, group[start : start + size])
+    for row in waiting:
+        _send_void(sender, row)  # its line may have gone out just above
 
 
 def _batch_size(row: TimeExpensePosting) -> int:
@@ -607,44 +709,58 @@ def _batch_size(row: TimeExpensePosting) -> int:
     return max(1, policy.batch_size if policy is not None else 100)
 
 
-def _send_void(connector: Any, row: TimeExpensePosting, result: SendResult) -> bool:
+def _send_void(sender: _Sender, row: TimeExpensePosting) -> bool:
     """Void the line `row` reverses; False when that line is not in the ERP yet (nothing was called)."""
     # Read again: the line it voids may have been posted earlier in this same send.
     line = TimeExpensePosting.objects.filter(pk=row.reverses_id).first() if row.reverses_id else None
     if line is None or line.status != PostingStatus.POSTED or not line.external_id:
         return False  # the line it voids is not in the ERP yet: a later send voids it once it is
+    external_id = line.external_id
     try:
-        connector.void(row.entity, line.external_id)
+        sender.call([row], "void", lambda connector: connector.void(row.entity, external_id), key=row.idempotency_key)
+    except SystemUnavailableError:
+        raise
     except (ConnectorError, HubError) as exc:
-        _record_failure([row], exc, result)
+        _record_failure([row], exc, sender.result)
+        sender.handled.add(row.pk)
         return True
-    result.calls += 1
-    _record_success([(row, line.external_id)], result)
+    _record_success([(row, external_id)], sender.result)
+    sender.handled.add(row.pk)
     return True
 
 
-def _send_lines(connector: Any, entity: str, rows: list[TimeExpensePosting], result: SendResult) -> None:
+def _send_lines(sender: _Sender, entity: str, rows: list[TimeExpensePosting]) -> None:
     items = [(dict(row.payload), row.idempotency_key) for row in rows]
+    answers: list[Any]
     try:
-        if connector.supports("upsert_batch"):
-            answers = connector.upsert_batch(entity, items)
-            result.calls += 1
+        if connector_offers(sender.target, "upsert_batch"):
+            answers = list(sender.call(rows, "upsert_batch", lambda connector: connector.upsert_batch(entity, items)))
         else:
             answers = []
-            for payload, key in items:
-                answers.append(connector.upsert(entity, payload, key))
-                result.calls += 1
+            for row, (payload, key) in zip(rows, items, strict=True):
+                answers.append(
+                    sender.call(
+                        [row],
+                        "upsert",
+                        methodcaller("upsert", entity, payload, key),
+                        key=key,
+                    )
+                )
+    except SystemUnavailableError:
+        raise
     except (ConnectorError, HubError) as exc:
-        _record_failure(rows, exc, result)
+        _record_failure(rows, exc, sender.result)
+        sender.handled.update(row.pk for row in rows)
         return
     # A batch answers per line: the lines the ERP refused fail on their own, the others are posted.
     posted: list[tuple[TimeExpensePosting, str]] = []
     for row, answer in zip(rows, answers, strict=True):
         if isinstance(answer, (ConnectorError, HubError)):
-            _record_failure([row], answer, result)
+            _record_failure([row], answer, sender.result)
         else:
             posted.append((row, answer.external_id))
-    _record_success(posted, result)
+    _record_success(posted, sender.result)
+    sender.handled.update(row.pk for row in rows)
 
 
 @transaction.atomic

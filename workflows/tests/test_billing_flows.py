@@ -11,7 +11,6 @@ from decimal import Decimal
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from connectors.registry import connector_for
 from exception_queue.actions import item_action_perform, item_actions_available
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from governance.choices import Flow, Trigger
@@ -24,6 +23,7 @@ from sandbox.services import erp_invoice_transition, record_create, record_updat
 from sync.choices import DeliveryStatus
 from sync.models import Message, PollSchedule, Route
 from sync.services import message_replay, messages_dispatch
+from sync.transport import connector_call
 from workflows.choices import RunStatus
 from workflows.demo_billing import seed_billing_demo
 from workflows.invoice_status import invoice_status_pull
@@ -73,7 +73,7 @@ def test_seed_billing_demo_configures_both_flows_and_running_it_again_doubles_no
     policy = SyncPolicy.objects.get(flow=Flow.MILESTONE_BILLING, legal_entity__isnull=True)
     assert policy.trigger == Trigger.SCHEDULE and PeriodicTask.objects.filter(pk=policy.periodic_task_id).exists()
     assert billing["analytics"].has_credentials
-    assert connector_for(billing["analytics"]).health_check().ok
+    assert connector_call(billing["analytics"], "health_check", lambda connector: connector.health_check()).ok
     # and the flows' scheduled runners pull: completed milestones start runs, invoices are stored as messages
     assert flow_runner_get(Flow.MILESTONE_BILLING)(policy) == {"psa": 4, "resumed": 0}
     assert len(driven) == 4

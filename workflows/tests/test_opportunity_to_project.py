@@ -11,6 +11,8 @@ from exception_queue.actions import item_action_perform, item_actions_available
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import Decision, ExceptionItem
 from governance.choices import Flow
+from governance.models import SyncPolicy
+from governance.services import sync_policy_save
 from sandbox.choices import CollabObject, CrmObject, ErpObject, PsaObject, SandboxSystem
 from sandbox.models import SandboxRecord
 from sync.models import CrossReference
@@ -142,13 +144,21 @@ def test_a_failing_workspace_holds_the_run_without_staffing_and_compensation_und
 def test_a_retry_after_the_fix_completes_the_run_and_a_second_webhook_starts_nothing(
     firm, live_celery_worker_db, make_role_user
 ):
-    # given a run held at create_workspace by a collaboration outage
+    # given a saga policy that tries a step twice, a second apart, and a collaboration outage that outlasts it
+    policy = SyncPolicy.objects.get(flow=Flow.OPPORTUNITY_TO_PROJECT, legal_entity__isnull=True)
+    policy.max_attempts, policy.backoff_base_seconds, policy.jitter = 2, 1, False
+    sync_policy_save(policy=policy, reason="test: retry quickly")
     faults_set(SandboxSystem.COLLAB, error_rate=1.0, error_status=503)
     account = account_create("Tailspin Toys GmbH")
     opportunity = opportunity_create(account, "Tailspin - Store rollout")
     run = wait_for(lambda: _settled(opportunity))
+
+    # then the step was tried as often as the policy allows before the run was held at it
     assert run.status == RunStatus.HELD
+    assert run.steps.get(name=STEP_CREATE_WORKSPACE).attempts == policy.max_attempts
     item = ExceptionItem.objects.get(workflow_run=run, state=ExceptionState.OPEN)
+    assert (item.category, item.step) == (ExceptionCategory.ACTIVATION_HELD, STEP_CREATE_WORKSPACE)
+    assert f"tried {policy.max_attempts} times" in item.reason
     erp_projects_before = SandboxRecord.objects.filter(system=SandboxSystem.ERP, object_type=ErpObject.PROJECT).count()
 
     # when the outage is over and finance retries the step
@@ -160,7 +170,7 @@ def test_a_retry_after_the_fix_completes_the_run_and_a_second_webhook_starts_not
 
     # then the run completes from the failed step, without a second ERP or PSA project
     assert run.status == RunStatus.COMPLETED, run.last_error
-    assert run.steps.get(name=STEP_CREATE_WORKSPACE).attempts == 2
+    assert run.steps.get(name=STEP_CREATE_WORKSPACE).attempts == policy.max_attempts + 1
     assert run.steps.get(name="create_erp_project").attempts == 1
     assert (
         SandboxRecord.objects.filter(system=SandboxSystem.ERP, object_type=ErpObject.PROJECT).count()
@@ -214,16 +224,23 @@ def test_staffing_is_refused_while_the_erp_project_is_missing_or_closed(firm):
         staffing_release_check(run=run)
 
     # given an ERP project that exists but was closed
-    from connectors.registry import connector_for
+    from sync.transport import connector_call
     from workflows.client_master import xref_set
 
-    erp = connector_for(firm.erp)
-    client = erp.upsert("client", {"name": "Refused Co", "legal_entity": "US01"}, "client:refused")
-    project = erp.upsert(
-        "project", {"client_id": int(client.external_id), "name": "P", "legal_entity": "US01"}, "project:refused"
+    client = connector_call(
+        firm.erp,
+        "upsert",
+        lambda erp: erp.upsert("client", {"name": "Refused Co", "legal_entity": "US01"}, "client:refused"),
+    )
+    project = connector_call(
+        firm.erp,
+        "upsert",
+        lambda erp: erp.upsert(
+            "project", {"client_id": int(client.external_id), "name": "P", "legal_entity": "US01"}, "project:refused"
+        ),
     )
     xref_set(system=firm.erp, entity="project", canonical_id="US01-P999999", external_id=project.external_id)
-    erp.void("project", project.external_id)
+    connector_call(firm.erp, "void", lambda erp: erp.void("project", project.external_id))
 
     # then release is still refused, naming the status
     with pytest.raises(StaffingRefusedError, match="closed"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.registry import connector_for
 from connectors.services import connected_system_create
 from connectors.tests.tryton_fixtures import *  # noqa: F403
 from connectors.tests.tryton_fixtures import TrytonServer
@@ -13,6 +12,7 @@ from exception_queue.choices import DecisionAction, ExceptionState
 from exception_queue.models import ExceptionItem
 from governance.choices import Flow
 from sandbox.choices import PsaObject, SandboxSystem
+from sync.transport import connector_call
 from workflows.choices import OPPORTUNITY_STEPS, RunStatus, StepStatus
 from workflows.models import WorkflowRun
 from workflows.tests.conftest import faults_set, wait_for
@@ -26,6 +26,11 @@ def _settled(opportunity) -> WorkflowRun | None:
         flow=Flow.OPPORTUNITY_TO_PROJECT, business_key=f"crm:opportunity:{opportunity.external_id}"
     ).first()
     return run if run is not None and run.status not in (RunStatus.RUNNING, RunStatus.COMPENSATING) else None
+
+
+def _tryton_project(tryton, project_id: str) -> dict:
+    """The project as Tryton holds it, read through the transport like any other call."""
+    return connector_call(tryton, "get", lambda connector: connector.get("project", project_id))
 
 
 def test_an_opportunity_activates_on_tryton_and_compensation_closes_the_tryton_project(
@@ -52,7 +57,6 @@ def test_an_opportunity_activates_on_tryton_and_compensation_closes_the_tryton_p
         credentials={"user": tryton_server.hub_login, "password": tryton_server.hub_password},
         reason="test",
     )
-    erp = connector_for(tryton)
 
     # when an opportunity is won
     account = account_create("Lamna Healthcare Company")
@@ -62,7 +66,7 @@ def test_an_opportunity_activates_on_tryton_and_compensation_closes_the_tryton_p
     # then all seven steps are done, with the project and the party in Tryton
     assert run.status == RunStatus.COMPLETED, run.last_error
     assert list(run.steps.order_by("position").values_list("name", flat=True)) == list(OPPORTUNITY_STEPS)
-    project = erp.get("project", run.context["erp_project_id"])
+    project = _tryton_project(tryton, run.context["erp_project_id"])
     assert project["name"].startswith(run.context["project_number"])
     assert str(project["party"]) == run.context["erp_client_id"]
     assert project["status"] == "active"
@@ -89,5 +93,5 @@ def test_an_opportunity_activates_on_tryton_and_compensation_closes_the_tryton_p
     # then the Tryton project is closed (Done) and the run compensated; the first project stays open
     assert held.status == RunStatus.COMPENSATED, held.last_error
     assert held.steps.get(name="create_erp_project").status == StepStatus.COMPENSATED
-    assert erp.get("project", held.context["erp_project_id"])["status"] == "closed"
-    assert erp.get("project", run.context["erp_project_id"])["status"] == "active"
+    assert _tryton_project(tryton, held.context["erp_project_id"])["status"] == "closed"
+    assert _tryton_project(tryton, run.context["erp_project_id"])["status"] == "active"

@@ -9,11 +9,11 @@ import uuid
 import pytest
 
 from connectors.choices import SystemRole
-from connectors.registry import connector_for
 from connectors.services import connected_system_create
 from connectors.tests.tryton_fixtures import *  # noqa: F403
 from governance.choices import Trigger
 from governance.services import sync_policy_run
+from sync.transport import connector_call
 from workflows.choices import PostingKind, PostingStatus
 from workflows.models import TimeExpensePosting
 from workflows.tests.time_expense_fixtures import build_world, run_until
@@ -45,7 +45,11 @@ def _tryton_system(tryton_server):
     )
 
 
-def _lines(connector, project_id: str) -> list[dict]:
+def _lines(tryton, project_id: str) -> list[dict]:
+    return connector_call(tryton, "search_read", lambda connector: _timesheet_lines(connector, project_id))
+
+
+def _timesheet_lines(connector, project_id: str) -> list[dict]:
     (project,) = connector.client.read("project.work", [int(project_id)], ["timesheet_works"])
     return connector.client.search_read(
         "timesheet.line", [("work", "in", project["timesheet_works"])], ["duration", "description", "date"]
@@ -59,16 +63,18 @@ def _hours(lines: list[dict]) -> float:
 def test_approved_time_reaches_tryton_once_and_a_correction_voids_and_reposts(request, tryton_server):
     # given the sandbox PSA routed to a real Tryton, with a Tryton project for each PSA project
     tryton = _tryton_system(tryton_server)
-    connector = connector_for(tryton)
-    client = connector.upsert("client", {"name": f"Acme {uuid.uuid4().hex[:6]}"}, f"c-{uuid.uuid4().hex}")
+    client_key = f"c-{uuid.uuid4().hex}"
+    client = connector_call(
+        tryton,
+        "upsert",
+        lambda connector: connector.upsert("client", {"name": f"Acme {uuid.uuid4().hex[:6]}"}, client_key),
+    )
     projects: dict[str, str] = {}
 
     def make_project(key: str) -> str:
-        project = connector.upsert(
-            "project",
-            {"name": f"Project {key} {uuid.uuid4().hex[:6]}", "client_id": client.external_id},
-            f"p-{uuid.uuid4().hex}",
-        )
+        payload = {"name": f"Project {key} {uuid.uuid4().hex[:6]}", "client_id": client.external_id}
+        project_key = f"p-{uuid.uuid4().hex}"
+        project = connector_call(tryton, "upsert", lambda connector: connector.upsert("project", payload, project_key))
         projects[key] = project.external_id
         return project.external_id
 
@@ -83,13 +89,13 @@ def test_approved_time_reaches_tryton_once_and_a_correction_voids_and_reposts(re
     run_until(lambda: TimeExpensePosting.objects.filter(status=PostingStatus.POSTED).count() == 3, timeout=90)
 
     # then Tryton holds one timesheet line per entry, on its project, tagged with the line's key
-    assert _hours(_lines(connector, projects["alpha"])) == 4.0
-    assert _hours(_lines(connector, projects["beta"])) == 3.0
+    assert _hours(_lines(tryton, projects["alpha"])) == 4.0
+    assert _hours(_lines(tryton, projects["beta"])) == 3.0
     keys = set(TimeExpensePosting.objects.values_list("idempotency_key", flat=True))
     assert {
-        line["description"].split(" ")[0].removeprefix("hub:") for line in _lines(connector, projects["alpha"])
+        line["description"].split(" ")[0].removeprefix("hub:") for line in _lines(tryton, projects["alpha"])
     } <= keys
-    assert all(line["date"] == datetime.date.today() for line in _lines(connector, projects["beta"]))
+    assert all(line["date"] == datetime.date.today() for line in _lines(tryton, projects["beta"]))
 
     # when the beta entry is corrected down to 1 hour (Tryton takes no negative line) and a run goes again
     world.unapprove(beta)
@@ -105,13 +111,13 @@ def test_approved_time_reaches_tryton_once_and_a_correction_voids_and_reposts(re
     )
 
     # then the old line is gone and the corrected one is there; alpha is untouched
-    beta_lines = _lines(connector, projects["beta"])
+    beta_lines = _lines(tryton, projects["beta"])
     assert len(beta_lines) == 1
     assert _hours(beta_lines) == 1.0
-    assert _hours(_lines(connector, projects["alpha"])) == 4.0
+    assert _hours(_lines(tryton, projects["alpha"])) == 4.0
 
     # and a run with nothing changed posts nothing more
     sync_policy_run(policy_id=world.policy.pk)
     run_until(lambda: not TimeExpensePosting.objects.filter(status=PostingStatus.PENDING).exists())
-    assert len(_lines(connector, projects["beta"])) == 1
+    assert len(_lines(tryton, projects["beta"])) == 1
     assert TimeExpensePosting.objects.count() == 5
