@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from insights import selectors
 from insights.choices import PERM_VIEW_KPIS, KpiRange
+from insights.formatting import duration_axis_unit
+from insights.guide import leader_guide
 from insights.models import BatchProgress, KpiDashboard
 
 
@@ -72,13 +74,32 @@ class KpiDashboardAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.dashboard_view)
-        return [path("", view, name="insights_kpidashboard_changelist")]
+        guide = self.admin_site.admin_view(self.guide_view)
+        return [
+            path("", view, name="insights_kpidashboard_changelist"),
+            path("guide/", guide, name="insights_kpidashboard_guide"),
+        ]
+
+    def guide_view(self, request: HttpRequest) -> HttpResponse:
+        """docs/leader.md as a page: what each figure means, in which unit, read from which rows."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        title, body = leader_guide()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "guide": body,
+            "dashboard_url": reverse("admin:insights_kpidashboard_changelist"),
+        }
+        return TemplateResponse(request, "insights/guide.html", context)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         form, window, error = kpi_window_from_request(request)
         dashboard = selectors.kpi_dashboard_cached(window=window)
+        trend = dashboard["project_activation"]["trend"]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -88,6 +109,9 @@ class KpiDashboardAdmin(admin.ModelAdmin):
             "window": dashboard["range"],
             "kpis": dashboard,
             "api_url": reverse("kpi-list"),
+            "guide_url": reverse("admin:insights_kpidashboard_guide"),
+            # The activation chart's axis is drawn in the unit its largest median calls for (seconds to days).
+            "activation_unit": duration_axis_unit(point["median_seconds"] for point in trend),
         }
         return TemplateResponse(request, "insights/dashboard.html", context)
 

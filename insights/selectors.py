@@ -23,11 +23,13 @@ from django.db.models import Aggregate, Case, Count, F, FloatField, Func, Min, Q
 from django.db.models.functions import TruncDay, TruncHour, TruncWeek
 from django.utils import timezone
 
+from connectors.choices import SystemRole
 from connectors.models import ConnectedSystem
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
 from governance.choices import Flow
 from insights.choices import BatchStatus, KpiBucket, KpiRange
+from insights.formatting import percent
 from insights.models import BatchProgress
 from sync.choices import AttemptOutcome, MessageStatus
 from sync.models import DeliveryAttempt, Message
@@ -265,11 +267,25 @@ def milestone_billing_latency_kpi(*, window: KpiWindow) -> dict[str, Any]:
 
 
 def exception_rate_kpi(*, window: KpiWindow) -> dict[str, Any]:
-    """Exception items opened in the window against messages received in it: overall, per category and per
-    flow (through the `flow` column both carry). Two grouped queries."""
+    """Exception items opened in the window against the work received in it: overall, per category and per flow
+    (through the `flow` column items, messages and runs carry). Three grouped queries.
+
+    The work of a flow is its messages received in the window plus its workflow runs started in it that no
+    message started (a milestone, a person's request): milestone billing and client master hold items against
+    runs, and a run started by a message is already counted as that message. `messages` stays the count of
+    messages; `runs` and `units` (messages + runs) say what the rates are taken against."""
     flows = [*Flow.values, ""]
     messages_by_flow = dict(
         Message.objects.filter(flow__in=flows, received_at__gte=window.start, received_at__lt=window.end)
+        .values_list("flow")
+        .annotate(n=Count("*"))
+        .values_list("flow", "n")
+        .order_by()
+    )
+    runs_by_flow = dict(
+        WorkflowRun.objects.filter(
+            flow__in=Flow.values, message__isnull=True, started_at__gte=window.start, started_at__lt=window.end
+        )
         .values_list("flow")
         .annotate(n=Count("*"))
         .values_list("flow", "n")
@@ -288,26 +304,47 @@ def exception_rate_kpi(*, window: KpiWindow) -> dict[str, Any]:
         items_by_flow[flow] += count
         items_by_category[category] += count
     messages = sum(messages_by_flow.values())
+    runs = sum(runs_by_flow.values())
+    units = messages + runs
     items = sum(items_by_category.values())
-    return {
-        "messages": messages,
-        "items": items,
-        "rate": _rate(items, messages),
-        "by_category": [
-            {"category": value, "label": str(label), "items": items_by_category.get(value, 0)}
-            | {"rate": _rate(items_by_category.get(value, 0), messages)}
-            for value, label in ExceptionCategory.choices
-        ],
-        "by_flow": [
+    by_flow = []
+    for value, label in Flow.choices:
+        flow_units = messages_by_flow.get(value, 0) + runs_by_flow.get(value, 0)
+        flow_rate = _rate(items_by_flow.get(value, 0), flow_units)
+        by_flow.append(
             {
                 "flow": value,
                 "label": str(label),
                 "messages": messages_by_flow.get(value, 0),
+                "runs": runs_by_flow.get(value, 0),
+                "units": flow_units,
                 "items": items_by_flow.get(value, 0),
-                "rate": _rate(items_by_flow.get(value, 0), messages_by_flow.get(value, 0)),
+                "rate": flow_rate,
+                "rate_percent": percent(flow_rate),
             }
-            for value, label in Flow.choices
-        ],
+        )
+    by_category = []
+    for value, label in ExceptionCategory.choices:
+        category_rate = _rate(items_by_category.get(value, 0), units)
+        by_category.append(
+            {
+                "category": value,
+                "label": str(label),
+                "items": items_by_category.get(value, 0),
+                "rate": category_rate,
+                "rate_percent": percent(category_rate),
+            }
+        )
+    rate = _rate(items, units)
+    return {
+        "messages": messages,
+        "runs": runs,
+        "units": units,
+        "items": items,
+        "rate": rate,
+        "rate_percent": percent(rate),
+        "by_category": by_category,
+        "by_flow": by_flow,
     }
 
 
@@ -368,8 +405,10 @@ def throughput_kpi(*, window: KpiWindow) -> dict[str, Any]:
 
 
 def delivery_success_kpi(*, window: KpiWindow) -> list[dict[str, Any]]:
-    """Delivery attempts in the window per target system: attempts, successes (delivered or found already
-    applied), retryable and terminal errors, and the success rate. One grouped query plus the system names."""
+    """Calls made in the window per connected system (a delivery's attempts and a workflow step's calls alike,
+    through the attempt's `system`): attempts, successes (delivered or found already applied), retryable and
+    terminal errors, and the success rate. Sorted by the system's role (CRM, PSA, ERP, ...) then its name. One
+    grouped query plus the systems' names and roles."""
     rows = (
         DeliveryAttempt.objects.filter(created_at__gte=window.start, created_at__lt=window.end)
         .values_list("system")
@@ -383,20 +422,36 @@ def delivery_success_kpi(*, window: KpiWindow) -> list[dict[str, Any]]:
         .order_by()
     )
     figures = {system_id: rest for system_id, *rest in rows}
-    names = dict(ConnectedSystem.objects.filter(pk__in=list(figures)).values_list("pk", "name"))
-    result = [
-        {
-            "system_id": system_id,
-            "system": names.get(system_id, f"#{system_id}"),
-            "attempts": attempts,
-            "succeeded": succeeded,
-            "retryable_errors": retryable,
-            "terminal_errors": terminal,
-            "success_rate": _rate(succeeded, attempts),
-        }
-        for system_id, (attempts, succeeded, retryable, terminal) in figures.items()
-    ]
-    return sorted(result, key=lambda row: row["system"])
+    systems = {
+        pk: (name, role)
+        for pk, name, role in ConnectedSystem.objects.filter(pk__in=[pk for pk in figures if pk is not None])
+        .values_list("pk", "name", "role")
+        .order_by()
+    }
+    role_labels = dict(SystemRole.choices)
+    role_order = {role: position for position, role in enumerate(SystemRole.values)}
+    result = []
+    for system_id, (attempts, succeeded, retryable, terminal) in figures.items():
+        # An attempt without a system predates the attempt's system column and was not backfilled: kept, named so.
+        name, role = systems.get(system_id, ("System not recorded" if system_id is None else f"#{system_id}", ""))
+        success_rate = _rate(succeeded, attempts)
+        result.append(
+            {
+                "system_id": system_id,
+                "system": name,
+                "system_role": role,
+                "system_role_label": str(role_labels.get(role, "")),
+                "attempts": attempts,
+                "succeeded": succeeded,
+                "retryable_errors": retryable,
+                "terminal_errors": terminal,
+                "success_rate": success_rate,
+                "success_rate_percent": percent(success_rate),
+            }
+        )
+    return sorted(
+        result, key=lambda row: (row["system_id"] is None, role_order.get(row["system_role"], 99), row["system"])
+    )
 
 
 def duplicate_suspects_kpi(*, limit: int = 10) -> dict[str, Any]:
@@ -438,7 +493,7 @@ def kpi_dashboard_cached(*, window: KpiWindow) -> dict[str, Any]:
         stamp = math.ceil(window.end.timestamp() / ttl) * ttl
         end = datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC)
         window = KpiWindow(key=window.key, start=end - (window.end - window.start), end=end, bucket=window.bucket)
-    key = f"hub:kpis:v1:{window.key}:{window.start.timestamp():.0f}:{window.end.timestamp():.0f}:{window.bucket}"
+    key = f"hub:kpis:v2:{window.key}:{window.start.timestamp():.0f}:{window.end.timestamp():.0f}:{window.bucket}"
     figures = cache.get(key)
     if figures is None:
         figures = kpi_dashboard(window=window)

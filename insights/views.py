@@ -1,18 +1,29 @@
-"""Views of the insights app outside the admin and the API: the Prometheus scrape endpoint and the trace page."""
+"""Views of the insights app outside the admin and the API: the Prometheus scrape endpoint, the trace page, the
+hub's 403 page and its favicon."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
+from django.template import loader
 from django.template.response import TemplateResponse
+from django.templatetags.static import static
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from insights import metrics
+from insights.choices import PERM_VIEW_KPIS
 from insights.trace import trace_lookup, trace_timeline
 from integrationhub import scopes
+from integrationhub.api import handlers
 from integrationhub.authentication import client_ip, presented_key
+from integrationhub.landing import role_landing_url
+from integrationhub.roles import ROLES, role_grants
 
 
 def metrics_access_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -75,3 +86,72 @@ def trace_view(request: HttpRequest) -> HttpResponse:
         "traces": traces,
     }
     return TemplateResponse(request, "sync/trace.html", context)
+
+
+# --- the 403 page and the favicon ---------------------------------------------------------------------------
+
+# The hub's own pages and the permission each one checks (admin model pages are read from their URL name).
+PAGE_PERMISSIONS = {
+    "hub-trace": PERM_TRACE,
+    "hub-change-history": "governance.view_ratecard",
+    "admin:insights_kpidashboard_changelist": PERM_VIEW_KPIS,
+    "admin:insights_kpidashboard_guide": PERM_VIEW_KPIS,
+}
+# The admin's URL name suffix of a model page, and the permission action it needs.
+ADMIN_ACTIONS = {"changelist": "view", "change": "view", "history": "view", "add": "add", "delete": "delete"}
+
+
+def _required_permission(request: HttpRequest) -> str | None:
+    """The permission ("app_label.codename") the refused page checks, when the URL says it; else None."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return None
+    if match.view_name in PAGE_PERMISSIONS:
+        return PAGE_PERMISSIONS[match.view_name]
+    if match.namespace != "admin" or not match.url_name:
+        return None
+    for model in admin.site._registry:
+        prefix = f"{model._meta.app_label}_{model._meta.model_name}_"
+        action = ADMIN_ACTIONS.get(match.url_name.removeprefix(prefix))
+        if match.url_name.startswith(prefix) and action:
+            return f"{model._meta.app_label}.{action}_{model._meta.model_name}"
+    return None
+
+
+def _roles_holding(permission: str) -> list[str]:
+    """The roles whose users hold `permission`, in the words the hub uses for them ("finance approver")."""
+    app_label, _, codename = permission.partition(".")
+    found = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    models = list(found.values_list("content_type__model", flat=True))
+    return [
+        role.replace("_", " ")
+        for role in ROLES
+        if any(role_grants(role=role, app_label=app_label, model=model, codename=codename) for model in models)
+    ]
+
+
+def permission_denied_view(request: HttpRequest, exception: Any) -> HttpResponse:
+    """The hub's 403: under /api/ problem+json as before; elsewhere a page in the hub's look that says which
+    permission (and which roles) the page needs, when known, and leads back to the user's landing page."""
+    if request.path.startswith(handlers.API_PREFIX):
+        return handlers.permission_denied(request, exception)
+    user = getattr(request, "user", None)
+    signed_in = bool(user is not None and user.is_authenticated)
+    permission = _required_permission(request)
+    reason = str(exception or "")
+    context = {
+        **(admin.site.each_context(request) if signed_in and getattr(user, "is_staff", False) else {}),
+        "title": "You cannot open this page",
+        "reason": "" if reason.startswith("<") else reason,
+        "permission": permission,
+        "roles": _roles_holding(permission) if permission else [],
+        "landing_url": role_landing_url(user=user) if signed_in else reverse("admin:login"),
+        "signed_in": signed_in,
+    }
+    body = loader.render_to_string("403.html", context, request=request)
+    return HttpResponseForbidden(body)
+
+
+def favicon_view(request: HttpRequest) -> HttpResponseRedirect:
+    """/favicon.ico, which browsers ask for on their own: the hub's icon (an SVG served with the static files)."""
+    return HttpResponseRedirect(static("favicon.svg"))

@@ -5,7 +5,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
-from insights.views import trace_view
+from insights.views import favicon_view, trace_view
 from integrationhub import health, twofactor_views
 from integrationhub.api.views import ApiDocsView
 from integrationhub.views import change_history_view
@@ -27,6 +27,7 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("favicon.ico", favicon_view, name="favicon"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Before admin.site.urls: the admin's login (second factor, then each role's landing page), the two-factor
@@ -45,6 +46,7 @@ urlpatterns = [
 
 # Outside DRF views (no URL matched, a malformed request) /api/ still answers problem+json.
 handler400 = "integrationhub.api.handlers.bad_request"
-handler403 = "integrationhub.api.handlers.permission_denied"
+# Elsewhere the hub's own 403 page: what the page needs, and the way back to the user's start page.
+handler403 = "insights.views.permission_denied_view"
 handler404 = "integrationhub.api.handlers.page_not_found"
 handler500 = "integrationhub.api.handlers.server_error"

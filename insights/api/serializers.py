@@ -51,21 +51,32 @@ class ExceptionCategoryRateSerializer(serializers.Serializer):
     category = serializers.CharField()
     label = serializers.CharField()  # type: ignore[assignment]  # a field, popped from the class by DRF
     items = serializers.IntegerField()
-    rate = serializers.FloatField(allow_null=True, help_text="Items of the category per message received.")
+    rate = serializers.FloatField(
+        allow_null=True, help_text="Items of the category per unit of work received (a fraction: 0.012 = 1.2 %)."
+    )
+    rate_percent = serializers.FloatField(allow_null=True, help_text="The rate in percent, one decimal (1.2).")
 
 
 class ExceptionFlowRateSerializer(serializers.Serializer):
     flow = serializers.CharField()
     label = serializers.CharField()  # type: ignore[assignment]  # a field, popped from the class by DRF
-    messages = serializers.IntegerField()
+    messages = serializers.IntegerField(help_text="Messages of the flow received in the range.")
+    runs = serializers.IntegerField(help_text="Workflow runs of the flow started in the range without a message.")
+    units = serializers.IntegerField(help_text="The flow's work the rate is taken against: messages + runs.")
     items = serializers.IntegerField()
-    rate = serializers.FloatField(allow_null=True, help_text="Items per message of the flow; null without messages.")
+    rate = serializers.FloatField(
+        allow_null=True, help_text="Items per unit of work of the flow (a fraction); null without work, not zero."
+    )
+    rate_percent = serializers.FloatField(allow_null=True, help_text="The rate in percent, one decimal.")
 
 
 class ExceptionRateSerializer(serializers.Serializer):
     messages = serializers.IntegerField(help_text="Messages received in the range.")
+    runs = serializers.IntegerField(help_text="Workflow runs started in the range without a message.")
+    units = serializers.IntegerField(help_text="The work the rates are taken against: messages + runs.")
     items = serializers.IntegerField(help_text="Exception items opened in the range.")
-    rate = serializers.FloatField(allow_null=True)
+    rate = serializers.FloatField(allow_null=True, help_text="Items per unit of work (a fraction: 0.225 = 22.5 %).")
+    rate_percent = serializers.FloatField(allow_null=True, help_text="The rate in percent, one decimal (22.5).")
     by_category = ExceptionCategoryRateSerializer(many=True)
     by_flow = ExceptionFlowRateSerializer(many=True)
 
@@ -98,13 +109,18 @@ class ThroughputSerializer(serializers.Serializer):
 
 
 class DeliverySuccessSerializer(serializers.Serializer):
-    system_id = serializers.IntegerField()
-    system = serializers.CharField()
+    system_id = serializers.IntegerField(allow_null=True, help_text="Null for calls whose system was not recorded.")
+    system = serializers.CharField(help_text="The connected system's name.")
+    system_role = serializers.CharField(help_text="crm, psa, erp, collaboration, analytics or hr.")
+    system_role_label = serializers.CharField()
     attempts = serializers.IntegerField()
     succeeded = serializers.IntegerField(help_text="Delivered, or found already applied at the target.")
     retryable_errors = serializers.IntegerField()
     terminal_errors = serializers.IntegerField()
-    success_rate = serializers.FloatField(allow_null=True)
+    success_rate = serializers.FloatField(allow_null=True, help_text="A fraction: 0.975 = 97.5 %.")
+    success_rate_percent = serializers.FloatField(
+        allow_null=True, help_text="The success rate in percent, one decimal."
+    )
 
 
 class DuplicateSuspectSerializer(serializers.Serializer):

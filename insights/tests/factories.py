@@ -45,6 +45,8 @@ class DeliveryAttemptFactory(factory.django.DjangoModelFactory):
         model = DeliveryAttempt
 
     delivery = factory.SubFactory(DeliveryFactory)
+    # The system called: a delivery's target; set it (with delivery=None) for a workflow step's call.
+    system = factory.LazyAttribute(lambda attempt: attempt.delivery.target_system if attempt.delivery else None)
     number = 1
     outcome = AttemptOutcome.DELIVERED
     created_at = factory.LazyFunction(timezone.now)

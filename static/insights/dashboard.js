@@ -5,14 +5,13 @@
 
   const COLORS = ["#417690", "#79aec8", "#e0a800", "#ba2121", "#5b8c5a", "#8e6c8a", "#c47f2c", "#666666"];
 
-  function humanDuration(seconds) {
-    if (seconds === null || seconds === undefined || seconds === "" || isNaN(Number(seconds))) return "–";
-    let s = Number(seconds);
-    if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
-    if (s < 3600) return (s / 60).toFixed(1) + " min";
-    if (s < 172800) return (s / 3600).toFixed(1) + " h";
-    return (s / 86400).toFixed(1) + " d";
+  // The server writes the headline figures in the unit their size calls for (insights/formatting.py) and picks
+  // the activation axis' unit the same way; the charts only scale by it. Rates arrive as fractions: drawn in %.
+  function percent(fraction) {
+    return fraction === null || fraction === undefined ? null : Math.round(fraction * 1000) / 10;
   }
+
+  function percentTick(value) { return value + "%"; }
 
   function label(bucket, unit) {
     const d = new Date(bucket);
@@ -30,22 +29,33 @@
   }
 
   function init() {
-    document.querySelectorAll("[data-seconds] .kpi-duration").forEach(function (el) {
-      el.textContent = humanDuration(el.parentElement.dataset.seconds);
-    });
     const data = JSON.parse(document.getElementById("kpi-data").textContent);
     const unit = data.range.bucket;
 
     const trend = data.project_activation.trend;
+    const activation = document.getElementById("chart-activation");
+    const durationUnit = activation ? activation.dataset.unit : "h";
+    const unitSeconds = activation ? Number(activation.dataset.unitSeconds) || 3600 : 3600;
     draw("chart-activation", {
       type: "line",
       data: {
         labels: trend.map(function (p) { return label(p.bucket, unit); }),
         datasets: [{
-          label: "median activation (h)",
-          data: trend.map(function (p) { return p.median_seconds === null ? null : p.median_seconds / 3600; }),
+          label: "median activation (" + durationUnit + ")",
+          data: trend.map(function (p) {
+            return p.median_seconds === null ? null : Math.round((p.median_seconds / unitSeconds) * 10) / 10;
+          }),
           borderColor: COLORS[0], backgroundColor: COLORS[0], spanGaps: true,
         }],
+      },
+      options: {
+        scales: {
+          y: {
+            beginAtZero: true,
+            title: { display: true, text: activation ? activation.dataset.unitName : "hours" },
+            ticks: { callback: function (value) { return value + " " + durationUnit; } },
+          },
+        },
       },
     });
 
@@ -67,12 +77,16 @@
       data: {
         labels: byFlow.map(function (f) { return f.label; }),
         datasets: [{
-          label: "exception items per 1,000 messages",
-          data: byFlow.map(function (f) { return f.rate === null ? 0 : f.rate * 1000; }),
+          label: "exception items (% of the flow's messages and runs)",
+          data: byFlow.map(function (f) { return f.rate === null ? null : percent(f.rate); }),
           backgroundColor: COLORS[3],
         }],
       },
-      options: { indexAxis: "y", scales: { x: { beginAtZero: true } } },
+      options: {
+        indexAxis: "y",
+        scales: { x: { beginAtZero: true, ticks: { callback: percentTick } } },
+        plugins: { tooltip: { callbacks: { label: function (c) { return c.parsed.x + "%"; } } } },
+      },
     });
 
     const byCategory = data.exception_rate.by_category;
@@ -88,14 +102,21 @@
     draw("chart-delivery", {
       type: "bar",
       data: {
-        labels: delivery.map(function (d) { return d.system; }),
+        labels: delivery.map(function (d) {
+          return d.system_role_label ? d.system + " (" + d.system_role_label + ")" : d.system;
+        }),
         datasets: [{
           label: "success rate (%)",
-          data: delivery.map(function (d) { return d.success_rate === null ? 0 : d.success_rate * 100; }),
+          data: delivery.map(function (d) { return percent(d.success_rate); }),
           backgroundColor: COLORS[4],
         }],
       },
-      options: { scales: { y: { beginAtZero: true, max: 100 } } },
+      // Horizontal bars: a system's name and role stay readable however many systems there are.
+      options: {
+        indexAxis: "y",
+        scales: { x: { beginAtZero: true, max: 100, ticks: { callback: percentTick } } },
+        plugins: { tooltip: { callbacks: { label: function (c) { return c.parsed.x + "%"; } } } },
+      },
     });
 
     const range = document.getElementById("id_range");

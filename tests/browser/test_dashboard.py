@@ -30,7 +30,9 @@ from tests.browser.conftest import login, screenshot
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "test-password-123"
-HOURS = re.compile(r"^\d+(\.\d)? h$")
+# Activations of 60 to 150 minutes: their median reads in minutes (under 2 hours) or hours, never days.
+MINUTES_OR_HOURS = re.compile(r"^\d+(\.\d)? (min|h)$")
+PERCENT = re.compile(r"^\d+\.\d%$")
 NO_VALUE = "\u2013"  # the pages' en dash for a figure not known yet
 CHARTS = [
     "chart-activation",
@@ -116,7 +118,12 @@ def test_leader_reads_the_kpi_dashboard_with_its_charts(page: Page, live_server,
     assert ["Client master", 28] in series
     # and the figures read as durations and counts
     expect(page.locator("#kpi-activation .kpi-note")).to_contain_text("21 projects activated")
-    expect(page.locator("#kpi-activation .kpi-duration").first).to_have_text(HOURS)
+    expect(page.locator("#kpi-activation .kpi-duration").first).to_have_text(MINUTES_OR_HOURS)
+    # and the activation chart's axis is in the unit its largest median calls for; rates are percentages
+    axis = page.evaluate("() => Chart.getChart('chart-activation').options.scales.y.title.text")
+    assert axis in ("minutes", "hours")
+    expect(page.locator("#kpi-exception-rate")).to_have_text(PERCENT)
+    expect(page.locator("#kpi-exceptions-flow-table")).to_contain_text("Client master")
     expect(page.locator("#kpi-duplicate-suspects")).to_have_text("3")
     expect(page.locator("#kpi-messages-waiting")).to_have_text("5")
     expect(page.locator("#kpi-delivery-table")).to_contain_text("ERP - UK entity")
