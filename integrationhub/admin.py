@@ -143,9 +143,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(admin.ModelAdmin):
     """The append-only audit log: browse, filter, search and export; nobody adds, edits or deletes."""
 
-    list_display = ["occurred_at", "actor_username", "api_key_prefix", "action", "object_type", "object_id", "summary"]
+    list_display = [
+        "occurred_at",
+        "actor_username",
+        "api_key_prefix",
+        "ip",
+        "action",
+        "object_type",
+        "object_id",
+        "summary",
+    ]
     list_filter = ["action", "occurred_at", "object_type", "actor_username"]
-    search_fields = ["summary", "actor_username", "object_id", "correlation_id", "ip"]
+    search_fields = ["summary", "actor_username", "object_id", "correlation_id", "ip", "user_agent"]
     date_hierarchy = "occurred_at"
     actions = ["export_csv"]
     list_per_page = 100

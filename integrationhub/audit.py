@@ -1,5 +1,11 @@
 """Append-only audit: the one service that writes AuditEvent rows, the selectors that read them, and the
-receivers that turn Django's auth signals (failed logins, group changes) into audit events."""
+receivers that turn Django's auth signals (failed logins, group, permission, staff and superuser changes,
+legal-entity scope changes) into audit events.
+
+Every event carries who and from where: the request being served (bound by AuditContextMiddleware for the
+browser, the API and the admin alike) gives the actor, the API key, the client address and the user agent
+whenever the caller does not pass them. Auditing is not the pipeline, so model signals are fine here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import csv
 import datetime
 import io
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db import models
@@ -40,6 +48,9 @@ class AuditAction(models.TextChoices):
     DUPLICATE_LINKED = "duplicate.linked", "Duplicate linked to an existing record"
     DUPLICATE_CREATED = "duplicate.created_new", "Duplicate suspect created as a new record"
     ENTITY_SCOPE_CHANGED = "entity_scope.changed", "Legal-entity scope changed"
+    SUPERUSER_CHANGED = "user.superuser_changed", "Superuser status changed"
+    STAFF_CHANGED = "user.staff_changed", "Staff status changed"
+    PERMISSIONS_CHANGED = "user.permissions_changed", "User permissions changed"
     PERIODIC_TASK_CREATED = "periodic_task.created", "Periodic task created"
     PERIODIC_TASK_CHANGED = "periodic_task.changed", "Periodic task changed"
     PERIODIC_TASK_ENABLED = "periodic_task.enabled", "Periodic task enabled"
@@ -68,7 +79,33 @@ CSV_COLUMNS = (
     "details",
     "correlation_id",
     "ip",
+    "user_agent",
 )
+
+USER_AGENT_MAX = 300
+
+# The request being served, for audit events written deep inside a service or a signal receiver.
+_current_request: ContextVar[Any] = ContextVar("integrationhub_audit_request", default=None)
+
+
+def audit_request_current() -> Any:
+    """The request this thread or task is serving, or None (a worker, a shell, a management command)."""
+    return _current_request.get()
+
+
+@contextmanager
+def audit_request_bound(request: Any) -> Iterator[None]:
+    """Bind `request` as the source of the actor, key, address and user agent of audit events written inside."""
+    token = _current_request.set(request)
+    try:
+        yield
+    finally:
+        _current_request.reset(token)
+
+
+def _user_agent(request: Any) -> str:
+    meta = getattr(request, "META", None) or {}
+    return str(meta.get("HTTP_USER_AGENT", ""))[:USER_AGENT_MAX]
 
 
 def audit_record(
@@ -82,20 +119,26 @@ def audit_record(
     details: dict[str, Any] | None = None,
     correlation_id: str | None = None,
     ip: str | None = None,
+    user_agent: str | None = None,
     request: Any = None,
 ) -> AuditEvent:
-    """Append one audit event. Pass `request` to take the actor, API key and IP from it.
+    """Append one audit event. The actor, API key, IP and user agent not given are taken from `request`, else
+    from the request being served (see AuditContextMiddleware); a worker's event has none of them.
 
     Never put a secret in `summary` or `details`: name what changed, not its value.
     """
+    if request is None:
+        request = audit_request_current()
     if request is not None:
+        # DRF sets the Django request's user and auth once it authenticated (session or API key).
         request_user = getattr(request, "user", None)
-        if actor is None and request_user is not None and request_user.is_authenticated:
+        if actor is None and request_user is not None and getattr(request_user, "is_authenticated", False):
             actor = request_user
         auth = getattr(request, "auth", None)
         if api_key is None and isinstance(auth, ApiKey):
             api_key = auth
         ip = ip or client_ip(request)
+        user_agent = user_agent if user_agent is not None else _user_agent(request)
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
     event = AuditEvent(
@@ -110,6 +153,7 @@ def audit_record(
         details=details or {},
         correlation_id=(correlation_id or current_correlation_id() or "")[:64],
         ip=ip,
+        user_agent=(user_agent or "")[:USER_AGENT_MAX],
     )
     event.full_clean()
     event.save()
@@ -181,6 +225,7 @@ def audit_event_csv_rows(events: Iterable[AuditEvent]) -> Iterator[str]:
                 _csv_safe(_json(event.details)),
                 event.correlation_id,
                 event.ip or "",
+                _csv_safe(event.user_agent),
             ]
         )
         yield flush()
@@ -268,6 +313,132 @@ def on_user_groups_changed(
         )
 
 
+def on_user_permissions_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, model: Any, pk_set: set[int] | None, **kwargs: Any
+) -> None:
+    """User.user_permissions changed: audit the permissions granted to or taken from a user directly."""
+    if action not in ("post_add", "post_remove", "pre_clear"):
+        return
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    def label(permission: Any) -> str:
+        return f"{permission.content_type.app_label}.{permission.codename}"
+
+    if action == "pre_clear":
+        verb = "removed"
+        if reverse:
+            pairs = [(user, [label(instance)]) for user in instance.user_set.all()]
+        else:
+            pairs = [(instance, [label(p) for p in instance.user_permissions.select_related("content_type")])]
+    else:
+        verb = "granted" if action == "post_add" else "removed"
+        if reverse:  # permission.user_set.add(users)
+            users = get_user_model().objects.filter(pk__in=pk_set or ())
+            pairs = [(user, [label(instance)]) for user in users]
+        else:
+            permissions = Permission.objects.filter(pk__in=pk_set or ()).select_related("content_type")
+            pairs = [(instance, [label(p) for p in permissions])]
+    for user, labels in pairs:
+        if not labels:
+            continue
+        audit_record(
+            action=AuditAction.PERMISSIONS_CHANGED,
+            object_type="auth.user",
+            object_id=user.pk,
+            summary=f"Permissions {verb} for '{user.get_username()}': {', '.join(sorted(labels))}"[:500],
+            details={"user": user.get_username(), verb: sorted(labels)},
+        )
+
+
+# The account flags that widen what a user may do; a change of either is audited.
+USER_FLAGS = {"is_superuser": AuditAction.SUPERUSER_CHANGED, "is_staff": AuditAction.STAFF_CHANGED}
+
+
+def _flags_untouched(update_fields: Iterable[str] | None) -> bool:
+    # A save of named fields only (the login's last_login) cannot change a flag: no extra query for it.
+    return update_fields is not None and not set(update_fields) & set(USER_FLAGS)
+
+
+def on_user_pre_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    """Remember the stored flags of a user about to be saved, for on_user_saved to compare."""
+    if _flags_untouched(kwargs.get("update_fields")):
+        return
+    if raw or instance.pk is None:
+        instance._audit_flags_before = {}
+        return
+    stored = sender._default_manager.filter(pk=instance.pk).values(*USER_FLAGS).first()
+    instance._audit_flags_before = stored or {}
+
+
+def on_user_saved(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """A user saved with is_superuser or is_staff changed (or created with either set): audit it."""
+    if raw or _flags_untouched(kwargs.get("update_fields")):
+        return
+    before = getattr(instance, "_audit_flags_before", {})
+    for flag, action in USER_FLAGS.items():
+        now = bool(getattr(instance, flag, False))
+        was = bool(before.get(flag, False)) if not created else False
+        if now == was:
+            continue
+        verb = "granted" if now else "revoked"
+        audit_record(
+            action=action,
+            object_type="auth.user",
+            object_id=instance.pk,
+            summary=f"{flag.removeprefix('is_').capitalize()} status {verb} for '{instance.get_username()}'",
+            details={"user": instance.get_username(), "field": flag, "from": was, "to": now, "created": created},
+        )
+    instance._audit_flags_before = {flag: getattr(instance, flag, False) for flag in USER_FLAGS}
+
+
+def _entity_codes(scope: Any) -> list[str]:
+    return sorted(scope.legal_entities.values_list("code", flat=True))
+
+
+def on_entity_scope_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, model: Any, pk_set: set[int] | None, **kwargs: Any
+) -> None:
+    """A user's legal-entity scope gained or lost entities: audit the entities and what the scope is now."""
+    from governance.models import LegalEntity
+    from integrationhub.models import UserLegalEntityScope
+
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if reverse:  # entity.<reverse>.add(scopes): rare, but audited the same way
+        scopes = list(UserLegalEntityScope.objects.filter(pk__in=pk_set or ()).select_related("user"))
+        changed = [instance.code]
+    else:
+        scopes = [instance]
+        changed = sorted(LegalEntity.objects.filter(pk__in=pk_set or ()).values_list("code", flat=True))
+    verb = {"post_add": "added", "post_remove": "removed", "post_clear": "cleared"}[action]
+    for scope in scopes:
+        codes = _entity_codes(scope)
+        audit_record(
+            action=AuditAction.ENTITY_SCOPE_CHANGED,
+            object_type="auth.user",
+            object_id=scope.user_id,
+            summary=(
+                f"Legal entities {verb} for '{scope.user.get_username()}': {', '.join(changed) or 'all'}; "
+                f"scope now {', '.join(codes) or 'enterprise-wide'}"
+            )[:500],
+            details={"user": scope.user.get_username(), verb: changed, "scope": codes},
+        )
+
+
+def on_entity_scope_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A user's scope row removed: the user is enterprise-wide from now on (if the user still exists)."""
+    user = getattr(instance, "user", None)
+    username = user.get_username() if user is not None else str(instance.user_id)
+    audit_record(
+        action=AuditAction.ENTITY_SCOPE_CHANGED,
+        object_type="auth.user",
+        object_id=instance.user_id,
+        summary=f"Legal-entity scope removed for '{username}': enterprise-wide",
+        details={"user": username, "scope": [], "removed": True},
+    )
+
+
 def credentials_changed(*, system: Any, changed: list[str], user: Any = None) -> AuditEvent:
     """Audit a connected system's secret change: which secret parameters changed and who changed them, never values."""
     return audit_record(
@@ -288,12 +459,35 @@ def connect_receivers() -> None:
 
     user_login_failed.connect(on_user_login_failed, dispatch_uid="integrationhub.audit.login_failed")
     user_logged_in.connect(on_user_logged_in, dispatch_uid="integrationhub.audit.logged_in")
+    from django.db.models.signals import post_delete, post_save, pre_save
+
+    from integrationhub.models import UserLegalEntityScope
+
+    user_model = get_user_model()
     m2m_changed.connect(
         on_user_groups_changed,
-        sender=get_user_model().groups.through,
+        sender=user_model.groups.through,
         dispatch_uid="integrationhub.audit.groups_changed",
     )
+    m2m_changed.connect(
+        on_user_permissions_changed,
+        sender=user_model.user_permissions.through,
+        dispatch_uid="integrationhub.audit.permissions_changed",
+    )
+    pre_save.connect(on_user_pre_save, sender=user_model, dispatch_uid="integrationhub.audit.user_pre_save")
+    post_save.connect(on_user_saved, sender=user_model, dispatch_uid="integrationhub.audit.user_saved")
+    m2m_changed.connect(
+        on_entity_scope_changed,
+        sender=UserLegalEntityScope.legal_entities.through,
+        dispatch_uid="integrationhub.audit.entity_scope_changed",
+    )
+    post_delete.connect(
+        on_entity_scope_deleted, sender=UserLegalEntityScope, dispatch_uid="integrationhub.audit.entity_scope_deleted"
+    )
 
+
+# PostgreSQL's statement trigger that refuses TRUNCATE of the audit table (migration 0003).
+POSTGRES_TRUNCATE_TRIGGER = "integrationhub_auditevent_no_truncate"
 
 # SQLite triggers, the same as migration 0002 installs; the flush command lifts them while it empties the
 # database (PostgreSQL's flush uses TRUNCATE, which row triggers do not see).

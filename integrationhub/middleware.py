@@ -1,5 +1,5 @@
-"""Middleware of the security layer: the Content-Security-Policy header, the API body-size limit and the
-refusal of NUL characters in API query strings."""
+"""Middleware of the security layer: the Content-Security-Policy header, the API body-size limit, the
+refusal of NUL characters in API query strings, and the request context of audit events."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ class ContentSecurityPolicyMiddleware:
         if self.policy and CSP_HEADER not in response:
             response[CSP_HEADER] = self.policy
         return response
+
+
+class AuditContextMiddleware:
+    """Binds the request being served for the audit: an event written anywhere below (a service, a signal
+    receiver, an admin save) takes its actor, API key, client address and user agent from it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from integrationhub.audit import audit_request_bound
+
+        with audit_request_bound(request):
+            return self.get_response(request)
 
 
 class ApiBodyLimitMiddleware:

@@ -93,6 +93,7 @@ class AuditEvent(models.Model):
     details = models.JSONField(default=dict, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True, help_text="The client's User-Agent header, if any.")
 
     objects = AuditEventQuerySet.as_manager()
 

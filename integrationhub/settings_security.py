@@ -107,8 +107,14 @@ def apply(settings: dict[str, Any]) -> None:
         "django.middleware.security.SecurityMiddleware",
         "integrationhub.middleware.ContentSecurityPolicyMiddleware",
     )
-    settings["MIDDLEWARE"] = _insert_after(
+    middleware = _insert_after(
         middleware, "integrationhub.logging.CorrelationIdMiddleware", "integrationhub.middleware.ApiBodyLimitMiddleware"
+    )
+    # Every audit event written while a request is served names its actor, API key, address and user agent.
+    settings["MIDDLEWARE"] = _insert_after(
+        middleware,
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "integrationhub.middleware.AuditContextMiddleware",
     )
     settings["HUB_LOGIN_MAX_FAILURES"] = int(env_str("HUB_LOGIN_MAX_FAILURES", "5"))
     settings["HUB_LOGIN_LOCKOUT_MINUTES"] = int(env_str("HUB_LOGIN_LOCKOUT_MINUTES", "15"))

@@ -9,7 +9,7 @@ from exception_queue.models import Decision, ExceptionItem
 
 
 class DecisionSerializer(serializers.ModelSerializer):
-    user = serializers.CharField(read_only=True, default=None)
+    user = serializers.CharField(read_only=True, allow_null=True, help_text="Null for a decision the hub took.")
 
     class Meta:
         model = Decision
@@ -37,9 +37,10 @@ ITEM_FIELDS = [
 
 
 class ExceptionItemSerializer(serializers.ModelSerializer):
-    system = serializers.CharField(source="system.slug", read_only=True, default=None)
-    legal_entity = serializers.CharField(source="legal_entity.code", read_only=True, default=None)
-    correlation_id = serializers.CharField(source="message.correlation_id", read_only=True, default=None)
+    # Each can be absent: a workflow step's item has no message, a reconciliation item no system.
+    system = serializers.CharField(source="system.slug", read_only=True, allow_null=True)
+    legal_entity = serializers.CharField(source="legal_entity.code", read_only=True, allow_null=True)
+    correlation_id = serializers.CharField(source="message.correlation_id", read_only=True, allow_null=True)
 
     class Meta:
         model = ExceptionItem

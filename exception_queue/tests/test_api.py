@@ -159,3 +159,33 @@ def test_the_viewset_declares_the_exceptions_family_and_the_decide_scope():
     assert ExceptionItemViewSet.scope_family == "exceptions"
     for name in ("approve", "reject", "replay", "fix", "bulk_replay"):
         assert getattr(ExceptionItemViewSet, name).kwargs["required_scope"] == "exceptions:decide"
+
+
+def test_a_decision_by_api_key_records_the_key_prefix_address_and_user_agent(make_role_user, held):
+    from django.test import Client
+
+    from integrationhub.apikeys import api_key_create
+    from integrationhub.audit import AuditAction
+    from integrationhub.models import AuditEvent
+
+    # given a finance approver's key that may decide
+    created = api_key_create(
+        name="finance bot", owner=make_role_user("finance_approver"), scopes=["exceptions:read", "exceptions:decide"]
+    )
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {created.key}", HTTP_USER_AGENT="finance-bot/2.1")
+    # when the key approves the held item
+    response = client.post(
+        f"/api/v1/exception-items/{held.pk}/approve/",
+        {"reason": "within budget"},
+        content_type="application/json",
+        REMOTE_ADDR="198.51.100.7",
+    )
+    # then the audit event of the decision names the key's prefix, its owner, the address and the user agent
+    assert response.status_code == 200, response.content
+    event = AuditEvent.objects.get(action=AuditAction.EXCEPTION_APPROVED, object_id=str(held.pk))
+    assert (event.api_key_prefix, event.actor_username, event.ip, event.user_agent) == (
+        created.api_key.prefix,
+        "finance_approver-user",
+        "198.51.100.7",
+        "finance-bot/2.1",
+    )

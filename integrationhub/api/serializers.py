@@ -72,5 +72,6 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "details",
             "correlation_id",
             "ip",
+            "user_agent",
         ]
         read_only_fields = fields

@@ -7,6 +7,7 @@ import io
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
@@ -217,3 +218,117 @@ def test_an_audit_read_key_reads_the_audit_and_a_config_key_does_not(make_api_ke
     _, config_key = make_api_key("auditor", scopes=["config:read"])
     assert key_client(audit_key).get("/api/v1/audit-events/").status_code == 200
     assert key_client(config_key).get("/api/v1/audit-events/").status_code == 403
+
+
+# --- request context: who and from where, on every event ----------------------------------------------------
+
+
+def test_an_admin_change_records_the_actor_ip_and_user_agent(client_as, settings):
+    from governance.tests.factories import LegalEntityFactory
+
+    # given a superuser behind the trusted proxy, and a regional user without a scope yet
+    settings.HUB_TRUSTED_PROXIES = ["127.0.0.1"]
+    admin = client_as("superuser")
+    regional = get_user_model().objects.create_user(username="regional-user")
+    entity = LegalEntityFactory(code="UK01")
+    # when the superuser limits the user to one legal entity in the admin
+    response = admin.post(
+        "/admin/integrationhub/userlegalentityscope/add/",
+        {"user": regional.pk, "legal_entities": [entity.pk]},
+        HTTP_USER_AGENT="Mozilla/5.0 (audit test)",
+        HTTP_X_FORWARDED_FOR="203.0.113.9",
+    )
+    # then the scope change is audited with who, the client's address (through the proxy) and the user agent
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action=AuditAction.ENTITY_SCOPE_CHANGED)
+    assert (event.actor_username, event.ip, event.user_agent) == (
+        "superuser-user",
+        "203.0.113.9",
+        "Mozilla/5.0 (audit test)",
+    )
+    assert event.object_id == str(regional.pk)
+    assert event.details["scope"] == ["UK01"]
+
+
+def test_removing_a_scope_makes_the_user_enterprise_wide_and_is_audited(django_user_model):
+    from governance.tests.factories import LegalEntityFactory
+    from integrationhub.models import UserLegalEntityScope
+
+    user = django_user_model.objects.create_user(username="scoped")
+    scope = UserLegalEntityScope.objects.create(user=user)
+    scope.legal_entities.add(LegalEntityFactory(code="DE01"), LegalEntityFactory(code="US01"))
+    scope.legal_entities.remove(*scope.legal_entities.filter(code="DE01"))
+    scope.delete()
+    summaries = list(
+        AuditEvent.objects.filter(action=AuditAction.ENTITY_SCOPE_CHANGED)
+        .order_by("id")
+        .values_list("summary", flat=True)
+    )
+    assert summaries == [
+        "Legal entities added for 'scoped': DE01, US01; scope now DE01, US01",
+        "Legal entities removed for 'scoped': DE01; scope now US01",
+        "Legal-entity scope removed for 'scoped': enterprise-wide",
+    ]
+
+
+def test_an_event_outside_a_request_has_no_address_or_user_agent():
+    event = audit_record(action=AuditAction.MESSAGE_REPLAYED, summary="worker")
+    assert (event.actor_id, event.api_key_prefix, event.ip, event.user_agent) == (None, "", None, "")
+
+
+# --- privilege changes ---------------------------------------------------------------------------------------
+
+
+def test_granting_and_revoking_superuser_writes_an_event(django_user_model):
+    # given a plain user
+    user = django_user_model.objects.create_user(username="promoted")
+    assert not AuditEvent.objects.filter(object_id=str(user.pk)).exists()
+    # when superuser status is granted, then revoked
+    user.is_superuser = True
+    user.save()
+    user.is_superuser = False
+    user.save()
+    # then each change is one event, from and to
+    events = AuditEvent.objects.filter(action=AuditAction.SUPERUSER_CHANGED, object_id=str(user.pk)).order_by("id")
+    assert [(e.details["from"], e.details["to"]) for e in events] == [(False, True), (True, False)]
+    assert events[0].summary == "Superuser status granted for 'promoted'"
+
+
+def test_staff_flag_changes_are_audited_and_a_login_writes_no_flag_event(django_user_model):
+    user = django_user_model.objects.create_user(username="staffer", is_staff=True, password="pw-123456789")
+    assert AuditEvent.objects.filter(action=AuditAction.STAFF_CHANGED, object_id=str(user.pk)).count() == 1
+    # a save of named fields other than the flags (the login's last_login) does not look at them
+    user.save(update_fields=["last_login"])
+    user.is_staff = False
+    user.save(update_fields=["is_staff"])
+    events = AuditEvent.objects.filter(action=AuditAction.STAFF_CHANGED, object_id=str(user.pk)).order_by("id")
+    assert [e.details["to"] for e in events] == [True, False]
+
+
+def test_direct_permission_grants_are_audited(django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username="direct")
+    permission = Permission.objects.get(codename="change_message", content_type__app_label="sync")
+    user.user_permissions.add(permission)
+    user.user_permissions.clear()
+    events = AuditEvent.objects.filter(action=AuditAction.PERMISSIONS_CHANGED, object_id=str(user.pk)).order_by("id")
+    assert [e.summary for e in events] == [
+        "Permissions granted for 'direct': sync.change_message",
+        "Permissions removed for 'direct': sync.change_message",
+    ]
+
+
+# --- TRUNCATE -------------------------------------------------------------------------------------------------
+
+
+def test_truncate_of_the_audit_table_is_refused_on_postgresql(event):
+    if connection.vendor != "postgresql":
+        pytest.skip("TRUNCATE is PostgreSQL's; SQLite has none, and its DELETE trigger refuses emptying the table")
+    with (
+        pytest.raises(DatabaseError, match="append-only: TRUNCATE refused"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("TRUNCATE integrationhub_auditevent")
+    assert AuditEvent.objects.filter(pk=event.pk).exists()

@@ -77,3 +77,65 @@ def test_auditors_see_settings_without_secrets(client_as):
     assert page.status_code == 200
     assert setting.client_secret not in page.content.decode()
     assert "client_secret" not in {f.name for f in SandboxSetting.history.model._meta.get_fields()}
+
+
+def setting_data(setting: SandboxSetting, **changes) -> dict:
+    data = {
+        "system": setting.system,
+        "client_id": setting.client_id,
+        "client_secret": "",
+        "api_token": "",
+        "account_id": setting.account_id,
+        "token_ttl_seconds": setting.token_ttl_seconds,
+        "page_size": setting.page_size,
+        "webhook_url": setting.webhook_url,
+        "webhook_secret": "",
+        "change_reason": "test in admin",
+    }
+    data.update(changes)
+    return data
+
+
+def test_sandbox_secrets_are_write_only_in_the_admin(client_as):
+    from sandbox import services
+
+    # given the CRM's setting with a client secret and a webhook secret
+    setting = services.sandbox_setting_ensure(system="crm")
+    setting.client_secret, setting.webhook_secret = "crm-client-secret-123", "whsec_c2VjcmV0LXZhbHVl"
+    setting.save()
+    admin = client_as("integration_admin")
+    url = f"/admin/sandbox/sandboxsetting/{setting.pk}/change/"
+    # when an integration admin opens it, then neither secret is in the page, but that each is set is
+    page = admin.get(url).content.decode()
+    assert "crm-client-secret-123" not in page and "whsec_c2VjcmV0LXZhbHVl" not in page
+    assert 'type="password"' in page and "a value is set" in page
+    # when the form is saved with the secret fields blank, then the secrets are kept
+    response = admin.post(url, setting_data(setting, page_size=50))
+    assert response.status_code == 302, response.content[:3000]
+    setting.refresh_from_db()
+    assert (setting.page_size, setting.client_secret, setting.webhook_secret) == (
+        50,
+        "crm-client-secret-123",
+        "whsec_c2VjcmV0LXZhbHVl",
+    )
+    # when a new client secret is typed and the webhook secret cleared, then that is what is stored
+    response = admin.post(url, setting_data(setting, client_secret="rotated-secret", clear_webhook_secret="on"))
+    assert response.status_code == 302, response.content[:3000]
+    setting.refresh_from_db()
+    assert (setting.client_secret, setting.webhook_secret) == ("rotated-secret", "")
+
+
+def test_a_new_value_and_clear_together_are_refused(client_as):
+    from sandbox import services
+
+    setting = services.sandbox_setting_ensure(system="psa")
+    before = setting.api_token
+    admin = client_as("integration_admin")
+    response = admin.post(
+        f"/admin/sandbox/sandboxsetting/{setting.pk}/change/",
+        setting_data(setting, api_token="new-token", clear_api_token="on"),
+    )
+    assert response.status_code == 200
+    assert "Either enter a new value or clear it, not both." in response.content.decode()
+    setting.refresh_from_db()
+    assert setting.api_token == before

@@ -8,9 +8,21 @@ from sync.models import Delivery, DeliveryAttempt, FileDrop, Message
 
 
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
-    message = serializers.IntegerField(source="delivery.message_id", read_only=True)
+    """One call to a connected system: a delivery's attempt, or a workflow step's call (no delivery, no message)."""
+
+    delivery = serializers.IntegerField(
+        source="delivery_id", read_only=True, allow_null=True, help_text="Null for a workflow step's call."
+    )
+    message = serializers.IntegerField(
+        source="delivery.message_id", read_only=True, allow_null=True, help_text="Null for a workflow step's call."
+    )
     # The system called: a delivery's target, or the system a workflow step called (no delivery).
-    target_system = serializers.CharField(source="system.slug", read_only=True, allow_null=True)
+    target_system = serializers.CharField(
+        source="system.slug",
+        read_only=True,
+        allow_null=True,
+        help_text="Slug of the system called; null only for attempts recorded before the hub stored it.",
+    )
 
     class Meta:
         model = DeliveryAttempt
@@ -83,8 +95,10 @@ MESSAGE_FIELDS = [
 class MessageSerializer(serializers.ModelSerializer):
     """A message in a list: status and stage timestamps, no payloads."""
 
-    system = serializers.CharField(source="system.slug", read_only=True, default=None)
-    legal_entity = serializers.CharField(source="legal_entity.code", read_only=True, default=None)
+    system = serializers.CharField(source="system.slug", read_only=True)
+    legal_entity = serializers.CharField(
+        source="legal_entity.code", read_only=True, allow_null=True, help_text="Null until the pipeline resolves it."
+    )
 
     class Meta:
         model = Message
@@ -109,6 +123,13 @@ class MessageReplaySerializer(serializers.Serializer):
     )
 
 
+class MessageReplayResultSerializer(serializers.Serializer):
+    """The answer to a replay: the decision recorded and the message as it is now."""
+
+    decision_id = serializers.IntegerField(help_text="The decision that records the replay (who, why, when).")
+    message = MessageSerializer()
+
+
 class TraceStepSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
     stage = serializers.CharField()
@@ -119,7 +140,7 @@ class TraceStepSerializer(serializers.Serializer):
 
 class FileDropSerializer(serializers.ModelSerializer):
     system = serializers.CharField(source="system.slug", read_only=True, default=None)
-    uploaded_by = serializers.CharField(read_only=True, default=None)
+    uploaded_by = serializers.CharField(read_only=True, allow_null=True)
 
     class Meta:
         model = FileDrop

@@ -30,6 +30,7 @@ from sync.api.serializers import (
     FileDropSerializer,
     FileDropUploadSerializer,
     MessageDetailSerializer,
+    MessageReplayResultSerializer,
     MessageReplaySerializer,
     MessageSerializer,
     TraceStepSerializer,
@@ -96,14 +97,15 @@ class MessageViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
     def get_serializer_class(self) -> Any:
         return MessageDetailSerializer if self.action == "retrieve" else MessageSerializer
 
+    # Not paginated: the whole trace of one correlation id, as a list.
     @extend_schema(responses={200: TraceStepSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def trace(self, request: Request, pk: str | None = None) -> Response:
         """Every stage of this message's correlation id, across systems, in order."""
         message = self.get_object()
         return _trace_response(selectors.message_trace(correlation_id=message.correlation_id))
 
-    @extend_schema(request=MessageReplaySerializer, responses={202: MessageSerializer})
+    @extend_schema(request=MessageReplaySerializer, responses={202: MessageReplayResultSerializer})
     @action(
         detail=True,
         methods=["post"],

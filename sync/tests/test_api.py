@@ -133,3 +133,77 @@ def test_the_viewsets_declare_their_scope_family_and_the_replay_its_scope():
 
     assert {MessageViewSet.scope_family, TraceViewSet.scope_family, DeliveryAttemptViewSet.scope_family} == {"messages"}
     assert MessageViewSet.replay.kwargs["required_scope"] == "messages:replay"
+
+
+# --- the answers are what the OpenAPI schema says -------------------------------------------------------------
+
+
+def _openapi() -> dict:
+    from drf_spectacular.generators import SchemaGenerator
+
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def _json_schema(node, components: dict):
+    """An OpenAPI 3.0 schema as plain JSON Schema: $refs inlined, `nullable` as a null type."""
+    if isinstance(node, list):
+        return [_json_schema(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _json_schema(components[node["$ref"].rsplit("/", 1)[-1]], components)
+    out = {key: _json_schema(value, components) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable"):
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _assert_documented(openapi: dict, path: str, method: str, response) -> None:
+    import jsonschema
+
+    documented = openapi["paths"][path][method]["responses"][str(response.status_code)]
+    body_schema = next(iter(documented["content"].values()))["schema"]
+    jsonschema.validate(response.json(), _json_schema(body_schema, openapi["components"]["schemas"]))
+
+
+def test_answers_with_null_fields_match_the_schema(client, client_as, make_flow, target):
+    from exception_queue.choices import ExceptionCategory
+    from exception_queue.services import exception_item_open
+    from sync.choices import AttemptOutcome
+    from sync.models import DeliveryAttempt
+
+    # given a delivered message with no legal entity, a workflow step's call (no delivery, no message) and an
+    # exception item without a message, system or legal entity
+    flow = make_flow(target.url)
+    message = _delivered(client, flow, "C-9", headers={"X-Correlation-ID": "corr-schema-9"})
+    assert message.legal_entity_id is None
+    call = DeliveryAttempt.objects.create(
+        delivery=None, system=message.system, number=1, outcome=AttemptOutcome.DELIVERED, correlation_id="wf-1"
+    )
+    item = exception_item_open(category=ExceptionCategory.VALIDATION, reason="reconciliation difference")
+    openapi = _openapi()
+    admin = client_as("integration_admin")
+    # when they are read (and the message replayed), then every answer validates against its documented schema
+    answers = [
+        ("/api/v1/messages/", "get", admin.get("/api/v1/messages/")),
+        ("/api/v1/messages/{id}/", "get", admin.get(f"/api/v1/messages/{message.pk}/")),
+        ("/api/v1/messages/{id}/trace/", "get", admin.get(f"/api/v1/messages/{message.pk}/trace/")),
+        ("/api/v1/delivery-attempts/{id}/", "get", admin.get(f"/api/v1/delivery-attempts/{call.pk}/")),
+        ("/api/v1/delivery-attempts/", "get", admin.get("/api/v1/delivery-attempts/")),
+        ("/api/v1/exception-items/{id}/", "get", admin.get(f"/api/v1/exception-items/{item.pk}/")),
+        ("/api/v1/exception-items/", "get", admin.get("/api/v1/exception-items/")),
+        (
+            "/api/v1/messages/{id}/replay/",
+            "post",
+            admin.post(f"/api/v1/messages/{message.pk}/replay/", {"reason": "r"}, content_type="application/json"),
+        ),
+    ]
+    for path, method, response in answers:
+        assert response.status_code in (200, 202), (path, response.content[:500])
+        _assert_documented(openapi, path, method, response)
+    # and the nulls are there: a trace is a plain list, a step's call has neither delivery nor message
+    assert isinstance(answers[2][2].json(), list)
+    assert answers[3][2].json()["delivery"] is None and answers[3][2].json()["message"] is None
+    assert answers[5][2].json()["correlation_id"] is None and answers[5][2].json()["system"] is None
+    assert answers[1][2].json()["legal_entity"] is None
+    assert set(answers[7][2].json()) == {"decision_id", "message"}
