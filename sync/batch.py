@@ -66,20 +66,13 @@ from sync.choices import (
     MessageStatus,
     PollOutcome,
 )
+from sync.follow_ups import follow_up_emit_many
 from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, PollCursor, Route
+from sync.policy import RetryPolicy
+from sync.polling import poll_lease_take, pull_idempotency_key
 from sync.ratelimit import rate_budget_wait
 from sync.selectors import record_external_ids
-from sync.services import (
-    IDENTITY_FIELDS,
-    LEGAL_ENTITY_FIELDS,
-    RetryPolicy,
-    _jsonable,
-    _money,
-    delivery_idempotency_key,
-    follow_up_emit_many,
-    poll_lease_take,
-    pull_idempotency_key,
-)
+from sync.stages import IDENTITY_FIELDS, LEGAL_ENTITY_FIELDS, _jsonable, _money, delivery_idempotency_key
 
 logger = logging.getLogger(__name__)
 

@@ -4,18 +4,21 @@ Django's `bulk_update` builds one `CASE WHEN id = … THEN …` per row and fiel
 twenty fields, compiling that statement costs more CPU than the rest of the pipeline. `rows_update` sends
 `UPDATE … FROM unnest(arrays)` on PostgreSQL and `WITH v AS (VALUES …) UPDATE … FROM v` on SQLite instead,
 with the values prepared by each field as `save()` would prepare them. `insert_unless_conflict` is the
-webhook's one-row INSERT, built once per process.
+webhook's one-row INSERT, built once per process. `_locked` and `_chunks` are the claim helpers every
+dispatcher shares (rows claimed with SKIP LOCKED, ids cut into task-sized batches): here, below the engine's
+modules, so the dispatcher and the follow-up bus can both use them without importing each other.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections, models
+from django.db.models import QuerySet
 from django.utils import timezone
 
 ROWS_PER_STATEMENT = 500
@@ -318,3 +321,15 @@ def rows_insert(
             obj.pk = new_id
             obj._state.adding = False
             obj._state.db = connection.alias
+
+
+def _locked(queryset: QuerySet) -> QuerySet:
+    # SKIP LOCKED lets two dispatchers share the work on PostgreSQL; SQLite serialises writers anyway.
+    if connection.features.has_select_for_update_skip_locked:
+        return queryset.select_for_update(skip_locked=True, of=("self",))
+    return queryset
+
+
+def _chunks(ids: list[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

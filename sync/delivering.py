@@ -1,6 +1,6 @@
 """Sending a batch of deliveries with the bookkeeping done once per batch instead of once per delivery.
 
-`sync.services.delivery_send` handles one delivery end to end: about twenty statements and a few cache calls
+`sync.sending.delivery_send` handles one delivery end to end: about twenty statements and a few cache calls
 around its one HTTP call. A delivery task carries a batch (HUB_DELIVERY_BATCH_SIZE), so this module claims the
 batch in one transaction, makes the calls, and records every successful outcome together: one INSERT of the
 attempts, one UPDATE of the deliveries per state, one upsert of the cross-references and of the ordering
@@ -12,6 +12,7 @@ failed call goes through delivery_send (or its `_record`) one by one.
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -29,12 +30,16 @@ from connectors.registry import connector_for
 from integrationhub.errors import HubError
 from integrationhub.throttling import cache_add_many
 from sync import circuit, transport
-from sync import services as engine
 from sync.bulk import related_attach, rows_insert, rows_update
 from sync.choices import AttemptOutcome, DeliveryStatus
 from sync.models import CrossReference, Delivery, DeliveryAttempt, OrderingWatermark
+from sync.ordering import _ordering_lock_key, _position, ordering_lock_seconds
+from sync.outcome import _record, _xref_upsert, attempt_summary, messages_settle_many
+from sync.policy import RetryPolicy, policy_for_message
 from sync.ratelimit import rate_budget_take_many
 from sync.selectors import record_external_ids, record_unanswered_keys
+from sync.sending import delivery_send
+from sync.transport import policy_timeout
 
 # Deliveries claimed (marked in flight, attempt counted) at a time within a delivery task's batch.
 CLAIM_SLICE = 100
@@ -44,6 +49,8 @@ BATCH = "upsert_batch"
 # What a claim re-reads of each delivery: everything a call and its record use that may have changed.
 CLAIM_FIELDS = ("status", "attempts", "lookup_first", "idempotency_key", "outbound_payload", "external_id")
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class _Planned:
@@ -51,7 +58,7 @@ class _Planned:
 
     delivery: Delivery
     system: ConnectedSystem
-    policy: engine.RetryPolicy
+    policy: RetryPolicy
     lock_key: str | None
     timeout_seconds: float | None = None
     result: transport.CallOutcome | None = None
@@ -73,17 +80,17 @@ def deliveries_send(*, delivery_ids: Iterable[int], task_id: str = "") -> dict[s
         if plan.batch:
             for status, number in _send_planned(plan.batch, task_id).items():
                 counts[status] += number
-    except Exception:  # noqa: BLE001 - logged; the sweeper re-sends deliveries left in flight
-        engine.logger.exception("delivery batch failed unexpectedly", extra={"delivery_ids": ids_of(plan.batch)})
+    except Exception:  # logged; the sweeper re-sends deliveries left in flight
+        logger.exception("delivery batch failed unexpectedly", extra={"delivery_ids": ids_of(plan.batch)})
         counts["error"] += len(plan.batch)
     finally:
         if plan.locks:
             cache.delete_many(list(plan.locks))
     for delivery_id in plan.one_by_one:
         try:
-            outcome = engine.delivery_send(delivery_id=delivery_id, task_id=task_id)
-        except Exception:  # noqa: BLE001 - logged; one bad delivery never stops the rest of the batch
-            engine.logger.exception("delivery failed unexpectedly", extra={"delivery_id": delivery_id})
+            outcome = delivery_send(delivery_id=delivery_id, task_id=task_id)
+        except Exception:  # logged; one bad delivery never stops the rest of the batch
+            logger.exception("delivery failed unexpectedly", extra={"delivery_id": delivery_id})
             outcome = "error"
         counts[outcome or "skipped"] += 1
     return dict(counts)
@@ -94,7 +101,7 @@ def ids_of(batch: list[_Planned]) -> list[int]:
 
 
 def _rate_per_second(system: ConnectedSystem, delivery: Delivery) -> tuple[float, Any]:
-    sync_policy = engine.policy_for_message(delivery.message, [delivery.route]) if delivery.route else None
+    sync_policy = policy_for_message(delivery.message, [delivery.route]) if delivery.route else None
     rate = float(system.rate_limit_per_second)
     if sync_policy is not None and sync_policy.rate_limit_per_second:
         rate = min(rate, float(sync_policy.rate_limit_per_second))
@@ -121,29 +128,27 @@ def _plan(ids: list[int], task_id: str) -> _Plan:
     candidates: list[Delivery] = []
     for delivery in deliveries:
         system = systems.setdefault(delivery.target_system_id, delivery.target_system)
-        lock_key = engine._ordering_lock_key(delivery)
+        lock_key = _ordering_lock_key(delivery)
         # A paused target, an open circuit (whose gate hands out the single probe: delivery_send asks for it)
         # and a second update of the same record in this batch are delivery_send's to handle.
         if system.state != SystemState.ACTIVE or (lock_key and lock_key in wanted):
             plan.one_by_one.append(delivery.pk)
             continue
         if lock_key:
-            wanted[lock_key] = (f"{delivery.pk}:{task_id}", engine.ordering_lock_seconds(system))
+            wanted[lock_key] = (f"{delivery.pk}:{task_id}", ordering_lock_seconds(system))
         candidates.append(delivery)
     # Every ordering lock of the batch in one round trip; a busy one (or one left by a dead worker) is
     # delivery_send's to decide.
     taken = cache_add_many([(key, token, timeout) for key, (token, timeout) in wanted.items()])
     plan.locks = {key: wanted[key][0] for key in taken}
     for delivery in candidates:
-        lock_key = engine._ordering_lock_key(delivery)
+        lock_key = _ordering_lock_key(delivery)
         if lock_key and lock_key not in taken:
             plan.one_by_one.append(delivery.pk)
             continue
         system = systems[delivery.target_system_id]
         rate, sync_policy = _rate_per_second(system, delivery)
-        planned = _Planned(
-            delivery, system, engine.RetryPolicy.of(sync_policy), lock_key, engine.policy_timeout(sync_policy)
-        )
+        planned = _Planned(delivery, system, RetryPolicy.of(sync_policy), lock_key, policy_timeout(sync_policy))
         by_budget[(system.pk, rate)].append(planned)
     for (_, rate), group in by_budget.items():
         system = group[0].system
@@ -174,7 +179,7 @@ def _stale_ids(batch: list[_Planned]) -> set[int]:
         if planned is None or mark.message_id == planned.delivery.message_id:
             continue
         message = planned.delivery.message
-        if engine._position(message.source_timestamp, message.source_sequence) <= engine._position(
+        if _position(message.source_timestamp, message.source_sequence) <= _position(
             mark.source_timestamp, mark.source_sequence
         ):
             stale.add(planned.delivery.pk)
@@ -222,7 +227,7 @@ def _claim(batch: list[_Planned]) -> list[_Planned]:
                 delivery.status = DeliveryStatus.SKIPPED_STALE
                 delivery.last_error = "A newer update of this record was already applied at the target."
                 delivery.save()
-        engine.messages_settle_many(p.delivery.message_id for p in claimed if p.delivery.pk in stale)
+        messages_settle_many(p.delivery.message_id for p in claimed if p.delivery.pk in stale)
         sending = [p for p in claimed if p.delivery.pk not in stale]
         Delivery.objects.filter(pk__in=[p.delivery.pk for p in sending]).update(
             status=DeliveryStatus.DELIVERING, attempts=F("attempts") + 1, updated_at=timezone.now()
@@ -353,7 +358,7 @@ def _call_together(group: list[_Planned], entity: str, calls: list[transport.Rec
 def _record_failure(planned: _Planned, task_id: str, *, count_in_circuit: bool = True) -> str:
     """A failed call's retry, dead letter or exception item, exactly as delivery_send records it."""
     assert planned.result is not None
-    return engine._record(
+    return _record(
         planned.delivery,
         planned.system,
         planned.result,
@@ -398,7 +403,7 @@ def _record_successes(batch: list[_Planned], task_id: str) -> None:
                 delivery=delivery,
                 system=planned.system,
                 number=(previous.get(delivery.pk) or 0) + 1,
-                request_summary=engine.attempt_summary(delivery, planned.system, result, probe=False),
+                request_summary=attempt_summary(delivery, planned.system, result, probe=False),
                 status_code=result.status_code,
                 duration_ms=planned.duration_ms,
                 outcome=result.outcome,
@@ -435,7 +440,7 @@ def _record_successes(batch: list[_Planned], task_id: str) -> None:
         circuit.circuit_record_success(system=system)
     _xrefs_upsert(batch)
     _watermarks_advance(batch)
-    engine.messages_settle_many(p.delivery.message_id for p in batch)
+    messages_settle_many(p.delivery.message_id for p in batch)
 
 
 def _xrefs_upsert(batch: list[_Planned]) -> None:
@@ -463,7 +468,7 @@ def _xrefs_upsert(batch: list[_Planned]) -> None:
         # An external id already linked to another canonical id: each row on its own, the conflict logged.
         systems = {p.system.pk: p.system for p in batch}
         for (system_id, entity, canonical_id), external_id in latest.items():
-            engine._xref_upsert(systems[system_id], entity, canonical_id, external_id)
+            _xref_upsert(systems[system_id], entity, canonical_id, external_id)
 
 
 def _watermarks_advance(batch: list[_Planned]) -> None:
@@ -474,7 +479,7 @@ def _watermarks_advance(batch: list[_Planned]) -> None:
         if not message.ordering_key:
             continue
         key = (planned.delivery.target_system_id, message.entity, message.ordering_key)
-        if key not in newest or engine._position(message.source_timestamp, message.source_sequence) > engine._position(
+        if key not in newest or _position(message.source_timestamp, message.source_sequence) > _position(
             newest[key].source_timestamp, newest[key].source_sequence
         ):
             newest[key] = message
@@ -501,8 +506,8 @@ def _watermarks_advance(batch: list[_Planned]) -> None:
         message = newest[(mark.target_system_id, mark.entity, mark.ordering_key)]
         if mark.message_id == message.pk:
             continue  # created by this batch
-        if mark.message_id is None or engine._position(message.source_timestamp, message.source_sequence) > (
-            engine._position(mark.source_timestamp, mark.source_sequence)
+        if mark.message_id is None or _position(message.source_timestamp, message.source_sequence) > (
+            _position(mark.source_timestamp, mark.source_sequence)
         ):
             mark.source_timestamp, mark.source_sequence, mark.message, mark.updated_at = (
                 message.source_timestamp,

@@ -9,7 +9,7 @@ change a record once it exists says so (`Connector.updates`), and the outcome is
 second create. A target that no longer has the record answers "gone", and a person decides.
 
 `record_send` and `records_send_batch` make HTTP calls and nothing else. They never touch the database, so
-the batch path can run them on its helper threads; their callers (per-record `sync.services`, batched
+the batch path can run them on its helper threads; their callers (per-record `sync.sending`, batched
 `sync.delivering` and `sync.batch`) load the cross-references and record the outcomes.
 
 `connector_call` is the whole spine for a call that has no delivery row (a workflow step's call, a pull, a

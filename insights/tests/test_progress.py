@@ -11,7 +11,7 @@ from connectors.tests.contract_fixtures import PsaHarness, sandbox_harness
 from connectors.tests.factories import ConnectedSystemFactory
 from insights.choices import BatchKind, BatchStatus
 from insights.models import BatchProgress
-from sync import services as sync_services
+from sync import polling
 from sync.choices import PollOutcome
 from sync.services import file_drop_ingest, poll_run
 
@@ -60,7 +60,7 @@ def test_a_pull_advances_its_progress_page_by_page(psa, monkeypatch):
     system.rate_limit_per_second = Decimal("100")
     system.save(update_fields=["rate_limit_per_second"])
     seen: list[tuple[int, int]] = []
-    real_store = sync_services.poll_page_store
+    real_store = polling.poll_page_store
 
     def store_and_look(**kwargs):
         stored = real_store(**kwargs)
@@ -68,7 +68,7 @@ def test_a_pull_advances_its_progress_page_by_page(psa, monkeypatch):
         seen.append((progress.done, progress.pages))
         return stored
 
-    monkeypatch.setattr(sync_services, "poll_page_store", store_and_look)
+    monkeypatch.setattr(polling, "poll_page_store", store_and_look)
     # when the pull runs
     result = poll_run(system=system, entity="time_entry")
     # then while it ran, the row was running and advanced after each page (readable from outside the run)
@@ -89,7 +89,7 @@ def test_a_pull_that_crashes_leaves_a_failed_progress_row(psa, monkeypatch):
     system = psa.make_system(page_size=PAGE_SIZE)
     system.rate_limit_per_second = Decimal("100")
     system.save(update_fields=["rate_limit_per_second"])
-    real_store = sync_services.poll_page_store
+    real_store = polling.poll_page_store
     calls = {"n": 0}
 
     def crashing_store(**kwargs):
@@ -98,7 +98,7 @@ def test_a_pull_that_crashes_leaves_a_failed_progress_row(psa, monkeypatch):
             raise RuntimeError("worker killed")
         return real_store(**kwargs)
 
-    monkeypatch.setattr(sync_services, "poll_page_store", crashing_store)
+    monkeypatch.setattr(polling, "poll_page_store", crashing_store)
     # when the pull runs and crashes
     with pytest.raises(RuntimeError):
         poll_run(system=system, entity="time_entry")

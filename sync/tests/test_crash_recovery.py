@@ -56,9 +56,9 @@ def test_the_sweeper_starts_again_a_batch_pull_that_died_and_nothing_is_posted_t
     assert cursor.last_outcome == PollOutcome.RUNNING
     # when the sweeper runs a sweeper period later
     started = []
-    from sync import services
+    from sync import dispatching
 
-    monkeypatch.setattr(services, "enqueue_on_commit", lambda task, *args, **kw: started.append((task.name, args)))
+    monkeypatch.setattr(dispatching, "enqueue_on_commit", lambda task, *args, **kw: started.append((task.name, args)))
     swept = sync_sweep(now=timezone.now() + datetime.timedelta(seconds=61))
     # then it started the pull of that route again, once
     assert swept["pulls"] == 1 and started == [("sync.time_entries_batch_pull_task", (flow.route.pk,))]

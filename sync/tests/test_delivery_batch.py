@@ -164,23 +164,23 @@ def test_a_target_with_a_batch_endpoint_gets_the_batch_in_one_call_and_a_retry_c
 
 def test_a_message_failing_unexpectedly_in_a_batch_leaves_the_others_processed(client, make_flow, target, monkeypatch):
     # given three received messages, the second of which makes a stage raise an unexpected error
-    from sync import services
+    from sync import pipeline
 
     flow = make_flow(target.url)
     ids = []
     for n in range(3):
         response = signed_post(client, flow, client_record(f"F-{n}"))
         ids.append(response.json()["message_id"])
-    real_route = services._stage_route
+    real_route = pipeline._stage_route
 
     def route_or_fail(message, routes, now, batch=None):
         if message.canonical_id == "F-1":
             raise RuntimeError("unexpected")
         return real_route(message, routes, now, batch)
 
-    monkeypatch.setattr(services, "_stage_route", route_or_fail)
+    monkeypatch.setattr(pipeline, "_stage_route", route_or_fail)
     # when the batch is processed
-    counts = services.messages_process(message_ids=ids)
+    counts = pipeline.messages_process(message_ids=ids)
     # then the batch fell back to one message at a time: the other two are queued with their deliveries,
     # the failing one is left where it was for the sweeper, and nothing of it was half stored
     assert counts == {MessageStatus.QUEUED: 2, "error": 1}

@@ -13,7 +13,7 @@ from django.db import OperationalError
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from sync import services
+from sync import ingest
 from sync.models import Message
 from sync.tests.conftest import client_record, signed_post
 from sync.tests.test_inbound_wsgi import signed_wsgi_post
@@ -56,7 +56,7 @@ def test_with_the_cache_unreachable_signed_events_are_all_stored_and_counted(mak
     flow.source.inbound_rate = "5/hour"
     flow.source.save()
     point_the_cache_at_nothing(settings)
-    monkeypatch.setattr(services, "_fail_open_log", {"at": -math.inf, "unlogged": 0})
+    monkeypatch.setattr(ingest, "_fail_open_log", {"at": -math.inf, "unlogged": 0})
     before = fail_open_count()
 
     # when the system sends 20 signed events
@@ -92,7 +92,7 @@ def database_gone(*args, **kwargs):
 def test_when_the_database_does_not_answer_the_sender_gets_503_with_retry_after(make_flow, monkeypatch):
     # given a database whose INSERT fails as when the server is down
     flow = make_flow()
-    monkeypatch.setattr(services, "insert_unless_conflict", database_gone)
+    monkeypatch.setattr(ingest, "insert_unless_conflict", database_gone)
 
     # when a signed event arrives
     response = signed_post(Client(raise_request_exception=False), flow, client_record())
@@ -111,7 +111,7 @@ def test_when_the_database_does_not_answer_the_sender_gets_503_with_retry_after(
 def test_the_wsgi_fast_path_answers_503_too_when_the_database_does_not_answer(make_flow, monkeypatch):
     # given a database whose INSERT fails
     flow = make_flow()
-    monkeypatch.setattr(services, "insert_unless_conflict", database_gone)
+    monkeypatch.setattr(ingest, "insert_unless_conflict", database_gone)
 
     # when a signed event arrives through the hub's WSGI application
     answer = signed_wsgi_post(flow, client_record())

@@ -190,11 +190,11 @@ def test_an_unexpected_error_is_500_problem_json_with_the_correlation_id(make_fl
 
 
 def test_a_conflict_whose_original_is_gone_is_409_and_asks_to_resend(make_flow, monkeypatch):
-    import sync.services as services
+    import sync.ingest as ingest
 
     # given a store that reports a conflicting key whose message was removed before it could be read
     flow = make_flow()
-    monkeypatch.setattr(services, "insert_unless_conflict", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ingest, "insert_unless_conflict", lambda *args, **kwargs: None)
     # when an event arrives
     answer = signed_wsgi_post(flow, client_record())
     # then 409 problem+json that asks the sender to send it again, and nothing is stored

@@ -15,7 +15,7 @@ from django_celery_beat.models import PeriodicTask
 
 from connectors.choices import SystemState
 from connectors.tests.contract_fixtures import PsaHarness, sandbox_harness
-from sync import services
+from sync import polling
 from sync.choices import MessageStatus, PollOutcome
 from sync.models import Message, PollCursor, PollSchedule
 from sync.services import poll_run, poll_schedule_save, pull_idempotency_key
@@ -50,7 +50,7 @@ def test_a_pull_resumed_after_a_crash_has_no_gap_and_no_duplicate(psa, monkeypat
     system = _system(psa)
     expected = psa.all_ids()
     assert len(expected) > PAGE_SIZE * 3
-    real_store = services.poll_page_store
+    real_store = polling.poll_page_store
     calls = {"n": 0}
 
     def crashing_store(**kwargs):
@@ -59,7 +59,7 @@ def test_a_pull_resumed_after_a_crash_has_no_gap_and_no_duplicate(psa, monkeypat
             raise RuntimeError("worker killed while storing page 3")
         return real_store(**kwargs)
 
-    monkeypatch.setattr(services, "poll_page_store", crashing_store)
+    monkeypatch.setattr(polling, "poll_page_store", crashing_store)
     # when the pull runs and crashes
     with pytest.raises(RuntimeError):
         poll_run(system=system, entity="time_entry")
@@ -67,7 +67,7 @@ def test_a_pull_resumed_after_a_crash_has_no_gap_and_no_duplicate(psa, monkeypat
     assert Message.objects.filter(system=system).count() == PAGE_SIZE * 2
     assert json.loads(PollCursor.objects.get(system=system, entity="time_entry").cursor)["page"] == 3
     # when the next run resumes with a healthy store
-    monkeypatch.setattr(services, "poll_page_store", real_store)
+    monkeypatch.setattr(polling, "poll_page_store", real_store)
     result = poll_run(system=system, entity="time_entry")
     # then every record is stored exactly once, none missing, as inbound messages waiting for the dispatcher
     ids = _pulled_ids(system)
