@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,7 @@ from connectors.base import HealthResult
 from connectors.choices import SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for, registry
+from connectors.registry import registry
 from integrationhub.crypto import EncryptedJSONField, EncryptedTextField, rotate_token
 from integrationhub.errors import HubError, HubValidationError
 
@@ -275,11 +275,25 @@ def connected_system_resume(*, system: ConnectedSystem, user: Any = None, reason
     return _state_set(system, state=SystemState.ACTIVE, user=user, reason=reason)
 
 
+# The engine's transport runs every call to a connected system, the connection test too; it registers itself
+# here at start-up (SyncConfig.ready), because the engine builds on this app, not the other way round.
+_health_check_runners: list[Callable[[ConnectedSystem], HealthResult]] = []
+
+
+def health_check_runner_register(runner: Callable[[ConnectedSystem], HealthResult]) -> None:
+    """Make `runner(system)` the way a connection test calls the system (a second registration replaces)."""
+    _health_check_runners[:] = [runner]
+
+
 def connected_system_test_connection(*, system: ConnectedSystem) -> HealthResult:
     """Run the connector's health check and report the outcome instead of raising."""
     started = time.perf_counter()
     try:
-        result = connector_for(system).health_check()
+        if not _health_check_runners:
+            raise HubError(
+                "No transport is registered to call connected systems.", hint="Add the 'sync' app to INSTALLED_APPS."
+            )
+        result = _health_check_runners[0](system)
     except ConnectorError as exc:
         kind = "retryable" if exc.retryable else "terminal"
         result = HealthResult(

@@ -23,6 +23,17 @@ def _carry_correlation_id(headers: dict | None = None, **_: object) -> None:
 
 
 @task_prerun.connect
+@task_postrun.connect
+def _close_old_connections(**_: object) -> None:
+    # A worker keeps its database connection between tasks; Django checks one only around a web request. A
+    # connection the server dropped (a restart, a failover, pg_terminate_backend) would fail every later task,
+    # so each task starts and ends the way a request does: dead or expired connections are closed.
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+@task_prerun.connect
 def _bind_correlation_id(task=None, **_: object) -> None:
     from integrationhub.logging import bind_correlation_id
 

@@ -151,8 +151,9 @@ def delivery_attempt_list() -> QuerySet[DeliveryAttempt]:
 
 
 # Deliveries whose call may have reached the target although no answer said so: tried at least once and
-# neither delivered nor known to have failed before sending.
-MAYBE_LANDED_STATUSES = ("delivering", "retrying", "dead")
+# neither delivered nor refused by the target (a held one waits at an open circuit or a paused target after
+# an attempt whose answer was lost).
+MAYBE_LANDED_STATUSES = ("delivering", "retrying", "held", "dead")
 
 
 def record_external_ids(*, system_id: int, entity: str, canonical_ids: Iterable[str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from django.db.models import Max
 from django.utils import timezone
 
-from connectors.base import ChangeBatch, Connector, UpsertResult
+from connectors.base import ChangeBatch, Connector, HealthResult, UpsertResult
 from connectors.choices import SystemState
 from connectors.http import (
     ConnectorError,
@@ -42,7 +42,7 @@ from connectors.http import (
 from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
 from integrationhub.errors import HubError
-from integrationhub.logging import bind_correlation_id, current_correlation_id
+from integrationhub.logging import bind_correlation_id, current_correlation_id, new_correlation_id
 from sync import circuit
 from sync.choices import AttemptOutcome
 from sync.models import DeliveryAttempt
@@ -233,6 +233,13 @@ def _as_answer(outcome: CallOutcome, connector: Connector) -> UpsertResult | Con
             outcome.error, status_code=outcome.status_code, system_slug=slug, retry_after=outcome.retry_after
         )
     return TerminalConnectorError(outcome.error, status_code=outcome.status_code, system_slug=slug)
+
+
+def health_check(system: ConnectedSystem) -> HealthResult:
+    """A connection test: the system's health check with a correlation id in its header (no attempt row: a
+    test is not traffic, and the KPIs count traffic)."""
+    with call_scope(correlation_id=current_correlation_id() or new_correlation_id()):
+        return connector_for(system).health_check()
 
 
 def changes_fetch(connector: Connector, entity: str, cursor: str | None) -> ChangeBatch:

@@ -46,13 +46,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 # Generous: a loaded two-core machine runs two worker processes, the live server and the target here.
 SETTLE_SECONDS = 180
 
-HELD_NOT_LOOKED_UP = (
-    "Defect: a delivery whose create may have landed (attempts > 0) is not looked up by the record's other "
-    "deliveries while it is HELD (open circuit, paused target, or unclaimed by _unclaim): "
-    "sync.selectors.MAYBE_LANDED_STATUSES is ('delivering', 'retrying', 'dead'), so record_unanswered_keys skips "
-    "it and a sibling delivery of the same record creates it a second time at a target that does not de-duplicate."
-)
-
 
 @pytest.fixture
 def chaos_hub(settings, tmp_path):
@@ -165,17 +158,6 @@ def _terminate_other_connections() -> int:
 
 
 @pytest.mark.skipif(not on_postgresql(), reason="terminating server connections needs PostgreSQL (SQLite has none)")
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Defect: a Celery pool process whose PostgreSQL connection was terminated does not reconnect when its next "
-        "task's first query runs outside a transaction (deliveries_send's plan): CELERY_DB_REUSE_MAX=1000 keeps the "
-        "connection between tasks with no close_if_unusable_or_obsolete() (close_old_connections), and Django's "
-        "health check re-arms only at request boundaries, so every later task fails ('the connection is closed') "
-        "until ~2000 tasks or a restart. Nothing is lost (messages stay stored, the sweeper re-dispatches them), "
-        "but nothing more is delivered."
-    ),
-)
 def test_with_the_database_connections_terminated_nothing_is_lost_or_duplicated(
     chaos_hub: ChaosHub, make_flow, appending_target: AppendingTarget, live_server
 ):
@@ -224,10 +206,6 @@ def test_with_the_database_connections_terminated_nothing_is_lost_or_duplicated(
     assert "P-last" in outcome.at_target
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=f"Intermittent (a race with the circuit breaker; 1 to 3 records in some runs): {HELD_NOT_LOOKED_UP}",
-)
 def test_creates_stored_but_answered_503_are_found_not_created_again(
     chaos_hub: ChaosHub, make_flow, appending_target: AppendingTarget, live_server
 ):
@@ -265,7 +243,6 @@ def test_creates_stored_but_answered_503_are_found_not_created_again(
     assert len(outcome.at_target) == records
 
 
-@pytest.mark.xfail(strict=True, reason=HELD_NOT_LOOKED_UP)
 def test_a_create_that_may_have_landed_is_looked_up_while_its_delivery_waits_at_an_open_circuit(
     client, make_flow, appending_target: AppendingTarget, settings
 ):
