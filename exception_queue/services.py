@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState, ReplayMapping
 from exception_queue.models import Decision, ExceptionItem
@@ -126,6 +127,50 @@ def exception_item_open(
     item.full_clean(exclude=["message", "delivery", "system", "legal_entity", "workflow_run", "requested_by"])
     item.save()
     return item
+
+
+# What a batch path's item may carry; an open item of the same message, delivery and category takes them over.
+ITEM_FIELDS = (
+    "reason",
+    "system",
+    "legal_entity",
+    "payload_snapshot",
+    "failed_rules",
+    "suggested_action",
+    "amount",
+    "currency",
+    "required_approvals",
+    "flow",
+    "external_id",
+)
+
+
+def exception_items_open_many(*, items: list[ExceptionItem]) -> None:
+    """`exception_item_open` for the items of a batch, in three statements: an open item of the same message,
+    delivery and category is updated instead of a second one opened (so a page retried, or a failure seen by a
+    webhook and by a pull, never floods the queue); the others are inserted together."""
+    if not items:
+        return
+    wanted = {(item.message_id, item.delivery_id, item.category): item for item in items}
+    message_ids = {key[0] for key in wanted if key[0] is not None}
+    found: dict[tuple[Any, Any, str], ExceptionItem] = {}
+    if message_ids:
+        existing = ExceptionItem.objects.select_for_update().filter(
+            state=ExceptionState.OPEN, message_id__in=message_ids, category__in={key[2] for key in wanted}
+        )
+        found = {(e.message_id, e.delivery_id, e.category): e for e in existing}
+    updated = []
+    for key, item in wanted.items():
+        current = found.get(key)
+        if current is None:
+            continue
+        for name in ITEM_FIELDS:
+            setattr(current, name, getattr(item, name))
+        current.updated_at = timezone.now()
+        updated.append(current)
+    if updated:
+        ExceptionItem.objects.bulk_update(updated, [*ITEM_FIELDS, "updated_at"])
+    ExceptionItem.objects.bulk_create([item for key, item in wanted.items() if key not in found])
 
 
 def require_permission(user: Any, permission: str) -> None:

@@ -38,11 +38,12 @@ from django.utils.dateparse import parse_datetime
 
 from connectors.base import UpsertResult
 from connectors.choices import SystemState
-from connectors.http import ConnectorError, TargetRecordGoneError
+from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
 from connectors.registry import connector_for
 from exception_queue.choices import ExceptionCategory
 from exception_queue.models import ExceptionItem
+from exception_queue.services import exception_items_open_many
 from governance.choices import Flow
 from governance.models import LegalEntity, OwnershipRule, SyncPolicy
 from governance.rules import RuleContext, RuleResult, rule_get, rules_evaluate, schema_defaults, value_at
@@ -68,11 +69,19 @@ from sync.choices import (
 )
 from sync.follow_ups import follow_up_emit_many
 from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, PollCursor, Route
+from sync.outcome import failure_decide, messages_settle_from_rows
 from sync.policy import RetryPolicy
 from sync.polling import poll_lease_take, pull_idempotency_key
 from sync.ratelimit import rate_budget_wait
 from sync.selectors import record_external_ids
-from sync.stages import IDENTITY_FIELDS, LEGAL_ENTITY_FIELDS, _jsonable, _money, delivery_idempotency_key
+from sync.stages import (
+    LEGAL_ENTITY_FIELDS,
+    OWNERSHIP_SUGGESTED_ACTION,
+    _jsonable,
+    delivery_idempotency_key,
+    hold_check,
+    ownership_check,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -316,60 +325,32 @@ class _PageContext:
 
 
 def _check_ownership(outcome: Outcome, page: _PageContext, source: ConnectedSystem) -> None:
-    """The ownership stage of the pipeline, with each (field, stage) answer read once per page."""
-    canonical = dict(outcome.canonical or {})
-    stage = str(canonical.get("status") or "")
-    ignored: list[str] = []
-    blocking: list[dict[str, Any]] = []
-    for name in [key for key in canonical if key not in IDENTITY_FIELDS]:
-        rule = page.owner(name, stage)
-        if rule is None or rule.owning_system_id == source.pk:
-            continue
-        if rule.conflict_action == "ignore":
-            ignored.append(name)
-            canonical.pop(name, None)
-        else:
-            blocking.append({"field": name, "owner": rule.owning_system.slug, "rule": rule.pk})
-    if blocking:
+    """The pipeline's ownership stage (sync.stages.ownership_check), with each (field, stage) answer read once
+    per page."""
+    check = ownership_check(canonical=outcome.canonical or {}, sender_id=source.pk, owner=page.owner)
+    if check.blocking:
         outcome.fail(
             ExceptionCategory.OWNERSHIP_CONFLICT,
-            "; ".join(
-                f"{c['field']} is owned by {c['owner']} (rule #{c['rule']}), not {source.slug}" for c in blocking
-            ),
-            "Make the change in the owning system, or remove the fields and replay.",
-            [
-                {
-                    "rule": "ownership",
-                    "field": c["field"],
-                    "expected": c["owner"],
-                    "actual": source.slug,
-                    "message": f"{c['field']} is owned by {c['owner']}",
-                }
-                for c in blocking
-            ],
+            check.reason(source.slug),
+            OWNERSHIP_SUGGESTED_ACTION,
+            check.failed_rules(source.slug),
         )
-    elif ignored:
-        outcome.canonical = canonical
-        outcome.notes.append({"ownership_ignored": ignored, "at": timezone.now().isoformat()})
+    elif check.ignored:
+        outcome.canonical = check.canonical
+        outcome.notes.append({"ownership_ignored": check.ignored, "at": timezone.now().isoformat()})
 
 
 def _check_hold(outcome: Outcome, policy: SyncPolicy | None) -> None:
-    """The approval hold of the pipeline: an amount at or above the policy's threshold waits for finance."""
-    if policy is None or policy.approval_threshold_amount is None:
+    """The pipeline's approval hold (sync.stages.hold_check): an amount at or above the threshold waits."""
+    hold = hold_check(canonical=outcome.canonical or {}, policy=policy)
+    if hold is None:
         return
-    amount, currency = _money(outcome.canonical or {})
-    if amount is None or amount < policy.approval_threshold_amount:
-        return
-    second = policy.second_approval_threshold_amount
     outcome.status = MessageStatus.HELD
     outcome.category = ExceptionCategory.APPROVAL_REQUIRED
-    outcome.reason = (
-        f"{amount} {currency} is at or above the approval threshold {policy.approval_threshold_amount} "
-        f"{policy.approval_currency}."
-    )
-    outcome.amount, outcome.currency = amount, currency
-    outcome.required_approvals = 2 if second is not None and amount >= second else 1
-    outcome.suggested_action = "Approve to deliver, or reject with a reason."
+    outcome.reason = hold.reason
+    outcome.amount, outcome.currency = hold.amount, hold.currency
+    outcome.required_approvals = hold.required_approvals
+    outcome.suggested_action = hold.suggested_action
 
 
 def _outbound_payload(outcome: Outcome, page: _PageContext, lookups: PageLookups) -> None:
@@ -570,7 +551,7 @@ def page_store(
             for outcome, message in zip(outcomes, messages, strict=True)
             if outcome.status in (MessageStatus.FAILED, MessageStatus.HELD)
         ]
-        rows_insert(ExceptionItem, items)
+        exception_items_open_many(items=items)
         follow_up_emit_many(
             EVENT_MESSAGE_FAILED,
             [m.pk for m, o in zip(messages, outcomes, strict=True) if o.status == MessageStatus.FAILED],
@@ -846,14 +827,12 @@ def _record_batch(
     deliveries: list[_DeliveryOutcome] = []
     delivered_messages: list[int] = []
     failed_messages: list[int] = []
-    retrying_messages: list[tuple[int, datetime.datetime | None, str]] = []
     xrefs: list[CrossReference] = []
     items: list[ExceptionItem] = []
     counts: dict[str, int] = defaultdict(int)
-    message_attempts: dict[int, int] = {}
+    settle_rows: dict[int, list[tuple[Any, ...]]] = {}
     for position, row in enumerate(rows):
         delivery = _DeliveryOutcome(pk=row["pk"], external_id=row.get("external_id") or "", updated_at=now)
-        message_attempts[row["message_id"]] = row["attempts"]
         result: UpsertResult | ConnectorError | None = call_error or (results[position] if results else None)
         if result is None:
             result = ConnectorError("The target answered no result for this entry.", system_slug=target.slug)
@@ -879,44 +858,34 @@ def _record_batch(
                 )
             counts["delivered" if result.created else "already_applied"] += 1
         else:
-            error, status_code = result.detail[:2000], result.status_code
+            # Decided as per record (sync.outcome.failure_decide): retry on the policy, dead, or rejected.
+            failure = transport.outcome_of_error(result, "upsert_many")
+            decision = failure_decide(
+                entity=ENTITY, system_slug=target.slug, result=failure, attempts=row["attempts"], policy=policy, now=now
+            )
+            outcome, error, status_code = AttemptOutcome(failure.outcome), failure.error[:2000], failure.status_code
             delivery.delivered_at = None  # an id the target gave earlier is kept, as delivery_send keeps it
-            if result.retryable and row["attempts"] < policy.max_attempts:
-                outcome = AttemptOutcome.RETRYABLE_ERROR
-                delay = policy.delay(row["attempts"], result.retry_after)
-                delivery.status = DeliveryStatus.RETRYING
-                delivery.next_attempt_at = now + datetime.timedelta(seconds=delay)
-                retrying_messages.append((row["message_id"], delivery.next_attempt_at, error))
+            delivery.status, delivery.next_attempt_at = decision.status, decision.next_attempt_at
+            if decision.status == DeliveryStatus.RETRYING:
                 counts["retrying"] += 1
             else:
-                outcome = AttemptOutcome.RETRYABLE_ERROR if result.retryable else AttemptOutcome.TERMINAL_ERROR
-                category = ExceptionCategory.DEAD_LETTER if result.retryable else ExceptionCategory.TARGET_REJECTED
-                if isinstance(result, TargetRecordGoneError):
-                    category = ExceptionCategory.TARGET_RECORD_GONE
-                delivery.status = DeliveryStatus.DEAD if result.retryable else DeliveryStatus.FAILED
-                delivery.next_attempt_at = None
                 failed_messages.append(row["message_id"])
-                reason = (
-                    f"{row['attempts']} attempts to {target.slug} failed; last: {error}"
-                    if result.retryable
-                    else f"{target.slug} rejected the {ENTITY}: {error}"
-                )
                 items.append(
                     ExceptionItem(
-                        category=category,
-                        reason=reason[:4000],
+                        category=decision.category,
+                        reason=decision.reason[:4000],
                         message_id=row["message_id"],
                         delivery_id=row["pk"],
                         system=target,
                         payload_snapshot=row["outbound_payload"],
-                        suggested_action="Correct the payload (or the target's data) and replay."
-                        if not result.retryable
-                        else "Check the target system, then replay; the replay looks the record up first.",
+                        suggested_action=decision.suggested_action,
                         flow=route.flow or FLOW,
                     )
                 )
-                counts["rejected" if not result.retryable else "dead"] += 1
+                counts["rejected" if decision.status == DeliveryStatus.FAILED else "dead"] += 1
         delivery.last_error = error
+        # Each message of the batch path has this one delivery: its row is what the message settles from.
+        settle_rows[row["message_id"]] = [(delivery.status, row["attempts"], delivery.next_attempt_at, error)]
         deliveries.append(delivery)
         attempts.append(
             DeliveryAttempt(
@@ -943,8 +912,8 @@ def _record_batch(
     _deliveries_update(deliveries)
     # The entry's canonical id now resolves to its ERP id; a key already there stays as it was.
     rows_insert(CrossReference, xrefs, ignore_conflicts=True)
-    _messages_settle_batch(delivered_messages, failed_messages, retrying_messages, message_attempts, now)
-    rows_insert(ExceptionItem, items)
+    messages_settle_from_rows(settle_rows, now)
+    exception_items_open_many(items=items)
     follow_up_emit_many(EVENT_MESSAGE_DELIVERED, delivered_messages, routed=True)
     follow_up_emit_many(EVENT_MESSAGE_FAILED, failed_messages, routed=True)
     if call_error is None or (call_error.status_code is not None and not call_error.retryable):
@@ -986,40 +955,6 @@ def _deliveries_update(deliveries: list[_DeliveryOutcome]) -> None:
     """The deliveries' new states in one statement (rows_update: one array per column), so each delivery's row
     is written once."""
     rows_update(Delivery, deliveries, DELIVERY_OUTCOME_FIELDS)
-
-
-def _messages_settle_batch(
-    delivered: list[int],
-    failed: list[int],
-    retrying: list[tuple[int, datetime.datetime | None, str]],
-    attempts: dict[int, int],
-    now: datetime.datetime,
-) -> None:
-    """The messages' states after one batch (each has one delivery: the route's), in a few statements."""
-    by_attempts: dict[int, list[int]] = defaultdict(list)
-    for message_id in delivered:
-        by_attempts[attempts[message_id]].append(message_id)
-    for count, ids in by_attempts.items():
-        Message.objects.filter(pk__in=ids).update(
-            status=MessageStatus.DELIVERED,
-            delivered_at=now,
-            next_attempt_at=None,
-            last_error="",
-            attempts=count,
-            updated_at=now,
-        )
-    if failed:
-        Message.objects.filter(pk__in=failed).update(
-            status=MessageStatus.FAILED, failed_at=now, next_attempt_at=None, updated_at=now
-        )
-        # The delivery's error is the message's error: copied in one statement per batch.
-        for message_id, error in Delivery.objects.filter(message_id__in=failed).values_list("message_id", "last_error"):
-            Message.objects.filter(pk=message_id).update(last_error=error, attempts=attempts[message_id])
-    if retrying:
-        due = min((when for _, when, _ in retrying if when is not None), default=None)
-        Message.objects.filter(pk__in=[message_id for message_id, _, _ in retrying]).update(
-            status=MessageStatus.DELIVERING, next_attempt_at=due, last_error=retrying[0][2], updated_at=now
-        )
 
 
 # --- the run -------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -65,6 +66,38 @@ def attempt_summary(delivery: Delivery, system: ConnectedSystem, result: CallOut
     }
 
 
+@dataclass(frozen=True)
+class FailureDecision:
+    """What a failed call leads to: the delivery's next status, when it is tried again, and the exception
+    item (category, reason, what to do next) a person gets, if any."""
+
+    status: str
+    next_attempt_at: datetime.datetime | None = None
+    category: str = ""
+    reason: str = ""
+    suggested_action: str = ""
+
+
+def failure_decide(
+    *, entity: str, system_slug: str, result: CallOutcome, attempts: int, policy: RetryPolicy, now: datetime.datetime
+) -> FailureDecision:
+    """The one decision for a failed call, per record and in batches alike: a terminal answer is rejected (an
+    item at once), a retryable one is retried on the policy's backoff until its attempts are spent, then dead."""
+    if result.outcome == AttemptOutcome.TERMINAL_ERROR:
+        category, reason, suggested = terminal_item_text(entity, system_slug, result)
+        return FailureDecision(DeliveryStatus.FAILED, None, category, reason, suggested)
+    if attempts >= policy.max_attempts:
+        return FailureDecision(
+            DeliveryStatus.DEAD,
+            None,
+            ExceptionCategory.DEAD_LETTER,
+            f"{attempts} attempts to {system_slug} failed; last: {result.error}",
+            "Check the target system, then replay; the replay looks the record up first.",
+        )
+    delay = policy.delay(attempts, result.retry_after)
+    return FailureDecision(DeliveryStatus.RETRYING, now + datetime.timedelta(seconds=delay))
+
+
 @transaction.atomic
 def _record(
     delivery: Delivery,
@@ -106,44 +139,34 @@ def _record(
         if message.canonical_id and delivery.external_id:
             _xref_upsert(system, message.entity, message.canonical_id, delivery.external_id)
         _watermark_advance(delivery)
-    elif result.outcome == AttemptOutcome.TERMINAL_ERROR:
-        # The system answered (a 4xx): it is up, so the circuit counts it as a success.
-        if result.status_code is not None:
-            circuit.circuit_record_success(system=system)
-        delivery.status = DeliveryStatus.FAILED
+    else:
+        if result.outcome == AttemptOutcome.TERMINAL_ERROR:
+            # The system answered (a 4xx): it is up, so the circuit counts it as a success.
+            if result.status_code is not None:
+                circuit.circuit_record_success(system=system)
+        elif count_in_circuit:
+            circuit.circuit_record_failure(system=system)
+        decision = failure_decide(
+            entity=message.entity,
+            system_slug=system.slug,
+            result=result,
+            attempts=delivery.attempts,
+            policy=policy,
+            now=now,
+        )
+        delivery.status, delivery.next_attempt_at = decision.status, decision.next_attempt_at
         delivery.last_error = result.error
         delivery.save()
-        category, reason, suggested = terminal_item_text(message.entity, system.slug, result)
-        _open_item(
-            message,
-            category,
-            reason,
-            delivery=delivery,
-            system=system,
-            payload_snapshot=delivery.outbound_payload,
-            suggested_action=suggested,
-        )
-    else:
-        if count_in_circuit:
-            circuit.circuit_record_failure(system=system)
-        delivery.last_error = result.error
-        if delivery.attempts >= policy.max_attempts:
-            delivery.status = DeliveryStatus.DEAD
-            delivery.save()
+        if decision.category:
             _open_item(
                 message,
-                ExceptionCategory.DEAD_LETTER,
-                f"{delivery.attempts} attempts to {system.slug} failed; last: {result.error}",
+                decision.category,
+                decision.reason,
                 delivery=delivery,
                 system=system,
                 payload_snapshot=delivery.outbound_payload,
-                suggested_action="Check the target system, then replay; the replay looks the record up first.",
+                suggested_action=decision.suggested_action,
             )
-        else:
-            delivery.status = DeliveryStatus.RETRYING
-            delay = policy.delay(delivery.attempts, result.retry_after)
-            delivery.next_attempt_at = now + datetime.timedelta(seconds=delay)
-            delivery.save()
     _message_settle(message.pk)
     return delivery.status
 
@@ -227,6 +250,17 @@ def _message_settle(message_id: int) -> str:
     elif message.status in (MessageStatus.FAILED, MessageStatus.DEAD):
         follow_up_emit(EVENT_MESSAGE_FAILED, message.pk, routed=True)
     return message.status
+
+
+def messages_settle_from_rows(rows_by_message: dict[int, list[tuple[Any, ...]]], now: datetime.datetime) -> None:
+    """Settle messages whose deliveries' new rows (SETTLE_ROW_FIELDS) the caller holds, having just written them
+    (the batch path): the same rule as every settle (`_settled_state`), without reading the deliveries back, in
+    one statement."""
+    messages = [Message(pk=message_id) for message_id in sorted(rows_by_message)]
+    for message in messages:
+        _settled_state(message, rows_by_message[message.pk], now)
+        message.updated_at = now
+    rows_update(Message, messages, SETTLED_FIELDS)
 
 
 def messages_settle_many(message_ids: Iterable[int]) -> None:

@@ -232,78 +232,137 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-def _stage_ownership(message: Message, now: datetime.datetime) -> None:
-    canonical = dict(message.canonical_payload or {})
-    entity = message.entity
-    if not _memoized(("ownership", entity), lambda: OwnershipRule.objects.filter(entity__name=entity).exists()):
-        return
-    stage = str(canonical.get("status") or "")
-    ignored: list[str] = []
-    conflicts: list[dict[str, Any]] = []
-    for field in [name for name in canonical if name not in IDENTITY_FIELDS]:
-        rule = owner_of(entity=message.entity, field=field, stage=stage)
-        if rule is None or rule.owning_system_id == message.system_id:
-            continue
-        entry = {"field": field, "owner": rule.owning_system.slug, "rule": rule.pk, "action": rule.conflict_action}
-        if rule.conflict_action == "ignore":
-            ignored.append(field)
-            canonical.pop(field, None)
-        conflicts.append(entry)
-    blocking = [c for c in conflicts if c["action"] != "ignore"]
-    if blocking:
-        _fail(
-            message,
-            category=ExceptionCategory.OWNERSHIP_CONFLICT,
-            reason="; ".join(
-                f"{c['field']} is owned by {c['owner']} (rule #{c['rule']}), not {message.system.slug}"
-                for c in blocking
-            ),
-            payload_snapshot=message.canonical_payload,
-            failed_rules=[
-                {
-                    "rule": "ownership",
-                    "field": c["field"],
-                    "expected": c["owner"],
-                    "actual": message.system.slug,
-                    "message": f"{c['field']} is owned by {c['owner']}",
-                }
-                for c in blocking
-            ],
-            suggested_action="Make the change in the owning system, or remove the fields and replay.",
-            now=now,
+@dataclass(frozen=True)
+class OwnershipCheck:
+    """What the ownership stage found in one record: the fields a sender that does not own them may not
+    change, split into those dropped quietly (rule: ignore) and those that stop the record (a person decides)."""
+
+    canonical: dict[str, Any]
+    ignored: list[str]
+    blocking: list[dict[str, Any]]
+
+    def reason(self, sender: str) -> str:
+        return "; ".join(
+            f"{c['field']} is owned by {c['owner']} (rule #{c['rule']}), not {sender}" for c in self.blocking
         )
-    if ignored:
-        # Never overwrite a field the sender does not own; the conflict stays on record on the message.
-        message.canonical_payload = canonical
-        message.notes = [*message.notes, {"ownership_ignored": ignored, "at": now.isoformat()}]
+
+    def failed_rules(self, sender: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "rule": "ownership",
+                "field": c["field"],
+                "expected": c["owner"],
+                "actual": sender,
+                "message": f"{c['field']} is owned by {c['owner']}",
+            }
+            for c in self.blocking
+        ]
 
 
-def _stage_hold(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> None:
-    if policy is None or policy.approval_threshold_amount is None or message.approved_at is not None:
-        return
-    amount, currency = _money(message.canonical_payload or {})
+OWNERSHIP_SUGGESTED_ACTION = "Make the change in the owning system, or remove the fields and replay."
+
+
+def ownership_check(
+    *, canonical: Mapping[str, Any], sender_id: int, owner: Callable[[str, str], OwnershipRule | None]
+) -> OwnershipCheck:
+    """The ownership stage as a plain function of one record, shared by the per-record and the batch path
+    (`owner(field, lifecycle stage)` answers the rule, from the database or from a page's preloaded rules)."""
+    kept = dict(canonical)
+    stage = str(kept.get("status") or "")
+    ignored: list[str] = []
+    blocking: list[dict[str, Any]] = []
+    for name in [key for key in kept if key not in IDENTITY_FIELDS]:
+        rule = owner(name, stage)
+        if rule is None or rule.owning_system_id == sender_id:
+            continue
+        if rule.conflict_action == "ignore":
+            ignored.append(name)
+            kept.pop(name, None)
+        else:
+            blocking.append({"field": name, "owner": rule.owning_system.slug, "rule": rule.pk})
+    return OwnershipCheck(kept, ignored, blocking)
+
+
+@dataclass(frozen=True)
+class HoldDecision:
+    """An amount at or above the flow's approval threshold: what finance is asked."""
+
+    amount: Decimal
+    currency: str
+    required_approvals: int
+    reason: str
+    suggested_action: str
+
+
+def hold_check(*, canonical: Mapping[str, Any], policy: SyncPolicy | None) -> HoldDecision | None:
+    """The approval hold as a plain function of one record, shared by the per-record and the batch path: None
+    when the record goes on, else what the approval item says (two approvers above the second threshold; an
+    amount in another currency than the threshold's is held to be safe, and the reason says so)."""
+    if policy is None or policy.approval_threshold_amount is None:
+        return None
+    amount, currency = _money(canonical)
     if amount is None or amount < policy.approval_threshold_amount:
-        return
+        return None
     if policy.approval_currency and currency and currency != policy.approval_currency:
         note = f" (in {currency}; the threshold is in {policy.approval_currency}, so it is held to be safe)"
     else:
         note = ""
     second = policy.second_approval_threshold_amount
     required = 2 if second is not None and amount >= second else 1
+    return HoldDecision(
+        amount=amount,
+        currency=currency,
+        required_approvals=required,
+        reason=f"{amount} {currency} is at or above the approval threshold {policy.approval_threshold_amount} "
+        f"{policy.approval_currency}{note}.",
+        suggested_action="Approve to deliver, or reject with a reason"
+        + (" (two different approvers are needed above the second threshold)." if required == 2 else "."),
+    )
+
+
+def _stage_ownership(message: Message, now: datetime.datetime) -> None:
+    entity = message.entity
+    if not _memoized(("ownership", entity), lambda: OwnershipRule.objects.filter(entity__name=entity).exists()):
+        return
+    check = ownership_check(
+        canonical=message.canonical_payload or {},
+        sender_id=message.system_id,
+        owner=lambda field, stage: owner_of(entity=entity, field=field, stage=stage),
+    )
+    if check.blocking:
+        _fail(
+            message,
+            category=ExceptionCategory.OWNERSHIP_CONFLICT,
+            reason=check.reason(message.system.slug),
+            payload_snapshot=message.canonical_payload,
+            failed_rules=check.failed_rules(message.system.slug),
+            suggested_action=OWNERSHIP_SUGGESTED_ACTION,
+            now=now,
+        )
+    if check.ignored:
+        # Never overwrite a field the sender does not own; the conflict stays on record on the message.
+        message.canonical_payload = check.canonical
+        message.notes = [*message.notes, {"ownership_ignored": check.ignored, "at": now.isoformat()}]
+
+
+def _stage_hold(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> None:
+    if message.approved_at is not None:
+        return
+    hold = hold_check(canonical=message.canonical_payload or {}, policy=policy)
+    if hold is None:
+        return
     message.status = MessageStatus.HELD
     message.held_at = now
     message.save()
     _open_item(
         message,
         ExceptionCategory.APPROVAL_REQUIRED,
-        f"{amount} {currency} is at or above the approval threshold {policy.approval_threshold_amount} "
-        f"{policy.approval_currency}{note}.",
+        hold.reason,
         payload_snapshot=message.canonical_payload,
-        amount=amount,
-        currency=currency,
-        required_approvals=required,
-        suggested_action="Approve to deliver, or reject with a reason"
-        + (" (two different approvers are needed above the second threshold)." if required == 2 else "."),
+        amount=hold.amount,
+        currency=hold.currency,
+        required_approvals=hold.required_approvals,
+        suggested_action=hold.suggested_action,
     )
     raise PipelineStop
 

@@ -56,9 +56,10 @@ def test_a_batch_is_recorded_in_a_bounded_number_of_statements(client, make_flow
     assert set(messages.values_list("status", flat=True)) == {MessageStatus.DELIVERED}
     assert set(messages.values_list("attempts", flat=True)) == {1}
     # in a number of statements that does not grow with the batch (one by one it was about 22 per delivery;
-    # savepoints are the test's transaction, BEGIN and COMMIT in production)
+    # savepoints are the test's transaction, BEGIN and COMMIT in production; two reads give the records'
+    # identity at the target: their cross-references and the keys of earlier unanswered deliveries)
     statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) <= 16, "\n".join(sql[:100] for sql in statements)
+    assert len(statements) <= 18, "\n".join(sql[:100] for sql in statements)
 
 
 def test_an_older_update_behind_a_newer_one_in_the_same_batch_is_skipped_stale(client, make_flow, target):
