@@ -27,10 +27,13 @@ def _carry_correlation_id(headers: dict | None = None, **_: object) -> None:
 def _close_old_connections(**_: object) -> None:
     # A worker keeps its database connection between tasks; Django checks one only around a web request. A
     # connection the server dropped (a restart, a failover, pg_terminate_backend) would fail every later task,
-    # so each task starts and ends the way a request does: dead or expired connections are closed.
-    from django.db import close_old_connections
+    # so each task starts and ends the way a request does: dead or expired connections are closed. A task run
+    # in the caller's process (eager, inside the caller's transaction) leaves the caller's connection alone.
+    from django.db import connections
 
-    close_old_connections()
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 @task_prerun.connect
