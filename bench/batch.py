@@ -367,6 +367,7 @@ def _sandbox_ceiling(flow: Any, count: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     from connectors.registry import connector_for
+    from sync import transport
     from sync.models import Delivery
 
     outbound: dict[str, dict[str, Any]] = {
@@ -382,11 +383,13 @@ def _sandbox_ceiling(flow: Any, count: int) -> float:
         pending = None
         cursor: str | None = None
         while True:
-            batch = psa.fetch_changes("time_entry", cursor)
+            batch = transport.changes_fetch(psa, "time_entry", cursor)
             items = [(outbound[str(record["id"])], f"ceiling-{record['id']}") for record in batch.records]
             if pending is not None:
                 posted += sum(1 for result in pending.result() if not isinstance(result, Exception))
-            pending = poster.submit(erp.upsert_batch, "time_entry", items) if items else None
+            pending = (
+                poster.submit(transport.records_post_many, erp, "time_entry", items, may_exist=False) if items else None
+            )
             cursor = batch.next_cursor
             if not batch.has_more:
                 break

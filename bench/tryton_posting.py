@@ -45,6 +45,7 @@ def main() -> bool:
     from connectors.choices import SystemRole
     from connectors.models import ConnectedSystem
     from connectors.tryton import TrytonConnector
+    from sync import transport
 
     home = REPO / ".tryton"
     env = {**os.environ, "TRYTON_HOME": str(home)}
@@ -72,17 +73,27 @@ def main() -> bool:
         connector = TrytonConnector(
             system=system, credentials={"user": "hub", "password": (home / "hub.pass").read_text().strip()}
         )
-        client = connector.upsert("client", {"name": "Bench client"}, f"bench-client-{uuid.uuid4().hex}")
-        project = connector.upsert(
-            "project", {"name": "Bench project", "client_id": client.external_id}, f"bench-project-{uuid.uuid4().hex}"
-        ).payload
+        client = transport.record_send(
+            connector, "client", transport.RecordCall({"name": "Bench client"}, f"bench-client-{uuid.uuid4().hex}")
+        )
+        if not client.succeeded:
+            raise SystemExit(f"Tryton refused the bench client: {client.error}")
+        project_id = int(
+            transport.record_send(
+                connector,
+                "project",
+                transport.RecordCall(
+                    {"name": "Bench project", "client_id": client.external_id}, f"bench-project-{uuid.uuid4().hex}"
+                ),
+            ).external_id
+        )
         day = dt.date.today()
         run = uuid.uuid4().hex[:8]
 
         def entries(prefix: str, batch: int) -> list[tuple[dict, str]]:
             return [
                 (
-                    {"project_id": project["id"], "date": day.isoformat(), "hours": "1.5", "note": f"{prefix} {n}"},
+                    {"project_id": project_id, "date": day.isoformat(), "hours": "1.5", "note": f"{prefix} {n}"},
                     f"bench-{run}-{prefix}-{batch}-{n}",
                 )
                 for n in range(BATCH)
@@ -92,7 +103,7 @@ def main() -> bool:
         for batch in range(ENTRIES // BATCH):
             hub_items = entries("hub", batch)
             started = time.perf_counter()
-            results = connector.upsert_many("time_entry", hub_items, may_exist=False)
+            results = transport.records_post_many(connector, "time_entry", hub_items, may_exist=False)
             hub_seconds += time.perf_counter() - started
             assert len(results) == BATCH and all(result.created for result in results)
 
@@ -106,7 +117,7 @@ def main() -> bool:
         # Posting again (a retry: the keys are searched first) changes nothing: nothing is created twice.
         started = time.perf_counter()
         for batch in range(ENTRIES // BATCH):
-            again = connector.upsert_many("time_entry", entries("hub", batch))
+            again = transport.records_post_many(connector, "time_entry", entries("hub", batch))
             assert not any(result.created for result in again)
         retry_seconds = time.perf_counter() - started
     finally:

@@ -7,13 +7,13 @@ keeps two runs apart and expires when a run is killed. Poll schedules keep their
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import methodcaller
 from typing import Any
 
 from django.core.cache import cache
@@ -170,7 +170,7 @@ def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = No
                 batch = transport.connector_call(
                     system,
                     "fetch_changes",
-                    functools.partial(_page_fetch, entity=entity, cursor=cursor),
+                    methodcaller("fetch_changes", entity, cursor),
                     entity=entity,
                     context={"flow": "pull", "cursor": cursor or ""},
                 )
@@ -197,10 +197,6 @@ def poll_run(*, system: ConnectedSystem, entity: str, max_pages: int | None = No
     finally:
         lease.release()
         progress.poll_finish(progress_id=progress_id, poll_cursor_id=poll_cursor.pk)
-
-
-def _page_fetch(connector: Any, *, entity: str, cursor: str | None) -> Any:
-    return connector.fetch_changes(entity, cursor)
 
 
 def poll_schedule_run(*, schedule_id: int) -> PollResult | None:

@@ -624,7 +624,7 @@ def _write_client(
             run,
             system,
             "upsert",
-            lambda connector: connector.upsert(CLIENT_ENTITY, payload, key),
+            methodcaller("upsert", CLIENT_ENTITY, payload, key),
             step=step,
             entity=CLIENT_ENTITY,
             key=key,

@@ -177,7 +177,7 @@ def milestone_billing_request(*, system: ConnectedSystem, milestone_id: str, use
         record = flow_call(
             system,
             "get",
-            lambda connector: connector.get("milestone", str(milestone_id)),
+            methodcaller("get", "milestone", str(milestone_id)),
             flow=FLOW,
             step="request",
             sync_policy=sync_policy_for(flow=FLOW),
@@ -325,7 +325,7 @@ def milestone_eligibility(*, run: WorkflowRun) -> tuple[list[RuleResult], dict[s
         run,
         psa,
         "get",
-        lambda connector: connector.get("milestone", ctx["milestone_id"]),
+        methodcaller("get", "milestone", ctx["milestone_id"]),
         step=STEP_CHECK,
         entity="milestone",
     )
@@ -334,7 +334,7 @@ def milestone_eligibility(*, run: WorkflowRun) -> tuple[list[RuleResult], dict[s
             run,
             psa,
             "get",
-            lambda connector: connector.get("project", ctx["psa_project_id"]),
+            methodcaller("get", "project", ctx["psa_project_id"]),
             step=STEP_CHECK,
             entity="project",
         )
@@ -509,7 +509,7 @@ def _step_bill(run: WorkflowRun) -> bool:
             run,
             erp,
             "upsert",
-            lambda connector: connector.upsert("billing_event", payload, key),
+            methodcaller("upsert", "billing_event", payload, key),
             step=STEP_BILL,
             entity="billing_event",
             key=key,

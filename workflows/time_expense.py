@@ -717,7 +717,7 @@ def _send_void(sender: _Sender, row: TimeExpensePosting) -> bool:
         return False  # the line it voids is not in the ERP yet: a later send voids it once it is
     external_id = line.external_id
     try:
-        sender.call([row], "void", lambda connector: connector.void(row.entity, external_id), key=row.idempotency_key)
+        sender.call([row], "void", methodcaller("void", row.entity, external_id), key=row.idempotency_key)
     except SystemUnavailableError:
         raise
     except (ConnectorError, HubError) as exc:
@@ -734,7 +734,7 @@ def _send_lines(sender: _Sender, entity: str, rows: list[TimeExpensePosting]) ->
     answers: list[Any]
     try:
         if connector_offers(sender.target, "upsert_batch"):
-            answers = list(sender.call(rows, "upsert_batch", lambda connector: connector.upsert_batch(entity, items)))
+            answers = list(sender.call(rows, "upsert_batch", methodcaller("upsert_batch", entity, items)))
         else:
             answers = []
             for row, (payload, key) in zip(rows, items, strict=True):
