@@ -127,11 +127,16 @@ def celery_broker(url: str, options: dict[str, Any]) -> Iterator[None]:
     previous = (app.conf.broker_url, app.conf.broker_transport_options)
 
     def switch(to_url: str, to_options: dict[str, Any]) -> None:
+        from kombu import pools
+
         if app._pool is not None:
             app._pool.force_close_all()
         app._pool = None
         if "amqp" in app.__dict__:
             app.amqp._producer_pool = None
+        # kombu keeps producer and connection pools per connection in process-wide registries: a pool closed
+        # here would be handed out again to the next publisher of the same broker ("Acquire on closed pool").
+        pools.reset()
         app.conf.broker_url = to_url
         app.conf.broker_transport_options = to_options
 

@@ -4,6 +4,7 @@ sent again."""
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 
 import pytest
@@ -46,8 +47,12 @@ def test_a_corrected_entry_updates_its_line_and_nothing_is_created_twice(
     assert set(_lines(appending_target)) == expected and set(_lines(appending_target).values()) == {1}
     # when two approved entries are corrected in the PSA and the batch path runs again
     corrected = [r for r in psa.records("time_entries").order_by("id") if r.external_id in expected][:2]
+    # (changed after every other entry: the demo seed dates some entries ahead of the clock, and a PSA's change
+    # is seen by its newer updated_at)
+    newest = max(r.updated_at for r in psa.records("time_entries"))
     for record in corrected:
         record_update(record=record, changes={"hours": 1.25, "notes": "corrected"})
+        type(record).objects.filter(pk=record.pk).update(updated_at=newest + datetime.timedelta(seconds=1))
     time_entries_batch_pull(route_id=flow.route.pk)
     # then each corrected entry's line was updated in place: still one line per entry, no new create
     lines = _lines(appending_target)

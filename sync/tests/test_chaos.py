@@ -244,10 +244,11 @@ def test_creates_stored_but_answered_503_are_found_not_created_again(
 
 
 def test_a_create_that_may_have_landed_is_looked_up_while_its_delivery_waits_at_an_open_circuit(
-    client, make_flow, appending_target: AppendingTarget, settings
+    chaos_hub: ChaosHub, client, make_flow, appending_target: AppendingTarget, settings
 ):
     # given two versions of a client queued for a target that appends every create, and a breaker that opens at
-    # the first failure (the chaos test above, made deterministic)
+    # the first failure (the chaos test above, made deterministic; the hub's own broker has no worker, so this
+    # test alone sends the deliveries)
     settings.HUB_CIRCUIT_FAILURE_THRESHOLD = 1
     flow = _flow(make_flow, appending_target)
     older, newer = (_queued(client, flow, Event("H-1", version)) for version in (1, 2))
@@ -271,3 +272,55 @@ def _queued(client, flow, event: Event) -> int:
     message_id = response.json()["message_id"]
     message_process(message_id=message_id)
     return Delivery.objects.get(message_id=message_id).pk
+
+
+def test_a_batch_pull_killed_mid_run_continues_within_two_minutes_with_the_default_sweeper(
+    chaos_hub: ChaosHub, time_psa, time_flow, settings
+):
+    # given the default sweeper period (the chaos hub shortens it) and a PSA whose pages answer slowly
+    from collections import Counter
+
+    from sandbox.models import SandboxRecord
+    from sync.batch import BATCH_QUEUE
+    from sync.choices import PollOutcome
+    from sync.models import PollCursor
+    from sync.tasks import time_entries_batch_pull_task
+    from sync.tests.test_batch import _approved_ids, _erp_control
+
+    settings.HUB_SYNC_SWEEP_AFTER_SECONDS = 60
+    del settings.HUB_SYNC_STUCK_DELIVERY_SECONDS
+    expected = _approved_ids(time_psa)
+    _erp_control(time_psa, "PUT", system="psa", latency_ms=1500)
+    worker = chaos_hub.worker_start()
+    beat = Beat()
+
+    def cursor() -> PollCursor | None:
+        return PollCursor.objects.filter(system=time_flow.psa, entity="time_entry").first()
+
+    def posted() -> Counter:
+        rows = SandboxRecord.objects.filter(system="erp", object_type="time-entries", deleted=False)
+        return Counter(str(data.get("source_ref")) for data in rows.values_list("data", flat=True))
+
+    # when a worker runs the batch pull and its whole process group is SIGKILLed once a page is stored
+    time_entries_batch_pull_task.apply_async(args=[time_flow.route.pk], queue=BATCH_QUEUE)
+    beat.until(
+        lambda: (c := cursor()) is not None and c.records_stored > 0 and c.last_outcome == PollOutcome.RUNNING,
+        timeout=SETTLE_SECONDS,
+        what="a first page stored",
+    )
+    worker.kill()
+    stored_at_kill = cursor().records_stored  # type: ignore[union-attr]
+    assert stored_at_kill < len(expected), "the run finished before it could be killed"
+    _erp_control(time_psa, "DELETE", system="psa")
+    # and a worker comes back while beat runs the dispatcher and the sweeper with their defaults
+    restarted = time.monotonic()
+    chaos_hub.worker_start()
+    continued = beat.within(lambda: cursor().last_outcome == PollOutcome.COMPLETE, timeout=SETTLE_SECONDS)  # type: ignore[union-attr]
+    took = time.monotonic() - restarted
+    print(f"batch pull killed after {stored_at_kill} of {len(expected)} entries stored; completed {took:.0f} s later")
+    # then the pull continued from its cursor and finished within two minutes of the worker's return
+    assert continued and took <= 120, f"the pull did not complete within 120 s ({took:.0f} s)"
+    # and once the killed run's deliveries in flight count as stuck, every approved entry is in the ERP once
+    sync_sweep(now=timezone.now() + datetime.timedelta(seconds=stuck_delivery_seconds() + 1))
+    beat.until(lambda: set(posted()) == expected, timeout=SETTLE_SECONDS, what="every approved entry posted")
+    assert set(posted().values()) == {1}, f"an entry was posted twice: {posted()}"
