@@ -289,19 +289,19 @@ class PeriodicTaskAdmin(AuditedBeatAdminMixin, beat_admin.PeriodicTaskAdmin):
 
 
 class ClockedScheduleAdmin(AuditedBeatAdminMixin, beat_admin.ClockedScheduleAdmin):
-    pass
+    """Beat's clocked schedules: changed by integration admins only, each change audited."""
 
 
 class CrontabScheduleAdmin(AuditedBeatAdminMixin, beat_admin.CrontabScheduleAdmin):
-    pass
+    """Beat's crontab schedules: changed by integration admins only, each change audited."""
 
 
 class IntervalScheduleAdmin(AuditedBeatAdminMixin, beat_admin.IntervalScheduleAdmin):
-    pass
+    """Beat's interval schedules: changed by integration admins only, each change audited."""
 
 
 class SolarScheduleAdmin(AuditedBeatAdminMixin, beat_admin.SolarScheduleAdmin):
-    pass
+    """Beat's solar schedules: changed by integration admins only, each change audited."""
 
 
 for _model, _model_admin in (

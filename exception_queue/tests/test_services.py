@@ -241,3 +241,26 @@ def test_the_requester_cannot_approve_their_own_item(held, make_role_user):
     with pytest.raises(HubConflictError, match="cannot approve it yourself"):
         exception_item_approve(item=item, user=requester, reason="mine")
     assert not item.decisions.exists()
+
+
+def test_opening_a_batch_of_items_updates_an_open_item_of_the_same_message_and_never_doubles_it(client, make_flow):
+    # given a message that already has an open item of a category
+    from exception_queue.services import exception_item_open, exception_items_open_many
+
+    flow = make_flow()
+    message = _ingest(client, flow, client_record("B-1"))
+    other = _ingest(client, flow, client_record("B-2"))
+    exception_item_open(category=ExceptionCategory.DEAD_LETTER, reason="first failure", message=message)
+    # when a batch opens an item of the same message and category again, and one for another message
+    exception_items_open_many(
+        items=[
+            ExceptionItem(category=ExceptionCategory.DEAD_LETTER, reason="second failure", message=message),
+            ExceptionItem(category=ExceptionCategory.DEAD_LETTER, reason="its own failure", message=other),
+        ]
+    )
+    # then the first message still has one open item, now with the newer reason, and the other gets its own
+    items = ExceptionItem.objects.filter(category=ExceptionCategory.DEAD_LETTER).order_by("message_id")
+    assert [(item.message_id, item.reason) for item in items] == [
+        (message.pk, "second failure"),
+        (other.pk, "its own failure"),
+    ]

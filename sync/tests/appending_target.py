@@ -147,7 +147,7 @@ def _handler(target: AppendingTarget) -> type[BaseHTTPRequestHandler]:
             self._reply(200, {})
 
         def log_message(self, *args: Any) -> None:
-            pass
+            """Silent: the tests read the target's counters, not its access log."""
 
     return Handler
 
