@@ -13,6 +13,9 @@ class ExceptionCategory(models.TextChoices):
     APPROVAL_REQUIRED = "approval_required", "Approval required"
     ACTIVATION_HELD = "activation_held", "Activation held"
     TARGET_RECORD_GONE = "target_record_gone", "Record gone at the target"
+    UNKNOWN_RESOURCE = "unknown_resource", "Unknown resource (no ERP employee)"
+    CLOSED_PERIOD = "closed_period", "Closed accounting period"
+    RECONCILIATION_DIFFERENCE = "reconciliation_difference", "Reconciliation difference"
 
 
 class ExceptionState(models.TextChoices):
@@ -38,6 +41,8 @@ class DecisionAction(models.TextChoices):
     CREATE_NEW = "create_new", "Create a new record"
     RECREATE = "recreate", "Re-create the record at the target"
     SKIP = "skip", "Skip: leave the target as it is"
+    LINK_RESOURCE = "link_resource", "Link the person to an ERP employee and post"
+    POST_NEXT_PERIOD = "post_next_period", "Post in the next open period"
 
 
 class ReplayMapping(models.TextChoices):
