@@ -1191,6 +1191,38 @@ class HarvestPsaConnector(RestConnector):
             has_more=more,
         )
 
+    def records_list(
+        self,
+        entity: str,
+        *,
+        cursor: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        page_size: int | None = None,
+    ) -> ChangeBatch:
+        """One page of the records of `entity` as they are now (a read for reconciliation, not a change feed).
+
+        `filters`: `date_from` / `date_to` (Harvest's `from` / `to` on spent_date), `approval_status`, and the
+        list filters Harvest takes by name (`project_id`, `user_id`, `is_active`). The cursor is the next page.
+        """
+        resource = self.resource(entity)
+        wanted = dict(filters or {})
+        params: dict[str, Any] = {
+            "page": int(cursor or 1),
+            "per_page": max(1, min(2000, int(page_size or self.page_size()))),
+        }
+        for name, harvest_name in (("date_from", "from"), ("date_to", "to")):
+            if wanted.get(name):
+                params[harvest_name] = str(wanted.pop(name))
+        params.update({name: value for name, value in wanted.items() if value not in (None, "")})
+        body = self.call_json("GET", f"/{resource}", params=params)
+        rows = body.get(resource) or []
+        next_page = body.get("next_page")
+        return ChangeBatch(
+            records=[with_id(row, row["id"]) for row in rows],
+            next_cursor=str(next_page) if next_page else None,
+            has_more=bool(next_page),
+        )
+
 
 GRAPH_GROUP_CREATE = ("displayName", "description", "visibility")
 MAIL_NICKNAME_MAX = 64
@@ -1578,6 +1610,33 @@ class SandboxErpConnector(RestConnector):
             records=[with_id(row, row["id"]) for row in rows],
             next_cursor=cursor_encode(next_state) if next_state else None,
             has_more=bool(body.get("has_more")),
+        )
+
+    def records_list(
+        self,
+        entity: str,
+        *,
+        cursor: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        page_size: int | None = None,
+    ) -> ChangeBatch:
+        """One page of the live records of `entity` as the ERP holds them now (deleted ones left out), for
+        reconciliation: `filters` are the ERP's list filters (`project_id`, `source_ref`, `status`,
+        `legal_entity`); the cursor is the ERP's own keyset cursor."""
+        resource = self.resource(entity)
+        params: dict[str, Any] = {
+            "limit": max(1, min(1000, int(page_size or self.page_size()))),
+            **{name: value for name, value in (filters or {}).items() if value not in (None, "")},
+        }
+        if cursor:
+            params["cursor"] = cursor
+        body = self.call_json("GET", f"/{resource}", params=params)
+        rows = body.get("results") or []
+        more = bool(body.get("has_more")) and bool(rows)
+        return ChangeBatch(
+            records=[with_id(row, row["id"]) for row in rows],
+            next_cursor=str(body.get("next_cursor")) if more and body.get("next_cursor") else None,
+            has_more=more,
         )
 
 

@@ -838,6 +838,45 @@ class TrytonConnector(Connector):
             )
         self.client.delete("timesheet.line", [int(external_id)])
 
+    def records_list(
+        self,
+        entity: str,
+        *,
+        cursor: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        page_size: int | None = None,
+    ) -> ChangeBatch:
+        """One page of the timesheet lines Tryton holds now, by id, for reconciliation: `filters` `date_from` and
+        `date_to` (YYYY-MM-DD, inclusive); the cursor is the last id read. Each line carries `hours` (its duration)
+        and `project_id` (the project.work its timesheet work belongs to, when it has one)."""
+        if entity != "time_entry":
+            raise ConnectorCapabilityError(f"Connector '{self.name}' lists only time_entry, not '{entity}'.")
+        wanted = dict(filters or {})
+        size = max(1, int(page_size or self.settings.get("page_size", 100)))
+        domain: list[Any] = [("company", "=", self._company())]
+        if wanted.get("date_from"):
+            domain.append(("date", ">=", dt.date.fromisoformat(str(wanted["date_from"]))))
+        if wanted.get("date_to"):
+            domain.append(("date", "<=", dt.date.fromisoformat(str(wanted["date_to"]))))
+        if cursor:
+            domain.append(("id", ">", int(cursor)))
+        rows = self.client.search_read(
+            "timesheet.line", domain, [*TIME_ENTRY_FIELDS, "work.origin"], limit=size + 1, order=[("id", "ASC")]
+        )
+        has_more = len(rows) > size
+        rows = rows[:size]
+        records = []
+        for row in rows:
+            origin = str((row.pop("work.", None) or {}).get("origin") or "")
+            model, _, origin_id = origin.partition(",")
+            record = jsonable(row)
+            record["hours"] = str(Decimal(str(record.get("duration") or 0)) / 3600)
+            record["project_id"] = origin_id if model == "project.work" else ""
+            records.append(record)
+        return ChangeBatch(
+            records=records, next_cursor=str(rows[-1]["id"]) if has_more and rows else None, has_more=has_more
+        )
+
     def fetch_changes(self, entity: str, cursor: str | None) -> ChangeBatch:
         """Records changed after the cursor, oldest first, one page; the cursor is "<timestamp>|<id>".
 

@@ -56,6 +56,8 @@ class AuditAction(models.TextChoices):
     PERIODIC_TASK_ENABLED = "periodic_task.enabled", "Periodic task enabled"
     PERIODIC_TASK_DISABLED = "periodic_task.disabled", "Periodic task disabled"
     PERIODIC_TASK_RUN = "periodic_task.run", "Periodic task run by hand"
+    RECONCILIATION_RUN_STARTED = "reconciliation.run_started", "Reconciliation run started"
+    RECONCILIATION_EXPORTED = "reconciliation.exported", "Reconciliation rows exported"
     PERIODIC_TASK_DELETED = "periodic_task.deleted", "Periodic task deleted"
     BEAT_SCHEDULE_CREATED = "beat_schedule.created", "Beat schedule created"
     BEAT_SCHEDULE_CHANGED = "beat_schedule.changed", "Beat schedule changed"

@@ -29,6 +29,7 @@ HUB_APPS = (
     "exception_queue",
     "insights",
     "sandbox",
+    "reconciliation",
     "django_celery_beat",
 )
 # The project app's own models (API keys, audit log, legal-entity scopes) get explicit rules below instead
@@ -64,6 +65,8 @@ ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
         ("exception_queue.decision", frozenset({"add"})),
         # Finance opens and closes the accounting periods time and expenses post into (admins add them).
         ("governance.accountingperiod", frozenset({"change"})),
+        # Finance starts a reconciliation by hand ("run now"); everyone else reads the result.
+        ("reconciliation.reconciliationrun", frozenset({"add"})),
     ],
     # Segregation of duties: integration admins run the hub but do not decide on the exception queue (approve,
     # reject, fix, replay items, or workflow retries and compensations); finance does. They keep read access.

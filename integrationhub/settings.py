@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "exception_queue",
     "insights",
     "sandbox",
+    "reconciliation",
     # Last on purpose: its post_migrate hook assigns permissions of every app above to the roles.
     "integrationhub",
 ]
