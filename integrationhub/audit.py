@@ -66,6 +66,8 @@ class AuditAction(models.TextChoices):
     POLL_SCHEDULE_CHANGED = "poll_schedule.changed", "Poll schedule changed"
     POLL_SCHEDULE_RUN = "poll_schedule.run", "Poll schedule run by hand"
     POLL_SCHEDULE_DELETED = "poll_schedule.deleted", "Poll schedule deleted"
+    ALERT_SENT = "alert.sent", "Exception alert sent"
+    ALERT_FAILED = "alert.failed", "Exception alert failed"
 
 
 CSV_COLUMNS = (

@@ -30,6 +30,7 @@ HUB_APPS = (
     "insights",
     "sandbox",
     "reconciliation",
+    "alerts",
     "django_celery_beat",
 )
 # The project app's own models (API keys, audit log, legal-entity scopes) get explicit rules below instead

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "exception_queue",
     "insights",
     "sandbox",
+    "alerts",
     "reconciliation",
     # Last on purpose: its post_migrate hook assigns permissions of every app above to the roles.
     "integrationhub",
@@ -265,6 +266,21 @@ SANDBOX_CONTROL_TOKEN = env_str("SANDBOX_CONTROL_TOKEN", "")
 HUB_READYZ_WORKER_TIMEOUT = float(env_str("HUB_READYZ_WORKER_TIMEOUT", "5"))
 # Hours an open exception item may wait before the queue shows it overdue (half of it: due soon).
 HUB_EXCEPTION_SLA_HOURS = float(env_str("HUB_EXCEPTION_SLA_HOURS", "24"))
+
+# Exception alerts by email: SMTP when EMAIL_HOST is set; otherwise each email is written as a file into
+# var/mail/, so the embedded hub shows what it would have sent instead of failing on a missing mail server.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = int(env_str("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "integration-hub@localhost")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 # Addresses that may scrape /metrics without an API key (CIDR, comma-separated); others need a kpis:read key.
 HUB_METRICS_ALLOWED_NETWORKS = env_list("HUB_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
 # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client address that throttles,

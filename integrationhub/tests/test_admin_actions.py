@@ -28,6 +28,8 @@ CONFIG_EDITORS = frozenset({ANALYST, ADMIN, SUPER})  # mappings and the analyst'
 # model label → action name → the roles that get it. NOBODY: declared, but every user is refused it (the model
 # admin forbids deletes, or drops the bulk delete in get_actions because it would skip a check).
 EXPECTED_ACTIONS: dict[str, dict[str, frozenset[str]]] = {
+    "alerts.alert": {"delete_selected": NOBODY},
+    "alerts.alertrule": {"delete_selected": ADMINS},
     "auth.group": {"delete_selected": SUPERUSER},
     "auth.user": {"delete_selected": SUPERUSER},
     "connectors.connectedsystem": {
