@@ -1573,6 +1573,28 @@ class SandboxErpConnector(RestConnector):
                 f"The sandbox ERP cannot void a posted {entity}; post a negative billing event instead."
             )
 
+    def accounting_periods(self) -> list[dict[str, Any]]:
+        """Every accounting period of the ERP (all its pages), as the hub's period pull reads them:
+        {external_id, name, legal_entity, start_date, end_date, state} with state open, closed or locked."""
+        periods: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": self.page_size()}
+        while True:
+            body = self.call_json("GET", "/periods", params=params)
+            for row in body.get("results") or []:
+                periods.append(
+                    {
+                        "external_id": str(row["id"]),
+                        "name": str(row.get("name") or ""),
+                        "legal_entity": str(row.get("legal_entity") or ""),
+                        "start_date": str(row.get("start_date") or ""),
+                        "end_date": str(row.get("end_date") or ""),
+                        "state": str(row.get("status") or ""),
+                    }
+                )
+            if not body.get("has_more") or not body.get("next_cursor"):
+                return periods
+            params = {"limit": self.page_size(), "cursor": body["next_cursor"]}
+
     def _with_references(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Invoices with `client_ref` and `project_ref`: the external refs (the CRM's ids) of their client and
         project, read once per page for each distinct client and project."""

@@ -478,6 +478,13 @@ class TrytonClient:
 # --- idempotency tags --------------------------------------------------------------------------------
 
 
+def _iso_date(value: Any) -> str:
+    """A date Tryton answered (a date, or its ISO text) as YYYY-MM-DD; empty when there is none."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value or "")[:10]
+
+
 def tag_for(key: str) -> str:
     """The text the hub leaves in the ERP record to find it again by its idempotency key."""
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
@@ -912,6 +919,29 @@ class TrytonConnector(Connector):
             last = rows[-1]
             next_cursor = f"{last['last_modified_at'].isoformat()}|{last['id']}"
         return ChangeBatch(records=[jsonable(row) for row in rows], next_cursor=next_cursor, has_more=has_more)
+
+    def accounting_periods(self) -> list[dict[str, Any]]:
+        """The company's standard accounting periods (account.period of its fiscal years; adjustment periods
+        overlap them and are left out), as the hub's period pull reads them: {external_id, name, legal_entity,
+        start_date, end_date, state} with Tryton's state (open, closed or locked) and no legal entity (the
+        system's own)."""
+        rows = self.client.search_read(
+            "account.period",
+            [["fiscalyear.company", "=", self._company()], ["type", "=", "standard"]],
+            ["id", "name", "start_date", "end_date", "state"],
+            order=[("start_date", "ASC"), ("id", "ASC")],
+        )
+        return [
+            {
+                "external_id": str(row["id"]),
+                "name": str(row.get("name") or ""),
+                "legal_entity": "",
+                "start_date": _iso_date(row.get("start_date")),
+                "end_date": _iso_date(row.get("end_date")),
+                "state": str(row.get("state") or ""),
+            }
+            for row in rows
+        ]
 
     def _close_project(self, project_id: int) -> None:
         rows = self.client.search_read("project.work", [("id", "=", project_id)], ["id", "status"], limit=1)

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from import_export.admin import ImportExportMixin
@@ -225,9 +225,51 @@ class SyncPolicyAdmin(GovernanceAdmin):
 
 @admin.register(AccountingPeriod)
 class AccountingPeriodAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
-    """The period calendar per legal entity: finance opens and closes periods; every change keeps its history."""
+    """The period calendar per legal entity: finance opens and closes periods, the period pull brings the ERPs'
+    states; every change keeps its history, and the list shows who made the last one (a person, or the pull)."""
 
-    list_display = ("legal_entity", "name", "start_date", "end_date", "status", "updated_at")
-    list_filter = ("status", "legal_entity")
-    search_fields = ("name", "legal_entity__code", "notes")
+    list_display = (
+        "legal_entity",
+        "name",
+        "start_date",
+        "end_date",
+        "status",
+        "erp_state",
+        "source_system",
+        "last_changed_by",
+        "updated_at",
+    )
+    list_filter = ("status", "erp_state", "legal_entity", "source_system")
+    search_fields = ("name", "legal_entity__code", "notes", "external_id")
     ordering = ("legal_entity__code", "-start_date")
+    readonly_fields = ("source_system", "external_id", "erp_state", "erp_synced_at", "created_at", "updated_at")
+    fieldsets = [
+        (None, {"fields": ["legal_entity", "name", "start_date", "end_date", "status", "notes"]}),
+        ("From the ERP (period pull)", {"fields": ["source_system", "external_id", "erp_state", "erp_synced_at"]}),
+        ("Timestamps", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccountingPeriod]:
+        latest = AccountingPeriod.history.filter(id=OuterRef("pk")).order_by("-history_date", "-history_id")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("legal_entity", "source_system")
+            .annotate(
+                last_changed_username=Subquery(latest.values("history_user__username")[:1]),
+                last_changed_reason=Subquery(latest.values("history_change_reason")[:1]),
+            )
+        )
+
+    @admin.display(description="Last changed by")
+    def last_changed_by(self, obj: AccountingPeriod) -> str:
+        # The pull saves with no user: its changes are the system's, named by the reason it records.
+        user = getattr(obj, "last_changed_username", None)
+        reason = getattr(obj, "last_changed_reason", None) or ""
+        if user:
+            return f"{user} ({reason})" if reason else str(user)
+        return f"system ({reason})" if reason else "system"
+
+    def save_model(self, request: HttpRequest, obj: AccountingPeriod, form: forms.ModelForm, change: bool) -> None:
+        # Through the service: the overlap check runs under the legal entity's lock, and the user is recorded.
+        services.accounting_period_save(period=obj, user=request.user, reason=admin_change_reason(form, change=change))

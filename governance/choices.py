@@ -36,3 +36,11 @@ class Region(models.TextChoices):
 class PeriodStatus(models.TextChoices):
     OPEN = "open", "Open"
     CLOSED = "closed", "Closed"
+
+
+class ErpPeriodState(models.TextChoices):
+    """A period's state as the ERP reports it (Tryton's account.period states; the sandbox ERP uses the same)."""
+
+    OPEN = "open", "Open"
+    CLOSED = "closed", "Closed"
+    LOCKED = "locked", "Locked"

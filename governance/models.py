@@ -10,7 +10,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from governance.choices import ConflictAction, Flow, PeriodStatus, RateUnit, Region, Trigger
+from governance.choices import ConflictAction, ErpPeriodState, Flow, PeriodStatus, RateUnit, Region, Trigger
 
 currency_code = RegexValidator(r"^[A-Z]{3}$", "Use a three-letter ISO 4217 code in capitals, for example USD.")
 country_code = RegexValidator(r"^[A-Z]{2}$", "Use a two-letter ISO 3166 code in capitals, for example GB.")
@@ -284,13 +284,37 @@ class AccountingPeriod(models.Model):
     end_date = models.DateField(help_text="Last day of the period (inclusive).")
     status = models.CharField(max_length=10, choices=PeriodStatus.choices, default=PeriodStatus.OPEN)
     notes = models.TextField(blank=True)
+    # Filled by the period pull: which ERP the period was read from, its id there, and the state it reported.
+    source_system = models.ForeignKey(
+        "connectors.ConnectedSystem",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="accounting_periods",
+        help_text="The ERP this period was read from by the period pull (empty: kept by hand).",
+    )
+    external_id = models.CharField(max_length=100, blank=True, help_text="The period's id in that ERP.")
+    erp_state = models.CharField(
+        max_length=10,
+        choices=ErpPeriodState.choices,
+        blank=True,
+        help_text="The period's state in the ERP at the last pull (closed or locked there: closed here).",
+    )
+    erp_synced_at = models.DateTimeField(null=True, blank=True, help_text="When the period pull last read it.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["erp_synced_at"])
 
     class Meta:
         ordering = ["legal_entity__code", "-start_date"]
         indexes = [models.Index(fields=["legal_entity", "start_date"], name="period_entity_start_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_system", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="unique_period_per_erp_id",
+            )
+        ]
 
     def __str__(self) -> str:
         code = self.legal_entity.code if self.legal_entity_id else "?"
@@ -302,6 +326,14 @@ class AccountingPeriod(models.Model):
             raise ValidationError({"end_date": "The period must end on or after its first day; correct the dates."})
         if not self.name and self.start_date:
             self.name = self.start_date.strftime("%Y-%m")
+        if self.status == PeriodStatus.OPEN and self.erp_state in (ErpPeriodState.CLOSED, ErpPeriodState.LOCKED):
+            # The ERP is the book of record: the hub may close earlier than the ERP, never stay open after it.
+            raise ValidationError(
+                {
+                    "status": f"The ERP holds this period {self.erp_state}; reopen it in the ERP first, and the next "
+                    "period pull opens it here."
+                }
+            )
         if not (self.legal_entity_id and self.start_date and self.end_date):
             return
         overlapping = AccountingPeriod.objects.filter(

@@ -47,13 +47,12 @@ class RuleContext:
     rate_lookup: Callable[..., Any] | None = None
     known_resources: Membership | None = None
     active_projects: Membership | None = None
-    # Open accounting periods as "YYYY-MM" strings (or a callable taking one).
-    open_periods: Membership | None = None
     billed_milestone_ids: Membership | None = None
     # contract_remaining(contract_id) -> remaining value (None when the contract is unknown).
     contract_remaining: Callable[[str], Decimal | int | float | str | None] | None = None
     # period_calendar(legal_entity_code, day) -> whether the entity's period calendar has that day open;
-    # governance.selectors.accounting_period_is_open fits. When given it wins over open_periods.
+    # governance.selectors.accounting_period_is_open (or period_calendar_preload for a page) fits. The calendar is
+    # the only answer to "is the period open?", whatever path the entry came by.
     period_calendar: Callable[[str, datetime.date], bool] | None = None
     # hours_booked(resource_id, day, exclude_id) -> hours of that person's other entries of that day known to the hub.
     hours_booked: Callable[[str, datetime.date, str], Decimal | int | float] | None = None
@@ -427,17 +426,13 @@ def period_open(record: Mapping[str, Any], params: Mapping[str, Any], context: R
     except ValueError:
         return RuleResult(False, "period_open", path, "YYYY-MM-DD", value, f"{path} is not a date; use YYYY-MM-DD.")
     period = day.strftime("%Y-%m")
-    if context.period_calendar is not None:
-        entity_path = params["legal_entity_field"]
-        entity = value_at(record, entity_path)
-        if _is_blank(entity):
-            return _missing_field("period_open", entity_path)
-        is_open = bool(context.period_calendar(str(entity), day))
-    elif context.open_periods is not None:
-        is_open = _contains(context.open_periods, period)
-    else:
-        return _no_lookup("period_open", path, "open periods")
-    if is_open:
+    if context.period_calendar is None:
+        return _no_lookup("period_open", path, "the period calendar")
+    entity_path = params["legal_entity_field"]
+    entity = value_at(record, entity_path)
+    if _is_blank(entity):
+        return _missing_field("period_open", entity_path)
+    if context.period_calendar(str(entity), day):
         return RuleResult(True, "period_open", path, "an open period", period)
     return RuleResult(
         False,
@@ -445,9 +440,23 @@ def period_open(record: Mapping[str, Any], params: Mapping[str, Any], context: R
         path,
         "an open period",
         period,
-        f"Period {period} is closed (or not in the period calendar); post the entry in an open period or ask "
-        f"finance to open {period}.",
+        f"The accounting period of {day.isoformat()} ({period}) of {entity} is closed or not in its period calendar; "
+        f"post the entry in the next open period, or ask finance to open {period}.",
     )
+
+
+PERIOD_RULE = "period_open"
+CLOSED_PERIOD_SUGGESTED_ACTION = (
+    "Post the entry in the next open period of its legal entity (its date moves to that period's first day), or "
+    "reject it. If the period should be open, finance reopens it (in the ERP when the ERP closed it) and replays."
+)
+
+
+def only_closed_period(failed_rules: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether every failed rule of an entry is the period check: the entry is a closed-period item, whose own
+    decisions (post in the next open period, reject) apply; with any other failure it stays a policy item."""
+    rules = [entry.get("rule") for entry in failed_rules]
+    return bool(rules) and all(rule == PERIOD_RULE for rule in rules)
 
 
 @register_rule(

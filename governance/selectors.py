@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -322,7 +322,43 @@ def accounting_period_for(*, legal_entity: LegalEntity | str, on_date: datetime.
 def accounting_period_is_open(*, legal_entity: LegalEntity | str, on_date: datetime.date) -> bool:
     """Whether the legal entity may post on `on_date`: a period of its calendar contains the day and is open.
 
-    A day outside every period of the calendar is not open: finance opens a period before anything posts to it.
+    The calendar is the one answer for every path (webhook, pull, batch, replay): a day outside every period of
+    the calendar is not open, since finance (or the period pull from the ERP) opens a period before anything posts
+    to it.
     """
     period = accounting_period_for(legal_entity=legal_entity, on_date=on_date)
     return period is not None and period.status == PeriodStatus.OPEN
+
+
+def period_calendar_preload(
+    *, legal_entity_codes: Iterable[str], first_date: datetime.date, last_date: datetime.date
+) -> Callable[[str, datetime.date], bool]:
+    """`accounting_period_is_open` for many entries at once: the periods of these entities that touch
+    [first_date, last_date] read in one query, answered in memory (a day outside them is not open)."""
+    by_entity: dict[str, list[tuple[datetime.date, datetime.date, str]]] = {}
+    rows = AccountingPeriod.objects.filter(
+        legal_entity__code__in=set(legal_entity_codes), start_date__lte=last_date, end_date__gte=first_date
+    ).values_list("legal_entity__code", "start_date", "end_date", "status")
+    for code, start, end, status in rows:
+        by_entity.setdefault(code, []).append((start, end, status))
+
+    def is_open(legal_entity_code: str, on_date: datetime.date) -> bool:
+        if not first_date <= on_date <= last_date:
+            return accounting_period_is_open(legal_entity=legal_entity_code, on_date=on_date)
+        return any(
+            start <= on_date <= end and status == PeriodStatus.OPEN
+            for start, end, status in by_entity.get(legal_entity_code, [])
+        )
+
+    return is_open
+
+
+def accounting_period_next_open(*, legal_entity: LegalEntity | str, after: datetime.date) -> AccountingPeriod | None:
+    """The first open period of the legal entity's calendar that starts after `after`, or None when none is open
+    yet (finance opens one, or the period pull brings it from the ERP)."""
+    periods = AccountingPeriod.objects.filter(start_date__gt=after, status=PeriodStatus.OPEN)
+    if isinstance(legal_entity, LegalEntity):
+        periods = periods.filter(legal_entity=legal_entity)
+    else:
+        periods = periods.filter(legal_entity__code=legal_entity)
+    return periods.order_by("start_date").first()

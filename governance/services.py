@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -11,11 +12,12 @@ from typing import Any
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.db.models import Model, ProtectedError
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_celery_beat.validators import crontab_validator
 
 from governance import flows, selectors
-from governance.choices import Trigger
+from governance.choices import ErpPeriodState, PeriodStatus, Trigger
 from governance.models import AccountingPeriod, LegalEntity, OwnershipRule, RateCard, RateCardLine, SyncPolicy
 from integrationhub.errors import HubConflictError, HubValidationError
 from mappings.models import CanonicalEntity
@@ -73,6 +75,144 @@ def accounting_period_save(*, period: AccountingPeriod, user: Any = None, reason
         LegalEntity.objects.select_for_update().filter(pk=period.legal_entity_id).first()
     _save(period, user=user, reason=reason)
     return period
+
+
+# --- the period pull: the ERPs' period states into the period calendar ----------------------------------------
+
+ERP_CLOSED_STATES = (ErpPeriodState.CLOSED, ErpPeriodState.LOCKED)
+
+
+@dataclass
+class PeriodPullResult:
+    """What one period pull of one ERP did: periods read, created, closed, reopened, unchanged, and the ones it
+    could not take (each with the reason and what to do)."""
+
+    system: str
+    read: int = 0
+    created: int = 0
+    closed: int = 0
+    reopened: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def accounting_periods_apply(*, system: Any, periods: Iterable[Mapping[str, Any]]) -> PeriodPullResult:
+    """Bring the period calendar in step with `periods` as `system` (an ERP) reported them
+    (governance.period_pull reads them through the transport). Idempotent: periods unchanged since the last pull
+    write nothing (no history row).
+
+    The rules: a period new to the hub is created with the ERP's state; a period the ERP holds closed or locked
+    is closed here (the hub never stays open after the ERP); a period the ERP reopened (it held it closed at the
+    last pull) is reopened here; otherwise finance's own decision stands (a period finance closed in the hub
+    stays closed while the ERP has it open). A hand-kept period with the same legal entity and dates is adopted.
+    Every change is saved with no user and the reason "period pull from <system>", so the history shows it came
+    from the ERP and not from a person."""
+    result = PeriodPullResult(system=system.slug)
+    entities = {entity.code: entity for entity in system.legal_entities.all()}
+    for period in periods:
+        result.read += 1
+        try:
+            with transaction.atomic():
+                _period_apply(system=system, period=period, entities=entities, result=result)
+        except (ValidationError, HubValidationError) as exc:
+            detail = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in _errors_of(exc).items())
+            result.skipped.append({"external_id": str(period.get("external_id", "")), "reason": detail})
+    AccountingPeriod.objects.filter(source_system=system).update(erp_synced_at=timezone.now())
+    if result.skipped:
+        logger.warning("period pull skipped periods", extra={"system": system.slug, "skipped": result.skipped})
+    return result
+
+
+def _errors_of(exc: Exception) -> dict[str, list[str]]:
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        return {name: [str(m) for e in errors for m in e.messages] for name, errors in exc.error_dict.items()}
+    if isinstance(exc, ValidationError):
+        return {NON_FIELD_ERRORS: [str(m) for m in exc.messages]}
+    return {"period": [str(getattr(exc, "detail", exc))]}
+
+
+def _period_apply(*, system: Any, period: Mapping[str, Any], entities: Mapping[str, LegalEntity], result: Any) -> None:
+    external_id = str(period.get("external_id") or "")
+    code = str(period.get("legal_entity") or "")
+    if code:
+        entity = entities.get(code)
+        if entity is None:
+            raise HubValidationError(
+                f"Period {external_id} of {system.slug} is for legal entity {code}, which the system does not serve; "
+                f"add {code} to the system's legal entities."
+            )
+    elif len(entities) == 1:
+        entity = next(iter(entities.values()))
+    else:
+        raise HubValidationError(
+            f"{system.slug} serves {len(entities)} legal entities and its period {external_id} names none; give the "
+            "system exactly one legal entity (one ERP company per connected system)."
+        )
+    state = str(period.get("state") or "")
+    if state not in ErpPeriodState.values:
+        raise HubValidationError(f"Period {external_id} of {system.slug} has the unknown state {state!r}.")
+    try:
+        start = datetime.date.fromisoformat(str(period.get("start_date")))
+        end = datetime.date.fromisoformat(str(period.get("end_date")))
+    except ValueError:
+        raise HubValidationError(f"Period {external_id} of {system.slug} has no valid start and end dates.") from None
+    erp_closed = state in ERP_CLOSED_STATES
+    LegalEntity.objects.select_for_update().filter(pk=entity.pk).first()  # as accounting_period_save: one writer
+    existing = (
+        AccountingPeriod.objects.select_for_update().filter(source_system=system, external_id=external_id).first()
+        or AccountingPeriod.objects.select_for_update()
+        .filter(legal_entity=entity, start_date=start, end_date=end, external_id="")
+        .first()
+    )
+    reason = f"period pull from {system.slug}"
+    if existing is None:
+        created = AccountingPeriod(
+            legal_entity=entity,
+            name=str(period.get("name") or "")[:50],
+            start_date=start,
+            end_date=end,
+            status=PeriodStatus.CLOSED if erp_closed else PeriodStatus.OPEN,
+            source_system=system,
+            external_id=external_id,
+            erp_state=state,
+        )
+        _save(created, user=None, reason=f"{reason}: {state} in the ERP")
+        result.created += 1
+        return
+    status = existing.status
+    if erp_closed:
+        status = PeriodStatus.CLOSED
+    elif existing.erp_state in ERP_CLOSED_STATES:
+        status = PeriodStatus.OPEN  # the ERP reopened it since the last pull
+    wanted = {
+        "legal_entity_id": entity.pk,
+        "start_date": start,
+        "end_date": end,
+        "status": status,
+        "source_system_id": system.pk,
+        "external_id": external_id,
+        "erp_state": state,
+    }
+    if not existing.name and period.get("name"):
+        wanted["name"] = str(period["name"])[:50]
+    if all(getattr(existing, name) == value for name, value in wanted.items()):
+        result.unchanged += 1
+        return
+    before = existing.status
+    for name, value in wanted.items():
+        setattr(existing, name, value)
+    if status != before:
+        verb = "closed" if status == PeriodStatus.CLOSED else "reopened"
+        setattr(result, verb, getattr(result, verb) + 1)
+        reason = f"{reason}: {verb}, {state} in the ERP"
+    else:
+        result.updated += 1
+    _save(existing, user=None, reason=reason)
 
 
 @transaction.atomic

@@ -16,3 +16,11 @@ def sync_policy_run_task(policy_id: int) -> dict[str, Any]:
     result = services.sync_policy_run(policy_id=policy_id)
     # The outcome may not be JSON-serialisable; the runner persists its own rows anyway.
     return {key: value for key, value in asdict(result).items() if key != "outcome"}
+
+
+@shared_task(name="governance.tasks.accounting_periods_pull_task", ignore_result=True)
+def accounting_periods_pull_task() -> list[dict[str, Any]]:
+    """Read every ERP's accounting periods into the period calendar (started by beat every 15 minutes)."""
+    from governance import period_pull
+
+    return [result.as_dict() for result in period_pull.accounting_periods_pull_all()]

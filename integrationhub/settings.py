@@ -246,9 +246,9 @@ HUB_INBOUND_SYSTEM_CACHE_SECONDS = float(env_str("HUB_INBOUND_SYSTEM_CACHE_SECON
 HUB_DISPATCH_BATCH_SIZE = int(env_str("HUB_DISPATCH_BATCH_SIZE", "500"))
 HUB_DELIVERY_BATCH_SIZE = int(env_str("HUB_DELIVERY_BATCH_SIZE", "500"))
 # The batch path of approved time: how long one run pulls pages before it queues the next run (below the task's
-# soft limit), and how many months back from the current one the accounting periods are open.
+# soft limit). Whether an entry's period is open is the period calendar's answer (governance.AccountingPeriod), on
+# every path; the former HUB_OPEN_PERIOD_MONTHS window is retired and ignored when set (README, configuration).
 HUB_BATCH_RUN_SECONDS = float(env_str("HUB_BATCH_RUN_SECONDS", str(max(10.0, CELERY_TASK_SOFT_TIME_LIMIT / 2))))
-HUB_OPEN_PERIOD_MONTHS = int(env_str("HUB_OPEN_PERIOD_MONTHS", "3"))
 HUB_SYNC_STUCK_DELIVERY_SECONDS = float(
     env_str("HUB_SYNC_STUCK_DELIVERY_SECONDS", str(HUB_SYNC_SWEEP_AFTER_SECONDS + CELERY_TASK_TIME_LIMIT))
 )

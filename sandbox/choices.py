@@ -37,6 +37,13 @@ class ErpObject(models.TextChoices):
     TIME_ENTRY = "time-entries"
     BILLING_EVENT = "billing-events"
     INVOICE = "invoices"
+    PERIOD = "periods"
+
+
+class ErpPeriodStatus(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+    LOCKED = "locked"
 
 
 class ApprovalStatus(models.TextChoices):

@@ -1,17 +1,17 @@
 """The batch path of approved time to the ERP: pull a page, map, check, store and deliver it, then the next.
 
-A scheduled pull of time entries that never handles one record at a time. For each page of the PSA:
-the compiled inbound mapping runs over the page (`map_batch`), the flow's policy rules run over it with
-their lookups loaded once per page (rate cards, cross-references of projects and resources, open
-periods), the page's messages are written in one statement together with the cursor move, held and
-failed entries go to the exception queue in one statement, and the passing entries are posted to the
-ERP in batches (one HTTP call per batch, one idempotency key per entry) with their delivery attempts
-recorded in bulk. A re-run of a page stores nothing (the messages' pull keys exist) and so posts
-nothing; a batch the ERP failed is retried with the same keys, which the ERP answers with the entries it
-already has, so nothing is posted twice. The next page is read, and a page's ERP call runs, on two helper
-threads while the run evaluates and stores the following page (HTTP only: every statement stays on the
-run's own connection, and a call's outcome is recorded before the next batch is claimed). At most two
-pages are held in memory at a time.
+A scheduled pull of time entries that never handles one record at a time. For each page of the PSA: the
+compiled inbound mapping runs over the page (`map_batch`), the flow's policy rules run over it with their
+lookups loaded once per page (rate cards, cross-references of projects and resources, the legal entities'
+accounting-period calendars), the page's messages are written in one statement together with the cursor move,
+held and failed entries go to the exception queue in one statement (an entry dated in a closed period as a
+closed-period item), and the passing entries are posted to the ERP in batches (one HTTP call per batch, one
+idempotency key per entry) with their delivery attempts recorded in bulk. A re-run of a page stores nothing
+(the messages' pull keys exist) and so posts nothing; a batch the ERP failed is retried with the same keys,
+which the ERP answers with the entries it already has, so nothing is posted twice. The next page is read, and
+a page's ERP call runs, on two helper threads while the run evaluates and stores the following page (HTTP
+only: every statement stays on the run's own connection, and a call's outcome is recorded before the next
+batch is claimed). At most two pages are held in memory at a time.
 
 The pieces are the engine's own: the poll cursor and its lock, pull keys, compiled mappings, the rule
 registry, retry policy, circuit breaker and rate budget, delivery keys and follow-up events.
@@ -46,8 +46,24 @@ from exception_queue.models import ExceptionItem
 from exception_queue.services import exception_items_open_many
 from governance.choices import Flow
 from governance.models import LegalEntity, OwnershipRule, SyncPolicy
-from governance.rules import RuleContext, RuleResult, rule_get, rules_evaluate, schema_defaults, value_at
-from governance.selectors import owner_of, rate_lookup_preload, sync_policy_for
+from governance.rules import (
+    CLOSED_PERIOD_SUGGESTED_ACTION,
+    PERIOD_RULE,
+    RuleContext,
+    RuleResult,
+    only_closed_period,
+    rule_get,
+    rules_evaluate,
+    schema_defaults,
+    value_at,
+)
+from governance.selectors import (
+    accounting_period_is_open,
+    owner_of,
+    period_calendar_preload,
+    rate_lookup_preload,
+    sync_policy_for,
+)
 from integrationhub.errors import HubError, HubValidationError
 from integrationhub.logging import new_correlation_id
 from integrationhub.lookups import ids_by_key
@@ -97,11 +113,6 @@ TARGET_REFERENCES = {"project_id": "project"}
 RESOURCE_ENTITY = "resource"
 
 
-def open_period_months() -> int:
-    """How many months back from the current one (which counts) the accounting periods are open."""
-    return int(getattr(settings, "HUB_OPEN_PERIOD_MONTHS", 3))
-
-
 def run_seconds() -> float:
     """How long one run pulls new pages before it hands the rest to its next run (below the task limit)."""
     default = max(10.0, float(settings.CELERY_TASK_SOFT_TIME_LIMIT) / 2)
@@ -134,17 +145,6 @@ class BatchPullResult:
 # --- lookups, loaded once per page ---------------------------------------------------------------------
 
 
-def open_periods(*, today: datetime.date | None = None) -> set[str]:
-    """The open accounting periods ("YYYY-MM"): the current month and the configured months before it."""
-    current = today or timezone.localdate()
-    year, month = current.year, current.month
-    periods = set()
-    for _ in range(max(1, open_period_months())):
-        periods.add(f"{year:04d}-{month:02d}")
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return periods
-
-
 def _rule_params(entries: Iterable[Mapping[str, Any]], name: str) -> list[dict[str, Any]]:
     found = []
     for entry in entries:
@@ -161,6 +161,24 @@ def _date_of(value: Any) -> datetime.date | None:
         return None
 
 
+def _period_calendar(
+    records: list[dict[str, Any]], entries: list[dict[str, Any]]
+) -> Callable[[str, datetime.date], bool]:
+    """The legal entities' accounting-period calendars (governance's AccountingPeriod, the same calendar the
+    per-record path and finance's admin use) for the page's entities and dates, read in one query."""
+    codes: set[str] = set()
+    dates: list[datetime.date] = []
+    for params in _rule_params(entries, PERIOD_RULE):
+        for record in records:
+            code, on_date = value_at(record, params["legal_entity_field"]), _date_of(value_at(record, params["field"]))
+            if isinstance(code, str) and on_date is not None:
+                codes.add(code)
+                dates.append(on_date)
+    if not dates:
+        return lambda code, on_date: accounting_period_is_open(legal_entity=code, on_date=on_date)
+    return period_calendar_preload(legal_entity_codes=codes, first_date=min(dates), last_date=max(dates))
+
+
 @dataclass
 class PageLookups:
     """Everything the rules and the outbound payloads of one page need, read in a handful of queries."""
@@ -173,7 +191,7 @@ def page_lookups_load(
     *, records: list[dict[str, Any]], policies: Iterable[SyncPolicy | None], target: ConnectedSystem
 ) -> PageLookups:
     """Rate cards of the page's entities, roles and dates; projects known to the target; known resources;
-    open periods. One query each, whatever the page size."""
+    the period calendars. One query each, whatever the page size."""
     entries = [entry for policy in policies if policy is not None for entry in policy.validation_rules or []]
     codes: set[str] = set()
     roles: set[str] = set()
@@ -228,7 +246,7 @@ def page_lookups_load(
         rate_lookup=rate_lookup,
         known_resources=known_resources,
         active_projects=active_projects,
-        open_periods=open_periods(),
+        period_calendar=_period_calendar(records, entries),
     )
     return PageLookups(context=context, target_ids=target_ids)
 
@@ -455,6 +473,15 @@ def page_evaluate(
                 rules_evaluate(record=canonical, entries=policy.validation_rules, context=lookups.context)
             )
             if failed:
+                if only_closed_period(failed):
+                    # Held for finance's decision: post in the next open period, or reject; nothing is posted.
+                    outcome.fail(
+                        ExceptionCategory.CLOSED_PERIOD,
+                        "; ".join(item["message"] for item in failed),
+                        CLOSED_PERIOD_SUGGESTED_ACTION,
+                        failed,
+                    )
+                    continue
                 outcome.fail(
                     ExceptionCategory.POLICY,
                     "; ".join(item["message"] for item in failed),

@@ -62,10 +62,24 @@ from exception_queue.services import (
 from governance.choices import Flow, Trigger
 from governance.flows import register_flow_runner
 from governance.models import LegalEntity, RateCard, SyncPolicy
-from governance.rules import RuleContext, rules_evaluate
-from governance.selectors import accounting_period_is_open, rate_card_valid_on, rate_for, sync_policy_for
+from governance.rules import (
+    CLOSED_PERIOD_SUGGESTED_ACTION,
+    PERIOD_RULE,
+    RuleContext,
+    only_closed_period,
+    rule_get,
+    rules_evaluate,
+    schema_defaults,
+)
+from governance.selectors import (
+    accounting_period_is_open,
+    accounting_period_next_open,
+    rate_card_valid_on,
+    rate_for,
+    sync_policy_for,
+)
 from integrationhub.dispatch import enqueue_on_commit
-from integrationhub.errors import HubConflictError, HubError
+from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from sync.choices import MessageStatus
 from sync.models import CrossReference, Message, Route
 from sync.transport import SystemUnavailableError
@@ -392,8 +406,11 @@ def _policy_fail(message: Message, failed: list[dict], state: EntryState | None,
     message.failed_at = now
     message.last_error = "; ".join(item["message"] for item in failed)[:2000]
     record = message.canonical_payload or {}
+    closed_period = only_closed_period(failed)
     exception_item_open(
-        category=ExceptionCategory.POLICY,
+        # An entry whose only failure is a closed period waits for finance's own decision on it (post in the
+        # next open period, or reject), whatever path it came by; any other failure makes it a policy item.
+        category=ExceptionCategory.CLOSED_PERIOD if closed_period else ExceptionCategory.POLICY,
         reason=message.last_error,
         message=message,
         legal_entity=message.legal_entity,
@@ -404,7 +421,9 @@ def _policy_fail(message: Message, failed: list[dict], state: EntryState | None,
         currency=(state.currency if state is not None else "")[:3],
         flow=FLOW,
         external_id=str(message.canonical_id),
-        suggested_action="Fix the entry in the PSA (it comes again once re-approved), edit the payload here and "
+        suggested_action=CLOSED_PERIOD_SUGGESTED_ACTION
+        if closed_period
+        else "Fix the entry in the PSA (it comes again once re-approved), edit the payload here and "
         "replay, or, in finance, approve an override of the failed rules.",
     )
 
@@ -935,6 +954,109 @@ def _register() -> None:
 
 
 _register()
+
+
+# --- finance's decision on an entry in a closed period ------------------------------------------------------------
+
+POSTING_DATE_MOVED_NOTE = "posting_date_moved"
+
+
+def _period_fields(item: ExceptionItem) -> tuple[str, str]:
+    """The paths of the entry's date and legal entity code the failed period check read (its params' defaults
+    when the item does not say)."""
+    defaults = schema_defaults(rule_get(PERIOD_RULE).params_schema)
+    failed: dict[str, Any] = next((entry for entry in item.failed_rules or [] if entry.get("rule") == PERIOD_RULE), {})
+    return str(failed.get("field") or defaults["field"]), str(defaults["legal_entity_field"])
+
+
+@transaction.atomic
+def exception_item_post_next_period(*, item: ExceptionItem, user: Any, reason: str) -> ExceptionItem:
+    """Finance posts an entry held in a closed period in the next open period of its legal entity: the entry's date
+    moves to that period's first day (recorded with the decision and on the message), and the entry runs again
+    through every check and the posting ledger, so it is posted once, with the moved date, or held again."""
+    from sync.services import message_replay
+
+    require_permission(user, PERM_DECIDE)
+    reason = require_reason(reason)
+    item = locked_open_item(item)
+    if item.category != ExceptionCategory.CLOSED_PERIOD or item.message is None:
+        raise HubConflictError(
+            f"Exception item #{item.pk} is not a closed-period item of an entry; its date cannot be moved.",
+            hint="Replay, fix and replay, or reject it instead.",
+        )
+    message = Message.objects.select_for_update().get(pk=item.message.pk)
+    record = dict(message.canonical_payload or {})
+    date_path, entity_path = _period_fields(item)
+    if "." in date_path:
+        raise HubConflictError(
+            f"The entry's date is the nested field {date_path}; correct it with Edit the payload and replay."
+        )
+    try:
+        on_date = datetime.date.fromisoformat(str(record.get(date_path) or "")[:10])
+    except ValueError:
+        raise HubValidationError(
+            f"The entry has no valid date in {date_path}; correct it with Edit the payload and replay.",
+            errors=[{"field": date_path, "message": "A date YYYY-MM-DD is required."}],
+        ) from None
+    entity_code = str(
+        record.get(entity_path) or (message.legal_entity.code if message.legal_entity is not None else "")
+    )
+    if not entity_code:
+        raise HubValidationError(
+            f"The entry names no legal entity ({entity_path}), so it has no period calendar.",
+            errors=[{"field": entity_path, "message": "This field is required."}],
+        )
+    period = accounting_period_next_open(legal_entity=entity_code, after=on_date)
+    if period is None:
+        raise HubConflictError(
+            f"{entity_code} has no open accounting period after {on_date.isoformat()}.",
+            hint="Open the next period in the admin (or in the ERP, then wait for the period pull), and try again.",
+        )
+    moved = period.start_date.isoformat()
+    diff = [{"path": date_path, "before": record.get(date_path), "after": moved, "change": "changed"}]
+    decision = decision_record(
+        item=item,
+        message=message,
+        action=DecisionAction.POST_NEXT_PERIOD,
+        user=user,
+        reason=f"{reason} (posting date {on_date.isoformat()} → {moved}, period {period.name} of {entity_code})",
+        payload_diff=diff,
+    )
+    item.state = ExceptionState.REPLAYED
+    item.save(update_fields=["state", "updated_at"])
+    note = {
+        POSTING_DATE_MOVED_NOTE: {
+            "from": on_date.isoformat(),
+            "to": moved,
+            "period": period.name,
+            "legal_entity": entity_code,
+            "decision": decision.pk,
+            "by": user.pk,
+            "at": timezone.now().isoformat(),
+        }
+    }
+    message.notes = [*(message.notes or []), note]
+    message.save(update_fields=["notes", "updated_at"])
+    message_replay(message=message, use_original_mapping=True, canonical_payload={**record, date_path: moved})
+    return item
+
+
+def _register_closed_period_actions() -> None:
+    register_item_action(
+        ItemAction(
+            action=DecisionAction.POST_NEXT_PERIOD,
+            label="Post in the next open period",
+            permission=PERM_DECIDE,
+            handler=exception_item_post_next_period,
+            category=ExceptionCategory.CLOSED_PERIOD,
+            needs_message=True,
+            help_text="Move the entry's date to the first day of the next open period of its legal entity and post "
+            "it there; the date change is recorded with your reason.",
+        )
+    )
+
+
+_register_closed_period_actions()
 
 
 # --- the PSA's inbound mappings (used by the demo and the tests; analysts edit them like any other) --------------

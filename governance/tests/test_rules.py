@@ -167,11 +167,17 @@ def test_resource_known():
     assert not failed.passed and failed.actual == "R9"
 
 
-def test_period_open():
-    assert run("period_open", {"date": "2026-05-31"}, open_periods={"2026-05"}).passed
-    failed = run("period_open", {"date": "2026-04-30"}, open_periods={"2026-05"})
-    assert not failed.passed and failed.actual == "2026-04" and "closed" in failed.message
-    assert not run("period_open", {"date": "not a date"}, open_periods={"2026-05"}).passed
+def test_period_open_asks_the_period_calendar_of_the_entrys_legal_entity():
+    def calendar(code, day):
+        return code == "US01" and day.strftime("%Y-%m") == "2026-05"
+
+    entry = {"legal_entity_code": "US01"}
+    assert run("period_open", {**entry, "date": "2026-05-31"}, period_calendar=calendar).passed
+    failed = run("period_open", {**entry, "date": "2026-04-30"}, period_calendar=calendar)
+    assert not failed.passed and failed.actual == "2026-04" and "closed" in failed.message and "US01" in failed.message
+    assert not run("period_open", {**entry, "date": "not a date"}, period_calendar=calendar).passed
+    # no calendar given: the rule fails rather than guesses
+    assert not run("period_open", {**entry, "date": "2026-05-31"}).passed
 
 
 def test_required_fields_lists_every_missing_path():

@@ -23,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from integrationhub.errors import HubConflictError, HubValidationError
 from sandbox import selectors, services
-from sandbox.choices import ErpInvoiceStatus, ErpObject, ErpProjectStatus, SandboxSystem
+from sandbox.choices import ErpInvoiceStatus, ErpObject, ErpPeriodStatus, ErpProjectStatus, SandboxSystem
 from sandbox.faults import with_faults
 from sandbox.models import SandboxRecord
 from sandbox.views.common import BadRequestBody, json_body
@@ -61,6 +61,8 @@ FIELDS: dict[str, dict[str, str]] = {
         "date": "date",
         "hours": "decimal",
         "employee_ref": "str",
+        # The ERP's own employee the line is booked to (the hub's resource link), as a real ERP needs it.
+        "employee_id": "str",
         "role": "str",
         "cost_code": "str",
         "bill_rate": "decimal",
@@ -90,6 +92,14 @@ FIELDS: dict[str, dict[str, str]] = {
         "lines": "list",
         "external_ref": "str",
     },
+    # The legal entity's accounting calendar: finance closes a period here and the hub's period pull reads it.
+    ErpObject.PERIOD: {
+        "name": "str",
+        "legal_entity": "str",
+        "start_date": "date",
+        "end_date": "date",
+        "status": "str",
+    },
 }
 REQUIRED = {
     ErpObject.CLIENT: ["name", "legal_entity"],
@@ -97,6 +107,7 @@ REQUIRED = {
     ErpObject.TIME_ENTRY: ["project_id", "date", "hours"],
     ErpObject.BILLING_EVENT: ["project_id", "amount"],
     ErpObject.INVOICE: ["client_id", "amount"],
+    ErpObject.PERIOD: ["name", "legal_entity", "start_date", "end_date"],
 }
 DEFAULTS: dict[str, dict[str, Any]] = {
     ErpObject.CLIENT: {"status": "active", "currency": "USD"},
@@ -108,12 +119,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     ErpObject.TIME_ENTRY: {"status": "posted", "currency": "USD"},
     ErpObject.BILLING_EVENT: {"status": "pending", "currency": "USD"},
     ErpObject.INVOICE: {"status": ErpInvoiceStatus.DRAFT.value, "currency": "USD", "lines": []},
+    ErpObject.PERIOD: {"status": ErpPeriodStatus.OPEN.value},
 }
 REFERENCES = {"client_id": ErpObject.CLIENT, "project_id": ErpObject.PROJECT}
 STATUSES = {
     ErpObject.PROJECT: set(ErpProjectStatus.values),
     ErpObject.INVOICE: set(ErpInvoiceStatus.values),
     ErpObject.CLIENT: {"active", "inactive"},
+    ErpObject.PERIOD: set(ErpPeriodStatus.values),
 }
 POSTS_TO_PROJECT = {ErpObject.TIME_ENTRY, ErpObject.BILLING_EVENT}
 

@@ -1,9 +1,10 @@
 """The approved-time flow PSA → ERP as the batch path's tests and benchmark configure it.
 
 Harvest time entries map to the canonical time entry (inbound), and the canonical entry to the sandbox
-ERP's time entry (outbound); the flow's policy lists the six time-entry rules; the rate card carries the
-PSA people's bill rates; cross-references make the PSA people known resources and the PSA project the
-ERP's project. Everything goes through the real models, so the engine reads it as it would in production.
+ERP's time entry (outbound); the flow's policy lists the six time-entry rules; the legal entity's period
+calendar has this month and the three before it open; the rate card carries the PSA people's bill rates;
+cross-references make the PSA people known resources and the PSA project the ERP's project. Everything
+goes through the real models, so the engine reads it as it would in production.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from connectors.choices import SystemRole
 from connectors.models import ConnectedSystem
 from connectors.services import connected_system_create
 from governance.choices import Flow
-from governance.models import LegalEntity, RateCard, RateCardLine, SyncPolicy
+from governance.models import AccountingPeriod, LegalEntity, RateCard, RateCardLine, SyncPolicy
+from governance.services import accounting_period_save
 from mappings.choices import Direction, MappingStatus
 from mappings.models import CanonicalEntity, FieldRule, MappingSet
 from mappings.runtime import mapping_cache_invalidate
@@ -105,6 +107,19 @@ def _mapping(system: ConnectedSystem, entity: CanonicalEntity, direction: str, r
     return mapping
 
 
+def open_months_install(*, legal_entity: LegalEntity, months: int = 4) -> None:
+    """Open accounting periods of the legal entity for this month and the months before it (the PSA's entries
+    fall in them): the period calendar is what every path asks whether an entry may post."""
+    start = datetime.date.today().replace(day=1)
+    for _ in range(months):
+        end = (start + datetime.timedelta(days=32)).replace(day=1) - datetime.timedelta(days=1)
+        if not AccountingPeriod.objects.filter(legal_entity=legal_entity, start_date__lte=end, end_date__gte=start):
+            accounting_period_save(
+                period=AccountingPeriod(legal_entity=legal_entity, start_date=start, end_date=end), reason="time flow"
+            )
+        start = (start - datetime.timedelta(days=1)).replace(day=1)
+
+
 def time_flow_configure(
     *,
     psa_url: str,
@@ -154,6 +169,7 @@ def time_flow_configure(
         rate_limit_per_second=Decimal("1000"),
         reason="time flow",
     )
+    open_months_install(legal_entity=legal_entity)
     _mapping(psa, entity, Direction.INBOUND, INBOUND_RULES)
     _mapping(erp, entity, Direction.OUTBOUND, OUTBOUND_RULES)
     mapping_cache_invalidate()

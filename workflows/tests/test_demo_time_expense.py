@@ -1,4 +1,5 @@
-"""The time and expense demo: seeded on the demo firm, it posts entries to the ERP and leaves three for finance."""
+"""The time and expense demo: seeded on the demo firm, it posts entries to the ERP and leaves three for finance
+(two policy items and one entry in a closed accounting period)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from sync.models import Message
 from workflows.demo_time_expense import seed_time_expense_demo
 from workflows.models import TimeExpensePosting
 from workflows.tests.time_expense_fixtures import run_until
+
+HELD = (ExceptionCategory.POLICY, ExceptionCategory.CLOSED_PERIOD)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_celery_worker_db")]
 
@@ -36,15 +39,18 @@ def test_the_demo_posts_its_approved_entries_and_leaves_three_policy_exceptions(
     sync_policy_run(policy_id=policy.pk)
     run_until(
         lambda: (
-            ExceptionItem.objects.filter(category=ExceptionCategory.POLICY).count() == 3
+            ExceptionItem.objects.filter(category__in=HELD).count() == 3
             and not Message.objects.filter(flow=Flow.TIME_EXPENSE_TO_ERP, status__in=["received", "queued"]).exists()
         ),
         timeout=120,
     )
 
-    # then three entries wait for finance, one per expected rule
-    items = ExceptionItem.objects.filter(category=ExceptionCategory.POLICY, state=ExceptionState.OPEN)
+    # then three entries wait for finance, one per expected rule; the closed period's as a closed-period item
+    items = ExceptionItem.objects.filter(category__in=HELD, state=ExceptionState.OPEN)
     assert sorted(rule["rule"] for item in items for rule in item.failed_rules) == sorted(demo.expected_exceptions)
+    assert [rule["rule"] for rule in items.get(category=ExceptionCategory.CLOSED_PERIOD).failed_rules] == [
+        "period_open"
+    ]
     # and every other approved entry is in the ERP, once
     posted = TimeExpensePosting.objects.filter(status="posted")
     assert posted.count() == approved_in_psa - 3
@@ -64,4 +70,4 @@ def test_the_demo_posts_its_approved_entries_and_leaves_three_policy_exceptions(
     # then nothing doubles
     assert again.approved_entries == demo.approved_entries
     assert lines.count() == posted.count() == approved_in_psa - 3
-    assert ExceptionItem.objects.filter(category=ExceptionCategory.POLICY).count() == 3
+    assert ExceptionItem.objects.filter(category__in=HELD).count() == 3
