@@ -23,6 +23,7 @@ from insights.choices import PERM_VIEW_KPIS, KpiRange
 from insights.formatting import duration_axis_unit
 from insights.guide import leader_guide
 from insights.models import BatchProgress, KpiDashboard
+from reconciliation.selectors import leakage_kpi, scope_of
 
 
 class KpiRangeForm(forms.Form):
@@ -110,6 +111,9 @@ class KpiDashboardAdmin(admin.ModelAdmin):
             "kpis": dashboard,
             "api_url": reverse("kpi-list"),
             "guide_url": reverse("admin:insights_kpidashboard_guide"),
+            # Leakage: what the last reconciliation of each entity and period could not explain (the user's entities).
+            "leakage": leakage_kpi(scope=scope_of(request.user)),
+            "reconciliation_url": reverse("hub-reconciliation"),
             # The activation chart's axis is drawn in the unit its largest median calls for (seconds to days).
             "activation_unit": duration_axis_unit(point["median_seconds"] for point in trend),
         }

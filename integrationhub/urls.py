@@ -21,6 +21,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("workflows.api.urls")),
     path("", include("exception_queue.api.urls")),
     path("", include("insights.api.urls")),
+    path("", include("reconciliation.api.urls")),
     path("", include("integrationhub.api.urls")),
 ]
 
@@ -37,6 +38,7 @@ urlpatterns = [
     path("admin/two-factor/verify/", twofactor_views.two_factor_verify_view, name="two-factor-verify"),
     path("admin/trace/", admin.site.admin_view(trace_view), name="hub-trace"),
     path("admin/history/", admin.site.admin_view(change_history_view), name="hub-change-history"),
+    path("admin/reconciliation/", include("reconciliation.urls")),
     path("", include("insights.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

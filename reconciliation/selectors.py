@@ -9,18 +9,33 @@ from typing import Any
 
 from django.db.models import Q, QuerySet, Sum
 
-from integrationhub.scoping import EntityScope, records_in_scope
+from integrationhub.models import ApiKey
+from integrationhub.scoping import entity_scope_of
 from reconciliation.choices import RunStatus
 from reconciliation.models import ReconciliationRow, ReconciliationRun
 
+# The legal-entity ids a caller may see, None for every entity (integrationhub.scoping's answer).
+Scope = frozenset[int] | None
+EVERY_ENTITY: Scope = None
 
-def run_list(
-    *, scope: EntityScope, legal_entity_id: int | None = None, period: str = ""
-) -> QuerySet[ReconciliationRun]:
+
+def scope_of(user: Any, api_key: ApiKey | None = None) -> Scope:
+    """The legal entities `user` (through `api_key`, if any) sees runs and rows of: the hub's legal-entity scope."""
+    return entity_scope_of(user, api_key)
+
+
+def in_scope(queryset: QuerySet, scope: Scope) -> QuerySet:
+    """The runs or rows of `queryset` whose legal entity is in `scope`."""
+    return queryset if scope is None else queryset.filter(legal_entity_id__in=scope)
+
+
+def scope_covers(scope: Scope, legal_entity_id: int) -> bool:
+    return scope is None or legal_entity_id in scope
+
+
+def run_list(*, scope: Scope, legal_entity_id: int | None = None, period: str = "") -> QuerySet[ReconciliationRun]:
     """Runs in scope, newest first, optionally of one entity and period."""
-    runs = records_in_scope(
-        ReconciliationRun.objects.select_related("legal_entity", "failed_system", "started_by"), scope=scope
-    )
+    runs = in_scope(ReconciliationRun.objects.select_related("legal_entity", "failed_system", "started_by"), scope)
     if legal_entity_id:
         runs = runs.filter(legal_entity_id=legal_entity_id)
     if period:
@@ -28,9 +43,7 @@ def run_list(
     return runs.order_by("-created_at", "-id")
 
 
-def latest_good_runs(
-    *, scope: EntityScope, legal_entity_id: int | None = None, period: str = ""
-) -> list[ReconciliationRun]:
+def latest_good_runs(*, scope: Scope, legal_entity_id: int | None = None, period: str = "") -> list[ReconciliationRun]:
     """The last succeeded run of each (entity, period) in scope: the result the page shows."""
     found: dict[tuple[int, str], ReconciliationRun] = {}
     runs = run_list(scope=scope, legal_entity_id=legal_entity_id, period=period).filter(status=RunStatus.SUCCEEDED)
@@ -39,7 +52,7 @@ def latest_good_runs(
     return sorted(found.values(), key=lambda run: (run.period, run.legal_entity.code), reverse=True)
 
 
-def latest_runs(*, scope: EntityScope, legal_entity_id: int | None = None, period: str = "") -> list[ReconciliationRun]:
+def latest_runs(*, scope: Scope, legal_entity_id: int | None = None, period: str = "") -> list[ReconciliationRun]:
     """The newest run of each (entity, period) in scope, whatever its outcome (a failure shows beside the result)."""
     found: dict[tuple[int, str], ReconciliationRun] = {}
     for run in run_list(scope=scope, legal_entity_id=legal_entity_id, period=period):
@@ -59,9 +72,9 @@ class RowFilters:
     only_differences: bool = False
 
 
-def row_list(*, scope: EntityScope, runs: list[ReconciliationRun], filters: RowFilters) -> QuerySet[ReconciliationRow]:
+def row_list(*, scope: Scope, runs: list[ReconciliationRun], filters: RowFilters) -> QuerySet[ReconciliationRow]:
     """The rows of `runs` in scope matching `filters` (project and person match the id or the name)."""
-    rows = records_in_scope(ReconciliationRow.objects.select_related("run", "legal_entity"), scope=scope).filter(
+    rows = in_scope(ReconciliationRow.objects.select_related("run", "legal_entity"), scope).filter(
         run__in=[run.pk for run in runs]
     )
     if filters.legal_entity_id:
@@ -79,7 +92,7 @@ def row_list(*, scope: EntityScope, runs: list[ReconciliationRun], filters: RowF
     return rows.order_by("-period", "legal_entity__code", "kind", "project", "person", "id")
 
 
-def leakage_kpi(*, scope: EntityScope) -> dict[str, Any]:
+def leakage_kpi(*, scope: Scope) -> dict[str, Any]:
     """Leakage on the KPI dashboard: the unexplained amount and the number of differences of the last good run
     of every (entity, period) in scope, per currency, and when the newest of those runs finished."""
     runs = latest_good_runs(scope=scope)

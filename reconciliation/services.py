@@ -49,7 +49,7 @@ from integrationhub.audit import AuditAction, audit_record
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from integrationhub.logging import new_correlation_id
-from integrationhub.scoping import entity_scope_for
+from integrationhub.scoping import entity_scope_of
 from mappings.choices import Direction
 from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
 from reconciliation import readers
@@ -494,6 +494,20 @@ def _hub_explain(collected: Collected, *, pairs: list[Pair], now: datetime.datet
                     .values("pk", "canonical_id", "status", "correlation_id", "received_at")
                 ):
                     latest[(psa.pk, kind, message["canonical_id"])] = message
+    # An entry the PSA no longer shows as approved came from the ERP's side: its person is the one its latest
+    # message names (the ERP's line may name the ERP's own employee instead).
+    unnamed = {
+        latest[(psa_by_slug[e.key.split(":", 1)[0]].pk, e.kind, e.psa_id)]["pk"]: e
+        for e in entries
+        if not e.approved_hours
+        and not e.approved_amount
+        and (psa_by_slug.get(e.key.split(":", 1)[0]) is not None)
+        and (psa_by_slug[e.key.split(":", 1)[0]].pk, e.kind, e.psa_id) in latest
+    }
+    for chunk in _chunks(list(unnamed)):
+        for pk, canonical in Message.objects.filter(pk__in=chunk).values_list("pk", "canonical_payload"):
+            if isinstance(canonical, dict) and canonical.get("resource_id"):
+                unnamed[pk].person = str(canonical["resource_id"])
     open_items: dict[int, list[dict[str, Any]]] = defaultdict(list)
     rejected: set[int] = set()
     message_ids = [message["pk"] for message in latest.values()]
@@ -737,7 +751,8 @@ def difference_items_sync(*, run: ReconciliationRun, rows: list[ReconciliationRo
 
 
 def _require_scope(user: Any, api_key: Any, legal_entity: LegalEntity) -> None:
-    if not entity_scope_for(user, api_key).covers(legal_entity.pk):
+    entities = entity_scope_of(user, api_key)
+    if entities is not None and legal_entity.pk not in entities:
         raise HubValidationError(
             f"legal_entity {legal_entity.code} is not in your legal-entity scope.",
             errors=[{"field": "legal_entity", "message": "Choose a legal entity you are granted."}],
@@ -792,7 +807,6 @@ def reconciliation_run_start(
             summary=f"Reconciliation of {legal_entity.code} {period} started ({trigger})",
             details={"period": period, "trigger": trigger},
             correlation_id=run.correlation_id,
-            legal_entity_id=legal_entity.pk,
         )
     from reconciliation.tasks import reconciliation_run_task
 

@@ -9,10 +9,9 @@ import pytest
 
 from exception_queue.choices import ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
-from integrationhub.scoping import EVERY_ENTITY
 from reconciliation.choices import RunStatus
 from reconciliation.models import ReconciliationRow
-from reconciliation.selectors import latest_good_runs, latest_runs
+from reconciliation.selectors import EVERY_ENTITY, latest_good_runs, latest_runs
 from reconciliation.tests.support import faults_set, pull_and_post, pull_and_process, reconcile
 from sandbox.services import record_delete
 from workflows.choices import PostingStatus
