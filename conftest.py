@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from integrationhub import roles
+from integrationhub.models import UserLegalEntityScope
 
 
 def pytest_configure(config) -> None:
@@ -37,6 +38,9 @@ def make_role_user(db) -> Callable[..., object]:
             user.save()
         else:
             user.groups.add(Group.objects.get(name=role))
+            # Every legal entity, as an enterprise-wide user; a test narrows it by setting the scope's entities.
+            # bulk_create: no audit event of the grant, so tests that count audit events see only their own.
+            UserLegalEntityScope.objects.bulk_create([UserLegalEntityScope(user=user, all_entities=True)])
         return user
 
     return make

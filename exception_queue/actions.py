@@ -17,6 +17,7 @@ from typing import Any
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
 from integrationhub.errors import HubConflictError, HubValidationError
+from integrationhub.scoping import require_in_scope
 
 ANY_CATEGORY = "*"
 ActionHandler = Callable[..., ExceptionItem]
@@ -95,7 +96,9 @@ def item_actions_available(*, item: ExceptionItem, user: Any) -> list[ItemAction
 
 
 def item_action_perform(*, item: ExceptionItem, action: str, user: Any, reason: str, **inputs: Any) -> ExceptionItem:
-    """Run `action` on `item` as `user`; a clear error when the action does not apply to the item."""
+    """Run `action` on `item` as `user`; a clear error when the action does not apply to the item, and 404 when
+    the item belongs to a legal entity outside the user's scope (every page, API call and bulk action ends here)."""
+    require_in_scope(user=user, legal_entity_id=item.legal_entity_id, what=f"exception item #{item.pk}")
     for candidate in item_actions_for_category(item.category, item):
         if candidate.action == action:
             unknown = set(inputs) - set(candidate.inputs)

@@ -25,6 +25,7 @@ from exception_queue.selectors import (
     exception_items_by_age,
 )
 from exception_queue.services import PERM_DECIDE, PERM_FIX
+from integrationhub.scoping import OperationalScopeAdminMixin, request_entity_scope
 
 AMOUNT_BUCKETS = (
     ("lt1k", "Below 1,000", None, Decimal("1000")),
@@ -69,7 +70,9 @@ class AgeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ExceptionItem)
-class ExceptionItemAdmin(admin.ModelAdmin):
+class ExceptionItemAdmin(OperationalScopeAdminMixin, admin.ModelAdmin):
+    """The queue: only the items of the user's legal entities; another entity's item answers 404."""
+
     list_display = [
         "item_link",
         "category",
@@ -93,7 +96,7 @@ class ExceptionItemAdmin(admin.ModelAdmin):
     actions = ["bulk_replay", "bulk_reject"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ExceptionItem]:
-        return exception_item_queue()
+        return exception_item_queue(scope=request_entity_scope(request))
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[ExceptionItem], search_term: str
@@ -150,7 +153,7 @@ class ExceptionItemAdmin(admin.ModelAdmin):
         self._now = timezone.now()
         context = {
             **(extra_context or {}),
-            "category_counts": open_item_counts_by_category(),
+            "category_counts": open_item_counts_by_category(scope=request_entity_scope(request)),
             "sla_hours": exception_sla_hours(),
             "amount_gte": request.GET.get("amount__gte", ""),
             "amount_lte": request.GET.get("amount__lte", ""),
@@ -185,7 +188,9 @@ class ExceptionItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(OperationalScopeAdminMixin, admin.ModelAdmin):
+    """Decisions on the items and messages of the user's legal entities."""
+
     list_display = ["created_at", "action", "item", "message", "user"]
     list_filter = ["action"]
     list_select_related = ["item", "message", "user"]

@@ -47,6 +47,27 @@ def message_operations() -> MessageOperations:
     return _operations[0]
 
 
+# Fills the legal entity of items opened without one (from their message, project or system), in place.
+ItemEntityResolver = Callable[[list[Any]], None]
+_entity_resolvers: list[ItemEntityResolver] = []
+
+
+def item_entity_resolver_register(resolver: ItemEntityResolver) -> None:
+    """Register how the engine tells the legal entity of an item opened without one (replaces an earlier one)."""
+    _entity_resolvers[:] = [resolver]
+
+
+def item_entities_fill(items: list[Any]) -> None:
+    """Give the items without a legal entity the one of their workflow run, else what the engine infers (from
+    their message, the project or contract it references, or the source system); unknown stays empty."""
+    for item in items:
+        if item.legal_entity_id is None and item.workflow_run_id is not None and item.workflow_run is not None:
+            item.legal_entity_id = item.workflow_run.legal_entity_id
+    missing = [item for item in items if item.legal_entity_id is None]
+    if missing and _entity_resolvers:
+        _entity_resolvers[0](missing)
+
+
 def item_detail_provider_register(name: str, provider: ItemDetailProvider) -> None:
     """Add (or replace, by name) what an app contributes to an item's page."""
     _detail_providers[name] = provider

@@ -17,6 +17,12 @@ from django.utils import timezone
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import Decision, ExceptionItem
 from exception_queue.ports import item_detail_providers
+from integrationhub.scoping import EntityScope, records_in_scope
+
+
+def _scoped(queryset: QuerySet, scope: EntityScope | None) -> QuerySet:
+    """`queryset` within `scope` (a user's or key's legal entities); None for the engine's own reads."""
+    return queryset if scope is None else records_in_scope(queryset, scope=scope)
 
 
 def exception_item_list(
@@ -27,9 +33,11 @@ def exception_item_list(
     legal_entity_id: int | None = None,
     created_after: datetime.datetime | None = None,
     created_before: datetime.datetime | None = None,
+    scope: EntityScope | None = None,
 ) -> QuerySet[ExceptionItem]:
-    """Items matching every given filter, newest first (the indexes cover state + category and system)."""
-    items = ExceptionItem.objects.select_related("message", "system", "legal_entity")
+    """Items within `scope` (if given) matching every given filter, newest first (the indexes cover state +
+    category and system). The scope applies first: a legal-entity filter only narrows it."""
+    items = _scoped(ExceptionItem.objects.select_related("message", "system", "legal_entity"), scope)
     if state:
         items = items.filter(state=state)
     if category:
@@ -50,10 +58,11 @@ def decision_list(*, item_id: int) -> QuerySet[Decision]:
     return Decision.objects.select_related("user").filter(item_id=item_id).order_by("created_at", "id")
 
 
-def open_item_counts_by_category() -> list[dict[str, object]]:
-    """Open items per category, every category listed (zero included): [{category, label, count}]."""
+def open_item_counts_by_category(*, scope: EntityScope | None = None) -> list[dict[str, object]]:
+    """Open items per category (within `scope`, if given), every category listed (zero included)."""
     counts = dict(
-        ExceptionItem.objects.filter(state=ExceptionState.OPEN)
+        _scoped(ExceptionItem.objects.all(), scope)
+        .filter(state=ExceptionState.OPEN)
         .values_list("category")
         .annotate(n=Count("id"))
         .values_list("category", "n")
@@ -139,11 +148,12 @@ def exception_item_queue(
     age: str | None = None,
     search: str | None = None,
     now: datetime.datetime | None = None,
+    scope: EntityScope | None = None,
 ) -> QuerySet[ExceptionItem]:
     """The queue screen's rows: every filter of the page, with what each row shows joined or annotated
     (system, legal entity, message, requester, approvals given) so a page costs a fixed number of queries."""
     items = exception_item_list(
-        state=state, category=category, system_id=system_id, legal_entity_id=legal_entity_id
+        state=state, category=category, system_id=system_id, legal_entity_id=legal_entity_id, scope=scope
     ).select_related("requested_by", "workflow_run")
     if flow:
         items = items.filter(flow=flow)
@@ -228,12 +238,15 @@ class ExceptionItemDetail:
     deliveries: list[Any] = field(default_factory=list)
     workflow_run: Any = None
     workflow_steps: list[Any] = field(default_factory=list)
+    # The reader's legal-entity scope: the providers show only what it covers (the trace's other rows, say).
+    scope: EntityScope | None = None
 
 
-def exception_item_detail(*, item_id: int) -> ExceptionItemDetail | None:
-    """One item with what its page shows, or None when there is no such item."""
+def exception_item_detail(*, item_id: int, scope: EntityScope | None = None) -> ExceptionItemDetail | None:
+    """One item with what its page shows, or None when there is no such item (or it is outside `scope`)."""
     item = (
-        ExceptionItem.objects.select_related(
+        _scoped(ExceptionItem.objects.all(), scope)
+        .select_related(
             "message__system", "message__mapping_set", "system", "legal_entity", "requested_by", "workflow_run"
         )
         .filter(pk=item_id)
@@ -247,6 +260,7 @@ def exception_item_detail(*, item_id: int) -> ExceptionItemDetail | None:
         decisions=decisions,
         approvals=exception_item_approvals(item=item, decisions=decisions),
         aging=exception_item_aging(item=item),
+        scope=scope,
     )
     # The trace, the deliveries and the record's ids elsewhere come from the apps that own them.
     for provide in item_detail_providers():

@@ -17,9 +17,10 @@ from django.utils import timezone
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState, ReplayMapping
 from exception_queue.models import Decision, ExceptionItem
-from exception_queue.ports import message_operations
+from exception_queue.ports import item_entities_fill, message_operations
 from integrationhub.audit import AuditAction, audit_record
 from integrationhub.errors import HubConflictError, HubValidationError
+from integrationhub.scoping import EntityScope, entity_scope_for, require_in_scope
 
 if TYPE_CHECKING:
     from sync.models import Message
@@ -71,6 +72,7 @@ def _decision_record(**fields: Any) -> Decision:
             else [],
         },
         correlation_id=getattr(message, "correlation_id", None),
+        legal_entity_id=item.legal_entity_id if item else getattr(message, "legal_entity_id", None),
     )
     return decision
 
@@ -124,6 +126,9 @@ def exception_item_open(
     item.step = step
     item.external_id = external_id[:200] or item.external_id
     item.requested_by = requested_by
+    # An item is scoped by its legal entity: when the caller could not tell it (the mapping failed), the
+    # message's, the project's or the system's is taken, so the item lands in its entity's queue.
+    item_entities_fill([item])
     item.full_clean(exclude=["message", "delivery", "system", "legal_entity", "workflow_run", "requested_by"])
     item.save()
     return item
@@ -151,6 +156,7 @@ def exception_items_open_many(*, items: list[ExceptionItem]) -> None:
     webhook and by a pull, never floods the queue); the others are inserted together."""
     if not items:
         return
+    item_entities_fill(items)
     wanted = {(item.message_id, item.delivery_id, item.category): item for item in items}
     message_ids = {key[0] for key in wanted if key[0] is not None}
     found: dict[tuple[Any, Any, str], ExceptionItem] = {}
@@ -191,6 +197,11 @@ def locked_open_item(item: ExceptionItem) -> ExceptionItem:
 def _require(user: Any, permission: str) -> None:
     if user is None or not user.has_perm(permission):
         raise PermissionDenied(f"This action needs the permission {permission}.")
+
+
+def require_item_in_scope(user: Any, item: ExceptionItem) -> None:
+    """An item of a legal entity outside the user's scope is answered as missing (404), from every entry point."""
+    require_in_scope(user=user, legal_entity_id=item.legal_entity_id, what=f"exception item #{item.pk}")
 
 
 def _require_reason(reason: str) -> str:
@@ -238,6 +249,7 @@ def exception_item_replay(
     message_replay = message_operations().replay
 
     _require(user, PERM_FIX)
+    require_item_in_scope(user, item)
     reason = _require_reason(reason)
     item = _locked_open(item)
     if item.message is None:
@@ -260,6 +272,7 @@ def exception_item_fix_and_replay(
     message_replay = message_operations().replay
 
     _require(user, PERM_FIX)
+    require_item_in_scope(user, item)
     reason = _require_reason(reason)
     if not isinstance(payload, dict):
         raise HubValidationError("The corrected payload must be a JSON object.")
@@ -290,6 +303,7 @@ def exception_item_approve(*, item: ExceptionItem, user: Any, reason: str) -> Ex
     message_release = message_operations().release
 
     _require(user, PERM_DECIDE)
+    require_item_in_scope(user, item)
     reason = _require_reason(reason)
     item = _locked_open(item)
     if item.category != ExceptionCategory.APPROVAL_REQUIRED:
@@ -323,6 +337,7 @@ def exception_item_reject(*, item: ExceptionItem, user: Any, reason: str) -> Exc
     message_reject = message_operations().reject
 
     _require(user, PERM_DECIDE)
+    require_item_in_scope(user, item)
     reason = _require_reason(reason)
     item = _locked_open(item)
     _decision_record(item=item, message=item.message, action=DecisionAction.REJECT, user=user, reason=reason)
@@ -344,8 +359,10 @@ def exception_items_bulk_replay(
     created_before: datetime.datetime | None = None,
     limit: int = 500,
     mapping: str = ReplayMapping.ORIGINAL,
+    scope: EntityScope | None = None,
 ) -> int:
-    """Replay every open item matching the filter (at most `limit`), one Decision each; returns the count."""
+    """Replay every open item matching the filter (at most `limit`) within the legal entities of `scope` (a key's)
+    or of `user`, one Decision each; returns the count. The filter only narrows: it never reaches beyond them."""
     from exception_queue.selectors import exception_item_list
 
     _require(user, PERM_FIX)
@@ -357,6 +374,7 @@ def exception_items_bulk_replay(
         legal_entity_id=legal_entity_id,
         created_after=created_after,
         created_before=created_before,
+        scope=scope or entity_scope_for(user),
     ).exclude(category=ExceptionCategory.APPROVAL_REQUIRED)
     count = 0
     for item in items.filter(message__isnull=False)[:limit]:
@@ -377,6 +395,7 @@ def message_replay_request(
     message_replay = message_operations().replay
 
     _require(user, PERM_REPLAY_MESSAGE)
+    require_in_scope(user=user, legal_entity_id=message.legal_entity_id, what=f"message #{message.pk}")
     reason = _require_reason(reason)
     decision = _decision_record(message=message, action=DecisionAction.REPLAY, user=user, reason=reason)
     ExceptionItem.objects.filter(message=message, state=ExceptionState.OPEN).exclude(

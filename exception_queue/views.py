@@ -25,6 +25,7 @@ from exception_queue.models import ExceptionItem
 from exception_queue.selectors import exception_item_actions_for, exception_item_detail
 from exception_queue.services import payload_diff
 from integrationhub.errors import HubError
+from integrationhub.scoping import records_in_scope, request_entity_scope
 
 
 def _pretty(value: Any) -> str:
@@ -59,7 +60,7 @@ def item_detail_view(
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     try:
-        detail = exception_item_detail(item_id=int(object_id))
+        detail = exception_item_detail(item_id=int(object_id), scope=request_entity_scope(request))
     except ValueError:
         detail = None
     if detail is None:
@@ -90,8 +91,10 @@ def item_action_view(request: HttpRequest, model_admin: Any, object_id: int) -> 
     """POST one action on one item. "Edit and replay" first shows the diff; it runs once the user confirms."""
     if request.method != "POST":
         return HttpResponseRedirect(reverse("admin:exception_queue_exceptionitem_change", args=[object_id]))
-    item = ExceptionItem.objects.select_related("message").filter(pk=object_id).first()
-    if item is None:
+    item = (
+        records_in_scope(ExceptionItem.objects.select_related("message"), request=request).filter(pk=object_id).first()
+    )
+    if item is None:  # missing, or another legal entity's: the same answer
         raise Http404("No such exception item.")
     action = request.POST.get("action", "")
     offered = {a.action: a for a in exception_item_actions_for(item=item, user=request.user)}
@@ -144,7 +147,10 @@ def bulk_action_view(
     request: HttpRequest, model_admin: Any, queryset: QuerySet[ExceptionItem], *, action: str
 ) -> HttpResponse | None:
     """The admin action: a confirmation page listing the items and asking a reason, then the bulk decision."""
-    items = list(queryset.select_related("system", "legal_entity").order_by("id")[:500])
+    # The admin's queryset is already the user's scope; scoped again so a caller passing another cannot widen it.
+    items = list(
+        records_in_scope(queryset, request=request).select_related("system", "legal_entity").order_by("id")[:500]
+    )
     if request.POST.get("confirm") == "yes":
         try:
             outcome = exception_items_bulk_perform(

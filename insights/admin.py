@@ -23,6 +23,7 @@ from insights.choices import PERM_VIEW_KPIS, KpiRange
 from insights.formatting import duration_axis_unit
 from insights.guide import leader_guide
 from insights.models import BatchProgress, KpiDashboard
+from integrationhub.scoping import OperationalScopeAdminMixin, request_entity_scope
 from reconciliation.selectors import leakage_kpi, scope_of
 
 
@@ -99,7 +100,8 @@ class KpiDashboardAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         form, window, error = kpi_window_from_request(request)
-        dashboard = selectors.kpi_dashboard_cached(window=window)
+        # Counted over the user's legal entities only: a regional lead sees their entities' figures.
+        dashboard = selectors.kpi_dashboard_cached(window=window, scope=request_entity_scope(request))
         trend = dashboard["project_activation"]["trend"]
         context = {
             **self.admin_site.each_context(request),
@@ -121,8 +123,9 @@ class KpiDashboardAdmin(admin.ModelAdmin):
 
 
 @admin.register(BatchProgress)
-class BatchProgressAdmin(admin.ModelAdmin):
-    """Batch syncs as they run: the list refreshes itself every second from live.json."""
+class BatchProgressAdmin(OperationalScopeAdminMixin, admin.ModelAdmin):
+    """Batch syncs as they run: the list refreshes itself every second from live.json (the batches of systems
+    serving only the user's legal entities)."""
 
     list_display = ["id", "kind", "system", "entity", "label", "status", "done", "total", "failed", "started_at"]
     list_filter = ["kind", "status"]
@@ -149,7 +152,7 @@ class BatchProgressAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "Batch progress",
-            "batches": selectors.batch_progress_list(),
+            "batches": selectors.batch_progress_list(scope=request_entity_scope(request)),
             "live_url": reverse("admin:insights_batchprogress_live"),
             **(extra_context or {}),
         }
@@ -158,4 +161,6 @@ class BatchProgressAdmin(admin.ModelAdmin):
     def live_view(self, request: HttpRequest) -> JsonResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return JsonResponse({"now": timezone.now(), "batches": selectors.batch_progress_list()})
+        return JsonResponse(
+            {"now": timezone.now(), "batches": selectors.batch_progress_list(scope=request_entity_scope(request))}
+        )

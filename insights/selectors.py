@@ -31,6 +31,7 @@ from governance.choices import Flow
 from insights.choices import BatchStatus, KpiBucket, KpiRange
 from insights.formatting import percent
 from insights.models import BatchProgress
+from integrationhub.scoping import EntityScope, records_in_scope
 from sync.choices import AttemptOutcome, MessageStatus
 from sync.models import DeliveryAttempt, Message
 from workflows.choices import RunStatus
@@ -216,10 +217,21 @@ def _rate(part: int, whole: int) -> float | None:
 # --- the figures ----------------------------------------------------------------------------------------
 
 
-def project_activation_kpi(*, window: KpiWindow) -> dict[str, Any]:
+def _in_scope(queryset: QuerySet, scope: EntityScope | None) -> QuerySet:
+    """The rows of `queryset` a scoped reader's figures count (every row without a scope: /metrics, tests)."""
+    return queryset if scope is None else records_in_scope(queryset, scope=scope)
+
+
+def _scope_key(scope: EntityScope | None) -> str:
+    if scope is None or scope.all_entities:
+        return "all"
+    return "-".join(str(pk) for pk in sorted(scope.entity_ids)) or "none"
+
+
+def project_activation_kpi(*, window: KpiWindow, scope: EntityScope | None = None) -> dict[str, Any]:
     """Opportunity to project: closed-won (the run's triggered_at) to staffing released (the release_staffing
     step's finished_at), for activations finished in the window: count, median, p90 and the median per bucket."""
-    steps = WorkflowStep.objects.filter(
+    steps = _in_scope(WorkflowStep.objects.all(), scope).filter(
         name=ACTIVATION_STEP,
         finished_at__gte=window.start,
         finished_at__lt=window.end,
@@ -236,10 +248,10 @@ def project_activation_kpi(*, window: KpiWindow) -> dict[str, Any]:
     }
 
 
-def time_to_erp_latency_kpi(*, window: KpiWindow) -> dict[str, Any]:
+def time_to_erp_latency_kpi(*, window: KpiWindow, scope: EntityScope | None = None) -> dict[str, Any]:
     """Approved time and expense to ERP: approval (the message's source_timestamp) to delivery, for messages
     delivered in the window: count, p50 and p95 in seconds."""
-    rows = Message.objects.filter(
+    rows = _in_scope(Message.objects.all(), scope).filter(
         flow=Flow.TIME_EXPENSE_TO_ERP,
         delivered_at__gte=window.start,
         delivered_at__lt=window.end,
@@ -251,10 +263,10 @@ def time_to_erp_latency_kpi(*, window: KpiWindow) -> dict[str, Any]:
     return {"count": figures["count"], "p50_seconds": figures["p50"], "p95_seconds": figures["p95"]}
 
 
-def milestone_billing_latency_kpi(*, window: KpiWindow) -> dict[str, Any]:
+def milestone_billing_latency_kpi(*, window: KpiWindow, scope: EntityScope | None = None) -> dict[str, Any]:
     """Milestone to billing: milestone completion (the run's triggered_at) to the billing event created (the
     completed run's finished_at), for runs finished in the window: count, median and p90 in seconds."""
-    runs = WorkflowRun.objects.filter(
+    runs = _in_scope(WorkflowRun.objects.all(), scope).filter(
         flow=Flow.MILESTONE_BILLING,
         status=RunStatus.COMPLETED,
         finished_at__gte=window.start,
@@ -266,7 +278,7 @@ def milestone_billing_latency_kpi(*, window: KpiWindow) -> dict[str, Any]:
     return {"count": figures["count"], "median_seconds": figures["median"], "p90_seconds": figures["p90"]}
 
 
-def exception_rate_kpi(*, window: KpiWindow) -> dict[str, Any]:
+def exception_rate_kpi(*, window: KpiWindow, scope: EntityScope | None = None) -> dict[str, Any]:
     """Exception items opened in the window against the work received in it: overall, per category and per flow
     (through the `flow` column items, messages and runs carry). Three grouped queries.
 
@@ -276,23 +288,24 @@ def exception_rate_kpi(*, window: KpiWindow) -> dict[str, Any]:
     messages; `runs` and `units` (messages + runs) say what the rates are taken against."""
     flows = [*Flow.values, ""]
     messages_by_flow = dict(
-        Message.objects.filter(flow__in=flows, received_at__gte=window.start, received_at__lt=window.end)
+        _in_scope(Message.objects.all(), scope)
+        .filter(flow__in=flows, received_at__gte=window.start, received_at__lt=window.end)
         .values_list("flow")
         .annotate(n=Count("*"))
         .values_list("flow", "n")
         .order_by()
     )
     runs_by_flow = dict(
-        WorkflowRun.objects.filter(
-            flow__in=Flow.values, message__isnull=True, started_at__gte=window.start, started_at__lt=window.end
-        )
+        _in_scope(WorkflowRun.objects.all(), scope)
+        .filter(flow__in=Flow.values, message__isnull=True, started_at__gte=window.start, started_at__lt=window.end)
         .values_list("flow")
         .annotate(n=Count("*"))
         .values_list("flow", "n")
         .order_by()
     )
     item_rows = (
-        ExceptionItem.objects.filter(created_at__gte=window.start, created_at__lt=window.end)
+        _in_scope(ExceptionItem.objects.all(), scope)
+        .filter(created_at__gte=window.start, created_at__lt=window.end)
         .values_list("flow", "category")
         .annotate(n=Count("*"))
         .values_list("flow", "category", "n")
@@ -348,18 +361,23 @@ def exception_rate_kpi(*, window: KpiWindow) -> dict[str, Any]:
     }
 
 
-def backlog_kpi(*, now: datetime.datetime | None = None) -> dict[str, Any]:
+def backlog_kpi(*, now: datetime.datetime | None = None, scope: EntityScope | None = None) -> dict[str, Any]:
     """Now: messages waiting in the pipeline (received, mapped, validated, queued) per status, open exception
     items and the age of the oldest one. Two queries."""
     now = now or timezone.now()
     waiting = dict(
-        Message.objects.filter(status__in=WAITING_STATUSES)
+        _in_scope(Message.objects.all(), scope)
+        .filter(status__in=WAITING_STATUSES)
         .values_list("status")
         .annotate(n=Count("*"))
         .values_list("status", "n")
         .order_by()
     )
-    held = ExceptionItem.objects.filter(state=ExceptionState.OPEN).aggregate(n=Count("*"), oldest=Min("created_at"))
+    held = (
+        _in_scope(ExceptionItem.objects.all(), scope)
+        .filter(state=ExceptionState.OPEN)
+        .aggregate(n=Count("*"), oldest=Min("created_at"))
+    )
     oldest = held["oldest"]
     return {
         "messages_waiting": sum(waiting.values()),
@@ -370,11 +388,12 @@ def backlog_kpi(*, now: datetime.datetime | None = None) -> dict[str, Any]:
     }
 
 
-def throughput_kpi(*, window: KpiWindow) -> dict[str, Any]:
+def throughput_kpi(*, window: KpiWindow, scope: EntityScope | None = None) -> dict[str, Any]:
     """Messages delivered per flow in the window: totals, per-hour rate, and a count per bucket. One query."""
     trunc = TRUNC[KpiBucket(window.bucket)]
     rows = (
-        Message.objects.filter(
+        _in_scope(Message.objects.all(), scope)
+        .filter(
             flow__in=Flow.values,
             delivered_at__gte=window.start,
             delivered_at__lt=window.end,
@@ -404,13 +423,14 @@ def throughput_kpi(*, window: KpiWindow) -> dict[str, Any]:
     return {"bucket": window.bucket, "buckets": buckets, "flows": flows}
 
 
-def delivery_success_kpi(*, window: KpiWindow) -> list[dict[str, Any]]:
+def delivery_success_kpi(*, window: KpiWindow, scope: EntityScope | None = None) -> list[dict[str, Any]]:
     """Calls made in the window per connected system (a delivery's attempts and a workflow step's calls alike,
     through the attempt's `system`): attempts, successes (delivered or found already applied), retryable and
     terminal errors, and the success rate. Sorted by the system's role (CRM, PSA, ERP, ...) then its name. One
     grouped query plus the systems' names and roles."""
     rows = (
-        DeliveryAttempt.objects.filter(created_at__gte=window.start, created_at__lt=window.end)
+        _in_scope(DeliveryAttempt.objects.all(), scope)
+        .filter(created_at__gte=window.start, created_at__lt=window.end)
         .values_list("system")
         .annotate(
             attempts=Count("*"),
@@ -454,27 +474,32 @@ def delivery_success_kpi(*, window: KpiWindow) -> list[dict[str, Any]]:
     )
 
 
-def duplicate_suspects_kpi(*, limit: int = 10) -> dict[str, Any]:
+def duplicate_suspects_kpi(*, limit: int = 10, scope: EntityScope | None = None) -> dict[str, Any]:
     """Open duplicate-suspect items: how many, and the oldest few an analyst should look at first. Two queries."""
-    open_items = ExceptionItem.objects.filter(state=ExceptionState.OPEN, category=ExceptionCategory.DUPLICATE_SUSPECT)
+    open_items = _in_scope(ExceptionItem.objects.all(), scope).filter(
+        state=ExceptionState.OPEN, category=ExceptionCategory.DUPLICATE_SUSPECT
+    )
     oldest = list(
         open_items.order_by("created_at", "id").values("id", "external_id", "reason", "created_at", "flow")[:limit]
     )
     return {"open": open_items.count(), "oldest": oldest}
 
 
-def kpi_dashboard(*, window: KpiWindow, now: datetime.datetime | None = None) -> dict[str, Any]:
-    """Every figure of the leaders' dashboard for one window (about 15 queries, independent of the row count)."""
+def kpi_dashboard(
+    *, window: KpiWindow, now: datetime.datetime | None = None, scope: EntityScope | None = None
+) -> dict[str, Any]:
+    """Every figure of the leaders' dashboard for one window (about 15 queries, independent of the row count),
+    counted over the rows of `scope`'s legal entities only when given."""
     if not _is_postgres():
         # Not in a transaction on SQLite: the embedded default's transactions take the write lock at BEGIN.
-        return _kpi_dashboard(window=window, now=now)
+        return _kpi_dashboard(window=window, now=now, scope=scope)
     with transaction.atomic():
         # Percentiles sort their rows: give this transaction's sorts enough memory not to spill to disk on a
         # 90-day range (PostgreSQL's default is 4 MB). JIT compiling costs more than it saves on these short
         # aggregates. SET LOCAL ends with the transaction.
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL work_mem = '64MB'; SET LOCAL jit = off")
-        return _kpi_dashboard(window=window, now=now)
+        return _kpi_dashboard(window=window, now=now, scope=scope)
 
 
 def kpi_cache_seconds() -> int:
@@ -482,37 +507,43 @@ def kpi_cache_seconds() -> int:
     return int(getattr(settings, "HUB_KPI_CACHE_SECONDS", 60))
 
 
-def kpi_dashboard_cached(*, window: KpiWindow) -> dict[str, Any]:
+def kpi_dashboard_cached(*, window: KpiWindow, scope: EntityScope | None = None) -> dict[str, Any]:
     """kpi_dashboard through the shared cache for kpi_cache_seconds(): a leader reloading the page, or several
     leaders opening it, cost one computation per window and period. A preset window's end is rounded up to the
-    period, so the figures still include every row up to the moment they were computed."""
+    period, so the figures still include every row up to the moment they were computed. Each legal-entity scope
+    has its own cache entry: a scoped reader never gets figures counted over another entity's rows."""
     ttl = kpi_cache_seconds()
     if ttl <= 0:
-        return kpi_dashboard(window=window)
+        return kpi_dashboard(window=window, scope=scope)
     if window.key != KpiRange.CUSTOM:
         stamp = math.ceil(window.end.timestamp() / ttl) * ttl
         end = datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC)
         window = KpiWindow(key=window.key, start=end - (window.end - window.start), end=end, bucket=window.bucket)
-    key = f"hub:kpis:v2:{window.key}:{window.start.timestamp():.0f}:{window.end.timestamp():.0f}:{window.bucket}"
+    key = (
+        f"hub:kpis:v3:{window.key}:{window.start.timestamp():.0f}:{window.end.timestamp():.0f}:{window.bucket}"
+        f":{_scope_key(scope)}"
+    )
     figures = cache.get(key)
     if figures is None:
-        figures = kpi_dashboard(window=window)
+        figures = kpi_dashboard(window=window, scope=scope)
         figures["computed_at"] = timezone.now()
         cache.set(key, figures, ttl)
     return figures
 
 
-def _kpi_dashboard(*, window: KpiWindow, now: datetime.datetime | None) -> dict[str, Any]:
+def _kpi_dashboard(
+    *, window: KpiWindow, now: datetime.datetime | None, scope: EntityScope | None = None
+) -> dict[str, Any]:
     return {
         "range": {"key": window.key, "start": window.start, "end": window.end, "bucket": window.bucket},
-        "project_activation": project_activation_kpi(window=window),
-        "time_to_erp": time_to_erp_latency_kpi(window=window),
-        "milestone_billing": milestone_billing_latency_kpi(window=window),
-        "exception_rate": exception_rate_kpi(window=window),
-        "backlog": backlog_kpi(now=now),
-        "throughput": throughput_kpi(window=window),
-        "delivery_success": delivery_success_kpi(window=window),
-        "duplicate_suspects": duplicate_suspects_kpi(),
+        "project_activation": project_activation_kpi(window=window, scope=scope),
+        "time_to_erp": time_to_erp_latency_kpi(window=window, scope=scope),
+        "milestone_billing": milestone_billing_latency_kpi(window=window, scope=scope),
+        "exception_rate": exception_rate_kpi(window=window, scope=scope),
+        "backlog": backlog_kpi(now=now, scope=scope),
+        "throughput": throughput_kpi(window=window, scope=scope),
+        "delivery_success": delivery_success_kpi(window=window, scope=scope),
+        "duplicate_suspects": duplicate_suspects_kpi(scope=scope),
     }
 
 
@@ -596,10 +627,14 @@ def batch_progress_figures(progress: BatchProgress, *, now: datetime.datetime | 
     }
 
 
-def batch_progress_list(*, limit: int = 20, now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-    """The running batches first, then the most recent finished ones; one query."""
+def batch_progress_list(
+    *, limit: int = 20, now: datetime.datetime | None = None, scope: EntityScope | None = None
+) -> list[dict[str, Any]]:
+    """The running batches first, then the most recent finished ones (of systems serving only `scope`'s legal
+    entities, when given); one query."""
     rows: Iterable[BatchProgress] = (
-        BatchProgress.objects.select_related("system")
+        _in_scope(BatchProgress.objects.all(), scope)
+        .select_related("system")
         .annotate(running_first=Case(When(status=BatchStatus.RUNNING, then=Value(0)), default=Value(1)))
         .order_by("running_first", "-started_at", "-id")[:limit]
     )

@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
+from integrationhub.scoping import EntityScope, records_in_scope
 from sync.choices import AttemptOutcome
 from sync.models import CrossReference, Message
 from sync.selectors import correlation_ids_for_external_id, message_trace
@@ -37,8 +38,9 @@ class TimelineEntry:
     message_id: int | None = None
 
 
-def trace_lookup(*, query: str) -> list[str]:
-    """Correlation ids the `query` names: itself when it is one, else the work of the record it identifies."""
+def trace_lookup(*, query: str, scope: EntityScope | None = None) -> list[str]:
+    """Correlation ids the `query` names: itself when it is one, else the work of the record it identifies;
+    with `scope`, only those of work (a message or a workflow run) of the scope's legal entities."""
     from exception_queue.models import ExceptionItem
     from workflows.models import WorkflowRun
 
@@ -75,7 +77,18 @@ def trace_lookup(*, query: str) -> list[str]:
         .order_by("-id")
         .values_list("message__correlation_id", flat=True)[:5]
     )
-    return found
+    if scope is None or scope.all_entities:
+        return found
+    in_scope = set(
+        records_in_scope(Message.objects.filter(correlation_id__in=found), scope=scope).values_list(
+            "correlation_id", flat=True
+        )
+    ) | set(
+        records_in_scope(WorkflowRun.objects.filter(correlation_id__in=found), scope=scope).values_list(
+            "correlation_id", flat=True
+        )
+    )
+    return [correlation_id for correlation_id in found if correlation_id in in_scope]
 
 
 ATTEMPT_LABELS: dict[str, tuple[str, str]] = {
@@ -96,11 +109,12 @@ STAGE_LABELS = {
 }
 
 
-def trace_timeline(*, correlation_id: str) -> list[TimelineEntry]:
-    """Every stage of a correlation id across systems, in time order, with the workflow runs' steps."""
+def trace_timeline(*, correlation_id: str, scope: EntityScope | None = None) -> list[TimelineEntry]:
+    """Every stage of a correlation id across systems, in time order, with the workflow runs' steps; with
+    `scope`, only the rows of its legal entities."""
     from workflows.models import WorkflowStep
 
-    steps = message_trace(correlation_id=correlation_id)
+    steps = message_trace(correlation_id=correlation_id, scope=scope)
     message_ids = {step.message_id for step in steps if step.message_id}
     messages = {
         message.pk: message for message in Message.objects.select_related("mapping_set").filter(pk__in=message_ids)
@@ -172,9 +186,10 @@ def trace_timeline(*, correlation_id: str) -> list[TimelineEntry]:
                     message_id=step.message_id,
                 )
             )
-    for workflow_step in (
-        WorkflowStep.objects.select_related("run").filter(run__correlation_id=correlation_id).order_by("position")
-    ):
+    workflow_steps = WorkflowStep.objects.select_related("run").filter(run__correlation_id=correlation_id)
+    if scope is not None:
+        workflow_steps = records_in_scope(workflow_steps, scope=scope)
+    for workflow_step in workflow_steps.order_by("position"):
         at = workflow_step.started_at or workflow_step.finished_at or workflow_step.run.started_at
         level = STEP_LEVELS.get(workflow_step.status, "info")
         entries.append(
@@ -190,14 +205,14 @@ def trace_timeline(*, correlation_id: str) -> list[TimelineEntry]:
                 detail=workflow_step.error,
             )
         )
-    entries.extend(_posting_entries(correlation_id=correlation_id))
+    entries.extend(_posting_entries(correlation_id=correlation_id, scope=scope))
     return sorted(entries, key=lambda entry: entry.at)
 
 
 POSTING_LEVELS = {"posted": "ok", "pending": "info", "failed": "error"}
 
 
-def _posting_entries(*, correlation_id: str) -> list[TimelineEntry]:
+def _posting_entries(*, correlation_id: str, scope: EntityScope | None = None) -> list[TimelineEntry]:
     """The time and expense flow's ledger lines of the correlation id's messages: what went to which ERP."""
     from workflows.models import TimeExpensePosting
 
@@ -206,6 +221,8 @@ def _posting_entries(*, correlation_id: str) -> list[TimelineEntry]:
         .filter(message__correlation_id=correlation_id)
         .order_by("id")
     )
+    if scope is not None:
+        postings = records_in_scope(postings, scope=scope)
     return [
         TimelineEntry(
             at=posting.posted_at or posting.created_at,
@@ -226,4 +243,4 @@ def item_detail_trace(detail: Any) -> None:
     message, run = detail.item.message, detail.item.workflow_run
     correlation_id = message.correlation_id if message else (run.correlation_id if run else "")
     if correlation_id:
-        detail.trace = trace_timeline(correlation_id=correlation_id)
+        detail.trace = trace_timeline(correlation_id=correlation_id, scope=getattr(detail, "scope", None))

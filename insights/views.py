@@ -24,6 +24,7 @@ from integrationhub.api import handlers
 from integrationhub.authentication import client_ip, presented_key
 from integrationhub.landing import role_landing_url
 from integrationhub.roles import ROLES, role_grants
+from integrationhub.scoping import request_entity_scope
 
 
 def metrics_access_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -76,8 +77,12 @@ def trace_view(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm(PERM_TRACE):
         raise PermissionDenied
     query = request.GET.get("q", "").strip()[:200]
-    correlation_ids = trace_lookup(query=query) if query else []
-    traces = [{"correlation_id": cid, "entries": trace_timeline(correlation_id=cid)} for cid in correlation_ids]
+    # Another legal entity's work is not found, the same as an id nobody knows.
+    scope = request_entity_scope(request)
+    correlation_ids = trace_lookup(query=query, scope=scope) if query else []
+    traces = [
+        {"correlation_id": cid, "entries": trace_timeline(correlation_id=cid, scope=scope)} for cid in correlation_ids
+    ]
     context = {
         **admin.site.each_context(request),
         "title": "Trace",

@@ -18,7 +18,7 @@ from django_celery_beat.models import ClockedSchedule, CrontabSchedule, Interval
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin as _OtpTOTPDeviceAdmin  # noqa: F401  (registers first)
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from integrationhub import apikeys, audit, schedules, twofactor
+from integrationhub import apikeys, audit, schedules, scoping, twofactor
 from integrationhub.errors import HubError
 from integrationhub.models import ApiKey, AuditEvent, UserLegalEntityScope
 from integrationhub.scopes import SCOPE_CHOICES
@@ -29,7 +29,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "owner", "scopes", "legal_entity", "expires_at"]
+        fields = ["name", "owner", "scopes", "legal_entity", "all_entities", "expires_at"]
 
     def clean_expires_at(self) -> Any:
         value = self.cleaned_data.get("expires_at")
@@ -44,6 +44,7 @@ API_KEY_FIELDS = (
     "owner",
     "scope_list",
     "legal_entity",
+    "all_entities",
     "created_by",
     "created_at",
     "expires_at",
@@ -79,7 +80,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return ApiKeyCreateForm.Meta.fields if obj is None else self.readonly_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return () if obj is None else self.readonly_fields
+        if obj is None:
+            # Only an integration admin may give a key every legal entity.
+            return () if scoping.can_grant_all_entities(request.user) else ("all_entities",)
+        return self.readonly_fields
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
@@ -108,6 +112,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             scopes=form.cleaned_data["scopes"],
             created_by=request.user,
             legal_entity=obj.legal_entity,
+            all_entities=obj.all_entities,
             expires_at=obj.expires_at,
             request=request,
         )
@@ -140,8 +145,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """The append-only audit log: browse, filter, search and export; nobody adds, edits or deletes."""
+class AuditEventAdmin(scoping.OperationalScopeAdminMixin, admin.ModelAdmin):
+    """The append-only audit log: browse, filter, search and export; nobody adds, edits or deletes. A user scoped
+    to some legal entities sees (and exports) only the events about their entities' records."""
 
     list_display = [
         "occurred_at",
@@ -184,15 +190,29 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 @admin.register(UserLegalEntityScope)
 class UserLegalEntityScopeAdmin(admin.ModelAdmin):
-    """Which legal entities a regional user works on (no entities: enterprise-wide)."""
+    """Which legal entities a user works on: the entities listed, or every one with "all entities" (granted by
+    integration admins only, audited). No entities and no flag grants none."""
 
-    list_display = ["user", "entity_codes"]
+    list_display = ["user", "all_entities", "entity_codes"]
+    list_filter = ["all_entities"]
     search_fields = ["user__username", "legal_entities__code"]
     filter_horizontal = ["legal_entities"]
+    fields = ["user", "all_entities", "legal_entities"]
 
     @admin.display(description="legal entities")
     def entity_codes(self, obj: UserLegalEntityScope) -> str:
-        return ", ".join(entity.code for entity in obj.legal_entities.all()) or "enterprise-wide"
+        if obj.all_entities:
+            return "all entities"
+        return ", ".join(entity.code for entity in obj.legal_entities.all()) or "none"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return () if scoping.can_grant_all_entities(request.user) else ("all_entities",)
+
+    def save_model(self, request: HttpRequest, obj: UserLegalEntityScope, form: Any, change: bool) -> None:
+        # The form already hides the flag from others; this is the last line should a form be built another way.
+        if "all_entities" in form.changed_data and not scoping.can_grant_all_entities(request.user):
+            raise PermissionDenied("Only an integration admin may grant or revoke all legal entities.")
+        super().save_model(request, obj, form, change)
 
 
 # --- two-factor devices: list and reset, nothing else --------------------------------------------------------

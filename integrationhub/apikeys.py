@@ -50,10 +50,16 @@ def api_key_create(
     scopes: list[str],
     created_by: Any = None,
     legal_entity: Any = None,
+    all_entities: bool = False,
     expires_at: datetime.datetime | None = None,
     request: Any = None,
 ) -> CreatedApiKey:
-    """Create a key acting as `owner` within `scopes`; returns the key in clear this once."""
+    """Create a key acting as `owner` within `scopes`; returns the key in clear this once.
+
+    Its reach over operational data: `legal_entity` (one entity of the owner's), or `all_entities` (every entity
+    the owner has; only an integration admin may grant it, and it is audited), else no entity at all."""
+    from integrationhub.scoping import can_grant_all_entities
+
     try:
         scopes = validate_scopes(list(scopes))
     except ValueError as error:
@@ -61,6 +67,18 @@ def api_key_create(
     if not scopes:
         raise HubValidationError(
             "Give the key at least one scope.", errors=[{"field": "scopes", "message": "At least one scope."}]
+        )
+    if all_entities and legal_entity is not None:
+        raise HubValidationError(
+            "Give the key either one legal entity or all entities, not both.",
+            errors=[{"field": "all_entities", "message": "Not with a legal entity."}],
+        )
+    # created_by None: a server-side call (shell, migration), trusted like the operator who runs it.
+    if all_entities and created_by is not None and not can_grant_all_entities(created_by):
+        raise HubValidationError(
+            "Only an integration admin may give a key all legal entities.",
+            errors=[{"field": "all_entities", "message": "Only an integration admin may grant it."}],
+            hint="Restrict the key to one legal entity, or ask an integration admin to create it.",
         )
     if expires_at is not None and expires_at <= timezone.now():
         raise HubValidationError(
@@ -76,6 +94,7 @@ def api_key_create(
             owner=owner,
             created_by=created_by,
             legal_entity=legal_entity,
+            all_entities=all_entities,
             expires_at=expires_at,
         )
         api_key.full_clean()
@@ -98,9 +117,20 @@ def api_key_create(
             "owner": owner.get_username(),
             "scopes": scopes,
             "legal_entity": getattr(legal_entity, "code", None),
+            "all_entities": all_entities,
             "expires_at": expires_at.isoformat() if expires_at else None,
         },
     )
+    if all_entities:
+        audit_record(
+            action=AuditAction.ALL_ENTITIES_GRANTED,
+            actor=created_by,
+            request=request,
+            object_type="integrationhub.apikey",
+            object_id=api_key.pk,
+            summary=f"All legal entities granted to API key '{name}' ({prefix}…) of '{owner.get_username()}'",
+            details={"owner": owner.get_username(), "field": "all_entities", "from": False, "to": True},
+        )
     return CreatedApiKey(api_key=api_key, key=key)
 
 

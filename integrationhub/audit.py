@@ -48,6 +48,8 @@ class AuditAction(models.TextChoices):
     DUPLICATE_LINKED = "duplicate.linked", "Duplicate linked to an existing record"
     DUPLICATE_CREATED = "duplicate.created_new", "Duplicate suspect created as a new record"
     ENTITY_SCOPE_CHANGED = "entity_scope.changed", "Legal-entity scope changed"
+    ALL_ENTITIES_GRANTED = "entity_scope.all_granted", "All legal entities granted"
+    ALL_ENTITIES_REVOKED = "entity_scope.all_revoked", "All legal entities revoked"
     SUPERUSER_CHANGED = "user.superuser_changed", "Superuser status changed"
     STAFF_CHANGED = "user.staff_changed", "Staff status changed"
     PERMISSIONS_CHANGED = "user.permissions_changed", "User permissions changed"
@@ -68,6 +70,7 @@ class AuditAction(models.TextChoices):
     POLL_SCHEDULE_DELETED = "poll_schedule.deleted", "Poll schedule deleted"
     ALERT_SENT = "alert.sent", "Exception alert sent"
     ALERT_FAILED = "alert.failed", "Exception alert failed"
+    CONFIG_HISTORY_EXPORTED = "config_history.exported", "Configuration history exported"
 
 
 CSV_COLUMNS = (
@@ -125,9 +128,13 @@ def audit_record(
     ip: str | None = None,
     user_agent: str | None = None,
     request: Any = None,
+    legal_entity_id: int | None = None,
 ) -> AuditEvent:
     """Append one audit event. The actor, API key, IP and user agent not given are taken from `request`, else
     from the request being served (see AuditContextMiddleware); a worker's event has none of them.
+
+    `legal_entity_id` is the entity of the record acted on (an exception item's, a message's): a user scoped to
+    some entities sees only their entities' events; an event without one only users with every entity see.
 
     Never put a secret in `summary` or `details`: name what changed, not its value.
     """
@@ -158,6 +165,7 @@ def audit_record(
         correlation_id=(correlation_id or current_correlation_id() or "")[:64],
         ip=ip,
         user_agent=(user_agent or "")[:USER_AGENT_MAX],
+        legal_entity_id=legal_entity_id,
     )
     event.full_clean()
     event.save()
@@ -176,9 +184,15 @@ def audit_event_list(
     since: datetime.datetime | datetime.date | None = None,
     until: datetime.datetime | datetime.date | None = None,
     search: str | None = None,
+    request: Any = None,
 ) -> QuerySet[AuditEvent]:
-    """Audit events, newest first, filtered by actor username, action, object, time range and free text."""
+    """Audit events, newest first, within the legal-entity scope of `request` (every event without one), filtered
+    by actor username, action, object, time range and free text."""
+    from integrationhub.scoping import records_in_scope
+
     events = AuditEvent.objects.all()
+    if request is not None:
+        events = records_in_scope(events, request=request)
     if actor:
         events = events.filter(actor_username=actor)
     if action:
@@ -424,23 +438,48 @@ def on_entity_scope_changed(
             object_id=scope.user_id,
             summary=(
                 f"Legal entities {verb} for '{scope.user.get_username()}': {', '.join(changed) or 'all'}; "
-                f"scope now {', '.join(codes) or 'enterprise-wide'}"
+                f"scope now {'all entities' if scope.all_entities else ', '.join(codes) or 'no entities'}"
             )[:500],
             details={"user": scope.user.get_username(), verb: changed, "scope": codes},
         )
 
 
 def on_entity_scope_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """A user's scope row removed: the user is enterprise-wide from now on (if the user still exists)."""
+    """A user's scope row removed: the user has no legal entity from now on (if the user still exists)."""
     user = getattr(instance, "user", None)
     username = user.get_username() if user is not None else str(instance.user_id)
     audit_record(
         action=AuditAction.ENTITY_SCOPE_CHANGED,
         object_type="auth.user",
         object_id=instance.user_id,
-        summary=f"Legal-entity scope removed for '{username}': enterprise-wide",
+        summary=f"Legal-entity scope removed for '{username}': no entities",
         details={"user": username, "scope": [], "removed": True},
     )
+
+
+def on_entity_scope_pre_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    """Remember whether the stored scope had every entity, for on_entity_scope_saved to compare."""
+    stored = None if raw or instance.pk is None else sender._default_manager.filter(pk=instance.pk).first()
+    instance._audit_all_entities_before = bool(stored.all_entities) if stored is not None else False
+
+
+def on_entity_scope_saved(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """A scope's all-entities flag set or cleared (admin, shell, migration of a later row): audit who and for whom."""
+    if raw:
+        return
+    was = getattr(instance, "_audit_all_entities_before", False)
+    now = bool(instance.all_entities)
+    if now == was:
+        return
+    username = instance.user.get_username()
+    audit_record(
+        action=AuditAction.ALL_ENTITIES_GRANTED if now else AuditAction.ALL_ENTITIES_REVOKED,
+        object_type="auth.user",
+        object_id=instance.user_id,
+        summary=f"All legal entities {'granted to' if now else 'revoked from'} '{username}'",
+        details={"user": username, "field": "all_entities", "from": was, "to": now},
+    )
+    instance._audit_all_entities_before = now
 
 
 def credentials_changed(*, system: Any, changed: list[str], user: Any = None) -> AuditEvent:
@@ -487,6 +526,12 @@ def connect_receivers() -> None:
     )
     post_delete.connect(
         on_entity_scope_deleted, sender=UserLegalEntityScope, dispatch_uid="integrationhub.audit.entity_scope_deleted"
+    )
+    pre_save.connect(
+        on_entity_scope_pre_save, sender=UserLegalEntityScope, dispatch_uid="integrationhub.audit.entity_scope_pre_save"
+    )
+    post_save.connect(
+        on_entity_scope_saved, sender=UserLegalEntityScope, dispatch_uid="integrationhub.audit.entity_scope_saved"
     )
 
 

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from integrationhub import roles
+from integrationhub.models import UserLegalEntityScope
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ def demo_users_ensure() -> list[DemoLogin]:
         user.save()
         if login.role in roles.ROLES:
             user.groups.set([Group.objects.get(name=login.role)])
+            # The demo firm's people work across its three entities: every one, granted explicitly (audited).
+            scope, _ = UserLegalEntityScope.objects.get_or_create(user=user)
+            if not scope.all_entities:
+                scope.all_entities = True
+                scope.save()
     return list(DEMO_LOGINS)
 
 

@@ -31,7 +31,12 @@ class ApiKey(models.Model):
         null=True,
         blank=True,
         related_name="api_keys",
-        help_text="Restricts the key to one legal entity's records; empty for no restriction beyond the owner's.",
+        help_text="Restricts the key to one legal entity's records (and never beyond its owner's entities).",
+    )
+    # Fail closed: a key with neither a legal entity nor this flag reads no entity's operational records.
+    all_entities = models.BooleanField(
+        default=False,
+        help_text="Every legal entity its owner may see; only an integration admin can grant it (audited).",
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -92,6 +97,10 @@ class AuditEvent(models.Model):
     summary = models.CharField(max_length=500, blank=True)
     details = models.JSONField(default=dict, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
+    # By value, like the actor: the legal entity of the record acted on, for legal-entity scoping of the log.
+    legal_entity_id = models.IntegerField(
+        null=True, blank=True, db_index=True, help_text="The legal entity of the record acted on; empty if none."
+    )
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True, help_text="The client's User-Agent header, if any.")
 
@@ -115,13 +124,20 @@ class AuditEvent(models.Model):
 
 
 class UserLegalEntityScope(models.Model):
-    """The legal entities a (regional) user works on; no row or no entities means enterprise-wide."""
+    """The legal entities a user works on. No row, or a row with no entities and no flag, grants none;
+    `all_entities` grants every entity and only an integration admin may set it (superusers have it implicitly)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="legal_entity_scope")
     legal_entities = models.ManyToManyField("governance.LegalEntity", blank=True, related_name="+")
+    all_entities = models.BooleanField(
+        default=False,
+        help_text="Every legal entity, including records whose entity is unknown. Only integration admins grant it.",
+    )
 
     class Meta:
         verbose_name = "user legal-entity scope"
 
     def __str__(self) -> str:
-        return f"{self.user}: {', '.join(e.code for e in self.legal_entities.all()) or 'enterprise-wide'}"
+        if self.all_entities:
+            return f"{self.user}: all entities"
+        return f"{self.user}: {', '.join(e.code for e in self.legal_entities.all()) or 'no entities'}"

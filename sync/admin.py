@@ -14,6 +14,7 @@ from django.urls import path
 from connectors.models import ConnectedSystem
 from integrationhub.admin_base import HubHistoryAdmin
 from integrationhub.errors import HubError
+from integrationhub.scoping import NO_ENTITY, OperationalScopeAdminMixin, request_entity_scope
 from mappings.choices import CanonicalEntityName
 from sync.models import (
     CrossReference,
@@ -57,7 +58,7 @@ class DeliveryInline(admin.TabularInline):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyLogAdmin):
+class MessageAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
     """Messages, read-only: search by correlation id or a record's id (at the source or a target); the detail
     page shows the deliveries and the full trace (every stage, attempt and decision, in order)."""
 
@@ -70,6 +71,13 @@ class MessageAdmin(ReadOnlyLogAdmin):
     readonly_fields = ["trace"]
     inlines = [DeliveryInline]
     actions = ["replay_messages"]
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        message = super().get_object(request, object_id, from_field)
+        if message is not None:
+            # The trace column has no request: it reads the viewer's scope from the message (none if unset).
+            message.hub_entity_scope = request_entity_scope(request)
+        return message
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> tuple[Any, bool]:
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
@@ -86,7 +94,7 @@ class MessageAdmin(ReadOnlyLogAdmin):
 
         from sync.selectors import message_trace
 
-        steps = message_trace(correlation_id=obj.correlation_id)
+        steps = message_trace(correlation_id=obj.correlation_id, scope=getattr(obj, "hub_entity_scope", NO_ENTITY))
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>#{}</td><td>{}</td><td>{}</td></tr>",
@@ -114,6 +122,7 @@ class MessageAdmin(ReadOnlyLogAdmin):
     def replay_messages(self, request: HttpRequest, queryset: Any) -> None:
         from exception_queue.services import message_replay_request
 
+        # The queryset comes from get_queryset (the user's scope); the service checks each message's entity again.
         for message in queryset:
             message_replay_request(message=message, user=request.user, reason="Replayed from the admin")
         self.message_user(request, f"{queryset.count()} message(s) queued for replay.", messages.SUCCESS)
@@ -131,7 +140,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyLogAdmin):
+class DeliveryAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
     list_display = ["id", "message", "target_system", "status", "attempts", "next_attempt_at", "delivered_at"]
     list_filter = ["status", "target_system"]
     search_fields = ["=idempotency_key", "=external_id"]
@@ -139,14 +148,14 @@ class DeliveryAdmin(ReadOnlyLogAdmin):
 
 
 @admin.register(CrossReference)
-class CrossReferenceAdmin(ReadOnlyLogAdmin):
+class CrossReferenceAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
     list_display = ["entity", "canonical_id", "system", "external_id", "updated_at"]
     list_filter = ["entity", "system"]
     search_fields = ["=canonical_id", "=external_id"]
 
 
 @admin.register(PollCursor)
-class PollCursorAdmin(ReadOnlyLogAdmin):
+class PollCursorAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
     list_display = ["system", "entity", "last_outcome", "last_run_at", "records_stored", "last_error", "updated_at"]
     list_filter = ["last_outcome", "entity", "system"]
 
@@ -196,7 +205,7 @@ class FileDropUploadForm(forms.Form):
 
 
 @admin.register(FileDrop)
-class FileDropAdmin(ReadOnlyLogAdmin):
+class FileDropAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
     """Uploaded CSV files and their row reports; "Upload file" stores a new one (Sync → File drops)."""
 
     list_display = ["id", "file_name", "system", "entity", "status", "rows_total", "rows_accepted", "created_at"]

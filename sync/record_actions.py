@@ -13,7 +13,11 @@ from django.db import transaction
 from exception_queue.actions import ItemAction, register_item_action
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
-from exception_queue.ports import item_detail_provider_register, message_operations_register
+from exception_queue.ports import (
+    item_detail_provider_register,
+    item_entity_resolver_register,
+    message_operations_register,
+)
 from exception_queue.services import (
     PERM_DECIDE,
     PERM_FIX,
@@ -101,7 +105,9 @@ def item_detail_deliveries(detail: Any) -> None:
 
 def exception_queue_ports_register() -> None:
     """Give the exception queue the engine's message operations and its part of an item's page."""
+    from sync.entity import exception_items_entity_fill
     from sync.services import message_reject, message_release, message_replay
 
     message_operations_register(replay=message_replay, release=message_release, reject=message_reject)
     item_detail_provider_register("sync.deliveries", item_detail_deliveries)
+    item_entity_resolver_register(exception_items_entity_fill)

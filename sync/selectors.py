@@ -9,7 +9,14 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from integrationhub.scoping import EntityScope, records_in_scope
 from sync.models import CrossReference, Delivery, DeliveryAttempt, Message
+
+
+def _scoped(queryset: QuerySet, scope: EntityScope | None) -> QuerySet:
+    """`queryset` within `scope` (a user's or key's legal entities); None for the engine's own reads."""
+    return queryset if scope is None else records_in_scope(queryset, scope=scope)
+
 
 # The stage timestamps of a message, in pipeline order.
 MESSAGE_STAGES = (
@@ -37,13 +44,15 @@ class TraceStep:
         return {**asdict(self), "at": self.at.isoformat()}
 
 
-def message_trace(*, correlation_id: str) -> list[TraceStep]:
+def message_trace(*, correlation_id: str, scope: EntityScope | None = None) -> list[TraceStep]:
     """Every stage of a correlation id across systems, in time order: message stages, each delivery attempt,
-    exception items and the decisions people took on them."""
+    exception items and the decisions people took on them; only the rows within `scope`, if given."""
     from exception_queue.models import Decision, ExceptionItem
 
     steps: list[TraceStep] = []
-    messages = list(Message.objects.select_related("system").filter(correlation_id=correlation_id).order_by("id"))
+    messages = list(
+        _scoped(Message.objects.select_related("system"), scope).filter(correlation_id=correlation_id).order_by("id")
+    )
     for message in messages:
         for stage, attribute in MESSAGE_STAGES:
             at = getattr(message, attribute)
@@ -51,7 +60,7 @@ def message_trace(*, correlation_id: str) -> list[TraceStep]:
                 steps.append(TraceStep(at, stage, message.pk, message.system.slug, {"event_type": message.event_type}))
     ids = [message.pk for message in messages]
     # A delivery's attempts, and the calls the correlation id's workflow steps made (they have no delivery).
-    attempts = DeliveryAttempt.objects.select_related("delivery", "system").filter(
+    attempts = _scoped(DeliveryAttempt.objects.select_related("delivery", "system"), scope).filter(
         Q(delivery__message_id__in=ids) | Q(delivery__isnull=True, correlation_id=correlation_id)
     )
     for attempt in attempts:
@@ -73,7 +82,7 @@ def message_trace(*, correlation_id: str) -> list[TraceStep]:
                 detail,
             )
         )
-    for item in ExceptionItem.objects.select_related("system").filter(message_id__in=ids):
+    for item in _scoped(ExceptionItem.objects.select_related("system"), scope).filter(message_id__in=ids):
         steps.append(
             TraceStep(
                 item.created_at,
@@ -83,7 +92,7 @@ def message_trace(*, correlation_id: str) -> list[TraceStep]:
                 {"item_id": item.pk, "reason": item.reason, "state": item.state},
             )
         )
-    for decision in Decision.objects.filter(message_id__in=ids):
+    for decision in _scoped(Decision.objects.all(), scope).filter(message_id__in=ids):
         steps.append(
             TraceStep(
                 decision.created_at,
@@ -98,9 +107,11 @@ def message_trace(*, correlation_id: str) -> list[TraceStep]:
     return sorted(steps, key=lambda step: (step.at, order.get(step.stage, len(order)), step.message_id))
 
 
-def message_list(*, status: str | None = None, system_id: int | None = None) -> QuerySet[Message]:
-    """Messages, newest first, optionally by status and source system."""
-    messages = Message.objects.select_related("system", "legal_entity")
+def message_list(
+    *, status: str | None = None, system_id: int | None = None, scope: EntityScope | None = None
+) -> QuerySet[Message]:
+    """Messages, newest first, within `scope` if given, optionally by status and source system."""
+    messages = _scoped(Message.objects.select_related("system", "legal_entity"), scope)
     if status:
         messages = messages.filter(status=status)
     if system_id:
@@ -108,22 +119,24 @@ def message_list(*, status: str | None = None, system_id: int | None = None) -> 
     return messages
 
 
-def message_detail(*, message_id: int) -> Message | None:
-    """One message with its system, legal entity and deliveries."""
+def message_detail(*, message_id: int, scope: EntityScope | None = None) -> Message | None:
+    """One message with its system, legal entity and deliveries; None if missing or outside `scope`."""
     return (
-        Message.objects.select_related("system", "legal_entity")
+        _scoped(Message.objects.select_related("system", "legal_entity"), scope)
         .prefetch_related("deliveries__target_system")
         .filter(pk=message_id)
         .first()
     )
 
 
-def correlation_ids_for_external_id(*, external_id: str, limit: int = 20) -> list[str]:
-    """The correlation ids of the newest messages about a record, by its id at the source or at a target."""
+def correlation_ids_for_external_id(
+    *, external_id: str, limit: int = 20, scope: EntityScope | None = None
+) -> list[str]:
+    """The correlation ids of the newest messages (within `scope`, if given) about a record, by its id at the
+    source or at a target."""
     ids = (
-        Message.objects.filter(
-            Q(canonical_id=external_id) | Q(raw_payload__id=external_id) | Q(deliveries__external_id=external_id)
-        )
+        _scoped(Message.objects.all(), scope)
+        .filter(Q(canonical_id=external_id) | Q(raw_payload__id=external_id) | Q(deliveries__external_id=external_id))
         .order_by("-id")
         .values_list("correlation_id", flat=True)
     )
@@ -136,18 +149,19 @@ def correlation_ids_for_external_id(*, external_id: str, limit: int = 20) -> lis
     return seen
 
 
-def record_trace(*, external_id: str) -> list[TraceStep]:
+def record_trace(*, external_id: str, scope: EntityScope | None = None) -> list[TraceStep]:
     """Every stage of every correlation id that touched a record (by external id), in time order."""
     steps: list[TraceStep] = []
-    for correlation_id in correlation_ids_for_external_id(external_id=external_id):
-        steps.extend(message_trace(correlation_id=correlation_id))
+    for correlation_id in correlation_ids_for_external_id(external_id=external_id, scope=scope):
+        steps.extend(message_trace(correlation_id=correlation_id, scope=scope))
     order = {stage: index for index, (stage, _) in enumerate(MESSAGE_STAGES)}
     return sorted(steps, key=lambda step: (step.at, order.get(step.stage, len(order)), step.message_id))
 
 
-def delivery_attempt_list() -> QuerySet[DeliveryAttempt]:
-    """Delivery attempts, newest first, with their delivery and target system."""
-    return DeliveryAttempt.objects.select_related("delivery", "system").order_by("-created_at", "-id")
+def delivery_attempt_list(*, scope: EntityScope | None = None) -> QuerySet[DeliveryAttempt]:
+    """Delivery attempts within `scope` if given, newest first, with their delivery and target system."""
+    attempts = _scoped(DeliveryAttempt.objects.select_related("delivery", "system"), scope)
+    return attempts.order_by("-created_at", "-id")
 
 
 # Deliveries whose call may have reached the target although no answer said so: tried at least once and

@@ -30,6 +30,7 @@ from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.runtime import xrefs_resolve
 from mappings.selectors import canonical_payload_validate
 from sync.choices import DELIVERY_DONE_STATUSES, EVENT_MESSAGE_FAILED, DeliveryStatus, MessageStatus
+from sync.entity import message_legal_entity_infer
 from sync.follow_ups import follow_up_emit
 from sync.models import Delivery, Message, Route
 from sync.outcome import _open_item
@@ -60,6 +61,9 @@ def _value_at(record: Mapping[str, Any], path: str) -> Any:
 
 
 def _fail(message: Message, *, category: str, reason: str, now: datetime.datetime, **fields: Any) -> NoReturn:
+    if message.legal_entity_id is None:
+        # Not mapped, so no entity code: the project, contract or source system still tells whose work it is.
+        message.legal_entity_id = message_legal_entity_infer(message)
     message.status = MessageStatus.FAILED
     message.failed_at = now
     message.last_error = reason[:2000]

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from exception_queue.models import ExceptionItem
+from integrationhub.scoping import OperationalScopeAdminMixin
 from sync.admin import ReadOnlyLogAdmin
 from workflows.models import (
     ClientDirectoryEntry,
@@ -70,7 +71,7 @@ RUN_FIELDS = (
 
 
 @admin.register(MilestoneBillingRun)
-class MilestoneBillingRunAdmin(admin.ModelAdmin):
+class MilestoneBillingRunAdmin(OperationalScopeAdminMixin, admin.ModelAdmin):
     """Milestone billing runs, read-only: where each milestone stands (checks, approval, billing event,
     published), the items that hold it, and its milestone-to-billing latency."""
 
@@ -109,7 +110,7 @@ class MilestoneBillingRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(TimeExpensePosting)
-class TimeExpensePostingAdmin(ReadOnlyLogAdmin):
+class TimeExpensePostingAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
     """The posting ledger of time and expense: what was posted to which ERP, corrected and reversed (read-only)."""
 
     list_display = (
@@ -172,7 +173,7 @@ class WorkflowStepInline(admin.TabularInline):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(ReadOnlyAdmin):
+class WorkflowRunAdmin(OperationalScopeAdminMixin, ReadOnlyAdmin):
     list_display = [
         "id",
         "flow",
@@ -194,7 +195,7 @@ class WorkflowRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(FinanceNotification)
-class FinanceNotificationAdmin(ReadOnlyAdmin):
+class FinanceNotificationAdmin(OperationalScopeAdminMixin, ReadOnlyAdmin):
     list_display = ["created_at", "subject", "project_number", "legal_entity", "amount", "currency"]
     list_filter = ["legal_entity"]
     search_fields = ["subject", "project_number"]

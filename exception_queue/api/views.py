@@ -34,6 +34,7 @@ from exception_queue.models import ExceptionItem
 from governance.models import LegalEntity
 from integrationhub.api.permissions import ActionPermissionMixin
 from integrationhub.errors import HubValidationError
+from integrationhub.scoping import OperationalScopeViewSetMixin, request_entity_scope
 
 SCOPE_DECIDE = "exceptions:decide"
 # `act` runs whichever action is asked for: the view permission lets the call in, the action's own
@@ -45,8 +46,9 @@ def _mapping(data: dict[str, Any]) -> str:
     return ReplayMapping.CURRENT if data.get("use_current_mapping") else ReplayMapping.ORIGINAL
 
 
-class ExceptionItemViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
-    """The exception queue: items with filters; each decision is a POST with a reason."""
+class ExceptionItemViewSet(OperationalScopeViewSetMixin, ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
+    """The exception queue: items with filters; each decision is a POST with a reason. Only the caller's legal
+    entities' items: another entity's answers 404 to a read and to every action."""
 
     scope_family = "exceptions"
     required_scope: str | None = None  # set per action through @action
@@ -178,5 +180,6 @@ class ExceptionItemViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet)
             created_before=data.get("created_before"),
             limit=data["limit"],
             mapping=_mapping(data),
+            scope=request_entity_scope(request),
         )
         return Response({"replayed": count}, status=status.HTTP_202_ACCEPTED)

@@ -170,7 +170,10 @@ def test_a_decision_by_api_key_records_the_key_prefix_address_and_user_agent(mak
 
     # given a finance approver's key that may decide
     created = api_key_create(
-        name="finance bot", owner=make_role_user("finance_approver"), scopes=["exceptions:read", "exceptions:decide"]
+        name="finance bot",
+        owner=make_role_user("finance_approver"),
+        scopes=["exceptions:read", "exceptions:decide"],
+        all_entities=True,  # every entity its owner has (a key with no entity reads none)
     )
     client = Client(HTTP_AUTHORIZATION=f"Api-Key {created.key}", HTTP_USER_AGENT="finance-bot/2.1")
     # when the key approves the held item

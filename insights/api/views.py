@@ -15,6 +15,7 @@ from insights.api.serializers import KpiDashboardSerializer, KpiQuerySerializer
 from insights.choices import PERM_VIEW_KPIS
 from integrationhub.authentication import ApiKeyScopePermission
 from integrationhub.errors import HubValidationError
+from integrationhub.scoping import request_entity_scope
 
 
 class CanViewKpis(BasePermission):
@@ -48,4 +49,8 @@ class KpiView(generics.GenericAPIView):
                 errors=[{"field": "range", "message": str(error)}],
                 hint="Send range=24h|7d|30d|90d, or range=custom with start and end (ISO 8601).",
             ) from None
-        return Response(KpiDashboardSerializer(selectors.kpi_dashboard_cached(window=window)).data)
+        return Response(
+            KpiDashboardSerializer(
+                selectors.kpi_dashboard_cached(window=window, scope=request_entity_scope(request))
+            ).data
+        )

@@ -26,6 +26,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "prefix",
             "scopes",
             "legal_entity",
+            "all_entities",
             "owner",
             "created_by",
             "created_at",
@@ -44,6 +45,12 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=ALL_SCOPES), allow_empty=False)
     legal_entity = serializers.SlugRelatedField(
         slug_field="code", queryset=LegalEntity.objects.all(), required=False, allow_null=True
+    )
+    all_entities = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Every legal entity you may see (integration admins only). Without it or a legal_entity, the key "
+        "reads no entity's operational data.",
     )
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 

@@ -26,6 +26,7 @@ from integrationhub.api.serializers import (
 from integrationhub.authentication import ApiKeyScopePermission
 from integrationhub.models import ApiKey, AuditEvent
 from integrationhub.permissions import RoleModelPermissions
+from integrationhub.scoping import OperationalScopeViewSetMixin
 
 
 class CanRevokeApiKey(permissions.BasePermission):
@@ -85,8 +86,9 @@ class AuditEventFilterSet(django_filters.FilterSet):
         fields = ["action", "object_type", "object_id", "correlation_id"]
 
 
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
-    """The append-only audit log: who did what, when, from where. Filter, search, or export as CSV."""
+class AuditEventViewSet(OperationalScopeViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    """The append-only audit log: who did what, when, from where. Filter, search, or export as CSV; a user or key
+    scoped to some legal entities reads (and exports) only the events about their entities' records."""
 
     scope_family = "audit"
     queryset = AuditEvent.objects.all()

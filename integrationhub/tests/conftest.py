@@ -23,6 +23,9 @@ def make_api_key(make_role_user) -> Callable[..., tuple[object, str]]:
         if options.get("expires_in") is not None:
             options["expires_at"] = timezone.now() + datetime.timedelta(seconds=options.pop("expires_in"))
         options.pop("expires_in", None)
+        if options.get("legal_entity") is None:
+            # An enterprise-wide key unless the test restricts it (created server-side, as by the shell).
+            options.setdefault("all_entities", True)
         created = api_key_create(name=f"test key {counter['n']}", owner=owner, scopes=list(scopes), **options)
         return created.api_key, created.key
 

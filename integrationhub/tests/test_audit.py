@@ -250,7 +250,7 @@ def test_an_admin_change_records_the_actor_ip_and_user_agent(client_as, settings
     assert event.details["scope"] == ["UK01"]
 
 
-def test_removing_a_scope_makes_the_user_enterprise_wide_and_is_audited(django_user_model):
+def test_removing_a_scope_leaves_the_user_no_entity_and_is_audited(django_user_model):
     from governance.tests.factories import LegalEntityFactory
     from integrationhub.models import UserLegalEntityScope
 
@@ -267,7 +267,7 @@ def test_removing_a_scope_makes_the_user_enterprise_wide_and_is_audited(django_u
     assert summaries == [
         "Legal entities added for 'scoped': DE01, US01; scope now DE01, US01",
         "Legal entities removed for 'scoped': DE01; scope now US01",
-        "Legal-entity scope removed for 'scoped': enterprise-wide",
+        "Legal-entity scope removed for 'scoped': no entities",
     ]
 
 

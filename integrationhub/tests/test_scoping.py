@@ -33,7 +33,7 @@ def cards():
 def regional(make_role_user, client):
     """An analyst scoped to UK01, logged in."""
     user = make_role_user("analyst", username="uk-analyst")
-    scope = UserLegalEntityScope.objects.create(user=user)
+    scope, _ = UserLegalEntityScope.objects.update_or_create(user=user, defaults={"all_entities": False})
     scope.legal_entities.set([LegalEntityFactory(code="UK01")])
     client.force_login(user)
     return client
@@ -146,7 +146,9 @@ def test_enterprise_level_records_are_visible_but_read_only_to_a_regional_user(m
     ValueMap.objects.create(name="UK roles", legal_entity=uk)
     ValueMap.objects.create(name="DE roles", legal_entity=de)
     user = make_role_user("analyst", username="uk-analyst")
-    UserLegalEntityScope.objects.create(user=user).legal_entities.set([uk])
+    UserLegalEntityScope.objects.update_or_create(user=user, defaults={"all_entities": False})[0].legal_entities.set(
+        [uk]
+    )
 
     visible = records_visible_to(user, ValueMap.objects.all())
 

@@ -22,6 +22,7 @@ from integrationhub.api.permissions import ActionPermissionMixin
 from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubValidationError, problem
 from integrationhub.logging import correlation_id_from_headers, new_correlation_id
 from integrationhub.parsers import NulRefusingFormParser, NulRefusingMultiPartParser
+from integrationhub.scoping import OperationalScopeViewSetMixin, request_entity_scope
 from sync import selectors
 from sync.api.filters import DeliveryAttemptFilterSet, FileDropFilterSet, MessageFilterSet
 from sync.api.inbound import inbound_answer
@@ -77,8 +78,9 @@ def _trace_response(steps: list[selectors.TraceStep]) -> Response:
     return Response(TraceStepSerializer([step.as_dict() for step in steps], many=True).data)
 
 
-class MessageViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
-    """Messages (read-only), their trace, and a replay by an integration admin."""
+class MessageViewSet(OperationalScopeViewSetMixin, ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
+    """Messages (read-only), their trace, and a replay by an integration admin; only the caller's legal entities'
+    messages (another entity's answers 404, to a read and to a replay alike)."""
 
     scope_family = "messages"
     required_scope: str | None = None  # set per action (replay) through @action
@@ -103,7 +105,8 @@ class MessageViewSet(ActionPermissionMixin, viewsets.ReadOnlyModelViewSet):
     def trace(self, request: Request, pk: str | None = None) -> Response:
         """Every stage of this message's correlation id, across systems, in order."""
         message = self.get_object()
-        return _trace_response(selectors.message_trace(correlation_id=message.correlation_id))
+        scope = request_entity_scope(request)
+        return _trace_response(selectors.message_trace(correlation_id=message.correlation_id, scope=scope))
 
     @extend_schema(request=MessageReplaySerializer, responses={202: MessageReplayResultSerializer})
     @action(
@@ -150,18 +153,21 @@ class TraceViewSet(viewsets.GenericViewSet):
     def list(self, request: Request) -> Response:
         correlation_id = request.query_params.get("correlation_id", "").strip()
         external_id = request.query_params.get("external_id", "").strip()
+        # Another entity's work reads as no work at all: an empty trace, the same as an unknown id.
+        scope = request_entity_scope(request)
         if correlation_id:
-            return _trace_response(selectors.message_trace(correlation_id=correlation_id))
+            return _trace_response(selectors.message_trace(correlation_id=correlation_id, scope=scope))
         if external_id:
-            return _trace_response(selectors.record_trace(external_id=external_id))
+            return _trace_response(selectors.record_trace(external_id=external_id, scope=scope))
         raise HubValidationError(
             "Give correlation_id or external_id.",
             errors=[{"field": "correlation_id", "message": "correlation_id or external_id is required."}],
         )
 
 
-class DeliveryAttemptViewSet(viewsets.ReadOnlyModelViewSet):
-    """Every call to a target system (append-only): outcome, status code, duration, error."""
+class DeliveryAttemptViewSet(OperationalScopeViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    """Every call to a target system (append-only): outcome, status code, duration, error; the caller's legal
+    entities' calls only."""
 
     scope_family = "messages"
     serializer_class = DeliveryAttemptSerializer
@@ -176,9 +182,9 @@ class DeliveryAttemptViewSet(viewsets.ReadOnlyModelViewSet):
 # --- file drops ----------------------------------------------------------------------------------------
 
 
-class FileDropViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class FileDropViewSet(OperationalScopeViewSetMixin, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """POST a CSV file (multipart: system, entity, file): every row becomes a message, all or nothing.
-    Past uploads are listed with their row errors."""
+    Past uploads are listed with their row errors (those of systems serving only the caller's legal entities)."""
 
     # Uploading is sending events; reading past uploads is reading messages.
     scope_family = "events"

@@ -29,6 +29,12 @@ class Command(BaseCommand):
             help=f"Repeat for each scope; 'all' for every scope. Known: {', '.join(ALL_SCOPES)}.",
         )
         parser.add_argument("--legal-entity", help="Legal entity code to restrict the key to.")
+        parser.add_argument(
+            "--all-entities",
+            action="store_true",
+            help="Every legal entity the owner may see (the owner must be an integration admin or a superuser). "
+            "Without it or --legal-entity the key reads no entity's operational data.",
+        )
         parser.add_argument("--expires-in-days", type=int, help="Days until the key expires (default: never).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -53,6 +59,7 @@ class Command(BaseCommand):
                 scopes=scopes,
                 created_by=owner,
                 legal_entity=legal_entity,
+                all_entities=options.get("all_entities", False),
                 expires_at=expires_at,
             )
         except HubError as error:
