@@ -528,6 +528,8 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 TIME_ENTRY_FIELDS = ["id", "work", "employee", "date", "duration", "description", "invoice_line", "company"]
 PROJECT_FIELDS = [
     "id",
+    "timesheet_start_date",
+    "timesheet_end_date",
     "name",
     "type",
     "party",
@@ -559,18 +561,72 @@ INVOICE_FIELDS = [
     "reconciled",
     "lines",
     "move",
+    "comment",
     "create_date",
     "write_date",
     "last_modified_at",
+]
+EXPENSE_FIELDS = [
+    "id",
+    "number",
+    "state",
+    "type",
+    "party",
+    "company",
+    "invoice_date",
+    "total_amount",
+    "comment",
+    "lines",
 ]
 ENTITY_MODELS = {
     "client": ("party.party", CLIENT_FIELDS),
     "project": ("project.work", PROJECT_FIELDS),
     "time_entry": ("timesheet.line", TIME_ENTRY_FIELDS),
     "invoice": ("account.invoice", INVOICE_FIELDS),
+    # A milestone's billing event is a customer invoice, an approved expense a supplier invoice (see below).
+    "billing_event": ("account.invoice", [*INVOICE_FIELDS, "comment", "description", "reference"]),
+    "expense": ("account.invoice", EXPENSE_FIELDS),
 }
 CHANGE_ENTITIES = frozenset({"invoice", "project", "client", "time_entry"})
-UPSERT_ENTITIES = frozenset({"client", "project", "time_entry"})
+UPSERT_ENTITIES = frozenset({"client", "project", "time_entry", "billing_event", "expense"})
+INVOICE_ENTITIES = frozenset({"billing_event", "expense"})
+INVOICE_TYPE = {"billing_event": "out", "expense": "in"}
+
+# The contract of a project, kept in the project's comment below its hub tag as "<label>: <value>" lines:
+# project.work has no field for a contract number, value, billing type, CRM opportunity or legal entity. The
+# dates go to timesheet_start_date / timesheet_end_date, the rates to one task per role (list_price), and the
+# currency is the company's (docs/workflow-opportunity-and-client.md lists what holds what).
+CONTRACT_LINES = (
+    ("code", "Code"),
+    ("contract_number", "Contract"),
+    ("opportunity_ref", "Opportunity"),
+    ("legal_entity", "Legal entity"),
+    ("billing_type", "Billing type"),
+    ("contract_value", "Contract value"),
+    ("currency", "Currency"),
+    ("starts_on", "Start"),
+    ("ends_on", "End"),
+    ("rate_card", "Rate card"),
+)
+# Billing types Tryton invoices from timesheets; the others are invoiced by the hub (milestone invoices).
+TIMESHEET_BILLED = frozenset({"time_and_materials"})
+
+
+def contract_text(payload: Mapping[str, Any]) -> str:
+    """The contract lines the project's comment carries (only the fields the payload has)."""
+    lines = [f"{label}: {payload[name]}" for name, label in CONTRACT_LINES if payload.get(name) not in (None, "")]
+    return "\n".join(lines)
+
+
+def contract_parse(comment: str | None) -> dict[str, str]:
+    """The contract fields read back from a project's comment (see `contract_text`)."""
+    labels = {label: name for name, label in CONTRACT_LINES}
+    found: dict[str, str] = {}
+    for line in (comment or "").splitlines()[1:]:
+        label, sep, value = line.partition(": ")
+        if sep and label in labels and labels[label] not in found:
+            found[labels[label]] = value.strip()
+    return found
 
 
 class TrytonConnector(Connector):
@@ -646,6 +702,7 @@ class TrytonConnector(Connector):
         super().__init__(system=system, credentials=credentials)
         self._client: TrytonClient | None = None
         self._timesheet_work_of_project: dict[int, int] = {}
+        self._company_cache: dict[str, Any] = {}
 
     # -- plumbing --
 
@@ -746,6 +803,7 @@ class TrytonConnector(Connector):
             status = record.pop("status.", None) or {}
             record["status_name"] = status.get("name")
             record["status"] = "closed" if (status.get("progress") or 0) >= 1 else "active"
+            record.update(self._contract_of(record))
         if entity == "invoice":
             self._add_invoice_projects([record])
         return jsonable(record)
@@ -771,10 +829,12 @@ class TrytonConnector(Connector):
                         if identifier.get("code") in tags:
                             found[tags[identifier["code"]]] = row
                 continue
-            text_field, separator = ("comment", "\n") if entity == "project" else ("description", " ")
-            rows = self.client.search_read(
-                model, _tag_domain(text_field, chunk, separator), fields, order=[("id", "ASC")]
-            )
+            commented = entity in ("project", *INVOICE_ENTITIES)
+            text_field, separator = ("comment", "\n") if commented else ("description", " ")
+            domain = _tag_domain(text_field, chunk, separator)
+            if entity in INVOICE_ENTITIES:
+                domain = [domain, ("type", "=", INVOICE_TYPE[entity]), ("company", "=", self._company())]
+            rows = self.client.search_read(model, domain, fields, order=[("id", "ASC")])
             for row in rows:
                 # SQLite's LIKE ignores case: compare the tag exactly.
                 tag = _tag_of(row.get(text_field), separator)
@@ -788,6 +848,10 @@ class TrytonConnector(Connector):
             return self._upsert_client(payload, idempotency_key)
         if entity == "project":
             return self._upsert_project(payload, idempotency_key)
+        if entity == "billing_event":
+            return self._upsert_billing_invoice(payload, idempotency_key)
+        if entity == "expense":
+            return self._upsert_expense(payload, idempotency_key)
         return self.upsert_many(entity, [(payload, idempotency_key)])[0]
 
     def update(self, entity: str, external_id: str, payload: dict[str, Any]) -> UpsertResult:
@@ -804,6 +868,8 @@ class TrytonConnector(Connector):
                 hint="Re-create the record in Tryton, or skip the update if it was deleted on purpose.",
             )
         existing = rows[0]
+        if entity in INVOICE_ENTITIES:
+            return self._invoice_change(entity, existing, payload)
         if entity == "client":
             name = str(payload.get("name") or "").strip()
             if not name:
@@ -828,6 +894,9 @@ class TrytonConnector(Connector):
         close a project (its work moves to the status of full progress, Done); a project already gone is fine."""
         if entity == "project":
             self._close_project(int(external_id))
+            return
+        if entity in INVOICE_ENTITIES:
+            self._invoice_withdraw(entity, int(external_id))
             return
         if entity != "time_entry":
             raise ConnectorCapabilityError(
@@ -905,7 +974,9 @@ class TrytonConnector(Connector):
                 [("last_modified_at", "=", stamp), ("id", ">", last_id)],
             ]
         if entity == "invoice":
-            domain = [domain, ("type", "=", "out")] if domain else [("type", "=", "out")]
+            # Customer invoices of this system's company only: each legal entity's system pulls its own.
+            scope = [("type", "=", "out"), ("company", "=", self._company())]
+            domain = [domain, *scope] if domain else scope
         wanted = list(dict.fromkeys([*fields, "last_modified_at"]))
         rows = self.client.search_read(
             model, domain, wanted, limit=page_size + 1, order=[("last_modified_at", "ASC"), ("id", "ASC")]
@@ -1046,12 +1117,80 @@ class TrytonConnector(Connector):
         product = self._product(payload)
         list_price = payload.get("list_price")
         price = Decimal(str(list_price)) if list_price is not None else None
+        self._check_contract_currency(payload)
         existing = self._find_many("project", [key]).get(key)
         if existing:
             return self._project_change(existing, payload, name, int(client_id), product, price)
         if price is None:
             price = self._list_price(product)
         return self._project_create(payload, key, name, int(client_id), product, price)
+
+    def _company_currency(self) -> str:
+        if "currency_code" not in self._company_cache:
+            rows = self.client.read("company.company", [self._company()], ["currency.code"])
+            self._company_cache["currency_code"] = str(((rows[0].get("currency.") or {}) if rows else {}).get("code"))
+        return self._company_cache["currency_code"]
+
+    def _check_contract_currency(self, payload: Mapping[str, Any]) -> None:
+        """A Tryton project books in its company's currency: a contract in another one is refused, since every
+        amount on it (list prices, invoices) would silently change currency."""
+        currency = str(payload.get("currency") or "").upper()
+        if currency and currency != self._company_currency():
+            raise TerminalConnectorError(
+                f"The contract is in {currency} but Tryton company {self._company()} books in "
+                f"{self._company_currency()}",
+                status_code=422,
+                system_slug=self.slug,
+                hint="Point this connected system at the legal entity's company (settings.company_id), or correct "
+                "the contract's currency in the CRM.",
+            )
+
+    def _project_note(self, payload: Mapping[str, Any]) -> str:
+        """The comment below the tag: the contract lines, then the free note."""
+        return "\n".join(part for part in (contract_text(payload), str(payload.get("note") or "").strip()) if part)
+
+    def _merged_comment(self, comment: str | None, payload: Mapping[str, Any]) -> str:
+        """The comment with the payload's contract lines over the ones it has (a field the payload leaves out
+        keeps its value), and the payload's note, else the free text it had."""
+        lines = (comment or "").splitlines()
+        tag, body = (lines[0], lines[1:]) if lines else ("", [])
+        labels = {label for _, label in CONTRACT_LINES}
+        free = "\n".join(line for line in body if line.partition(": ")[0] not in labels).strip()
+        merged = {**contract_parse(comment), **{k: v for k, v in payload.items() if v not in (None, "")}}
+        note = str(payload.get("note") or "").strip() or free
+        return "\n".join(part for part in (tag, contract_text(merged), note) if part)
+
+    def _contract_values(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """project.work fields that hold the contract: the invoice method from its billing type, and its dates
+        as the timesheet's start and end (time outside the contract is refused by Tryton)."""
+        values: dict[str, Any] = {}
+        billing = payload.get("billing_type")
+        if payload.get("invoice_method"):
+            values["project_invoice_method"] = payload["invoice_method"]
+        elif billing:
+            values["project_invoice_method"] = "timesheet" if billing in TIMESHEET_BILLED else "manual"
+        for source, target in (("starts_on", "timesheet_start_date"), ("ends_on", "timesheet_end_date")):
+            if payload.get(source):
+                values[target] = dt.date.fromisoformat(str(payload[source])[:10])
+        return values
+
+    def _rate_tasks(self, payload: Mapping[str, Any], product: int, have: set[str]) -> list[dict[str, Any]]:
+        """One task per rate card role the project lacks, billed at the role's rate (its list_price)."""
+        tasks = []
+        for rate in payload.get("rates") or []:
+            role = str(rate.get("role") or "").strip()
+            if role and role not in have and rate.get("bill_rate") not in (None, ""):
+                tasks.append(self._task_values(role, product, Decimal(str(rate["bill_rate"]))))
+        return tasks
+
+    def _contract_of(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The contract fields of a project read back: the comment's lines, the company's currency, the dates."""
+        contract: dict[str, Any] = dict(contract_parse(record.get("comment")))
+        contract["currency"] = self._company_currency()
+        for source, target in (("timesheet_start_date", "starts_on"), ("timesheet_end_date", "ends_on")):
+            if record.get(source):
+                contract[target] = _iso_date(record[source])
+        return contract
 
     def _project_change(
         self,
@@ -1074,11 +1213,23 @@ class TrytonConnector(Connector):
             if existing["children"]
             else set()
         )
-        new_tasks = [t for t in payload.get("tasks") or [] if t not in existing_tasks]
+        new_tasks = [
+            self._task_values(t, product, existing["list_price"])
+            for t in payload.get("tasks") or []
+            if t not in existing_tasks
+        ]
+        new_tasks += self._rate_tasks(payload, product, existing_tasks | {t["name"] for t in new_tasks})
         if new_tasks:
-            values["children"] = [
-                ["create", [self._task_values(t, product, existing["list_price"]) for t in new_tasks]]
-            ]
+            values["children"] = [["create", new_tasks]]
+        contract = self._contract_values(payload)
+        if existing.get("invoiced_amount") and "project_invoice_method" in contract:
+            contract.pop("project_invoice_method")  # Tryton freezes the method once something is invoiced
+        for field_name, value in contract.items():
+            if existing.get(field_name) != value:
+                values[field_name] = value
+        comment = self._merged_comment(existing.get("comment"), payload)
+        if comment != existing.get("comment"):
+            values["comment"] = comment
         if values:
             self.client.write("project.work", [existing["id"]], values)
         return self._project_result(existing["id"], created=False)
@@ -1091,15 +1242,18 @@ class TrytonConnector(Connector):
             "type": "project",
             "company": self._company(),
             "party": int(client_id),
-            "project_invoice_method": payload.get("invoice_method", "timesheet"),
+            "project_invoice_method": "timesheet",
             "product": product,
             "list_price": price,
             "timesheet_available": True,
-            "comment": _tagged_text(tag_for(key), payload.get("note"), "\n"),
+            "comment": _tagged_text(tag_for(key), self._project_note(payload), "\n"),
         }
-        tasks = payload.get("tasks") or []
+        values.update(self._contract_values(payload))
+        names = [str(t) for t in payload.get("tasks") or []]
+        tasks = [self._task_values(t, product, price) for t in names]
+        tasks += self._rate_tasks(payload, product, set(names))
         if tasks:
-            values["children"] = [["create", [self._task_values(t, product, price) for t in tasks]]]
+            values["children"] = [["create", tasks]]
         (project_id,) = self.client.create("project.work", [values])
         return self._project_result(project_id, created=True)
 
@@ -1202,7 +1356,16 @@ class TrytonConnector(Connector):
     def upsert_batch(
         self, entity: str, items: Sequence[tuple[Mapping[str, Any], str]], *, may_exist: bool = True
     ) -> Sequence[UpsertResult | Exception]:
-        """The batch operation: timesheet.line.create takes a list, so the lines go in one call per 500."""
+        """The batch operation: timesheet.line.create takes a list, so the lines go in one call per 500. Expenses
+        are supplier invoices with lines of their own: one create each, a refusal answered per item."""
+        if entity == "expense":
+            answers: list[UpsertResult | Exception] = []
+            for payload, key in items:
+                try:
+                    answers.append(self._upsert_expense(payload, key))
+                except TerminalConnectorError as exc:
+                    answers.append(exc)
+            return answers
         return self.upsert_many(entity, items, may_exist=may_exist)
 
     def _correct_time_entry(self, row: Mapping[str, Any], values: Mapping[str, Any]) -> UpsertResult:
@@ -1241,7 +1404,52 @@ class TrytonConnector(Connector):
             if invoice and isinstance(origin, str) and origin.startswith("project.work,"):
                 projects.setdefault(invoice, set()).add(int(origin.split(",", 1)[1]))
         for row in invoices:
+            hub_project = _invoice_refs(row.get("comment")).get("project")
+            if hub_project and hub_project.isdigit():
+                projects.setdefault(row["id"], set()).add(int(hub_project))
             row["projects"] = sorted(projects.get(row["id"], ()))
+        self._add_invoice_status_refs(invoices)
+
+    def _add_invoice_status_refs(self, invoices: list[dict[str, Any]]) -> None:
+        """What the invoice status flow maps (docs/workflow-billing.md): `client_ref` (the canonical client id
+        the party was created under, from its hub identifier), `project_id`, `project_ref` (the CRM opportunity)
+        and `legal_entity` (from the project's contract lines), `currency` (its code), `status` (Tryton's state),
+        `amount` (total), `posted_at`, `paid_at` (the date it was reconciled) and `updated_at`."""
+        parties = sorted({int(row["party"]) for row in invoices if row.get("party")})
+        client_refs: dict[int, str] = {}
+        for party in self.client.read("party.party", parties, ["identifiers.code"]) if parties else []:
+            for identifier in party.get("identifiers.") or []:
+                key = str(identifier.get("code") or "")[len(TAG_PREFIX) :] if identifier.get("code") else ""
+                kind, _, rest = key.partition(":")
+                if kind == "client" and ":" in rest:
+                    client_refs[int(party["id"])] = rest.split(":", 1)[1]
+                    break
+        project_ids = sorted({row["projects"][0] for row in invoices if row.get("projects")})
+        contracts = {
+            int(row["id"]): contract_parse(row.get("comment"))
+            for row in (self.client.read("project.work", project_ids, ["comment"]) if project_ids else [])
+        }
+        currencies = sorted({int(row["currency"]) for row in invoices if row.get("currency")})
+        codes = {
+            int(row["id"]): row["code"]
+            for row in (self.client.read("currency.currency", currencies, ["code"]) if currencies else [])
+        }
+        for row in invoices:
+            project = row["projects"][0] if row.get("projects") else None
+            contract = contracts.get(project, {}) if project else {}
+            posted = row.get("state") in ("posted", "paid")
+            row.update(
+                client_ref=client_refs.get(int(row.get("party") or 0), ""),
+                project_id=str(project or ""),
+                project_ref=contract.get("opportunity_ref", ""),
+                legal_entity=contract.get("legal_entity", ""),
+                currency_code=codes.get(int(row.get("currency") or 0), ""),
+                status=row.get("state"),
+                amount=row.get("total_amount"),
+                posted_at=row.get("invoice_date") if posted else None,
+                paid_at=row.get("reconciled") if row.get("state") == "paid" else None,
+                updated_at=row.get("last_modified_at"),
+            )
 
     def _project_tree(self, project_id: int) -> list[dict[str, Any]]:
         return self.client.search_read(
@@ -1310,3 +1518,348 @@ class TrytonConnector(Connector):
         context = {"active_model": "account.invoice", "active_id": invoice_id, "active_ids": [invoice_id]}
         self.client.run_wizard("account.invoice.pay", [("start", {}), ("choice", {"start": start})], context=context)
         return self.get("invoice", str(invoice_id))
+
+    # -- contracts, milestone invoices and expenses --
+    #
+    # A milestone's billing event is a customer invoice (account.invoice, type out) of the project's party, one
+    # line of the milestone's amount on the company's revenue account; it is left in draft or posted, as the
+    # payload's `post` says (the flow's sync policy decides). An approved expense is a supplier invoice (type
+    # in) of the employee's party, one line on the company's expense account, in draft for accounts payable to
+    # check and pay: Tryton records a reimbursable cost that way (account_invoice is installed; expense claims,
+    # purchases and analytic accounts are not). Both carry the hub tag as the first line of their comment and
+    # the project as "Project: <id>" below it, which is how billing_events() and pulled invoices find it.
+
+    def contract_find(self, code: str) -> dict[str, Any] | None:
+        """The project (contract) of the company whose contract lines name `code`, as get() reads it, or None."""
+        code = str(code or "").strip()
+        if not code:
+            return None
+        escaped = _like_escape(code)
+        rows = self.client.search_read(
+            "project.work",
+            [
+                ("company", "=", self._company()),
+                ("type", "=", "project"),
+                ["OR", ("comment", "like", f"%\nCode: {escaped}"), ("comment", "like", f"%\nCode: {escaped}\n%")],
+            ],
+            ["id", "comment"],
+            order=[("id", "ASC")],
+        )
+        for row in rows:
+            if contract_parse(row.get("comment")).get("code") == code:
+                return self.get("project", str(row["id"]))
+        return None
+
+    def billing_events(self, project_id: int | str) -> list[dict[str, Any]]:
+        """The project's milestone invoices the hub made (not cancelled): id, amount, milestone_ref, state."""
+        rows = self.client.search_read(
+            "account.invoice",
+            [
+                ("company", "=", self._company()),
+                ("type", "=", "out"),
+                ("state", "!=", "cancelled"),
+                [
+                    "OR",
+                    ("comment", "like", f"%\nProject: {int(project_id)}"),
+                    ("comment", "like", f"%\nProject: {int(project_id)}\n%"),
+                ],
+            ],
+            ["id", "number", "state", "untaxed_amount", "comment"],
+            order=[("id", "ASC")],
+        )
+        events = []
+        for row in rows:
+            refs = _invoice_refs(row.get("comment"))
+            if refs.get("project") == str(int(project_id)):
+                events.append(
+                    {
+                        "id": row["id"],
+                        "number": row.get("number"),
+                        "state": row.get("state"),
+                        "amount": str(row.get("untaxed_amount")),
+                        "milestone_ref": refs.get("milestone", ""),
+                    }
+                )
+        return events
+
+    def _invoice_accounts(self) -> dict[str, int]:
+        """The company's default receivable and payable accounts and the service category's revenue and expense
+        accounts (company-dependent values, read in the company's context)."""
+        if "accounts" not in self._company_cache:
+            (config,) = self.client.read(
+                "account.configuration", [1], ["default_account_receivable", "default_account_payable"]
+            )
+            (product,) = self.client.read("product.product", [self._product({})], ["account_category"])
+            category = product.get("account_category")
+            accounts = {
+                "receivable": config.get("default_account_receivable"),
+                "payable": config.get("default_account_payable"),
+            }
+            if category:
+                (row,) = self.client.read("product.category", [int(category)], ["account_revenue", "account_expense"])
+                accounts.update(revenue=row.get("account_revenue"), expense=row.get("account_expense"))
+            missing = sorted(kind for kind in ("receivable", "payable", "revenue", "expense") if not accounts.get(kind))
+            if missing:
+                raise TerminalConnectorError(
+                    f"Tryton company {self._company()} has no {', '.join(missing)} account for invoices",
+                    system_slug=self.slug,
+                    hint="Set the default accounts (Accounting → Configuration) and the revenue and expense accounts "
+                    "of the system's product category for this company, e.g. with tryton/setup.sh.",
+                )
+            self._company_cache["accounts"] = {kind: int(value) for kind, value in accounts.items() if value}
+        return self._company_cache["accounts"]
+
+    def _journal(self, kind: str) -> int:
+        """The journal of the type Tryton books customer (revenue) or supplier (expense) invoices in; create()
+        runs no on_change, so the invoice names it itself."""
+        cache_key = f"journal:{kind}"
+        if cache_key not in self._company_cache:
+            rows = self.client.search_read(
+                "account.journal", [("type", "=", kind)], ["id"], limit=1, order=[("id", "ASC")]
+            )
+            if not rows:
+                raise TerminalConnectorError(
+                    f"Tryton has no {kind} journal to book invoices in",
+                    system_slug=self.slug,
+                    hint="Add one under Accounting → Configuration → Journals.",
+                )
+            self._company_cache[cache_key] = int(rows[0]["id"])
+        return int(self._company_cache[cache_key])
+
+    def _amount(self, payload: Mapping[str, Any], what: str) -> Decimal:
+        currency = str(payload.get("currency") or "").upper()
+        if currency and currency != self._company_currency():
+            raise TerminalConnectorError(
+                f"The {what} is in {currency} but Tryton company {self._company()} books in {self._company_currency()}",
+                status_code=422,
+                system_slug=self.slug,
+                hint="Send it to the ERP system of the legal entity whose currency it is, or correct its currency.",
+            )
+        try:
+            amount = Decimal(str(payload["amount"])).quantize(Decimal("0.01"))
+        except (KeyError, ArithmeticError, ValueError) as exc:
+            raise TerminalConnectorError(f"The {what} needs an amount ({exc})", system_slug=self.slug) from exc
+        if amount <= 0:
+            raise TerminalConnectorError(f"The {what}'s amount must be above zero, not {amount}", system_slug=self.slug)
+        return amount
+
+    def _invoice_date(self, payload: Mapping[str, Any]) -> dt.date:
+        day = payload.get("date")
+        try:
+            return dt.date.fromisoformat(str(day)[:10]) if day else dt.date.today()
+        except ValueError as exc:
+            raise TerminalConnectorError(f"Invalid date {day!r} (YYYY-MM-DD)", system_slug=self.slug) from exc
+
+    def _party_invoicing(self, party_id: int) -> tuple[int, int | None]:
+        """The party's invoice address (its first) and customer payment term."""
+        rows = self.client.read("party.party", [party_id], ["addresses", "customer_payment_term"])
+        if not rows or not rows[0].get("addresses"):
+            raise TerminalConnectorError(
+                f"Party {party_id} has no address to invoice", system_slug=self.slug, hint="Add one in Tryton."
+            )
+        return int(rows[0]["addresses"][0]), rows[0].get("customer_payment_term")
+
+    def _invoice_result(self, invoice_id: int, created: bool) -> UpsertResult:
+        (row,) = self.client.read("account.invoice", [invoice_id], ["number", "state", "total_amount"])
+        return UpsertResult(
+            external_id=str(invoice_id),
+            created=created,
+            payload=jsonable(
+                {
+                    "id": invoice_id,
+                    "number": row.get("number"),
+                    "state": row.get("state"),
+                    "total_amount": row.get("total_amount"),
+                }
+            ),
+        )
+
+    def _upsert_billing_invoice(self, payload: Mapping[str, Any], key: str) -> UpsertResult:
+        """A milestone's customer invoice, created once per key; posted when the payload says `post`."""
+        amount = self._amount(payload, "billing event")
+        project_id = int(payload.get("project_id") or 0)
+        existing = self._find_many("billing_event", [key]).get(key)
+        if existing is None:
+            rows = self.client.read("project.work", [project_id], ["party", "name", "comment"]) if project_id else []
+            if not rows or not rows[0].get("party"):
+                raise TerminalConnectorError(
+                    f"Tryton has no project {project_id or '(none)'} with a party to invoice",
+                    status_code=404,
+                    system_slug=self.slug,
+                )
+            project = rows[0]
+            party = int(project["party"])
+            address, term = self._party_invoicing(party)
+            accounts = self._invoice_accounts()
+            description = str(payload.get("description") or "Milestone")[:200]
+            refs = [f"Project: {project_id}"]
+            if payload.get("milestone_ref"):
+                refs.append(f"Milestone: {payload['milestone_ref']}")
+            values: dict[str, Any] = {
+                "type": "out",
+                "company": self._company(),
+                "journal": self._journal("revenue"),
+                "party": party,
+                "invoice_address": address,
+                "account": accounts["receivable"],
+                "invoice_date": self._invoice_date(payload),
+                "description": description,
+                "reference": contract_parse(project.get("comment")).get("code") or project["name"][:100],
+                "comment": "\n".join([tag_for(key), *refs]),
+                "lines": [
+                    [
+                        "create",
+                        [
+                            {
+                                "type": "line",
+                                "account": accounts["revenue"],
+                                "quantity": 1.0,
+                                "unit_price": amount,
+                                "description": f"{description} ({project['name']})"[:500],
+                            }
+                        ],
+                    ]
+                ],
+            }
+            payment_term = term or self.settings.get("payment_term_id")
+            if payment_term:
+                values["payment_term"] = int(payment_term)
+            (invoice_id,) = self.client.create("account.invoice", [values])
+            created = True
+        else:
+            invoice_id, created = int(existing["id"]), False
+            if existing.get("state") == "draft":
+                self._invoice_change("billing_event", existing, payload)
+        if payload.get("post"):
+            (row,) = self.client.read("account.invoice", [invoice_id], ["state"])
+            if row["state"] in ("draft", "validated"):
+                self._post_invoice(invoice_id)
+        return self._invoice_result(invoice_id, created)
+
+    def _post_invoice(self, invoice_id: int) -> None:
+        """Post the invoice. A milestone dated in the past would give a payment date in the past, which Tryton
+        asks a person to confirm: the payment term counts from today instead (payment_term_date), the invoice
+        keeps its date."""
+        (row,) = self.client.read("account.invoice", [invoice_id], ["invoice_date", "payment_term_date"])
+        today = dt.date.today()
+        if (row.get("payment_term_date") or row.get("invoice_date") or today) < today:
+            self.client.write("account.invoice", [invoice_id], {"payment_term_date": today})
+        self.client.execute("account.invoice", "post", [invoice_id], timeout=BATCH_TIMEOUT_SECONDS)
+
+    def _upsert_expense(self, payload: Mapping[str, Any], key: str) -> UpsertResult:
+        """An approved expense as a draft supplier invoice of the employee's party, created once per key."""
+        existing = self._find_many("expense", [key]).get(key)
+        if existing is not None:
+            return self._invoice_change("expense", existing, payload)
+        amount = self._amount(payload, "expense")
+        employee = payload.get("employee_id")
+        try:
+            (row,) = self.client.read("company.employee", [int(str(employee))], ["party"])
+        except (TypeError, ValueError):
+            raise TerminalConnectorError(
+                f"No Tryton employee for the expense (employee_id {employee!r})",
+                system_slug=self.slug,
+                hint="Link the person to their Tryton employee under Workflows → Resources, then replay the entry.",
+            ) from None
+        party = int(row["party"])
+        address, _ = self._party_invoicing(party)
+        accounts = self._invoice_accounts()
+        refs = [f"Project: {int(payload['project_id'])}"] if payload.get("project_id") else []
+        if payload.get("cost_code"):
+            refs.append(f"Cost code: {payload['cost_code']}")
+        description = str(payload.get("description") or "Expense")[:200]
+        values = {
+            "type": "in",
+            "company": self._company(),
+            "journal": self._journal("expense"),
+            "party": party,
+            "invoice_address": address,
+            "account": accounts["payable"],
+            "invoice_date": self._invoice_date(payload),
+            "reference": str(payload.get("source_ref") or key)[:100],
+            "description": description,
+            "comment": "\n".join([tag_for(key), *refs]),
+            "lines": [["create", [self._expense_line(amount, description, accounts)]]],
+        }
+        (invoice_id,) = self.client.create("account.invoice", [values])
+        return self._invoice_result(invoice_id, True)
+
+    @staticmethod
+    def _expense_line(amount: Decimal, description: str, accounts: Mapping[str, int]) -> dict[str, Any]:
+        return {
+            "type": "line",
+            "account": accounts["expense"],
+            "quantity": 1.0,
+            "unit_price": amount,
+            "description": description[:500],
+        }
+
+    def _invoice_change(self, entity: str, existing: Mapping[str, Any], payload: Mapping[str, Any]) -> UpsertResult:
+        """Correct a draft invoice's amount, date and description in place; a posted one is left as Tryton holds
+        it (a correction of a posted invoice is a credit note, which finance makes in Tryton)."""
+        invoice_id = int(existing["id"])
+        rows = self.client.read("account.invoice", [invoice_id], ["state", "invoice_date", "description", "lines"])
+        invoice = rows[0]
+        if invoice["state"] != "draft":
+            if entity == "expense" and payload.get("amount") is not None:
+                amount = self._amount(payload, "expense")
+                (current,) = self.client.read("account.invoice", [invoice_id], ["untaxed_amount"])
+                if Decimal(str(current["untaxed_amount"])) != amount:
+                    raise TerminalConnectorError(
+                        f"Supplier invoice {invoice_id} of the expense is already {invoice['state']}; "
+                        "the correction cannot be applied",
+                        status_code=409,
+                        system_slug=self.slug,
+                        hint="Credit the supplier invoice in Tryton, then post the corrected expense under a new key.",
+                    )
+            return self._invoice_result(invoice_id, False)
+        what = "expense" if entity == "expense" else "billing event"
+        amount = self._amount(payload, what)
+        description = str(payload.get("description") or invoice.get("description") or "")[:200]
+        values: dict[str, Any] = {}
+        day = self._invoice_date(payload)
+        if invoice.get("invoice_date") != day:
+            values["invoice_date"] = day
+        if description and invoice.get("description") != description:
+            values["description"] = description
+        lines = self.client.read("account.invoice.line", list(invoice["lines"]), ["unit_price", "quantity"])
+        if len(lines) == 1 and (
+            Decimal(str(lines[0]["unit_price"])) != amount or float(lines[0]["quantity"] or 0) != 1.0
+        ):
+            values["lines"] = [["write", [lines[0]["id"]], {"unit_price": amount, "quantity": 1.0}]]
+        if values:
+            self.client.write("account.invoice", [invoice_id], values)
+        return self._invoice_result(invoice_id, False)
+
+    def _invoice_withdraw(self, entity: str, invoice_id: int) -> None:
+        """Withdraw the hub's invoice: a draft one is deleted, a posted one cancelled (Tryton books the reversal);
+        a paid one is refused. One already gone is fine."""
+        rows = self.client.search_read(
+            "account.invoice", [("id", "=", invoice_id), ("type", "=", INVOICE_TYPE[entity])], ["id", "state"], limit=1
+        )
+        if not rows or rows[0]["state"] == "cancelled":
+            return
+        state = rows[0]["state"]
+        if state in ("draft", "validated"):
+            if state == "validated":
+                self.client.execute("account.invoice", "draft", [invoice_id])
+            self.client.delete("account.invoice", [invoice_id])
+            return
+        if state == "paid":
+            raise TerminalConnectorError(
+                f"Invoice {invoice_id} is already paid and cannot be withdrawn",
+                status_code=409,
+                system_slug=self.slug,
+                hint="Make a credit note in Tryton and settle it with the party.",
+            )
+        self.client.execute("account.invoice", "cancel", [invoice_id])
+
+
+def _invoice_refs(comment: str | None) -> dict[str, str]:
+    """ "Project: <id>" and "Milestone: <ref>" from an invoice comment the hub wrote."""
+    refs: dict[str, str] = {}
+    for line in (comment or "").splitlines()[1:]:
+        label, sep, value = line.partition(": ")
+        if sep and label in ("Project", "Milestone") and label.lower() not in refs:
+            refs[label.lower()] = value.strip()
+    return refs

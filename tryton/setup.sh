@@ -115,7 +115,7 @@ if [ "$rebuild" = 0 ] && template_ready; then
   say "template database $TEMPLATE_DB is ready (nothing to do)"
 else
   say "building template database $TEMPLATE_DB"
-  rm -f "$DB_DIR/$TEMPLATE_DB.sqlite" "$DB_DIR/$TEMPLATE_DB.sqlite-journal" "$DB_DIR/$TEMPLATE_DB.ready" \
+  rm -f "$DB_DIR/$TEMPLATE_DB.sqlite" "$DB_DIR/$TEMPLATE_DB.sqlite-journal" "$DB_DIR/$TEMPLATE_DB.ready" "$DB_DIR/$TEMPLATE_DB.companies" \
     "$TRYTON_HOME/ids.json"
   : >"$DB_DIR/$TEMPLATE_DB.sqlite" # trytond-admin refuses an SQLite database whose file does not exist
   t="$(now)"
@@ -130,6 +130,46 @@ else
   mv "$TRYTON_HOME/ids.json.tmp" "$TRYTON_HOME/ids.json"
   echo "$STAMP" >"$DB_DIR/$TEMPLATE_DB.ready"
   say "accounting setup in $(elapsed "$t") s; ids in $TRYTON_HOME/ids.json"
+fi
+
+# --- 4. the firm's people as employees (a separate, idempotent step) -----------------------------------
+# The hub books each person's time to their own employee; the demo's PSA people are linked to these.
+EMPLOYEES=("Alice Hartley" "Ben Okafor" "Chloe Martin" "Diego Alvarez" "Emma Schultz")
+employees_ready() {
+  "$PY" - "$TRYTON_HOME/ids.json" "${EMPLOYEES[@]}" <<'EOF'
+import json, sys
+ids = json.load(open(sys.argv[1]))
+companies = ids.get("employees") or {}
+sys.exit(0 if companies and all(set(sys.argv[2:]) <= set(people) for people in companies.values()) else 1)
+EOF
+}
+if ! employees_ready; then
+  t="$(now)"
+  "$PY" "$HERE/setup_employees.py" "$TEMPLATE_DB" "$CONF" "$TRYTON_HOME/ids.json" "${EMPLOYEES[@]}" \
+    >>"$TRYTON_HOME/setup.log" 2>&1 || { tail -n 40 "$TRYTON_HOME/setup.log" >&2; exit 1; }
+  say "employees in $(elapsed "$t") s"
+fi
+
+# --- 4. one company per legal entity (additive) ---------------------------------------------------------
+# setup_companies.py only adds what is missing, on a copy that replaces the template in one rename: a
+# start.sh copying the template meanwhile gets the old or the new file, never half of one, and a running
+# server's working database is never touched here (start.sh brings a stopped one up to date).
+COMPANIES_STAMP="$(cat "$HERE/setup_companies.py" <(echo "$STAMP") | sha256sum | cut -c1-16)"
+if [ "$(cat "$DB_DIR/$TEMPLATE_DB.companies" 2>/dev/null || true)" = "$COMPANIES_STAMP" ] \
+  && grep -q '"companies"' "$TRYTON_HOME/ids.json"; then
+  say "companies per legal entity are ready (nothing to do)"
+else
+  t="$(now)"
+  NEXT_DB="${TEMPLATE_DB}_next"
+  rm -f "$DB_DIR/$NEXT_DB.sqlite"
+  "$PY" -c 'import sqlite3, sys; s = sqlite3.connect(sys.argv[1]); d = sqlite3.connect(sys.argv[2]); s.backup(d); d.close()' \
+    "$DB_DIR/$TEMPLATE_DB.sqlite" "$DB_DIR/$NEXT_DB.sqlite"
+  "$PY" "$HERE/setup_companies.py" "$NEXT_DB" "$CONF" "$TRYTON_HOME/ids.json" "$TRYTON_HOME/ids.json.tmp" \
+    >>"$TRYTON_HOME/setup.log" 2>&1 || { tail -n 40 "$TRYTON_HOME/setup.log" >&2; exit 1; }
+  mv "$DB_DIR/$NEXT_DB.sqlite" "$DB_DIR/$TEMPLATE_DB.sqlite"
+  mv "$TRYTON_HOME/ids.json.tmp" "$TRYTON_HOME/ids.json"
+  echo "$COMPANIES_STAMP" >"$DB_DIR/$TEMPLATE_DB.companies"
+  say "companies per legal entity added in $(elapsed "$t") s"
 fi
 
 flock -u 9

@@ -12,6 +12,8 @@
 #                   trytond refuses logins to a database it did not preload.
 #   TRYTON_PORT     default 8011
 #   TRYTON_SKIP_SETUP=1  do not run setup.sh first (it is quick when everything is ready)
+# Each working database's ids (the template's ids.json, or what setup_companies.py found in a database made
+# before the companies per legal entity existed) are written to RUN_DIR/db/<db>.ids.json.
 # Prints the base URL when the server answers common.server.version.
 set -euo pipefail
 
@@ -61,6 +63,8 @@ if alive; then
 fi
 
 mkdir -p "$RUN_DIR/db"
+sed -e "s#@DB_PATH@#$RUN_DIR/db#" -e "s#@LISTEN@#127.0.0.1:$PORT#" "$HERE/trytond.conf.template" >"$CONF"
+COMPANIES_STAMP="$(cat "$TRYTON_HOME/db/hub_template.companies" 2>/dev/null || true)"
 for db in "${DATABASES[@]}"; do
   target="$RUN_DIR/db/$db.sqlite"
   if [ ! -s "$target" ]; then
@@ -68,11 +72,18 @@ for db in "${DATABASES[@]}"; do
     "$PY" -c 'import sqlite3, sys; s = sqlite3.connect(sys.argv[1]); d = sqlite3.connect(sys.argv[2]); s.backup(d); d.close()' \
       "$TEMPLATE" "$target.tmp"
     mv "$target.tmp" "$target"
+    cp "$TRYTON_HOME/ids.json" "$RUN_DIR/db/$db.ids.json"
+    echo "$COMPANIES_STAMP" >"$RUN_DIR/db/$db.companies"
     say "created database $db from the template"
+  elif [ -n "$COMPANIES_STAMP" ] && [ "$(cat "$RUN_DIR/db/$db.companies" 2>/dev/null || true)" != "$COMPANIES_STAMP" ]; then
+    # A working database made before the template had a company per legal entity: add them in place
+    # (additive, nothing in it is replaced), while no server serves it. Its ids go next to it.
+    say "adding the companies per legal entity to database $db"
+    "$PY" "$HERE/setup_companies.py" "$db" "$CONF" "$TRYTON_HOME/ids.json" "$RUN_DIR/db/$db.ids.json" \
+      >>"$LOG" 2>&1 || { echo "start.sh: setup_companies.py failed on $db; see $LOG" >&2; exit 1; }
+    echo "$COMPANIES_STAMP" >"$RUN_DIR/db/$db.companies"
   fi
 done
-
-sed -e "s#@DB_PATH@#$RUN_DIR/db#" -e "s#@LISTEN@#127.0.0.1:$PORT#" "$HERE/trytond.conf.template" >"$CONF"
 rm -f "$PIDFILE"
 # setsid: the server must outlive this script and the shell or test session that ran it.
 TRYTOND_LOGGING_LEVEL="${TRYTOND_LOGGING_LEVEL:-30}" setsid "$TRYTON_HOME/venv/bin/trytond" \
