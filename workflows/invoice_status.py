@@ -53,6 +53,26 @@ ERP_INVOICE_RULES: list[dict[str, Any]] = [
     {"target_path": "updated_at", "source_paths": ["updated_at"]},
 ]
 
+# Tryton customer invoice (as the tryton_erp connector pulls it) → canonical invoice. Tryton's states are the
+# canonical statuses; the connector adds client_ref (the canonical client the party was created under),
+# project_ref (the CRM opportunity in the project's contract lines), currency_code, amount, posted_at and paid_at
+# (the date the invoice was reconciled).
+AS_TEXT = [{"transform": "concat"}]
+TRYTON_INVOICE_RULES: list[dict[str, Any]] = [
+    {"target_path": "id", "source_paths": ["id"], "steps": AS_TEXT, "required": True},
+    {"target_path": "number", "source_paths": ["number"]},
+    {"target_path": "status", "source_paths": ["status"], "required": True},
+    {"target_path": "client.client_id", "source_paths": ["client_ref"], "steps": TEXT, "required": True},
+    {"target_path": "project_id", "source_paths": ["project_id"], "steps": AS_TEXT},
+    {"target_path": "opportunity_id", "source_paths": ["project_ref"], "steps": TEXT},
+    {"target_path": "currency", "source_paths": ["currency_code"], "required": True},
+    {"target_path": "total_amount", "source_paths": ["amount"], "required": True},
+    {"target_path": "invoice_date", "source_paths": ["invoice_date"]},
+    {"target_path": "posted_at", "source_paths": ["posted_at"]},
+    {"target_path": "paid_at", "source_paths": ["paid_at"]},
+    {"target_path": "updated_at", "source_paths": ["updated_at"]},
+]
+
 
 @dataclass(frozen=True)
 class InvoiceStatusSetup:
@@ -76,7 +96,7 @@ def _erp_inbound_mapping(*, erp: ConnectedSystem, legal_entity_code: str, user: 
     mapping = mapping_set_create(
         name=f"{erp.slug} invoice in", system=erp, entity=entity, direction=Direction.INBOUND, user=user
     )
-    rules = [*ERP_INVOICE_RULES]
+    rules = [*(TRYTON_INVOICE_RULES if erp.connector_type == "tryton_erp" else ERP_INVOICE_RULES)]
     rules.append(
         {
             "target_path": "legal_entity_code",

@@ -53,6 +53,7 @@ from sync.transport import SystemUnavailableError
 from workflows.choices import RunStatus, StepStatus
 from workflows.models import WorkflowRun
 from workflows.services import (
+    connector_offers,
     flow_call,
     workflow_call,
     workflow_run_finish,
@@ -115,6 +116,33 @@ def billing_type_allowed(record: Mapping[str, Any], params: Mapping[str, Any], c
         f"The contract is billed as {actual!r}, not by {' or '.join(allowed)}; bill this work from time, or "
         "correct the contract's billing type in the ERP, then retry.",
     )
+
+
+POST_INVOICE_RULE = "post_billing_invoice"
+
+
+@register_rule(
+    POST_INVOICE_RULE,
+    label="Post the milestone's invoice in the ERP",
+    description="Not a check (it always passes): with this entry in the flow's policy, the customer invoice a "
+    "milestone creates in an ERP that keeps invoices (Tryton) is posted at once; without it, it stays in draft "
+    "for finance to review and post there.",
+    params_schema={
+        "type": "object",
+        "properties": {"post": {"type": "boolean", "default": True}},
+        "additionalProperties": False,
+    },
+)
+def post_billing_invoice(record: Mapping[str, Any], params: Mapping[str, Any], context: RuleContext) -> RuleResult:
+    return RuleResult(True, POST_INVOICE_RULE, "", bool(params["post"]), bool(params["post"]))
+
+
+def billing_invoice_posted(policy: SyncPolicy | None) -> bool:
+    """Whether the flow's policy says to post the milestone's invoice (its post_billing_invoice entry)."""
+    for entry in (policy.validation_rules if policy is not None else None) or []:
+        if isinstance(entry, Mapping) and entry.get("rule") == POST_INVOICE_RULE:
+            return bool((entry.get("params") or {}).get("post", True))
+    return False
 
 
 # --- trigger --------------------------------------------------------------------------------------------
@@ -258,6 +286,24 @@ def _erp_contract(run: WorkflowRun, code: str) -> tuple[ConnectedSystem, dict[st
     seen: set[tuple[str, str]] = set()
     unavailable: SystemUnavailableError | None = None
     for system in candidates.prefetch_related("legal_entities").order_by("id"):
+        if connector_offers(system, "contract_find"):
+            # Tryton: one system per company, so the project found is the system's own.
+            try:
+                found = workflow_call(
+                    run,
+                    system,
+                    "contract_find",
+                    methodcaller("contract_find", code),
+                    step=STEP_CHECK,
+                    entity="project",
+                )
+            except SystemUnavailableError as exc:
+                unavailable = unavailable or exc
+                continue
+            if found:
+                served = [entity.code for entity in system.legal_entities.all()]
+                return system, {**found, "legal_entity": found.get("legal_entity") or (served[0] if served else "")}
+            continue
         if not issubclass(registry.get(system.connector_type), SandboxErpConnector):
             continue  # contracts (projects with a billing type and a value) are read from REST ERPs of this type
         where = (system.base_url, system.connector_type)
@@ -296,6 +342,17 @@ def _erp_contract(run: WorkflowRun, code: str) -> tuple[ConnectedSystem, dict[st
 
 
 def _billing_events(run: WorkflowRun, erp: ConnectedSystem, project_id: Any) -> list[dict[str, Any]]:
+    if connector_offers(erp, "billing_events"):
+        return list(
+            workflow_call(
+                run,
+                erp,
+                "billing_events",
+                methodcaller("billing_events", project_id),
+                step=STEP_CHECK,
+                entity="billing_event",
+            )
+        )
     rows: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -503,6 +560,10 @@ def _step_bill(run: WorkflowRun) -> bool:
         "milestone_ref": run.business_key,
         "source_ref": f"hub:workflow-run:{run.pk}",
     }
+    if connector_offers(erp, "contract_find") and billing_invoice_posted(
+        sync_policy_for(flow=FLOW, legal_entity=run.legal_entity)
+    ):
+        payload["post"] = True  # an ERP that keeps invoices: the policy says whether this one is posted now
     key = billing_event_key(run)
     try:
         result = workflow_call(

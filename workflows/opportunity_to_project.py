@@ -430,11 +430,28 @@ def _erp_project_payload(system: ConnectedSystem, run: WorkflowRun) -> dict[str,
     opportunity, context = _opportunity(run), run.context or {}
     number = context["project_number"]
     if system.connector_type == "tryton_erp":
-        return {
+        # Tryton keeps the contract in project fields where it has them (dates, rates, the company's currency)
+        # and the rest in the project's comment (docs/workflow-opportunity-and-client.md).
+        card = RateCard.objects.filter(pk=int(context.get("rate_card_id") or 0)).first()
+        contract: dict[str, Any] = {
             "name": f"{number} {opportunity.get('name', '')}".strip(),
             "client_id": int(context["erp_client_id"]),
-            "note": f"Opportunity {opportunity.get('id')}, contract {context.get('contract_number', '')}",
+            "code": number,
+            "contract_number": context.get("contract_number", ""),
+            "opportunity_ref": str(opportunity.get("id") or ""),
+            "legal_entity": context["legal_entity_code"],
+            "billing_type": context["billing_type"],
+            "contract_value": str(_amount(opportunity)),
+            "currency": opportunity.get("currency"),
+            "starts_on": _start_date(opportunity),
+            "ends_on": opportunity.get("expected_end_date"),
         }
+        if card is not None:
+            contract["rate_card"] = card.name
+            contract["rates"] = [
+                {"role": line.role, "bill_rate": str(line.bill_rate)} for line in card.lines.order_by("role")
+            ]
+        return {key: value for key, value in contract.items() if value not in (None, "")}
     payload: dict[str, Any] = {
         "client_id": int(context["erp_client_id"]),
         "code": number,
