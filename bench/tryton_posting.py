@@ -65,7 +65,6 @@ def main() -> bool:
             settings={
                 "database": "hub_bench",
                 "company_id": ids["company"],
-                "employee_id": ids["employee"],
                 "product_id": ids["product"],
                 "timeout_seconds": 120,
             },
@@ -93,7 +92,13 @@ def main() -> bool:
         def entries(prefix: str, batch: int) -> list[tuple[dict, str]]:
             return [
                 (
-                    {"project_id": project_id, "date": day.isoformat(), "hours": "1.5", "note": f"{prefix} {n}"},
+                    {
+                        "project_id": project_id,
+                        "employee_id": ids["employee"],
+                        "date": day.isoformat(),
+                        "hours": "1.5",
+                        "description": f"{prefix} {n}",
+                    },
                     f"bench-{run}-{prefix}-{batch}-{n}",
                 )
                 for n in range(BATCH)

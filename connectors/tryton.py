@@ -17,8 +17,15 @@ Tryton's JSON-RPC (measured in shared/reference/TRYTON.md):
 Entities: client → party.party, project → project.work (invoiced on timesheets), time_entry →
 timesheet.line, invoice → account.invoice (read side). Idempotency keys are stored in the ERP as the
 text tag `hub:<key>`, searched before every create: a party identifier for clients, the first line of
-the project's comment, and the timesheet line's description (`hub:<key>` or `hub:<key> <note>`).
-Search-then-create is two transactions; the hub's per-key delivery lock makes that safe.
+the project's comment, and the end of the timesheet line's description (`<description> [hub:<key>]`, or
+`hub:<key>` alone for a line without one; lines written before read `hub:<key> <note>` and are still found).
+Tryton keeps no other writable text on a timesheet line (its uuid is read-only), and a second record (an
+ir.note) would be a second transaction that a crash could separate from the line; the tag at the end keeps
+the description readable as the PSA wrote it. Search-then-create is two transactions; the hub's per-key
+delivery lock makes that safe.
+
+A timesheet line is booked to the employee the payload names (`employee_id`: the hub's resource
+cross-reference supplies it), never to a default one: a line without it is refused.
 
 Voiding a time entry deletes the timesheet line while it is not invoiced. Tryton refuses negative
 durations (`duration >= 0` is a field domain), so an invoiced line cannot be reversed with a
@@ -518,6 +525,31 @@ def _tagged_text(tag: str, note: str | None, separator: str) -> str:
     return f"{tag}{separator}{note}" if note else tag
 
 
+def _line_text(tag: str, description: str | None) -> str:
+    """A timesheet line's description: the PSA's text first, the hub's tag at the end (`<text> [hub:<key>]`)."""
+    description = " ".join((description or "").split())
+    return f"{description} [{tag}]" if description else tag
+
+
+def _line_tag_of(text: str | None) -> str | None:
+    """The hub tag of a timesheet line's description: `<text> [hub:<key>]`, `hub:<key>`, or the older
+    `hub:<key> <note>`."""
+    text = (text or "").strip()
+    if text.endswith("]") and " [" + TAG_PREFIX in text:
+        return text[text.rindex(" [" + TAG_PREFIX) + 2 : -1]
+    return _tag_of(text, " ")
+
+
+def _line_tag_domain(tags: Sequence[str]) -> list[Any]:
+    """Timesheet lines whose description carries one of the tags, at its end or (older lines) at its start."""
+    domain: list[Any] = ["OR", ("description", "in", list(tags))]
+    for tag in tags:
+        escaped = _like_escape(tag)
+        domain.append(("description", "like", f"% [{escaped}]"))
+        domain.append(("description", "like", escaped + " %"))
+    return domain
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -642,6 +674,8 @@ class TrytonConnector(Connector):
     )
     # Tryton refuses negative durations: a correction voids the posted lines and posts the entry again.
     posts_negative_lines = False
+    # timesheet.line.employee is required: an entry whose person has no employee here waits for one.
+    requires_employee = True
     parameter_schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -654,11 +688,6 @@ class TrytonConnector(Connector):
                 "description": "Tryton database name; calls go to /<database>/rpc/.",
             },
             "company_id": {"type": "integer", "minimum": 1, "description": "company.company id put in the context."},
-            "employee_id": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "Employee for timesheet lines without one (default: the hub user's employee).",
-            },
             "product_id": {
                 "type": "integer",
                 "minimum": 1,
@@ -722,8 +751,6 @@ class TrytonConnector(Connector):
                     hint="Set credentials.user and credentials.password of the system.",
                 )
             context: dict[str, Any] = {"company": int(self.settings["company_id"])}
-            if self.settings.get("employee_id"):
-                context["employee"] = int(self.settings["employee_id"])
             self._client = TrytonClient(
                 http=client_for(self.system),
                 database=str(self.settings["database"]),
@@ -749,15 +776,16 @@ class TrytonConnector(Connector):
         return int(self.settings["company_id"])
 
     def _employee(self, payload: Mapping[str, Any]) -> int:
-        employee = (
-            payload.get("employee_id") or self.settings.get("employee_id") or self.client.context().get("employee")
-        )
-        if not employee:
+        # Only the line's own employee: a default employee would book one person's time (and cost) to another.
+        employee = payload.get("employee_id")
+        try:
+            return int(str(employee).strip())
+        except (TypeError, ValueError):
             raise TerminalConnectorError(
-                "No employee for the timesheet line: set employee_id on the entry or the system",
+                f"No Tryton employee for the timesheet line (employee_id {employee!r})",
                 system_slug=self.slug,
-            )
-        return int(employee)
+                hint="Link the person to their Tryton employee under Workflows → Resources, then replay the entry.",
+            ) from None
 
     def _product(self, payload: Mapping[str, Any]) -> int:
         product = payload.get("product_id") or self.settings.get("product_id")
@@ -819,7 +847,9 @@ class TrytonConnector(Connector):
         model, fields = self._model(entity, UPSERT_ENTITIES)
         tags = {tag_for(key): key for key in keys}
         found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(list(tags), SEARCH_CHUNK):
+        # A time entry's key is searched by three clauses (see _line_tag_domain): fewer keys per search.
+        size = SEARCH_CHUNK // 2 if entity == "time_entry" else SEARCH_CHUNK
+        for chunk in _chunks(list(tags), size):
             if entity == "client":
                 rows = self.client.search_read(
                     model, [("identifiers.code", "in", list(chunk))], [*fields, "identifiers.code"]
@@ -829,15 +859,17 @@ class TrytonConnector(Connector):
                         if identifier.get("code") in tags:
                             found[tags[identifier["code"]]] = row
                 continue
-            commented = entity in ("project", *INVOICE_ENTITIES)
-            text_field, separator = ("comment", "\n") if commented else ("description", " ")
-            domain = _tag_domain(text_field, chunk, separator)
+            if entity == "time_entry":
+                text_field, domain = "description", _line_tag_domain(chunk)
+            else:
+                text_field, domain = "comment", _tag_domain("comment", chunk, "\n")
             if entity in INVOICE_ENTITIES:
                 domain = [domain, ("type", "=", INVOICE_TYPE[entity]), ("company", "=", self._company())]
             rows = self.client.search_read(model, domain, fields, order=[("id", "ASC")])
             for row in rows:
                 # SQLite's LIKE ignores case: compare the tag exactly.
-                tag = _tag_of(row.get(text_field), separator)
+                text = row.get(text_field)
+                tag = _line_tag_of(text) if entity == "time_entry" else _tag_of(text, "\n")
                 if tag in tags and tags[tag] not in found:
                     found[tags[tag]] = row
         return found
@@ -885,7 +917,7 @@ class TrytonConnector(Connector):
             price = Decimal(str(list_price)) if list_price is not None else None
             return self._project_change(existing, payload, name, int(client_id), self._product(payload), price)
         # A time entry keeps the tag it was created with, so a retry of its first delivery still finds it.
-        tag = _tag_of(existing.get("description"), " ") or ""
+        tag = _line_tag_of(existing.get("description")) or ""
         key = tag[len(TAG_PREFIX) :] if tag else f"line-{external_id}"
         return self._correct_time_entry(existing, self._time_entry_values(payload, key))
 
@@ -1312,7 +1344,8 @@ class TrytonConnector(Connector):
             "work": self._timesheet_work(payload),
             "date": day,
             "duration": duration,
-            "description": _tagged_text(tag_for(key), payload.get("note"), " "),
+            # The PSA's description (`note` is the name older callers used); the key rides at its end.
+            "description": _line_text(tag_for(key), payload.get("description") or payload.get("note")),
         }
 
     def upsert_many(
@@ -1386,6 +1419,18 @@ class TrytonConnector(Connector):
         return UpsertResult(
             external_id=str(row["id"]), created=False, payload={"id": row["id"], "updated": bool(changed)}
         )
+
+    def employees_list(self) -> list[dict[str, str]]:
+        """The company's active employees (company.employee) by name: what a person picks from when linking a PSA
+        person to the employee their time is booked to."""
+        rows = self.client.search_read(
+            "company.employee",
+            [("company", "=", self._company())],
+            ["id", "rec_name"],
+            order=[("id", "ASC")],
+        )
+        employees = [{"id": str(row["id"]), "name": str(row.get("rec_name") or row["id"])} for row in rows]
+        return sorted(employees, key=lambda employee: employee["name"].lower())
 
     # -- invoices (helpers for the billing flows, the tests and the demo) --
 

@@ -54,6 +54,8 @@ ROLE_RULES: dict[str, list[tuple[str, frozenset[str]]]] = {
     ANALYST: [(f"{app}.*", VIEW) for app in HUB_APPS]
     + [
         ("mappings.*", EDIT),
+        # Resources (PSA person ↔ ERP employee) are configuration analysts keep, like mappings.
+        ("workflows.resourcelink", EDIT),
         ("governance.ownershiprule", EDIT),
         ("governance.ratecard", EDIT),
         ("governance.ratecardline", EDIT),

@@ -208,3 +208,7 @@ class ClientDirectoryEntryAdmin(ReadOnlyAdmin):
     list_filter = ["source", "system", "duplicate_cleared"]
     search_fields = ["name", "name_key", "=canonical_id", "=external_id", "=domain", "=tax_id"]
     readonly_fields = [field.name for field in ClientDirectoryEntry._meta.fields]
+
+
+# Resources (PSA person ↔ ERP employee) have their own module: configuration, unlike the run logs above.
+from workflows import admin_resources  # noqa: E402,F401

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 from governance.choices import Flow
 from workflows.choices import DirectorySource, PostingKind, PostingStatus, RunStatus, StepStatus
@@ -251,3 +253,83 @@ class FinanceNotification(models.Model):
 
     def __str__(self) -> str:
         return self.subject
+
+
+class ResourceLink(models.Model):
+    """The cross-reference of a person: a PSA person ↔ the employee that books their time in one ERP (for one
+    legal entity, or for every legal entity the ERP serves when none is given). Time and expense lines are
+    booked to this employee, never to a default one."""
+
+    psa_system = models.ForeignKey(
+        "connectors.ConnectedSystem",
+        on_delete=models.PROTECT,
+        related_name="resource_links_as_psa",
+        help_text="The PSA the person works in.",
+    )
+    person_ref = models.CharField(
+        max_length=200, help_text="The person's id in the PSA (the time entry's resource_id), for example 4010."
+    )
+    person_name = models.CharField(max_length=200, blank=True)
+    erp_system = models.ForeignKey(
+        "connectors.ConnectedSystem",
+        on_delete=models.PROTECT,
+        related_name="resource_links_as_erp",
+        help_text="The ERP the person's time is posted to.",
+    )
+    legal_entity = models.ForeignKey(
+        "governance.LegalEntity",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="resource_links",
+        help_text="The legal entity this employee books for; empty: every legal entity the ERP serves.",
+    )
+    employee_ref = models.CharField(
+        max_length=100, help_text="The employee's id in the ERP (Tryton: the company.employee id)."
+    )
+    employee_name = models.CharField(max_length=200, blank=True)
+    notes = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["psa_system__slug", "person_name", "person_ref", "erp_system__slug"]
+        verbose_name = "resource"
+        verbose_name_plural = "resources"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["psa_system", "person_ref", "erp_system", "legal_entity"],
+                name="unique_resource_link_per_entity",
+            ),
+            # NULL is distinct in a unique index: one enterprise-level link per person and ERP needs its own.
+            models.UniqueConstraint(
+                fields=["psa_system", "person_ref", "erp_system"],
+                condition=models.Q(legal_entity__isnull=True),
+                name="unique_resource_link_enterprise",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        person = self.person_name or self.person_ref
+        return f"{person} → employee {self.employee_ref} in {self.erp_system.slug if self.erp_system_id else '?'}"
+
+    def clean(self) -> None:
+        from connectors.choices import SystemRole
+
+        errors: dict[str, str] = {}
+        self.person_ref = (self.person_ref or "").strip()
+        self.employee_ref = (self.employee_ref or "").strip()
+        if self.psa_system_id and self.psa_system.role != SystemRole.PSA:
+            errors["psa_system"] = f"{self.psa_system.slug} is not a PSA; choose the system the person works in."
+        if self.erp_system_id and self.erp_system.role != SystemRole.ERP:
+            errors["erp_system"] = f"{self.erp_system.slug} is not an ERP; choose the system time is posted to."
+        elif self.erp_system_id and self.legal_entity_id:
+            served = set(self.erp_system.legal_entities.values_list("pk", flat=True))
+            if served and self.legal_entity_id not in served:
+                codes = ", ".join(sorted(self.erp_system.legal_entities.values_list("code", flat=True)))
+                errors["legal_entity"] = (
+                    f"{self.erp_system.slug} does not serve {self.legal_entity.code}; it serves {codes}."
+                )
+        if errors:
+            raise ValidationError(errors)

@@ -85,6 +85,7 @@ from sync.models import CrossReference, Message, Route
 from sync.transport import SystemUnavailableError
 from workflows.choices import PostingKind, PostingStatus
 from workflows.models import TimeExpensePosting, TimeExpenseSenderLease
+from workflows.resource_links import HELD_PERSON_KEY, erp_requires_employee, resource_link_for
 from workflows.services import connector_offers, flow_call
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,19 @@ def erp_project_ref(*, project_id: str, source: ConnectedSystem, target: Connect
     )
 
 
+def erp_employee_ref(*, message: Message, person_ref: str, target: ConnectedSystem) -> str:
+    """The employee id that books the person's time in `target` (their resource link), or "" when unlinked."""
+    if not person_ref:
+        return ""
+    link = resource_link_for(
+        psa_system_id=message.system_id,
+        person_ref=person_ref,
+        erp_system_id=target.pk,
+        legal_entity_id=message.legal_entity_id,
+    )
+    return link.employee_ref if link is not None else ""
+
+
 def entry_state(message: Message, target: ConnectedSystem) -> EntryState:
     """What this message's version of the entry would post to `target`."""
     record = message.canonical_payload or {}
@@ -175,10 +189,14 @@ def entry_state(message: Message, target: ConnectedSystem) -> EntryState:
         hours = _decimal(record.get("hours")).quantize(CENT)
         rate = str(record.get("rate") or "")
         amount = (hours * _decimal(rate)).quantize(CENT)
+    person = str(record.get("resource_id") or "")
     shape = {
         "project_id": project_ref,
         "date": str(record.get("date") or ""),
-        "employee_ref": str(record.get("resource_id") or ""),
+        "employee_ref": person,
+        # The ERP's employee of the person (the resource cross-reference), never a default one; a change of
+        # employee changes the line's shape, so a correction voids the old line and books the new one.
+        "employee_id": erp_employee_ref(message=message, person_ref=person, target=target),
         "role": str(record.get("role_code") or ""),
         "cost_code": str(record.get("cost_code") or ""),
         "bill_rate": rate,
@@ -428,6 +446,41 @@ def _policy_fail(message: Message, failed: list[dict], state: EntryState | None,
     )
 
 
+def _unknown_resource_hold(
+    message: Message, state: EntryState, target: ConnectedSystem, now: datetime.datetime
+) -> None:
+    """The entry's person has no employee in the ERP: nothing is posted (never to a default employee); one item
+    names the person and the ERP, and linking them (its action, or a resource saved in the admin) posts it."""
+    person = state.shape["employee_ref"] or "(none)"
+    entity = message.legal_entity.code if message.legal_entity is not None else "any legal entity"
+    message.status, message.held_at = MessageStatus.HELD, now
+    message.last_error = f"{message.system.slug} person {person} has no employee in {target.slug} ({entity})"
+    exception_item_open(
+        category=ExceptionCategory.UNKNOWN_RESOURCE,
+        reason=f"{message.last_error}: the {state.entity.replace('_', ' ')} {message.canonical_id} waits for one.",
+        message=message,
+        system=target,
+        legal_entity=message.legal_entity,
+        payload_snapshot={
+            HELD_PERSON_KEY: {
+                "psa_system_id": message.system_id,
+                "psa_system": message.system.slug,
+                "person_ref": state.shape["employee_ref"],
+                "erp_system_id": target.pk,
+                "erp_system": target.slug,
+                "legal_entity": message.legal_entity.code if message.legal_entity is not None else "",
+            },
+            "entry": message.canonical_payload or {},
+        },
+        amount=state.amount,
+        currency=state.currency[:3],
+        flow=FLOW,
+        external_id=str(message.canonical_id),
+        suggested_action=f"Link the person to their employee in {target.slug} (Link the resource, or Workflows → "
+        "Resources); every entry held for them there is then posted.",
+    )
+
+
 def _held_for_approval(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> bool:
     """An entry at or above the policy's approval threshold waits for finance like any held message (two
     different approvers above the second threshold); once approved it is planned and posted as usual."""
@@ -473,6 +526,9 @@ def time_expense_stage(
             live=_live_lines(state.entry_key, target),
             negative_lines=_connector_posts_negative_lines(target),
         )
+        if plan.line_kind and not state.shape["employee_id"] and erp_requires_employee(target):
+            _unknown_resource_hold(message, state, target, now)
+            return
         event_mode = policy is None or policy.trigger != Trigger.SCHEDULE
         if plan.empty and TimeExpensePosting.objects.filter(message=message, status=PostingStatus.PENDING).exists():
             # A replay of this message after the ERP refused its line: the line is resent as it was.
@@ -748,8 +804,64 @@ def _send_void(sender: _Sender, row: TimeExpensePosting) -> bool:
     return True
 
 
+def ledger_line_outbound(row: TimeExpensePosting) -> dict[str, Any]:
+    """What the ERP receives for a ledger line: the line itself, or, when the target has a published outbound
+    mapping of the entity (the route's, else the legal entity's, else the enterprise one), that mapping's output.
+
+    The mapping reads the entry's canonical record overlaid with the line's own fields (its hours and amount,
+    the ERP project, `employee_id` from the resource link, `description`, `source_ref`, `kind`), so an analyst
+    decides what reaches the ERP (which employee field, what the description says) without touching the ledger,
+    which keeps comparing what the entry says with what was posted. Mapping errors raise HubValidationError."""
+    from mappings.choices import Direction
+    from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
+
+    message = row.message
+    route = (
+        Route.objects.filter(
+            flow=FLOW, entity=row.entity, target_system_id=row.target_system_id, outbound_mapping_set__isnull=False
+        )
+        .filter(source_system_id=message.system_id if message is not None else None)
+        .select_related("outbound_mapping_set")
+        .first()
+    )
+    mapping_set = route.outbound_mapping_set if route is not None else None
+    if mapping_set is None:
+        mapping_set = published_mapping_set(
+            system_id=row.target_system_id,
+            entity_name=row.entity,
+            direction=Direction.OUTBOUND,
+            legal_entity_id=message.legal_entity_id if message is not None else None,
+        )
+    if mapping_set is None:
+        return dict(row.payload)
+    compiled = compiled_mapping(mapping_set.pk)
+    source = {**((message.canonical_payload or {}) if message is not None else {}), **row.payload}
+    if compiled.uses_xrefs:
+        compiled.prefetch_xrefs([source], xrefs_resolve)
+    result = compiled.map_one(source)
+    if result.errors:
+        raise HubValidationError(
+            f"The outbound mapping {mapping_set.name} (v{mapping_set.version}) failed on the line: "
+            + "; ".join(str(error) for error in result.errors[:5]),
+            hint="Correct the mapping (Mappings → Mapping sets), publish it, and replay the entry.",
+        )
+    return dict(result.output)
+
+
 def _send_lines(sender: _Sender, entity: str, rows: list[TimeExpensePosting]) -> None:
-    items = [(dict(row.payload), row.idempotency_key) for row in rows]
+    mapped: list[TimeExpensePosting] = []
+    items: list[tuple[dict[str, Any], str]] = []
+    for row in rows:
+        try:
+            items.append((ledger_line_outbound(row), row.idempotency_key))
+        except HubValidationError as exc:
+            _record_failure([row], exc, sender.result)  # terminal: only this line fails, the others go
+            sender.handled.add(row.pk)
+            continue
+        mapped.append(row)
+    rows = mapped
+    if not rows:
+        return
     answers: list[Any]
     try:
         if connector_offers(sender.target, "upsert_batch"):
@@ -1150,6 +1262,63 @@ def time_expense_psa_mappings_install(
                     steps=steps,
                     condition=_CONDITIONS.get(target),
                 ),
+                user=user,
+                reason="time and expense flow set-up",
+            )
+        mapping_set_publish(mapping_set=mapping_set, user=user, confirm=True)
+        published.append(mapping_set)
+    return published
+
+
+# --- the ERP's outbound mappings of ledger lines (analysts edit them like any other) ---------------------------
+
+# What a ledger line carries (see _line_payload and ledger_line_outbound): each is mapped to the ERP field of the
+# same name by the installed mapping. A field a line does not have (an expense has no bill rate) is left out.
+LEDGER_LINE_FIELDS = (
+    "project_id",
+    "date",
+    "hours",
+    "amount",
+    "employee_id",
+    "employee_ref",
+    "role",
+    "cost_code",
+    "bill_rate",
+    "cost_rate",
+    "currency",
+    "description",
+    "source_ref",
+    "kind",
+)
+
+
+def time_expense_erp_mappings_install(*, system: ConnectedSystem, user: Any = None) -> list[Any]:
+    """Create and publish the outbound time entry and expense mappings of an ERP (once per system): every ledger
+    line field to the ERP field of the same name, so an analyst sees what reaches the ERP and changes it (the
+    employee field, the description) by publishing a new version."""
+    from mappings.choices import Direction
+    from mappings.models import CanonicalEntity, FieldRule, MappingSet
+    from mappings.services import field_rule_save, mapping_set_create, mapping_set_publish
+
+    published = []
+    for entity in ENTITIES:
+        canonical = CanonicalEntity.objects.get(name=entity)
+        existing = MappingSet.objects.filter(system=system, entity=canonical, direction=Direction.OUTBOUND).first()
+        if existing is not None:
+            published.append(existing)
+            continue
+        mapping_set = mapping_set_create(
+            name=f"{system.slug} {entity} ledger lines out",
+            system=system,
+            entity=canonical,
+            direction=Direction.OUTBOUND,
+            notes="Time and expense flow: what each ledger line sends to the ERP (the line's fields, the employee "
+            "from the person's resource link, the PSA's description).",
+            user=user,
+        )
+        for position, name in enumerate(LEDGER_LINE_FIELDS):
+            field_rule_save(
+                rule=FieldRule(mapping_set=mapping_set, position=position, target_path=name, source_paths=[name]),
                 user=user,
                 reason="time and expense flow set-up",
             )

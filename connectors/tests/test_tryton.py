@@ -19,6 +19,15 @@ from connectors.tryton import TrytonAuthError, TrytonConnector, TrytonRpcError, 
 
 pytestmark = pytest.mark.tryton
 
+# What every timesheet line of these tests carries besides its own fields: the employee it is booked to (the hub
+# always names one; Tryton's template has the firm's people, see tryton/setup_employees.py).
+LINE: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def _line_employee(tryton_server: TrytonServer) -> None:  # noqa: F405
+    LINE["employee_id"] = tryton_server.ids["employee"]
+
 
 def _key(prefix: str = "k") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
@@ -73,7 +82,7 @@ def test_a_user_error_answered_with_http_200_is_terminal(tryton_connector):
     # given a time entry on a project that does not exist
     # when it is posted / then Tryton's error array becomes a terminal error
     with pytest.raises(TerminalConnectorError):
-        tryton_connector.upsert("time_entry", {"project_id": 999999, "date": "2026-01-05", "hours": 1}, _key())
+        tryton_connector.upsert("time_entry", {**LINE, "project_id": 999999, "date": "2026-01-05", "hours": 1}, _key())
     with pytest.raises(TrytonRpcError) as caught:
         tryton_connector.client.execute("project.work", "write", [999999], {"name": "x"})
     assert not caught.value.retryable
@@ -109,7 +118,10 @@ def test_100_time_entries_are_posted_in_one_call_and_read_back(tryton_connector,
     _, project = _client_and_project(tryton_connector)
     today = dt.date.today()
     items = [
-        ({"project_id": project["id"], "date": today.isoformat(), "hours": "1.5", "note": f"entry {n}"}, _key("t"))
+        (
+            {**LINE, "project_id": project["id"], "date": today.isoformat(), "hours": "1.5", "note": f"entry {n}"},
+            _key("t"),
+        )
         for n in range(100)
     ]
     # when they are posted as one batch
@@ -126,7 +138,8 @@ def test_100_time_entries_are_posted_in_one_call_and_read_back(tryton_connector,
     assert len(lines) == 100
     assert sum((line["duration"] for line in lines), dt.timedelta()) == dt.timedelta(hours=150)
     first = tryton_connector.get("time_entry", results[0].external_id)
-    assert first["description"] == f"hub:{items[0][1]} entry 0"
+    # the description reads as the PSA wrote it; the hub's key rides at its end
+    assert first["description"] == f"entry 0 [hub:{items[0][1]}]"
     assert first["duration"] == 5400.0
     assert tryton_connector.find("time_entry", items[42][1])["id"] == int(results[42].external_id)
 
@@ -135,7 +148,7 @@ def test_a_time_entry_posted_twice_with_the_same_key_exists_once(tryton_connecto
     # given a project and one time entry key
     _, project = _client_and_project(tryton_connector)
     key = _key("dup")
-    entry = {"project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 2}
+    entry = {**LINE, "project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 2}
     # when the entry is posted, posted again, and sent twice more inside a batch
     first = tryton_connector.upsert("time_entry", entry, key)
     second = tryton_connector.upsert("time_entry", entry, key)
@@ -153,7 +166,7 @@ def test_a_time_entry_posted_twice_with_the_same_key_exists_once(tryton_connecto
 def test_a_key_with_like_wildcards_matches_only_itself(tryton_connector):
     # given two entries whose keys differ where a LIKE wildcard would match
     _, project = _client_and_project(tryton_connector)
-    entry = {"project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 1}
+    entry = {**LINE, "project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 1}
     suffix = uuid.uuid4().hex[:8]
     a = tryton_connector.upsert("time_entry", entry, f"a_b%{suffix}")
     # when a key that the first one's pattern would match is posted
@@ -166,7 +179,7 @@ def test_a_corrected_entry_is_updated_in_place(tryton_connector):
     # given a posted entry
     _, project = _client_and_project(tryton_connector)
     key = _key("fix")
-    entry = {"project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 2}
+    entry = {**LINE, "project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 2}
     posted = tryton_connector.upsert("time_entry", entry, key)
     # when it is posted again with other hours
     corrected = tryton_connector.upsert("time_entry", {**entry, "hours": 3}, key)
@@ -183,9 +196,9 @@ def test_invoice_post_and_pay_show_up_in_fetch_changes(tryton_connector):
     tryton_connector.upsert_many(
         "time_entry",
         [
-            ({"project_id": project["id"], "date": today, "hours": 2.5}, _key()),
-            ({"project_id": project["id"], "date": today, "hours": 2.5}, _key()),
-            ({"work_id": task_work, "date": today, "hours": 2.5}, _key()),
+            ({**LINE, "project_id": project["id"], "date": today, "hours": 2.5}, _key()),
+            ({**LINE, "project_id": project["id"], "date": today, "hours": 2.5}, _key()),
+            ({**LINE, "work_id": task_work, "date": today, "hours": 2.5}, _key()),
         ],
     )
     _, cursor = _all_invoice_changes(tryton_connector, None)
@@ -224,7 +237,9 @@ def test_fetch_changes_pages_without_gaps_or_repeats(tryton_server, make_tryton_
     )
     for _ in range(3):
         _, project = _client_and_project(connector)
-        connector.upsert("time_entry", {"project_id": project["id"], "date": dt.date.today(), "hours": 1}, _key())
+        connector.upsert(
+            "time_entry", {**LINE, "project_id": project["id"], "date": dt.date.today(), "hours": 1}, _key()
+        )
         connector.invoice_project(project["id"])
     # when every page is read from the start
     pages, cursor, seen = 0, None, []
@@ -245,9 +260,13 @@ def test_void_deletes_an_uninvoiced_line_and_refuses_an_invoiced_one(tryton_conn
     # given two entries on a project, one of them then invoiced
     _, project = _client_and_project(tryton_connector)
     today = dt.date.today().isoformat()
-    invoiced = tryton_connector.upsert("time_entry", {"project_id": project["id"], "date": today, "hours": 1}, _key())
+    invoiced = tryton_connector.upsert(
+        "time_entry", {**LINE, "project_id": project["id"], "date": today, "hours": 1}, _key()
+    )
     tryton_connector.invoice_project(project["id"])
-    open_entry = tryton_connector.upsert("time_entry", {"project_id": project["id"], "date": today, "hours": 1}, _key())
+    open_entry = tryton_connector.upsert(
+        "time_entry", {**LINE, "project_id": project["id"], "date": today, "hours": 1}, _key()
+    )
     # when both are voided
     tryton_connector.void("time_entry", open_entry.external_id)
     tryton_connector.void("time_entry", open_entry.external_id)  # twice is a no-op
@@ -278,7 +297,9 @@ def test_an_expired_session_is_renewed_transparently(tryton_connector, caplog):
 def test_a_fresh_session_call_logs_in_again_when_the_session_is_idle(tryton_connector, caplog):
     # given a project invoiced by a session idle for longer than Tryton's fresh-session window
     _, project = _client_and_project(tryton_connector)
-    tryton_connector.upsert("time_entry", {"project_id": project["id"], "date": dt.date.today(), "hours": 1}, _key())
+    tryton_connector.upsert(
+        "time_entry", {**LINE, "project_id": project["id"], "date": dt.date.today(), "hours": 1}, _key()
+    )
     (invoice_id,) = tryton_connector.invoice_project(project["id"])
     (session,) = _sessions.values()
     session.last_used -= 10_000
@@ -320,7 +341,8 @@ def test_a_full_run_logs_no_password_or_session_key(tryton_server, make_tryton_s
     connector.health_check()
     _, project = _client_and_project(connector)
     connector.upsert_many(
-        "time_entry", [({"project_id": project["id"], "date": dt.date.today(), "hours": 1}, _key()) for _ in range(3)]
+        "time_entry",
+        [({**LINE, "project_id": project["id"], "date": dt.date.today(), "hours": 1}, _key()) for _ in range(3)],
     )
     (invoice_id,) = connector.invoice_project(project["id"])
     connector.post_invoice(invoice_id)
@@ -351,3 +373,86 @@ def test_health_check_with_a_wrong_password_fails_as_terminal_auth(tryton_server
     assert not error.retryable
     assert error.status_code == 401
     assert "wrong-password-1" not in str(error) + error.hint
+
+
+def test_a_line_is_booked_to_its_own_employee_with_the_psa_description_and_never_to_a_default(
+    tryton_connector, tryton_server
+):
+    # given a project and two of the firm's people as Tryton employees
+    _, project = _client_and_project(tryton_connector)
+    people = tryton_server.ids["employees"][str(tryton_server.ids["company"])]
+    today = dt.date.today()
+    chloe, diego = _key("chloe"), _key("diego")
+
+    # when each posts a line with a description, and a line names no employee
+    tryton_connector.upsert_many(
+        "time_entry",
+        [
+            (
+                {
+                    "project_id": project["id"],
+                    "employee_id": people["Chloe Martin"],
+                    "date": today.isoformat(),
+                    "hours": 2,
+                    "description": "Data model review",
+                },
+                chloe,
+            ),
+            (
+                {
+                    "project_id": project["id"],
+                    "employee_id": str(people["Diego Alvarez"]),
+                    "date": today.isoformat(),
+                    "hours": 1,
+                    "description": "  Steering\ncommittee ",
+                },
+                diego,
+            ),
+        ],
+    )
+    with pytest.raises(TerminalConnectorError) as refused:
+        tryton_connector.upsert("time_entry", {"project_id": project["id"], "date": today, "hours": 1}, _key())
+
+    # then each line carries its person's employee and reads as the PSA wrote it, the key at its end
+    lines = {
+        row["description"]: row
+        for row in tryton_connector.client.search_read(
+            "timesheet.line", [("work", "=", project["timesheet_work_id"])], ["employee", "description", "duration"]
+        )
+    }
+    assert lines[f"Data model review [hub:{chloe}]"]["employee"] == people["Chloe Martin"]
+    assert lines[f"Steering committee [hub:{diego}]"]["employee"] == people["Diego Alvarez"]
+    # and the line without an employee was refused, saying what to do, and not stored
+    assert "No Tryton employee" in str(refused.value) and "Resources" in refused.value.hint
+    assert len(lines) == 2
+    # and the connector lists the employees a person picks from
+    listed = {row["name"]: row["id"] for row in tryton_connector.employees_list()}
+    assert listed["Chloe Martin"] == str(people["Chloe Martin"])
+
+
+def test_a_line_tagged_the_older_way_is_still_found_and_corrected_in_place(tryton_connector):
+    # given a line written before descriptions were kept: "hub:<key> <note>"
+    _, project = _client_and_project(tryton_connector)
+    key = _key("old")
+    (work,) = tryton_connector.client.read("project.work", [project["id"]], ["timesheet_works"])
+    (line_id,) = tryton_connector.client.create(
+        "timesheet.line",
+        [
+            {
+                "company": tryton_connector._company(),
+                "employee": LINE["employee_id"],
+                "work": work["timesheet_works"][0],
+                "date": dt.date.today(),
+                "duration": dt.timedelta(hours=1),
+                "description": f"hub:{key} old note",
+            }
+        ],
+    )
+    # when the same key is posted again with the description and other hours
+    entry = {**LINE, "project_id": project["id"], "date": dt.date.today().isoformat(), "hours": 2, "description": "New"}
+    again = tryton_connector.upsert("time_entry", entry, key)
+    # then the old line is found and corrected in place, now in the readable form
+    assert again.external_id == str(line_id) and not again.created
+    row = tryton_connector.get("time_entry", str(line_id))
+    assert row["description"] == f"New [hub:{key}]" and row["duration"] == 7200.0
+    assert tryton_connector.find("time_entry", key)["id"] == line_id

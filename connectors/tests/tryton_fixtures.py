@@ -106,7 +106,6 @@ def make_tryton_system(tryton_server: TrytonServer) -> Callable[..., ConnectedSy
         base = {
             "database": tryton_server.database,
             "company_id": ids["company"],
-            "employee_id": ids["employee"],
             "product_id": ids["product"],
             "payment_term_id": ids["payment_term"],
             "payment_method_id": ids["payment_method"],

@@ -2,6 +2,9 @@
 
 from rest_framework.routers import DefaultRouter
 
+from workflows.api import views
+
 router = DefaultRouter()
+router.register("resources", views.ResourceLinkViewSet, basename="resource")
 
 urlpatterns = router.urls

@@ -36,7 +36,6 @@ def _tryton_system(tryton_server):
         settings={
             "database": tryton_server.database,
             "company_id": ids["company"],
-            "employee_id": ids["employee"],
             "product_id": ids["product"],
             "timeout_seconds": 30,
         },
@@ -54,6 +53,11 @@ def _timesheet_lines(connector, project_id: str) -> list[dict]:
     return connector.client.search_read(
         "timesheet.line", [("work", "in", project["timesheet_works"])], ["duration", "description", "date"]
     )
+
+
+def _key_of(description: str) -> str:
+    """The hub key at the end of a line's description: "<PSA description> [hub:<key>]"."""
+    return description.rsplit(" [hub:", 1)[-1].removesuffix("]")
 
 
 def _hours(lines: list[dict]) -> float:
@@ -92,9 +96,7 @@ def test_approved_time_reaches_tryton_once_and_a_correction_voids_and_reposts(re
     assert _hours(_lines(tryton, projects["alpha"])) == 4.0
     assert _hours(_lines(tryton, projects["beta"])) == 3.0
     keys = set(TimeExpensePosting.objects.values_list("idempotency_key", flat=True))
-    assert {
-        line["description"].split(" ")[0].removeprefix("hub:") for line in _lines(tryton, projects["alpha"])
-    } <= keys
+    assert {_key_of(line["description"]) for line in _lines(tryton, projects["alpha"])} <= keys
     assert all(line["date"] == datetime.date.today() for line in _lines(tryton, projects["beta"]))
 
     # when the beta entry is corrected down to 1 hour (Tryton takes no negative line) and a run goes again

@@ -25,6 +25,9 @@ from sandbox.services import psa_time_entry_approve, record_create, record_updat
 from sandbox.webhooks import generate_webhook_secret
 from sync.models import CrossReference, Route
 from sync.services import sync_tick
+from workflows.models import ResourceLink
+from workflows.resource_links import erp_employees as erp_employee_choices
+from workflows.resource_links import erp_requires_employee, resource_link_save
 from workflows.time_expense import time_expense_postings_dispatch, time_expense_psa_mappings_install
 
 TODAY = datetime.date.today()
@@ -125,6 +128,43 @@ class TimeExpenseWorld:
         )
         return list(lines.order_by("pk"))
 
+    def person_add(self, key: str, *, first: str, role: str, rate: float, employee: str = "") -> SandboxRecord:
+        """A PSA person (with the hub's resource cross-reference) and, given `employee`, the resource that books
+        their time to that ERP employee."""
+        user, _ = record_create(
+            system="psa",
+            object_type="users",
+            data={
+                "first_name": first,
+                "last_name": "Tester",
+                "email": f"{key}@example.com",
+                "roles": [role],
+                "default_hourly_rate": rate,
+                "cost_rate": 70.0,
+                "is_active": True,
+            },
+        )
+        self.users[key] = user
+        CrossReference.objects.create(
+            system=self.psa, entity="resource", external_id=user.external_id, canonical_id=f"res-{key}"
+        )
+        if employee:
+            self.link(key, employee)
+        return user
+
+    def link(self, key: str, employee: str) -> None:
+        """Book the person's time in the world's ERP to `employee` (their resource link)."""
+        resource_link_save(
+            link=ResourceLink(
+                psa_system=self.psa,
+                person_ref=self.users[key].external_id,
+                person_name=f"{self.users[key].data['first_name']} Tester",
+                erp_system=self.erp,
+                employee_ref=str(employee),
+            ),
+            reason="test",
+        )
+
     def webhooks_on(self) -> None:
         """The sandbox PSA sends its approval webhooks to this hub's inbound endpoint, signed with a shared secret."""
         secret = generate_webhook_secret()
@@ -152,8 +192,11 @@ def build_world(
     trigger: str = Trigger.EVENT,
     erp: ConnectedSystem | None = None,
     make_erp_project: Callable[[str], str] | None = None,
+    erp_employees: list[str] | None = None,
     **rule_options: Any,
 ) -> TimeExpenseWorld:
+    """The world; an ERP whose lines need an employee gets each person linked to their own employee, from
+    `erp_employees` (in the people's order) or else from the employees the ERP lists."""
     psa_harness = sandbox_harness("harvest_psa", request)
     erp_harness = sandbox_harness("sandbox_erp", request)
     for name in ("time_entry", "expense", "project", "resource"):
@@ -234,27 +277,14 @@ def build_world(
     )
     client, _ = record_create(system="psa", object_type="clients", data={"name": "Acme", "currency": "USD"})
     erp_client, _ = record_create(system="erp", object_type="clients", data={"name": "Acme", "legal_entity": "US01"})
+    if erp_employees is None and erp_requires_employee(erp):
+        erp_employees = [row["id"] for row in erp_employee_choices(erp_system=erp).employees]
+    employees = iter(erp_employees or [])
     for key, (first, role, rate) in {
         "diego": ("Diego", "Consultant", CONSULTANT_RATE),
         "ben": ("Ben", "Manager", 300.0),
     }.items():
-        user, _ = record_create(
-            system="psa",
-            object_type="users",
-            data={
-                "first_name": first,
-                "last_name": "Tester",
-                "email": f"{key}@example.com",
-                "roles": [role],
-                "default_hourly_rate": rate,
-                "cost_rate": 70.0,
-                "is_active": True,
-            },
-        )
-        world.users[key] = user
-        CrossReference.objects.create(
-            system=psa, entity="resource", external_id=user.external_id, canonical_id=f"res-{key}"
-        )
+        world.person_add(key, first=first, role=role, rate=rate, employee=next(employees, ""))
     for key in ("alpha", "beta", "closed"):
         project, _ = record_create(
             system="psa",
