@@ -20,6 +20,7 @@ from simple_history.utils import get_history_manager_for_model
 
 from integrationhub.errors import HubNotFoundError
 from integrationhub.history import history_changes, history_diff
+from integrationhub.history_children import history_child_changes
 
 CHANGE_REASON_HELP = "Why this change? Auditors see this next to the field-by-field diff."
 
@@ -104,6 +105,16 @@ class HubHistoryAdmin(SimpleHistoryAdmin):
             changes = history_changes(model_admin_or_model=self, old_record=previous, new_record=record)
             record.history_delta_changes = [{"field": c.verbose_name, "old": c.old, "new": c.new} for c in changes]
             record.hub_changed_fields = [c.verbose_name for c in changes]
+            # Rows edited with this record (rate-card lines, field rules, value-map entries) count as its changes.
+            for child in history_child_changes(model=self.model, old_record=previous, new_record=record):
+                name = f"{child.group} '{child.row}'"
+                if child.action == "changed":
+                    record.history_delta_changes += [
+                        {"field": f"{name}: {c.verbose_name}", "old": c.old, "new": c.new} for c in child.changes
+                    ]
+                else:
+                    record.history_delta_changes.append({"field": name, "old": "", "new": child.action})
+                record.hub_changed_fields.append(f"{name} {child.action}")
 
     def _history_object(self, request: HttpRequest, object_id: str) -> Any:
         """The live object, or the last historical instance of a deleted one (as simple-history's view does)."""

@@ -52,12 +52,24 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
+class ChildChange:
+    """A row edited with its parent (a rate-card line on its rate card) that was added, removed or changed between
+    two versions of the parent."""
+
+    group: str
+    row: str
+    action: str
+    changes: list[FieldChange] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class HistoryDiff:
-    """The field-by-field difference between two versions of one record."""
+    """The field-by-field difference between two versions of one record, and of the rows edited with it."""
 
     from_version: HistoryVersion
     to_version: HistoryVersion
     changes: list[FieldChange] = field(default_factory=list)
+    child_changes: list[ChildChange] = field(default_factory=list)
 
     @property
     def changed_fields(self) -> list[str]:
@@ -171,10 +183,13 @@ def history_diff(*, model_admin_or_model: Any, obj: Any, from_history_id: int, t
             hint="Pick both versions from the record's history list.",
         )
     old_record, new_record = rows[from_history_id], rows[to_history_id]
+    from integrationhub.history_children import history_child_changes
+
     return HistoryDiff(
         from_version=history_version(record=old_record),
         to_version=history_version(record=new_record),
         changes=history_changes(
             model_admin_or_model=model_admin_or_model, old_record=old_record, new_record=new_record
         ),
+        child_changes=history_child_changes(model=model, old_record=old_record, new_record=new_record),
     )

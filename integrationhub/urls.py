@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView
 from insights.views import favicon_view, trace_view
 from integrationhub import health, twofactor_views
 from integrationhub.api.views import ApiDocsView
-from integrationhub.views import change_history_view
+from integrationhub.views import change_history_csv_view, change_history_view
 from sync.api import views as sync_api_views
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -38,6 +38,7 @@ urlpatterns = [
     path("admin/two-factor/verify/", twofactor_views.two_factor_verify_view, name="two-factor-verify"),
     path("admin/trace/", admin.site.admin_view(trace_view), name="hub-trace"),
     path("admin/history/", admin.site.admin_view(change_history_view), name="hub-change-history"),
+    path("admin/history/export.csv", admin.site.admin_view(change_history_csv_view), name="hub-change-history-csv"),
     path("admin/reconciliation/", include("reconciliation.urls")),
     path("", include("insights.urls")),
     path("admin/", admin.site.urls),
