@@ -10,6 +10,7 @@ from django.contrib.auth import get_permission_codename
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
 from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 
@@ -228,17 +229,7 @@ class AccountingPeriodAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
     """The period calendar per legal entity: finance opens and closes periods, the period pull brings the ERPs'
     states; every change keeps its history, and the list shows who made the last one (a person, or the pull)."""
 
-    list_display = (
-        "legal_entity",
-        "name",
-        "start_date",
-        "end_date",
-        "status",
-        "erp_state",
-        "source_system",
-        "last_changed_by",
-        "updated_at",
-    )
+    list_display = ("name", "entity_code", "dates", "status", "erp_state", "source_system", "last_changed_by")
     list_filter = ("status", "erp_state", "legal_entity", "source_system")
     search_fields = ("name", "legal_entity__code", "notes", "external_id")
     ordering = ("legal_entity__code", "-start_date")
@@ -261,14 +252,20 @@ class AccountingPeriodAdmin(EntityScopedAdminMixin, HubHistoryAdmin):
             )
         )
 
+    @admin.display(description="Legal entity", ordering="legal_entity__code")
+    def entity_code(self, obj: AccountingPeriod) -> str:
+        return obj.legal_entity.code
+
+    @admin.display(description="Dates", ordering="start_date")
+    def dates(self, obj: AccountingPeriod) -> str:
+        return f"{obj.start_date:%Y-%m-%d} to {obj.end_date:%Y-%m-%d}"
+
     @admin.display(description="Last changed by")
     def last_changed_by(self, obj: AccountingPeriod) -> str:
         # The pull saves with no user: its changes are the system's, named by the reason it records.
-        user = getattr(obj, "last_changed_username", None)
+        who = getattr(obj, "last_changed_username", None) or "system"
         reason = getattr(obj, "last_changed_reason", None) or ""
-        if user:
-            return f"{user} ({reason})" if reason else str(user)
-        return f"system ({reason})" if reason else "system"
+        return format_html("{}<br><small>{}</small>", who, reason) if reason else who
 
     def save_model(self, request: HttpRequest, obj: AccountingPeriod, form: forms.ModelForm, change: bool) -> None:
         # Through the service: the overlap check runs under the legal entity's lock, and the user is recorded.

@@ -174,7 +174,7 @@ def test_a_period_finance_closed_in_the_hub_stays_closed_and_cannot_be_reopened_
     assert change.history_user.username == "finance_approver-user"
     assert change.history_change_reason == "soft close for month end"
     listing = finance.get("/admin/governance/accountingperiod/", {"q": period.name}).content.decode()
-    assert "finance_approver-user (soft close for month end)" in listing
+    assert "finance_approver-user<br><small>soft close for month end</small>" in listing
     assert sandbox_erp.name in listing
 
     # when the ERP locks it and finance tries to reopen it in the hub
