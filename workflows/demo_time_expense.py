@@ -220,6 +220,54 @@ def _psa_records(systems: dict[str, Any], today: datetime.date) -> tuple[int, li
     return approved, ["rate_matches_card", "period_open", "receipt_required_above"]
 
 
+def _resource_links(systems: dict[str, Any]) -> list[str]:
+    """Link each demo PSA person to their employee in every ERP of the flow, so their time is booked to them: in
+    an ERP that lists its employees (the local Tryton, see tryton/setup_employees.py) the employee of the same
+    name, in the sandbox ERPs (which keep no employee register) the employee number EMP-<PSA id>. A person
+    without an employee there is left unlinked: their entries wait in the queue as unknown resources."""
+    from sandbox.choices import PsaObject, SandboxSystem
+    from sandbox.models import SandboxRecord
+    from workflows.models import ResourceLink
+    from workflows.resource_links import erp_employees, resource_link_save
+
+    people = [
+        record
+        for record in SandboxRecord.objects.filter(system=SandboxSystem.PSA, object_type=PsaObject.USER, deleted=False)
+        if record.idempotency_key.startswith("demo:")
+    ]
+    notes = []
+    for slug in sorted(set(ERP_BY_ENTITY.values())):
+        erp = systems[slug]
+        listed = erp_employees(erp_system=erp)
+        by_name = {row["name"]: row["id"] for row in listed.employees}
+        linked = 0
+        for person in people:
+            name = f"{person.data.get('first_name', '')} {person.data.get('last_name', '')}".strip()
+            employee = by_name.get(name) if by_name else f"EMP-{person.external_id}"
+            known = ResourceLink.objects.filter(
+                psa_system=systems[PSA_SLUG], person_ref=person.external_id, erp_system=erp
+            ).exists()
+            if employee is None or known:
+                continue
+            resource_link_save(
+                link=ResourceLink(
+                    psa_system=systems[PSA_SLUG],
+                    person_ref=person.external_id,
+                    person_name=name,
+                    erp_system=erp,
+                    employee_ref=str(employee),
+                    employee_name=name,
+                ),
+                reason=DEMO_REASON,
+            )
+            linked += 1
+        if linked:
+            notes.append(f"time and expense: {linked} people linked to their employee in {slug}")
+        elif listed.note and "cannot list" not in listed.note:
+            notes.append(f"time and expense: nobody linked in {slug} yet ({listed.note})")
+    return notes
+
+
 def _psa_webhooks(systems: dict[str, Any], base_url: str) -> None:
     """The sandbox PSA sends its approval webhooks to the hub, signed with the PSA system's webhook secret."""
     from connectors.services import connected_system_set_secrets
@@ -242,7 +290,7 @@ def seed_time_expense_demo(*, base_url: str | None = None) -> TimeExpenseDemo:
     from connectors.models import ConnectedSystem
     from governance.models import LegalEntity
     from integrationhub.demo import DEMO_BASE_URL, demo_data_load
-    from workflows.time_expense import time_expense_psa_mappings_install
+    from workflows.time_expense import time_expense_erp_mappings_install, time_expense_psa_mappings_install
 
     demo_data_load()  # idempotent: the firm, its systems, schemas, rate cards and policies
     today = datetime.date.today()
@@ -254,6 +302,10 @@ def seed_time_expense_demo(*, base_url: str | None = None) -> TimeExpenseDemo:
         _periods(entities, today)
         policy = _policy(systems)
         approved, expected = _psa_records(systems, today)
+    for slug in sorted(set(ERP_BY_ENTITY.values())):
+        time_expense_erp_mappings_install(system=systems[slug])
+    # Outside the transaction: the ERP that lists its employees is asked through the transport.
+    linked = _resource_links(systems)
     # Webhooks last: the entries above are picked up by the scheduled pull, not sent before the web runs.
     _psa_webhooks(systems, base_url or DEMO_BASE_URL)
     return TimeExpenseDemo(
@@ -263,5 +315,6 @@ def seed_time_expense_demo(*, base_url: str | None = None) -> TimeExpenseDemo:
             f"time and expense: policy '{policy.name}' runs every minute with {len(policy.validation_rules)} rules",
             f"time and expense: {approved} demo entries approved in the PSA; "
             f"{len(expected)} will wait for finance ({', '.join(expected)})",
+            *linked,
         ],
     )

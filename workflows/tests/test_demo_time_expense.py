@@ -71,3 +71,12 @@ def test_the_demo_posts_its_approved_entries_and_leaves_three_policy_exceptions(
     assert again.approved_entries == demo.approved_entries
     assert lines.count() == posted.count() == approved_in_psa - 3
     assert ExceptionItem.objects.filter(category__in=HELD).count() == 3
+    # and each line is booked to its person's employee (the demo's resources) with the PSA's note as description
+    assert {line.data.get("employee_id", "")[:4] for line in lines} == {"EMP-"}
+    entity = {"time_entries": "time_entry", "expenses": "expense"}
+    notes = {
+        f"psa:{entity[record.object_type]}:{record.external_id}": record.data.get("notes") or ""
+        for record in SandboxRecord.objects.filter(system="psa", object_type__in=list(entity))
+    }
+    assert all((line.data.get("description") or "") == notes[line.data["source_ref"]] for line in lines)
+    assert any(line.data["description"].startswith("Demo entry ") for line in lines)
