@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -62,8 +63,33 @@ class DemoSetupResult:
     logins: list[DemoLogin]
 
 
-DEMO_BASE_URL = "http://127.0.0.1:8000"
+# The address `run_hub` binds by default; the demo uses it when neither HUB_PUBLIC_URL nor a bind says otherwise.
+DEFAULT_BIND = "127.0.0.1:8000"
+DEMO_BASE_URL = f"http://{DEFAULT_BIND}"
 DEMO_REASON = "demo firm set-up"
+# Where `make tryton` serves the local Tryton, and the database start.sh makes for the demo.
+LOCAL_TRYTON_URL = "http://127.0.0.1:8011"
+LOCAL_TRYTON_DATABASE = "hub"
+# Paths under the hub of the demo's sandbox systems (slug → path); their base URLs follow the hub's address.
+SANDBOX_PATHS = {
+    "crm": "/sandbox/crm",
+    "psa": "/sandbox/psa/v2",
+    "collab": "/sandbox/collab/v1.0",
+    "erp-us": "/sandbox/erp/api",
+    "erp-de": "/sandbox/erp/api",
+    "analytics": "/sandbox/analytics",
+}
+CLOSED_WON_PATH = "/api/v1/inbound/crm/opportunity.closed_won/"
+
+
+def demo_public_url(*, bind: str | None = None) -> str:
+    """The address the demo's sandbox systems and webhook targets use: HUB_PUBLIC_URL when set, else the address
+    the hub is bound to (`run_hub --bind`, 127.0.0.1:8000 by default)."""
+    from django.conf import settings
+
+    configured = str(getattr(settings, "HUB_PUBLIC_URL", "") or "").strip().rstrip("/")
+    return configured or f"http://{bind or DEFAULT_BIND}"
+
 
 LEGAL_ENTITIES = [
     # code, name, country, currency, tax jurisdiction, region
@@ -98,15 +124,18 @@ RATES = {
 }
 
 
-def demo_systems_spec() -> list[dict[str, Any]]:
-    """The demo's connected systems: sandbox CRM, PSA, collaboration and ERPs, Tryton for UK, and analytics."""
+def demo_systems_spec(*, base_url: str | None = None) -> list[dict[str, Any]]:
+    """The demo's connected systems: sandbox CRM, PSA, collaboration and ERPs (served by the hub at `base_url`,
+    the hub's public address by default), Tryton's UK company for UK01, and analytics."""
+    base = (base_url or demo_public_url()).rstrip("/")
+    tryton = local_tryton_ids()
     return [
         {
             "name": "CRM (sandbox Salesforce)",
             "slug": "crm",
             "role": "crm",
             "connector_type": "salesforce_crm",
-            "base_url": f"{DEMO_BASE_URL}/sandbox/crm",
+            "base_url": f"{base}{SANDBOX_PATHS['crm']}",
             "settings": {"api_version": "v60.0", "external_id_field": "Hub_Id__c", "health_path": "/whoami"},
             "entities": ["US01", "UK01", "DE01"],
         },
@@ -115,7 +144,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "slug": "psa",
             "role": "psa",
             "connector_type": "harvest_psa",
-            "base_url": f"{DEMO_BASE_URL}/sandbox/psa/v2",
+            "base_url": f"{base}{SANDBOX_PATHS['psa']}",
             "settings": {"account_id": "424242", "health_path": "/users/me"},
             "entities": ["US01", "UK01", "DE01"],
         },
@@ -124,7 +153,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "slug": "collab",
             "role": "collaboration",
             "connector_type": "collaboration_suite",
-            "base_url": f"{DEMO_BASE_URL}/sandbox/collab/v1.0",
+            "base_url": f"{base}{SANDBOX_PATHS['collab']}",
             "settings": {"auth_mode": "bearer", "health_path": "/organization"},
             "entities": ["US01", "UK01", "DE01"],
         },
@@ -133,8 +162,8 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "slug": "erp-uk",
             "role": "erp",
             "connector_type": "tryton_erp",
-            "base_url": "http://127.0.0.1:8011",
-            "settings": {"database": "hub", "company_id": 1},
+            "base_url": LOCAL_TRYTON_URL,
+            "settings": tryton_erp_settings(tryton, "UK01"),
             "entities": ["UK01"],
         },
         {
@@ -142,7 +171,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "slug": "erp-us",
             "role": "erp",
             "connector_type": "sandbox_erp",
-            "base_url": f"{DEMO_BASE_URL}/sandbox/erp/api",
+            "base_url": f"{base}{SANDBOX_PATHS['erp-us']}",
             "settings": {"company_code": "US01", "health_path": "/clients"},
             "entities": ["US01"],
         },
@@ -151,7 +180,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "slug": "erp-de",
             "role": "erp",
             "connector_type": "sandbox_erp",
-            "base_url": f"{DEMO_BASE_URL}/sandbox/erp/api",
+            "base_url": f"{base}{SANDBOX_PATHS['erp-de']}",
             "settings": {"company_code": "DE01", "health_path": "/clients"},
             "entities": ["DE01"],
         },
@@ -160,7 +189,7 @@ def demo_systems_spec() -> list[dict[str, Any]]:
             "slug": "analytics",
             "role": "analytics",
             "connector_type": "analytics_sink",
-            "base_url": f"{DEMO_BASE_URL}/sandbox/analytics",
+            "base_url": f"{base}{SANDBOX_PATHS['analytics']}",
             "settings": {"dataset": "northwind"},
             "entities": ["US01", "UK01", "DE01"],
         },
@@ -183,26 +212,57 @@ def _demo_legal_entities() -> dict[str, Any]:
     return entities
 
 
-def local_tryton_credentials() -> dict[str, Any] | None:
-    """The local Tryton's API user and company (from `make tryton`), or None when it is not installed."""
+def local_tryton_ids() -> dict[str, Any] | None:
+    """The ids of the local Tryton's demo database (from `make tryton`: `.tryton/db/hub.ids.json`, else the
+    template's `.tryton/ids.json`), or None when it is not installed."""
     from django.conf import settings
 
     folder = settings.BASE_DIR / ".tryton"
-    if not (folder / "hub.pass").exists() or not (folder / "ids.json").exists():
+    for path in (folder / "db" / f"{LOCAL_TRYTON_DATABASE}.ids.json", folder / "ids.json"):
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+    return None
+
+
+def tryton_erp_settings(ids: Mapping[str, Any] | None, legal_entity: str) -> dict[str, Any]:
+    """A tryton_erp system's settings for the company of `legal_entity` (its product, payment term and payment
+    method): what a system needs to create projects, invoices and expenses there. Without the local Tryton's ids,
+    only the database and the first company."""
+    company = ((ids or {}).get("companies") or {}).get(legal_entity)
+    if not company:
+        return {"database": LOCAL_TRYTON_DATABASE, "company_id": int((ids or {}).get("company") or 1)}
+    return {
+        "database": LOCAL_TRYTON_DATABASE,
+        "company_id": company["company"],
+        "product_id": company["product"],
+        "payment_term_id": company["payment_term"],
+        "payment_method_id": company["payment_method"],
+        "timeout_seconds": 30,
+    }
+
+
+def local_tryton_credentials() -> dict[str, Any] | None:
+    """The local Tryton's API user and UK company (from `make tryton`), or None when it is not installed."""
+    from django.conf import settings
+
+    folder = settings.BASE_DIR / ".tryton"
+    ids = local_tryton_ids()
+    if not (folder / "hub.pass").exists() or ids is None:
         return None
-    ids = json.loads((folder / "ids.json").read_text())
-    return {"user": "hub", "password": (folder / "hub.pass").read_text().strip(), "company_id": ids["company"]}
+    return {
+        "user": ids.get("hub_login", "hub"),
+        "password": (folder / "hub.pass").read_text().strip(),
+        "company_id": tryton_erp_settings(ids, "UK01")["company_id"],
+    }
 
 
-CLOSED_WON_WEBHOOK = f"{DEMO_BASE_URL}/api/v1/inbound/crm/opportunity.closed_won/"
-
-
-def _demo_sandbox_secrets(systems: dict[str, Any]) -> None:
-    """Seed the sandbox systems and give the hub their demo credentials (and the CRM's webhook secret)."""
+def _demo_sandbox_secrets(systems: dict[str, Any], base_url: str) -> None:
+    """Seed the sandbox systems and give the hub their credentials (and the CRM's webhook secret), generated for
+    this install."""
     from connectors.services import connected_system_set_secrets
     from sandbox.services import sandbox_demo_seed
 
-    seeded = sandbox_demo_seed(webhook_url=CLOSED_WON_WEBHOOK)
+    seeded = sandbox_demo_seed(webhook_url=f"{base_url}{CLOSED_WON_PATH}")
     secrets: dict[str, dict[str, Any]] = {
         "crm": {
             "credentials": {"client_id": seeded["crm"]["client_id"], "client_secret": seeded["crm"]["client_secret"]},
@@ -214,16 +274,20 @@ def _demo_sandbox_secrets(systems: dict[str, Any]) -> None:
         "erp-de": {"credentials": {"api_key": seeded["erp"]["api_token"]}},
     }
     for slug, values in secrets.items():
-        if not systems[slug].has_credentials:
-            connected_system_set_secrets(system=systems[slug], reason="demo: sandbox credentials", **values)
+        system = systems[slug]
+        stale = system.credentials != values["credentials"] or (
+            "webhook_secret" in values and system.webhook_secret != values["webhook_secret"]
+        )
+        if not system.has_credentials or stale:
+            connected_system_set_secrets(system=system, reason="demo: sandbox credentials", **values)
 
 
-def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
+def _demo_systems(entities: dict[str, Any], base_url: str) -> dict[str, Any]:
     from connectors.models import ConnectedSystem
-    from connectors.services import connected_system_create, connected_system_set_secrets
+    from connectors.services import connected_system_create, connected_system_set_secrets, connected_system_update
 
     systems = {}
-    for spec in demo_systems_spec():
+    for spec in demo_systems_spec(base_url=base_url):
         system = ConnectedSystem.objects.filter(slug=spec["slug"]).first() or connected_system_create(
             name=spec["name"],
             slug=spec["slug"],
@@ -234,8 +298,17 @@ def _demo_systems(entities: dict[str, Any]) -> dict[str, Any]:
             legal_entities=[entities[code] for code in spec["entities"]],
             reason=DEMO_REASON,
         )
+        stale = system.settings.get("company_id") != spec["settings"].get("company_id") or not system.settings.get(
+            "product_id"
+        )
+        if spec["connector_type"] == "tryton_erp" and "product_id" in spec["settings"] and stale:
+            # The local Tryton was installed (or gained its companies) after the demo's first set-up.
+            system = connected_system_update(
+                system=system, data={"settings": spec["settings"]}, reason="demo: the UK entity's Tryton company"
+            )
         systems[spec["slug"]] = system
-    _demo_sandbox_secrets(systems)
+    _demo_sandbox_secrets(systems, base_url)
+    demo_addresses_follow(base_url=base_url)
     tryton = local_tryton_credentials()
     if tryton and not systems["erp-uk"].has_credentials:
         connected_system_set_secrets(
@@ -399,14 +472,44 @@ def _demo_policies() -> int:
     return created
 
 
+def demo_addresses_follow(*, base_url: str) -> list[str]:
+    """Point the demo's sandbox systems and the sandboxes' webhook targets at the hub's address `base_url`, so a
+    hub served elsewhere (another port, a second install on the machine) sends its calls, with their credentials,
+    to itself. Systems an admin pointed somewhere else than a sandbox path are left alone. Returns the slugs
+    changed."""
+    from connectors.models import ConnectedSystem
+    from connectors.services import connected_system_update
+    from sandbox.choices import SandboxSystem
+    from sandbox.services import sandbox_setting_ensure, sandbox_setting_save
+
+    base = base_url.rstrip("/")
+    changed = []
+    for system in ConnectedSystem.objects.filter(slug__in=SANDBOX_PATHS).order_by("slug"):
+        path = SANDBOX_PATHS[system.slug]
+        wanted = f"{base}{path}"
+        if system.base_url.rstrip("/") != wanted and system.base_url.rstrip("/").endswith(path):
+            connected_system_update(system=system, data={"base_url": wanted}, reason=f"demo: the hub is at {base}")
+            changed.append(system.slug)
+    targets = {SandboxSystem.CRM: CLOSED_WON_PATH, SandboxSystem.PSA: "/api/v1/inbound/psa/{event_type}/"}
+    for sandbox_system, path in targets.items():
+        setting = sandbox_setting_ensure(system=sandbox_system)
+        if setting.webhook_url and setting.webhook_url != f"{base}{path}" and setting.webhook_url.endswith(path):
+            setting.webhook_url = f"{base}{path}"
+            sandbox_setting_save(setting=setting, reason=f"demo: the hub is at {base}")
+            changed.append(f"sandbox-{sandbox_system}")
+    return changed
+
+
 @transaction.atomic
-def demo_data_load() -> list[str]:
-    """The demo firm: legal entities, systems, canonical schemas, rate cards, ownership and policies (idempotent)."""
+def demo_data_load(*, base_url: str | None = None) -> list[str]:
+    """The demo firm: legal entities, systems, canonical schemas, rate cards, ownership and policies (idempotent);
+    its sandbox systems at `base_url` (the hub's public address by default)."""
     from mappings.services import canonical_entities_install
 
+    base_url = (base_url or demo_public_url()).rstrip("/")
     schemas = canonical_entities_install()
     entities = _demo_legal_entities()
-    systems = _demo_systems(entities)
+    systems = _demo_systems(entities, base_url)
     cards = _demo_rate_cards(entities)
     rules = _demo_ownership(systems)
     policies = _demo_policies()
@@ -418,13 +521,14 @@ def demo_data_load() -> list[str]:
     ]
 
 
-def demo_setup(*, workflows: bool = False) -> DemoSetupResult:
+def demo_setup(*, workflows: bool = False, base_url: str | None = None) -> DemoSetupResult:
     """Everything `make run` needs: the demo firm's records, the demo users and, with `workflows`, the five
-    workflows seeded across the sandbox systems (and Tryton when it is installed)."""
-    summary = demo_data_load()
+    workflows seeded across the sandbox systems (and Tryton when it is installed), all at `base_url` (the hub's
+    public address by default)."""
+    summary = demo_data_load(base_url=base_url)
     logins = demo_users_ensure()
     if workflows:
         from workflows.demo import workflows_demo_seed
 
-        summary += workflows_demo_seed()
+        summary += workflows_demo_seed(base_url=base_url)
     return DemoSetupResult(summary=summary, logins=logins)

@@ -286,6 +286,9 @@ HUB_METRICS_ALLOWED_NETWORKS = env_list("HUB_METRICS_ALLOWED_NETWORKS", "127.0.0
 # Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client address that throttles,
 # the login lockout, the audit log and the /metrics allow-list use; empty: the connection's address, always.
 HUB_TRUSTED_PROXIES = env_list("HUB_TRUSTED_PROXIES", "")
+# The address people and the sandbox systems reach this hub on (e.g. https://hub.example.com): links in alerts,
+# and every demo address (sandbox systems, webhook targets). Empty: the address run_hub binds (http://<bind>).
+HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "").rstrip("/")
 # Seconds the KPI dashboard and API reuse computed figures (0: compute on every request).
 HUB_KPI_CACHE_SECONDS = int(env_str("HUB_KPI_CACHE_SECONDS", "60"))
 

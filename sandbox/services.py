@@ -577,16 +577,12 @@ def erp_time_entry_reverse(*, external_id: str) -> tuple[SandboxRecord, bool]:
 
 # --- demo seed ----------------------------------------------------------------------------------------
 
-DEMO_WEBHOOK_SECRET = "whsec_c2FuZGJveC1jcm0tZGVtby13ZWJob29rLXNlY3JldCE="  # base64 of 32 known bytes
+# The demo sandboxes' credentials: identifiers as given, secrets ("") generated per install (see below).
 DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
-    SandboxSystem.CRM: {"client_id": "sandbox-crm-demo-client", "client_secret": "sandbox-crm-demo-secret"},
-    SandboxSystem.PSA: {"api_token": "sandbox-psa-demo-token", "account_id": "424242"},
-    SandboxSystem.COLLAB: {
-        "client_id": "sandbox-collab-demo-client",
-        "client_secret": "sandbox-collab-demo-secret",
-        "api_token": "sandbox-collab-demo-token",
-    },
-    SandboxSystem.ERP: {"api_token": "sandbox-erp-demo-key"},
+    SandboxSystem.CRM: {"client_id": "sandbox-crm-demo-client", "client_secret": ""},
+    SandboxSystem.PSA: {"api_token": "", "account_id": "424242"},
+    SandboxSystem.COLLAB: {"client_id": "sandbox-collab-demo-client", "client_secret": "", "api_token": ""},
+    SandboxSystem.ERP: {"api_token": ""},
 }
 DEMO_PEOPLE = [
     # first, last, role, cost rate, bill rate
@@ -606,25 +602,51 @@ def _demo(system: str, object_type: str, key: str, data: dict[str, Any]) -> Sand
     return record
 
 
+# Secrets of the demo's sandboxes, generated once per install: a constant would let one install's calls (and a
+# webhook signed for one) be accepted by another on the same machine. Values every install once shared are
+# replaced too.
+DEMO_SECRET_FIELDS = ("client_secret", "api_token", "webhook_secret")
+FORMER_DEMO_SECRETS = frozenset(
+    {
+        "whsec_c2FuZGJveC1jcm0tZGVtby13ZWJob29rLXNlY3JldCE=",
+        "sandbox-crm-demo-secret",
+        "sandbox-psa-demo-token",
+        "sandbox-collab-demo-secret",
+        "sandbox-collab-demo-token",
+        "sandbox-erp-demo-key",
+    }
+)
+
+
+def _demo_secret(field: str) -> str:
+    return generate_webhook_secret() if field == "webhook_secret" else secrets.token_urlsafe(24)
+
+
 def _demo_credentials(*, webhook_url: str = "") -> dict[str, dict[str, str]]:
     result: dict[str, dict[str, str]] = {}
     for system, values in DEMO_CREDENTIALS.items():
         setting = sandbox_setting_ensure(system=system)
-        changes = dict(values)
-        if system == SandboxSystem.CRM:
-            changes["webhook_secret"] = DEMO_WEBHOOK_SECRET
-            if webhook_url:
-                changes["webhook_url"] = webhook_url
-        if any(getattr(setting, name) != value for name, value in changes.items()):
+        wanted = list(values) + (["webhook_secret"] if system == SandboxSystem.CRM else [])
+        changes: dict[str, str] = {}
+        for name in wanted:
+            current = str(getattr(setting, name) or "")
+            if name in DEMO_SECRET_FIELDS:
+                if not current or current in FORMER_DEMO_SECRETS:
+                    changes[name] = _demo_secret(name)
+            elif current != values[name]:
+                changes[name] = values[name]
+        if system == SandboxSystem.CRM and webhook_url and setting.webhook_url != webhook_url:
+            changes["webhook_url"] = webhook_url
+        if changes:
             for name, value in changes.items():
                 setattr(setting, name, value)
             sandbox_setting_save(setting=setting, reason="demo seed")
-        result[system] = {**values}
+        result[system] = {name: str(getattr(setting, name)) for name in values}
     result[SandboxSystem.CRM] |= {
         "base_path": "/sandbox/crm",
         "token_path": "/sandbox/crm/services/oauth2/token",
         "api_version": "v60.0",
-        "webhook_secret": DEMO_WEBHOOK_SECRET,
+        "webhook_secret": sandbox_setting_ensure(system=SandboxSystem.CRM).webhook_secret,
     }
     result[SandboxSystem.PSA] |= {"base_path": "/sandbox/psa/v2"}
     result[SandboxSystem.COLLAB] |= {

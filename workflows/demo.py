@@ -13,8 +13,9 @@ Every seeder is idempotent, so running the demo set-up again doubles nothing.
 from __future__ import annotations
 
 
-def workflows_demo_seed() -> list[str]:
-    """Seed the five workflows on the demo firm; the lines say what each did."""
+def workflows_demo_seed(*, base_url: str | None = None) -> list[str]:
+    """Seed the five workflows on the demo firm (its sandbox systems at `base_url`, the hub's public address by
+    default); the lines say what each did."""
     from workflows.demo_billing import seed_billing_demo
     from workflows.demo_opportunity import seed_opportunity_and_client_demo
     from workflows.demo_time_expense import seed_time_expense_demo
@@ -24,7 +25,7 @@ def workflows_demo_seed() -> list[str]:
         f"milestone billing: {len(billing.milestones)} demo milestones on ERP project {billing.erp_project_id}",
         f"invoice status: routes {', '.join(billing.invoice_routes)}",
     ]
-    lines += seed_time_expense_demo().summary
+    lines += seed_time_expense_demo(base_url=base_url).summary
     # Last: winning the opportunities sends the CRM's closed-won webhooks, which the worker picks up at start.
     lines += seed_opportunity_and_client_demo()
     return lines

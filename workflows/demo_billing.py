@@ -10,6 +10,7 @@ Safe to run again: nothing doubles.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -27,7 +28,8 @@ from sandbox.services import record_create, sandbox_setting_ensure, sandbox_sett
 from workflows.invoice_status import invoice_status_setup
 
 DEMO_REASON = "demo: billing flows"
-ANALYTICS_TOKEN = "sandbox-analytics-demo-token"
+# The token every install used to share; an install that still has it gets one of its own.
+FORMER_ANALYTICS_TOKEN = "sandbox-analytics-demo-token"
 CONTRACT_CODE = "NW-MS-02"
 CONTRACT_VALUE = "200000.00"
 # name, amount, completed, client accepted: two bill at once, the 60,000 one waits for finance (threshold 50,000).
@@ -57,13 +59,14 @@ def _demo_record(system: str, object_type: str, key: str, data: dict[str, Any]) 
 
 
 def _analytics_credentials(analytics: ConnectedSystem) -> None:
+    """The sandbox analytics sink's token, generated for this install (kept once made), and the hub's copy."""
     setting = sandbox_setting_ensure(system=SandboxSystem.ANALYTICS)
-    if setting.api_token != ANALYTICS_TOKEN:
-        setting.api_token = ANALYTICS_TOKEN
+    if not setting.api_token or setting.api_token == FORMER_ANALYTICS_TOKEN:
+        setting.api_token = secrets.token_urlsafe(24)
         sandbox_setting_save(setting=setting, reason=DEMO_REASON)
-    if not analytics.has_credentials:
+    if not analytics.has_credentials or analytics.credentials.get("bearer_token") != setting.api_token:
         connected_system_set_secrets(
-            system=analytics, credentials={"bearer_token": ANALYTICS_TOKEN}, reason="demo: sandbox analytics token"
+            system=analytics, credentials={"bearer_token": setting.api_token}, reason="demo: sandbox analytics token"
         )
 
 

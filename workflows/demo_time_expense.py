@@ -289,10 +289,11 @@ def seed_time_expense_demo(*, base_url: str | None = None) -> TimeExpenseDemo:
     """Configure workflow 2 on the demo firm and make PSA entries: some post, three wait in the queue."""
     from connectors.models import ConnectedSystem
     from governance.models import LegalEntity
-    from integrationhub.demo import DEMO_BASE_URL, demo_data_load
+    from integrationhub.demo import demo_data_load, demo_public_url
     from workflows.time_expense import time_expense_erp_mappings_install, time_expense_psa_mappings_install
 
-    demo_data_load()  # idempotent: the firm, its systems, schemas, rate cards and policies
+    base_url = (base_url or demo_public_url()).rstrip("/")
+    demo_data_load(base_url=base_url)  # idempotent: the firm, its systems, schemas, rate cards and policies
     today = datetime.date.today()
     with transaction.atomic():
         systems = {system.slug: system for system in ConnectedSystem.objects.all()}
@@ -307,7 +308,7 @@ def seed_time_expense_demo(*, base_url: str | None = None) -> TimeExpenseDemo:
     # Outside the transaction: the ERP that lists its employees is asked through the transport.
     linked = _resource_links(systems)
     # Webhooks last: the entries above are picked up by the scheduled pull, not sent before the web runs.
-    _psa_webhooks(systems, base_url or DEMO_BASE_URL)
+    _psa_webhooks(systems, base_url)
     return TimeExpenseDemo(
         approved_entries=approved,
         expected_exceptions=expected,

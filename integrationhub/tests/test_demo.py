@@ -4,6 +4,7 @@ from connectors.models import ConnectedSystem
 from governance.models import LegalEntity, OwnershipRule, RateCard, SyncPolicy
 from governance.selectors import rate_for
 from integrationhub.demo import DEMO_LOGINS, demo_setup
+from sandbox.models import SandboxSetting
 
 
 def test_demo_setup_builds_the_firm_once_and_logs_in_every_role(db):
@@ -22,7 +23,8 @@ def test_demo_setup_builds_the_firm_once_and_logs_in_every_role(db):
     # and the sandbox systems carry the demo credentials the sandboxes were seeded with
     crm = ConnectedSystem.objects.get(slug="crm")
     assert crm.has_credentials and crm.has_webhook_secret
-    assert ConnectedSystem.objects.get(slug="erp-us").credentials == {"api_key": "sandbox-erp-demo-key"}
+    erp_token = SandboxSetting.objects.get(system="erp").api_token
+    assert ConnectedSystem.objects.get(slug="erp-us").credentials == {"api_key": erp_token}
 
     # and the client override beats the entity default for its client only
     uk = LegalEntity.objects.get(code="UK01")
