@@ -91,6 +91,7 @@ EXPECTED_ACTIONS: dict[str, dict[str, frozenset[str]]] = {
     "workflows.clientdirectoryentry": {"delete_selected": NOBODY},
     "workflows.financenotification": {"delete_selected": NOBODY},
     "workflows.milestonebillingrun": {"delete_selected": NOBODY},
+    "workflows.resourcelink": {"delete_selected": CONFIG_EDITORS},
     "workflows.timeexpenseposting": {"delete_selected": NOBODY},
     "workflows.workflowrun": {"delete_selected": NOBODY},
 }
