@@ -13,6 +13,7 @@ ACCESS = {
     "governance.ratecard": {"auditor": VIEW, "analyst": EDIT, "finance_approver": VIEW, "integration_admin": EDIT},
     "governance.ownershiprule": {"auditor": VIEW, "analyst": EDIT, "finance_approver": VIEW, "integration_admin": EDIT},
     "governance.syncpolicy": {"auditor": VIEW, "analyst": EDIT, "finance_approver": VIEW, "integration_admin": EDIT},
+    "workflows.resourcelink": {"auditor": VIEW, "analyst": EDIT, "finance_approver": VIEW, "integration_admin": EDIT},
     "connectors.connectedsystem": {
         "auditor": VIEW,
         "analyst": VIEW,
