@@ -1,4 +1,4 @@
-"""Import-export of resources (PSA person ↔ ERP employee links), through the admin or `governance_import resources`.
+"""Import-export of resources (PSA person ↔ ERP employee links) from the admin list page (CSV, XLSX, JSON).
 
 One row per link: psa_system and erp_system by slug, legal_entity by code (empty: every legal entity the ERP
 serves). A row is identified by those three and person_ref, so importing the same file again changes nothing and
