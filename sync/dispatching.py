@@ -122,10 +122,12 @@ def sync_sweep(*, now: datetime.datetime | None = None) -> dict[str, int]:
         messages_enqueue(message_ids=message_ids)
         logger.warning("sweeper re-dispatched messages", extra={"count": len(message_ids)})
     # A delivery left "delivering" (worker killed mid-call) may have reached the target: the retry looks
-    # it up by idempotency key before sending again (attempts > 0 makes it do so).
+    # it up by idempotency key before sending again (attempts > 0 makes it do so). It is due at once (no retry
+    # time): `now` only says what counts as stuck, and a due time taken from it would hold the delivery back
+    # for as long as `now` runs ahead of the dispatcher's clock.
     stuck_after = current - datetime.timedelta(seconds=stuck_delivery_seconds())
     stuck = Delivery.objects.filter(status=DeliveryStatus.DELIVERING, updated_at__lt=stuck_after)
-    stuck_count = stuck.update(status=DeliveryStatus.RETRYING, next_attempt_at=current, dispatched_at=None)
+    stuck_count = stuck.update(status=DeliveryStatus.RETRYING, next_attempt_at=None, dispatched_at=None)
     return {"messages": len(message_ids), "deliveries": stuck_count, "pulls": batch_pulls_resume(stale=stale)}
 
 

@@ -33,7 +33,7 @@ from django.conf import settings
 
 from connectors.webhooks import standard_webhook_headers
 from sync.choices import MESSAGE_FINAL_STATUSES, MessageStatus
-from sync.models import Message
+from sync.models import Delivery, DeliveryAttempt, Message, PollCursor
 from sync.tests.appending_target import AppendingTarget
 
 WORKER_START_SECONDS = 90.0
@@ -516,3 +516,39 @@ def assert_stored_iff_accepted(outcome: Outcome) -> None:
     """Every event answered 2xx is stored; none answered 5xx is."""
     assert not outcome.accepted_not_stored, f"answered 2xx but not stored: {outcome.accepted_not_stored[:5]}"
     assert not outcome.refused_but_stored, f"answered 5xx but stored: {outcome.refused_but_stored[:5]}"
+
+
+def entries_report(*, source: Any, canonical_ids: Iterable[str]) -> str:
+    """Where each record of `source` stands in the hub, one line each: its messages (status, stage times), their
+    deliveries (status, attempts, due and dispatch times, last error) and attempt rows, and the pull cursors of
+    the source; so that a failed check says which records are missing and what state they were left in."""
+    lines = []
+    for canonical_id in sorted(canonical_ids):
+        messages = list(Message.objects.filter(system=source, canonical_id=canonical_id).order_by("pk"))
+        if not messages:
+            lines.append(f"  {canonical_id}: no message stored")
+        for message in messages:
+            lines.append(
+                f"  {canonical_id}: message #{message.pk} {message.status} (received {message.received_at:%H:%M:%S}, "
+                f"queued {message.queued_at and f'{message.queued_at:%H:%M:%S}'}) error={message.last_error[:120]!r}"
+            )
+            deliveries = list(Delivery.objects.filter(message=message).order_by("pk"))
+            if not deliveries:
+                lines.append("    no delivery")
+            for delivery in deliveries:
+                attempts = [
+                    f"#{a.number} {a.outcome} {a.status_code or ''} {a.created_at:%H:%M:%S}".strip()
+                    for a in DeliveryAttempt.objects.filter(delivery=delivery).order_by("number")
+                ]
+                lines.append(
+                    f"    delivery #{delivery.pk} {delivery.status} attempts={delivery.attempts} "
+                    f"lookup_first={delivery.lookup_first} next_attempt_at={delivery.next_attempt_at} "
+                    f"dispatched_at={delivery.dispatched_at} updated_at={delivery.updated_at} "
+                    f"error={delivery.last_error[:120]!r} attempt rows={attempts or 'none'}"
+                )
+    for cursor in PollCursor.objects.filter(system=source):
+        lines.append(
+            f"  cursor {cursor.entity}: {cursor.last_outcome} at {cursor.cursor!r}, stored {cursor.records_stored}, "
+            f"updated {cursor.updated_at}, error={cursor.last_error[:200]!r}"
+        )
+    return "\n".join(lines)

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from connectors.models import ConnectedSystem
 from sync import circuit
-from sync.choices import AttemptOutcome, DeliveryStatus
-from sync.models import Delivery, DeliveryAttempt
+from sync.choices import AttemptOutcome, DeliveryStatus, MessageStatus
+from sync.models import Delivery, DeliveryAttempt, Message
 from sync.services import delivery_send, message_process, stuck_delivery_seconds, sync_sweep
 from sync.tests.appending_target import AppendingTarget
 from sync.tests.chaos_harness import (
@@ -35,6 +35,7 @@ from sync.tests.chaos_harness import (
     assert_nothing_lost_or_duplicated,
     assert_stored_iff_accepted,
     chaos_hub_running,
+    entries_report,
     on_postgresql,
     on_redis,
     outcome_of,
@@ -322,5 +323,14 @@ def test_a_batch_pull_killed_mid_run_continues_within_two_minutes_with_the_defau
     assert continued and took <= 120, f"the pull did not complete within 120 s ({took:.0f} s)"
     # and once the killed run's deliveries in flight count as stuck, every approved entry is in the ERP once
     sync_sweep(now=timezone.now() + datetime.timedelta(seconds=stuck_delivery_seconds() + 1))
-    beat.until(lambda: set(posted()) == expected, timeout=SETTLE_SECONDS, what="every approved entry posted")
+    # (and recorded: its message delivered, none left queued behind a delivery the killed run held)
+    open_messages = Message.objects.filter(system=time_flow.psa, canonical_id__in=expected).exclude(
+        status=MessageStatus.DELIVERED
+    )
+    all_posted = beat.within(lambda: set(posted()) == expected and not open_messages.exists(), timeout=SETTLE_SECONDS)
+    missing = (expected - set(posted())) | set(open_messages.values_list("canonical_id", flat=True))
+    assert all_posted, (
+        f"every approved entry posted and delivered: not within {SETTLE_SECONDS} s; missing or open:\n"
+        + entries_report(source=time_flow.psa, canonical_ids=missing)
+    )
     assert set(posted().values()) == {1}, f"an entry was posted twice: {posted()}"

@@ -16,7 +16,7 @@ from sync import batch, delivering
 from sync.batch import time_entries_batch_pull
 from sync.choices import DeliveryStatus, PollOutcome
 from sync.models import Delivery, PollCursor
-from sync.services import deliveries_send, message_process, poll_lease_take, sync_sweep
+from sync.services import deliveries_send, message_process, poll_lease_take, stuck_delivery_seconds, sync_sweep
 from sync.tests.conftest import client_record, signed_post
 
 
@@ -103,3 +103,47 @@ def test_a_delivery_batch_is_claimed_in_slices_and_a_killed_worker_holds_only_on
     # never claimed: the dispatcher hands it out again without waiting for the stuck-delivery timeout
     states = Counter(Delivery.objects.filter(pk__in=ids).values_list("status", flat=True))
     assert states == {DeliveryStatus.DELIVERED: 5, DeliveryStatus.DELIVERING: 5, DeliveryStatus.PENDING: 2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_a_killed_batch_pull_left_in_flight_are_dispatched_again_after_an_advanced_sweep(
+    time_psa, time_flow, monkeypatch
+):
+    # given a batch pull killed after storing its first page and before its ERP call went out: the page's
+    # messages queued, their deliveries stored in flight by the run (attempt counted, no attempt row), the
+    # cursor running, and nothing of the page at the ERP
+    flow = time_flow
+
+    def die_before_the_call(*args, **kwargs):
+        raise SystemExit("worker killed")
+
+    monkeypatch.setattr(batch, "_send", die_before_the_call)
+    with pytest.raises(SystemExit):
+        time_entries_batch_pull(route_id=flow.route.pk, max_pages=1)
+    monkeypatch.undo()
+    left = Delivery.objects.filter(route=flow.route)
+    assert left.exists() and set(left.values_list("status", "attempts")) == {(DeliveryStatus.DELIVERING, 1)}
+    assert not SandboxRecord.objects.filter(system="erp", object_type="time-entries").exists()
+    # when the sweeper judges them stuck on a clock that runs ahead of the dispatcher's (as after the
+    # stuck-delivery period, or a sweep started with a later `now`); what it hands to the workers is kept here,
+    # so that no worker of the session takes it
+    from sync import dispatching
+
+    handed_out: dict[str, list] = {}
+    monkeypatch.setattr(
+        dispatching,
+        "enqueue_on_commit",
+        lambda task, *args, **kwargs: handed_out.setdefault(task.name, []).extend(args),
+    )
+    swept = sync_sweep(now=timezone.now() + datetime.timedelta(seconds=stuck_delivery_seconds() + 1))
+    assert swept["deliveries"] == left.count() and swept["pulls"] == 1
+    # then they are due at once: the dispatcher's next beat, on its own clock, hands out every one of them
+    assert dispatching.deliveries_dispatch() == left.count()
+    (delivery_ids,) = handed_out["sync.deliveries_send_task"]
+    assert sorted(delivery_ids) == sorted(left.values_list("pk", flat=True))
+    # and sent, each entry reaches the ERP once, its message delivered
+    deliveries_send(delivery_ids=delivery_ids)
+    rows = SandboxRecord.objects.filter(system="erp", object_type="time-entries", deleted=False)
+    posted = Counter(str(data.get("source_ref")) for data in rows.values_list("data", flat=True))
+    assert set(posted) == set(left.values_list("message__canonical_id", flat=True)) and set(posted.values()) == {1}
+    assert set(left.values_list("status", "message__status")) == {(DeliveryStatus.DELIVERED, "delivered")}
