@@ -11,9 +11,8 @@ from typing import Any
 
 from connectors.base import ChangeBatch, Connector
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
 from integrationhub.errors import HubError
-from sync.transport import connector_call
+from sync.transport import connector_call, connector_supports
 
 LIST_OPERATION = "list_records"
 # Pages as large as the counterparts allow: a month of 10,000 entries is a handful of calls.
@@ -34,7 +33,7 @@ class ListingUnsupportedError(HubError):
 
 def listing_check(system: ConnectedSystem) -> None:
     """Refuse (ListingUnsupportedError) a system whose connector has no `records_list`."""
-    if not callable(getattr(type(connector_for(system)), "records_list", None)):
+    if not connector_supports(system, "records_list"):
         raise ListingUnsupportedError(
             f"{system.slug} ({system.connector_type}) cannot list its records, so it cannot be reconciled.",
             hint="Reconcile only PSAs and ERPs whose connector lists records (Harvest, sandbox ERP, Tryton).",

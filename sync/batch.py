@@ -19,6 +19,7 @@ registry, retry policy, circuit breaker and rate budget, delivery keys and follo
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime
 import logging
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import methodcaller
 from typing import Any
 
 from django.conf import settings
@@ -40,7 +42,6 @@ from connectors.base import UpsertResult
 from connectors.choices import SystemState
 from connectors.http import ConnectorError
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
 from exception_queue.choices import ExceptionCategory
 from exception_queue.models import ExceptionItem
 from exception_queue.services import exception_items_open_many
@@ -88,7 +89,6 @@ from sync.models import CrossReference, Delivery, DeliveryAttempt, Message, Poll
 from sync.outcome import failure_decide, messages_settle_from_rows
 from sync.policy import RetryPolicy
 from sync.polling import poll_lease_take, pull_idempotency_key
-from sync.ratelimit import rate_budget_wait
 from sync.selectors import record_external_ids
 from sync.stages import (
     LEGAL_ENTITY_FIELDS,
@@ -515,16 +515,18 @@ def page_store(
     outcomes: list[Outcome],
     inbound_mapping: MappingSet,
     next_cursor: str,
+    correlation_id: str = "",
 ) -> list[dict[str, Any]]:
     """Store one evaluated page in one transaction with the cursor move: its messages (one statement), the
     exception items of held and failed entries (one statement), and the deliveries of the passing ones.
 
     The deliveries are stored claimed by this run (in flight, first attempt counted), as a claim would mark
     them, so posting them takes no claim statements; were the run to die before posting, the sweeper finds
-    them in flight and retries them, looking the entries up first. Returns their CLAIMED_FIELDS rows."""
+    them in flight and retries them, looking the entries up first. Returns their CLAIMED_FIELDS rows.
+    `correlation_id`: the page's (its read's attempt row carries it too); a new one when not given."""
     source, target = route.source_system, route.target_system
     now = timezone.now()
-    correlation_id = new_correlation_id()
+    correlation_id = correlation_id or new_correlation_id()
     messages: list[Message] = []
     for outcome in outcomes:
         canonical = outcome.canonical
@@ -614,6 +616,7 @@ def page_store(
             "lookup_first": delivery.lookup_first,
             "external_id": "",
             "message__canonical_id": delivery.message.canonical_id,
+            "message__correlation_id": correlation_id,
             "fresh": True,
         }
         for delivery in deliveries
@@ -624,14 +627,25 @@ def page_store(
 
 
 def _send(
-    connector: Any,
+    target: ConnectedSystem,
     payloads: list[tuple[dict[str, Any], str]],
     *,
     may_exist: bool = True,
     external_ids: list[str] | None = None,
+    correlation_id: str = "",
+    timeout_seconds: float | None = None,
 ) -> list[UpsertResult | ConnectorError]:
-    """One batch of time entries to the target, through the transport (`records_post_many`)."""
-    return transport.records_post_many(connector, ENTITY, payloads, may_exist=may_exist, external_ids=external_ids)
+    """One batch of time entries to the target, through the transport (`records_post`: the flow's timeout and
+    the correlation id header)."""
+    return transport.records_post(
+        target,
+        ENTITY,
+        payloads,
+        may_exist=may_exist,
+        external_ids=external_ids,
+        correlation_id=correlation_id,
+        timeout_seconds=timeout_seconds,
+    )
 
 
 def http_call(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -648,17 +662,18 @@ class _InFlight:
     """A claimed batch whose call to the target is running (in the sender's thread, or already done)."""
 
     rows: list[dict[str, Any]]
-    call: Future[list[UpsertResult | ConnectorError]]
-    started: float
+    call: Future[list[UpsertResult | ConnectorError]] = field(default_factory=Future)
+    started: float = 0.0
     ended: float | None = None
 
-    def __post_init__(self) -> None:
-        # Stamped when the call completes (on its thread), not when it is recorded: the attempt's duration is
-        # the target's, not the time the caller spent on the next page.
-        self.call.add_done_callback(self._stamp)
-
-    def _stamp(self, _: Future[Any]) -> None:
-        self.ended = time.perf_counter()
+    def timed(self, send: Callable[[], list[UpsertResult | ConnectorError]]) -> list[UpsertResult | ConnectorError]:
+        """Make the call, timed where it runs (on its thread): the attempt's duration is the target's, not the
+        time the call waited for a thread nor the time the caller spent on the next page."""
+        self.started = time.perf_counter()
+        try:
+            return send()
+        finally:
+            self.ended = time.perf_counter()
 
 
 class BatchSender:
@@ -669,14 +684,24 @@ class BatchSender:
     `finish`) records it before anything else is claimed, so the circuit sees each call's outcome before
     the next call goes out. Only the HTTP call runs in the executor's thread; every statement runs in the
     caller's. Without an executor every batch is recorded before `send` returns.
+
+    Each call passes the transport's gate first (a paused target, an open circuit, the shared rate budget at
+    the flow's rate) and goes out under the sync policy's timeout with the batch's correlation id.
     """
 
     def __init__(
-        self, *, route: Route, batch_size: int, policy: RetryPolicy, task_id: str = "", executor: Executor | None = None
+        self,
+        *,
+        route: Route,
+        batch_size: int,
+        policy: RetryPolicy,
+        task_id: str = "",
+        executor: Executor | None = None,
+        sync_policy: SyncPolicy | None = None,
     ) -> None:
         self.route, self.batch_size, self.policy, self.task_id = route, batch_size, policy, task_id
         self.executor = executor
-        self.connector: Any = None
+        self.sync_policy = sync_policy
         self.in_flight: _InFlight | None = None
 
     def send(self, delivery_ids: list[int]) -> dict[str, int]:
@@ -694,24 +719,21 @@ class BatchSender:
         target = self.route.target_system
         if not items:
             return counts
-        if target.state == SystemState.PAUSED:
-            # Paused: left for the dispatcher, which sends them once the system is resumed.
-            _released(items, claimed=claimed).update(status=DeliveryStatus.HELD, dispatched_at=None)
-            counts["held"] += len(items)
-            return counts
-        if self.connector is None:
-            self.connector = connector_for(target)
+        # A pause a person made since the run started holds what is not sent yet.
+        transport.system_state_refresh(target)
         for start in range(0, len(items), self.batch_size):
             _counts_add(counts, self.finish())
-            gate = circuit.circuit_gate(system=target)
-            budget = rate_budget_wait(
-                system_key=f"{target.slug}:{target.pk}", rate_per_second=target.rate_limit_per_second
-            )
-            if not gate.allowed or not budget.allowed:
-                wait = (
-                    budget.wait_seconds if gate.allowed else max(1.0, (gate.retry_at or time.time() + 1) - time.time())
-                )
-                until = timezone.now() + datetime.timedelta(seconds=wait)
+            try:
+                transport.system_gate(target, self.sync_policy)
+            except transport.SystemUnavailableError as refused:
+                if refused.reason == transport.SystemUnavailableError.PAUSED:
+                    # Paused: left for the dispatcher, which sends them once the system is resumed.
+                    _released(items[start:], claimed=claimed).update(
+                        status=DeliveryStatus.HELD, dispatched_at=None, updated_at=timezone.now()
+                    )
+                    counts["held"] += len(items) - start
+                    break
+                until = timezone.now() + datetime.timedelta(seconds=refused.retry_after or 1.0)
                 _released(items[start:], claimed=claimed).update(
                     status=DeliveryStatus.RETRYING, next_attempt_at=until, dispatched_at=None, updated_at=timezone.now()
                 )
@@ -738,18 +760,30 @@ class BatchSender:
             canonical_ids=[row["message__canonical_id"] for row in rows],
         )
         external_ids = [known.get(row["message__canonical_id"], "") for row in rows] if known else None
-        started = time.perf_counter()
-        if self.executor is None:
-            call: Future[list[UpsertResult | ConnectorError]] = Future()
-            try:
-                call.set_result(_send(self.connector, payloads, may_exist=may_exist, external_ids=external_ids))
-            except Exception as exc:  # noqa: BLE001 - classified by finish(), as from the executor
-                call.set_exception(exc)
-        else:
-            call = self.executor.submit(
-                http_call, _send, self.connector, payloads, may_exist=may_exist, external_ids=external_ids
+        # The batch's entries come from one page (a retry's may mix pages): the first one's trace carries it.
+        correlation_id = rows[0].get("message__correlation_id") or ""
+        timeout_seconds = transport.policy_timeout(self.sync_policy)
+        target = self.route.target_system
+        in_flight = _InFlight(rows)
+
+        def send() -> list[UpsertResult | ConnectorError]:
+            return _send(
+                target,
+                payloads,
+                may_exist=may_exist,
+                external_ids=external_ids,
+                correlation_id=correlation_id,
+                timeout_seconds=timeout_seconds,
             )
-        self.in_flight = _InFlight(rows, call, started)
+
+        if self.executor is None:
+            try:
+                in_flight.call.set_result(in_flight.timed(send))
+            except Exception as exc:  # noqa: BLE001 - classified by finish(), as from the executor
+                in_flight.call.set_exception(exc)
+        else:
+            in_flight.call = self.executor.submit(http_call, in_flight.timed, send)
+        self.in_flight = in_flight
 
     def finish(self) -> dict[str, int]:
         """Wait for the batch in flight, if any, and record its outcome; its counts."""
@@ -765,7 +799,8 @@ class BatchSender:
             call_error = exc
         except HubError as exc:  # capability missing, credentials not set: a person must act
             call_error = ConnectorError(exc.detail, system_slug=target.slug)
-        duration_ms = round(((in_flight.ended or time.perf_counter()) - in_flight.started) * 1000, 1)
+        ended = in_flight.ended or time.perf_counter()
+        duration_ms = round((ended - (in_flight.started or ended)) * 1000, 1)
         return _record_batch(
             self.route, in_flight.rows, results, call_error, self.policy, duration_ms=duration_ms, task_id=self.task_id
         )
@@ -787,10 +822,18 @@ def _counts_add(counts: dict[str, int], more: Mapping[str, int]) -> None:
 
 
 def deliveries_send_batch(
-    *, route: Route, delivery_ids: list[int], batch_size: int, policy: RetryPolicy, task_id: str = ""
+    *,
+    route: Route,
+    delivery_ids: list[int],
+    batch_size: int,
+    policy: RetryPolicy,
+    task_id: str = "",
+    sync_policy: SyncPolicy | None = None,
 ) -> dict[str, int]:
     """Post deliveries of one route to its target in batches: claim, one call per batch, record in bulk."""
-    return BatchSender(route=route, batch_size=batch_size, policy=policy, task_id=task_id).send(delivery_ids)
+    return BatchSender(
+        route=route, batch_size=batch_size, policy=policy, task_id=task_id, sync_policy=sync_policy
+    ).send(delivery_ids)
 
 
 CLAIMED_FIELDS = (
@@ -802,6 +845,7 @@ CLAIMED_FIELDS = (
     "lookup_first",
     "external_id",
     "message__canonical_id",
+    "message__correlation_id",
 )
 
 
@@ -932,6 +976,7 @@ def _record_batch(
                 outcome=outcome,
                 error=error,
                 task_id=task_id[:100],
+                correlation_id=(row.get("message__correlation_id") or "")[:64],
                 created_at=now,
             )
         )
@@ -985,6 +1030,24 @@ def _deliveries_update(deliveries: list[_DeliveryOutcome]) -> None:
 
 
 # --- the run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _PageRead:
+    """A page read through the transport: the gated call (its attempt row is written on the run's thread) and
+    the helper thread's answer."""
+
+    gated: transport.GatedCall
+    call: Future[Any]
+
+
+# How a run stops when the transport's gate refuses a page read (the reason is its error): a paused PSA
+# waits for a person, an open circuit and a spent rate budget for the next run.
+REFUSED_OUTCOMES = {
+    transport.SystemUnavailableError.PAUSED: PollOutcome.SKIPPED,
+    transport.SystemUnavailableError.CIRCUIT_OPEN: PollOutcome.SKIPPED,
+    transport.SystemUnavailableError.RATE_LIMITED: PollOutcome.RATE_LIMITED,
+}
 
 
 def _route_get(route_id: int) -> Route:
@@ -1060,7 +1123,9 @@ def time_entries_batch_pull(
         # Two threads for HTTP only: the next PSA page is read, and the last batch's ERP call runs, while this
         # thread evaluates and stores a page; every statement stays on this thread's connection.
         http = ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-http")
-        sender = BatchSender(route=route, batch_size=batch_size, policy=retry, task_id=task_id, executor=http)
+        sender = BatchSender(
+            route=route, batch_size=batch_size, policy=retry, task_id=task_id, executor=http, sync_policy=policy
+        )
 
         def tally(counts: Mapping[str, int]) -> None:
             result.delivered += counts.get("delivered", 0)
@@ -1072,6 +1137,7 @@ def time_entries_batch_pull(
             tally(sender.finish())
             return stop(outcome, error)
 
+        read_ahead: _PageRead | None = None
         try:
             tally(sender.send(_due_retries(route, timezone.now())))
             inbound = published_mapping_set(
@@ -1088,11 +1154,24 @@ def time_entries_batch_pull(
                 compiled = compiled_mapping(inbound.pk)
             except MappingDefinitionError as exc:
                 return finish(PollOutcome.ERROR, f"Mapping {inbound} does not compile: {exc}")
-            connector = connector_for(source)
-            read_ahead: Future[Any] | None = None
 
-            def read(cursor: str | None) -> Future[Any]:
-                return http.submit(http_call, transport.changes_fetch, connector, ENTITY, cursor)
+            def read(cursor: str | None) -> _PageRead:
+                # The transport's gate here (a pause made since the last page, the circuit, the rate budget at
+                # the flow's rate); the call on a helper thread, under the policy's timeout, with the page's
+                # correlation id, which its messages carry too.
+                transport.system_state_refresh(source)
+                gated = transport.call_open(
+                    source,
+                    transport.FETCH_CHANGES,
+                    correlation_id=new_correlation_id(),
+                    sync_policy=policy,
+                    entity=ENTITY,
+                    key=cursor or "",
+                    context={"route": route.pk},
+                )
+                return _PageRead(
+                    gated, http.submit(http_call, gated.run, methodcaller("fetch_changes", ENTITY, cursor))
+                )
 
             while max_pages is None or result.pages < max_pages:
                 lease.renew()
@@ -1100,24 +1179,22 @@ def time_entries_batch_pull(
                     result.more = True
                     return finish(PollOutcome.PAGE_LIMIT)
                 if read_ahead is None:
-                    budget = rate_budget_wait(
-                        system_key=f"{source.slug}:{source.pk}", rate_per_second=source.rate_limit_per_second
-                    )
-                    if not budget.allowed:
-                        return finish(PollOutcome.RATE_LIMITED)
-                    read_ahead = read(poll_cursor.cursor or None)
+                    try:
+                        read_ahead = read(poll_cursor.cursor or None)
+                    except transport.SystemUnavailableError as refused:
+                        return finish(REFUSED_OUTCOMES.get(refused.reason, PollOutcome.ERROR), str(refused.detail))
+                page, read_ahead = read_ahead, None
                 try:
-                    batch = read_ahead.result()
+                    batch = page.call.result()
                 except (ConnectorError, HubError) as exc:
                     return finish(PollOutcome.ERROR, str(exc.detail))
-                read_ahead = None
+                finally:
+                    page.gated.close()
                 # The next page is read while this one is processed; a page read but not stored (the run stops
-                # first) is read again by the next run, since the cursor moves only with a stored page.
+                # first) is read again by the next run, since the cursor moves only with a stored page. A read
+                # ahead the gate refuses is asked for again on the next turn, which stops there.
                 if batch.has_more and (max_pages is None or result.pages + 1 < max_pages):
-                    budget = rate_budget_wait(
-                        system_key=f"{source.slug}:{source.pk}", rate_per_second=source.rate_limit_per_second
-                    )
-                    if budget.allowed:
+                    with contextlib.suppress(transport.SystemUnavailableError):
                         read_ahead = read(batch.next_cursor)
                 keyed: dict[str, dict[str, Any]] = {}
                 for record in batch.records:
@@ -1133,6 +1210,7 @@ def time_entries_batch_pull(
                     outcomes=outcomes,
                     inbound_mapping=inbound,
                     next_cursor=batch.next_cursor or "",
+                    correlation_id=page.gated.correlation_id,
                 )
                 result.pages += 1
                 result.fetched += len(batch.records)
@@ -1150,7 +1228,12 @@ def time_entries_batch_pull(
                     tally(sender.finish())
                 except Exception:  # left claimed: the sweeper retries it, looking the entries up first
                     logger.exception("recording the last batch of a stopped batch pull failed")
-            # A page read ahead and not stored is dropped: the cursor moves only with a stored page.
+            if read_ahead is not None and not read_ahead.call.cancel():
+                # A page read ahead and not stored is dropped (the cursor moves only with a stored page), but
+                # its call went out: it gets its attempt row like every other call.
+                with contextlib.suppress(Exception):
+                    read_ahead.call.result()
+                read_ahead.gated.close()
             http.shutdown(wait=False, cancel_futures=True)
     finally:
         lease.release()

@@ -73,7 +73,7 @@ class PollOutcome(models.TextChoices):
     PAGE_LIMIT = "page_limit", "Stopped at the page limit; the next run continues"
     RATE_LIMITED = "rate_limited", "Stopped: the system's rate budget is spent; the next run continues"
     ERROR = "error", "Stopped by an error; the cursor stays at the last stored page"
-    SKIPPED = "skipped", "Skipped: paused, inactive, or another run holds the cursor"
+    SKIPPED = "skipped", "Skipped: paused, circuit open, inactive, or another run holds the cursor"
     RUNNING = "running", "Running (a batch pull in progress)"
 
 

@@ -26,8 +26,6 @@ from django.utils import timezone
 
 from connectors.choices import SystemState
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
-from integrationhub.errors import HubError
 from integrationhub.throttling import cache_add_many
 from sync import circuit, transport
 from sync.bulk import related_attach, rows_insert, rows_update
@@ -319,22 +317,17 @@ def _record_calls(system_id: int, entity: str, group: list[_Planned]) -> list[tr
 
 
 def _call_one(planned: _Planned, entity: str, call: transport.RecordCall) -> transport.CallOutcome:
-    with transport.call_scope(
-        correlation_id=planned.delivery.message.correlation_id, timeout_seconds=planned.timeout_seconds
-    ):
-        try:
-            connector = connector_for(planned.system)
-        except Exception as exc:  # noqa: BLE001 - credentials that cannot be read: classified like a failed call
-            return transport.outcome_of_error(exc, transport.UPSERT)
-        return transport.record_send(connector, entity, call)
+    return transport.record_deliver(
+        planned.system,
+        entity,
+        call,
+        correlation_id=planned.delivery.message.correlation_id,
+        timeout_seconds=planned.timeout_seconds,
+    )
 
 
 def _batches(system: ConnectedSystem, entity: str) -> bool:
-    try:
-        connector = connector_for(system)
-        return connector.supports("upsert_batch") and connector.batches(entity)
-    except HubError:  # not configured for this entity: the one-by-one call reports it
-        return False
+    return transport.batches(system, entity)
 
 
 def _call_together(group: list[_Planned], entity: str, calls: list[transport.RecordCall]) -> None:
@@ -342,13 +335,13 @@ def _call_together(group: list[_Planned], entity: str, calls: list[transport.Rec
     upsert_batch call; each planned delivery gets its own outcome."""
     system = group[0].system
     started = time.perf_counter()
-    with transport.call_scope(
-        correlation_id=group[0].delivery.message.correlation_id, timeout_seconds=group[0].timeout_seconds
-    ):
-        try:
-            results = transport.records_send_batch(connector_for(system), entity, calls)
-        except HubError as exc:  # credentials that cannot be read: a person must act
-            results = [transport.outcome_of_error(exc, transport.BATCH)] * len(group)
+    results = transport.records_deliver_batch(
+        system,
+        entity,
+        calls,
+        correlation_id=group[0].delivery.message.correlation_id,
+        timeout_seconds=group[0].timeout_seconds,
+    )
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     for planned, result in zip(group, results, strict=True):
         planned.duration_ms = duration_ms

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
@@ -19,7 +20,6 @@ from django.utils import timezone
 
 from connectors.choices import SystemState
 from connectors.models import ConnectedSystem
-from connectors.registry import connector_for
 from sync import circuit, transport
 from sync.choices import DeliveryStatus
 from sync.models import Delivery
@@ -31,9 +31,10 @@ from sync.selectors import record_external_ids, record_unanswered_keys
 from sync.transport import CallOutcome, policy_timeout
 
 
-def _call(delivery: Delivery, system: ConnectedSystem, lookup_first: bool) -> CallOutcome:
+def _call(delivery: Delivery, system: ConnectedSystem, lookup_first: bool, sync_policy: Any) -> CallOutcome:
     """Deliver the record through the transport: updated where the target holds it (cross-reference), found
-    by key where an answer may have been lost, else created once."""
+    by key where an answer may have been lost, else created once; under the flow's timeout, with the message's
+    correlation id."""
     message = delivery.message
     external_id = ""
     earlier: tuple[str, ...] = ()
@@ -55,11 +56,13 @@ def _call(delivery: Delivery, system: ConnectedSystem, lookup_first: bool) -> Ca
         may_exist=lookup_first,
         earlier_keys=earlier,
     )
-    try:
-        connector = connector_for(system)
-    except Exception as exc:  # noqa: BLE001 - credentials that cannot be read: classified like a failed call
-        return transport.outcome_of_error(exc, transport.UPSERT)
-    return transport.record_send(connector, message.entity, call)
+    return transport.record_deliver(
+        system,
+        message.entity,
+        call,
+        correlation_id=message.correlation_id,
+        timeout_seconds=policy_timeout(sync_policy),
+    )
 
 
 def _wait(delivery_id: int, *, status: str, until: datetime.datetime | None) -> None:
@@ -142,10 +145,8 @@ def _send_locked(delivery: Delivery, system: ConnectedSystem, *, task_id: str, p
         delivery.attempts += 1
         delivery.save(update_fields=["status", "attempts", "updated_at"])
     lookup_first = delivery.lookup_first or delivery.attempts > 1
-    message = delivery.message
     started = time.perf_counter()
-    with transport.call_scope(correlation_id=message.correlation_id, timeout_seconds=policy_timeout(sync_policy)):
-        result = _call(delivery, system, lookup_first)
+    result = _call(delivery, system, lookup_first, sync_policy)
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     return _record(delivery, system, result, policy, duration_ms=duration_ms, task_id=task_id, probe=probe)
 

@@ -8,13 +8,19 @@ landed, and is updated when found. A create is sent only when none of that finds
 change a record once it exists says so (`Connector.updates`), and the outcome is an exception item, never a
 second create. A target that no longer has the record answers "gone", and a person decides.
 
-`record_send` and `records_send_batch` make HTTP calls and nothing else. They never touch the database, so
-the batch path can run them on its helper threads; their callers (per-record `sync.sending`, batched
-`sync.delivering` and `sync.batch`) load the cross-references and record the outcomes.
+The transport is also the only place that builds a system's connector (`connector_for`): every other module
+hands it the system. `record_deliver`, `records_deliver_batch` and `records_post` make HTTP calls and nothing
+else, under the flow's timeout and with the correlation id header; they never touch the database, so the batch
+path can run them on its helper threads. Their callers (per-record `sync.sending`, batched `sync.delivering`
+and `sync.batch`) pass the gate first (`system_gate`: pause, circuit breaker, the shared rate budget), load the
+cross-references, and record one attempt row per delivery and the circuit's count from the outcomes.
 
 `connector_call` is the whole spine for a call that has no delivery row (a workflow step's call, a pull, a
 health check): pause check, circuit breaker, the shared rate budget, the sync policy's timeout, the
-correlation id header, and one attempt row per call, which the KPIs, the trace and /metrics read.
+correlation id header, and one attempt row per call, which the KPIs, the trace and /metrics read. A caller that
+makes such a call on a helper thread (the batch path's page reads) splits it: `call_open` passes the gate on
+its own thread, `GatedCall.run` makes the call on the helper thread, `GatedCall.close` records it back on the
+caller's thread.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ UPDATE = "update"
 FIND = "find"
 UPSERT = "upsert"
 BATCH = "upsert_batch"
+FETCH_CHANGES = "fetch_changes"
 SUCCESS = (AttemptOutcome.DELIVERED, AttemptOutcome.ALREADY_APPLIED)
 
 
@@ -155,8 +162,81 @@ def _update(connector: Connector, entity: str, external_id: str, payload: dict[s
     )
 
 
-def record_send(connector: Connector, entity: str, call: RecordCall) -> CallOutcome:
+def _connector(target: Connector | ConnectedSystem) -> Connector:
+    """The system's connector, built here (its credentials decrypted), or the connector given (the benchmarks
+    time a connector built once)."""
+    return target if isinstance(target, Connector) else connector_for(target)
+
+
+def connector_supports(system: ConnectedSystem, operation: str) -> bool:
+    """Whether the system's connector offers `operation` (a method of its class), without calling anything."""
+    return callable(getattr(type(connector_for(system)), operation, None))
+
+
+def batches(system: ConnectedSystem, entity: str) -> bool:
+    """Whether the system takes many records of `entity` in one call (`upsert_batch`)."""
+    try:
+        connector = connector_for(system)
+        return connector.supports("upsert_batch") and connector.batches(entity)
+    except HubError:  # not configured for this entity: the one-by-one call reports it
+        return False
+
+
+def record_deliver(
+    system: ConnectedSystem,
+    entity: str,
+    call: RecordCall,
+    *,
+    correlation_id: str = "",
+    timeout_seconds: float | None = None,
+) -> CallOutcome:
+    """One delivery's call (`record_send`) to the system, under the flow's timeout and with the correlation id
+    header; credentials that cannot be read are an outcome like a failed call."""
+    with call_scope(correlation_id=correlation_id, timeout_seconds=timeout_seconds):
+        try:
+            connector = connector_for(system)
+        except Exception as exc:  # noqa: BLE001 - classified like a failed call
+            return outcome_of_error(exc, UPSERT)
+        return record_send(connector, entity, call)
+
+
+def records_deliver_batch(
+    system: ConnectedSystem,
+    entity: str,
+    calls: Sequence[RecordCall],
+    *,
+    correlation_id: str = "",
+    timeout_seconds: float | None = None,
+) -> list[CallOutcome]:
+    """A group of deliveries' call (`records_send_batch`) to the system, under the flow's timeout and with the
+    correlation id header; credentials that cannot be read are every delivery's outcome."""
+    with call_scope(correlation_id=correlation_id, timeout_seconds=timeout_seconds):
+        try:
+            connector = connector_for(system)
+        except HubError as exc:  # a person must act
+            return [outcome_of_error(exc, BATCH)] * len(calls)
+        return records_send_batch(connector, entity, calls)
+
+
+def records_post(
+    system: ConnectedSystem,
+    entity: str,
+    payloads: Sequence[tuple[dict[str, Any], str]],
+    *,
+    may_exist: bool = True,
+    external_ids: Sequence[str] | None = None,
+    correlation_id: str = "",
+    timeout_seconds: float | None = None,
+) -> list[UpsertResult | ConnectorError]:
+    """The batch path's posting call (`records_post_many`) to the system, under the flow's timeout and with the
+    correlation id header. HTTP only (the batch path runs it on a helper thread)."""
+    with call_scope(correlation_id=correlation_id, timeout_seconds=timeout_seconds):
+        return records_post_many(system, entity, payloads, may_exist=may_exist, external_ids=external_ids)
+
+
+def record_send(target: Connector | ConnectedSystem, entity: str, call: RecordCall) -> CallOutcome:
     """Deliver one record: update it where the target already has it, else create it once."""
+    connector = _connector(target)
     if call.external_id and connector.record_identity:
         return _update(connector, entity, call.external_id, call.payload)
     operation = FIND
@@ -180,7 +260,7 @@ def record_send(connector: Connector, entity: str, call: RecordCall) -> CallOutc
 
 
 def records_post_many(
-    connector: Connector,
+    target: Connector | ConnectedSystem,
     entity: str,
     payloads: Sequence[tuple[dict[str, Any], str]],
     *,
@@ -191,6 +271,7 @@ def records_post_many(
     cross-reference) are updated one by one, the others go in one batch call (`upsert_many` or `upsert_batch`)
     or one upsert each. Answers one result or refusal per entry, in order; a failed call of the whole batch (or
     a retryable failure of one upsert) raises. `may_exist`: some entry may have reached the target before."""
+    connector = _connector(target)
     if external_ids and any(external_ids):
         answers: list[UpsertResult | ConnectorError | None] = [None] * len(payloads)
         new: list[int] = []
@@ -242,9 +323,10 @@ def health_check(system: ConnectedSystem) -> HealthResult:
         return connector_for(system).health_check()
 
 
-def changes_fetch(connector: Connector, entity: str, cursor: str | None) -> ChangeBatch:
-    """One page of changed records (the batch path reads pages on a helper thread: no database here)."""
-    return connector.fetch_changes(entity, cursor)
+def changes_fetch(target: Connector | ConnectedSystem, entity: str, cursor: str | None) -> ChangeBatch:
+    """One page of changed records, HTTP only (a benchmark's direct read; the batch path reads its pages through
+    `call_open`, on a helper thread)."""
+    return _connector(target).fetch_changes(entity, cursor)
 
 
 def batch_answer_outcome(result: UpsertResult | Exception | CallOutcome) -> CallOutcome:
@@ -259,10 +341,13 @@ def batch_answer_outcome(result: UpsertResult | Exception | CallOutcome) -> Call
     return outcome_of_error(result, BATCH)
 
 
-def records_send_batch(connector: Connector, entity: str, calls: Sequence[RecordCall]) -> list[CallOutcome]:
+def records_send_batch(
+    target: Connector | ConnectedSystem, entity: str, calls: Sequence[RecordCall]
+) -> list[CallOutcome]:
     """Deliver many records of one entity: those the target holds are updated one by one, the new ones go in
     one `upsert_batch` call (looked up first where any may exist). Outcomes in the order of `calls`; a failure
     of the whole batch call is every new record's outcome."""
+    connector = _connector(target)
     outcomes: list[CallOutcome | None] = [None] * len(calls)
     creates: list[int] = []
     for position, call in enumerate(calls):
@@ -296,6 +381,15 @@ class SystemUnavailableError(RetryableConnectorError):
     code = "system_unavailable"
     title = "The system cannot be called now"
 
+    PAUSED = "paused"
+    CIRCUIT_OPEN = "circuit_open"
+    RATE_LIMITED = "rate_limited"
+
+    def __init__(self, detail: str, *, reason: str = "", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        # Which gate refused: a paused system waits for a person, the others for `retry_after`.
+        self.reason = reason
+
 
 def policy_timeout(sync_policy: Any) -> float | None:
     """The call timeout a flow's sync policy sets (None: the system's own `timeout_seconds`)."""
@@ -310,6 +404,15 @@ def policy_rate(system: ConnectedSystem, sync_policy: Any) -> float:
     return min(rate, float(flow_rate)) if flow_rate else rate
 
 
+def system_state_refresh(system: ConnectedSystem) -> ConnectedSystem:
+    """The system with its state as stored now (a person may have paused it since it was read), for a caller
+    that holds the instance across many calls."""
+    state = ConnectedSystem.objects.filter(pk=system.pk).values_list("state", flat=True).first()
+    if state is not None:
+        system.state = state
+    return system
+
+
 def system_gate(system: ConnectedSystem, sync_policy: Any = None) -> None:
     """Refuse (SystemUnavailableError) a call to a paused system, one whose circuit is open, or one whose rate
     budget is spent for longer than a short wait."""
@@ -318,6 +421,7 @@ def system_gate(system: ConnectedSystem, sync_policy: Any = None) -> None:
             f"{system.slug} is paused; the call waits until an integration admin resumes it.",
             system_slug=system.slug,
             hint="Resume the system in the admin when it is ready.",
+            reason=SystemUnavailableError.PAUSED,
         )
     gate = circuit.circuit_gate(system=system)
     if not gate.allowed:
@@ -327,6 +431,7 @@ def system_gate(system: ConnectedSystem, sync_policy: Any = None) -> None:
             f"{datetime.datetime.fromtimestamp(retry_at, tz=datetime.UTC):%H:%M:%S} UTC.",
             system_slug=system.slug,
             retry_after=max(1.0, retry_at - time.time()),
+            reason=SystemUnavailableError.CIRCUIT_OPEN,
         )
     budget = rate_budget_wait(system_key=f"{system.slug}:{system.pk}", rate_per_second=policy_rate(system, sync_policy))
     if not budget.allowed:
@@ -334,6 +439,7 @@ def system_gate(system: ConnectedSystem, sync_policy: Any = None) -> None:
             f"The rate budget of {system.slug} is spent; the call waits {budget.wait_seconds:.1f} s.",
             system_slug=system.slug,
             retry_after=budget.wait_seconds,
+            reason=SystemUnavailableError.RATE_LIMITED,
         )
 
 
@@ -351,25 +457,94 @@ def connector_call(
     """Run `call(connector)` against `system` through the spine: the gate (pause, circuit, rate budget), the
     policy's timeout, the correlation id header, one attempt row and the circuit's count. Returns what the call
     returns; re-raises its error after recording it."""
-    system_gate(system, sync_policy)
-    correlation_id = correlation_id or current_correlation_id() or ""
-    started = time.perf_counter()
+    gated = call_open(
+        system,
+        operation,
+        correlation_id=correlation_id,
+        sync_policy=sync_policy,
+        entity=entity,
+        key=key,
+        context=context,
+    )
+    try:
+        return gated.run(call)
+    finally:
+        gated.close()
+
+
+@dataclass
+class GatedCall:
+    """A call that passed the gate (`call_open`): `run` makes it (on any thread: no database), `close` records
+    its attempt row and its effect on the circuit (on the thread that opened it)."""
+
+    system: ConnectedSystem
+    operation: str
+    correlation_id: str
+    timeout_seconds: float | None
+    entity: str = ""
+    key: str = ""
+    context: Mapping[str, Any] | None = None
+    duration_ms: float = 0.0
     error: Exception | None = None
-    result: Any = None
-    with call_scope(correlation_id=correlation_id, timeout_seconds=policy_timeout(sync_policy)):
+    ran: bool = False
+    closed: bool = False
+
+    def run(self, call: Callable[[Connector], T]) -> T:
+        """`call(connector)` under the policy's timeout and with the correlation id header; its error re-raised
+        after it is kept for the attempt row."""
+        started = time.perf_counter()
         try:
-            result = call(connector_for(system))
-        except Exception as exc:  # noqa: BLE001 - recorded, then raised again
-            error = exc
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    outcome = CallOutcome(AttemptOutcome.DELIVERED, operation=operation) if error is None else None
-    if error is not None:
-        outcome = outcome_of_error(error, operation)
-    assert outcome is not None
-    _call_record(system, outcome, duration_ms, correlation_id, entity=entity, key=key, context=context)
-    if error is not None:
-        raise error
-    return result
+            with call_scope(correlation_id=self.correlation_id, timeout_seconds=self.timeout_seconds):
+                return call(connector_for(self.system))
+        except Exception as exc:
+            self.error = exc
+            raise
+        finally:
+            self.ran = True
+            self.duration_ms = round((time.perf_counter() - started) * 1000, 1)
+
+    def close(self) -> None:
+        """One attempt row for the call and its count in the circuit (once; nothing for a call never made)."""
+        if self.closed or not self.ran:
+            return
+        self.closed = True
+        if self.error is None:
+            outcome = CallOutcome(AttemptOutcome.DELIVERED, operation=self.operation)
+        else:
+            outcome = outcome_of_error(self.error, self.operation)
+        _call_record(
+            self.system,
+            outcome,
+            self.duration_ms,
+            self.correlation_id,
+            entity=self.entity,
+            key=self.key,
+            context=self.context,
+        )
+
+
+def call_open(
+    system: ConnectedSystem,
+    operation: str,
+    *,
+    correlation_id: str = "",
+    sync_policy: Any = None,
+    entity: str = "",
+    key: str = "",
+    context: Mapping[str, Any] | None = None,
+) -> GatedCall:
+    """Pass the gate (SystemUnavailableError: paused, circuit open, rate budget spent) for one call with no
+    delivery row; the call to `run` and then `close`."""
+    system_gate(system, sync_policy)
+    return GatedCall(
+        system=system,
+        operation=operation,
+        correlation_id=correlation_id or current_correlation_id() or "",
+        timeout_seconds=policy_timeout(sync_policy),
+        entity=entity,
+        key=key,
+        context=context,
+    )
 
 
 def _call_record(
