@@ -76,6 +76,9 @@ def open_item_counts_by_category(*, scope: EntityScope | None = None) -> list[di
 
 # Categories whose items come from mappings: analysts fix and replay these; everything else is finance's.
 MAPPING_CATEGORIES = frozenset({ExceptionCategory.VALIDATION, ExceptionCategory.TARGET_REJECTED})
+# What an analyst (who fixes but does not decide money) acts on: items that come from mappings, and duplicate
+# suspects of the client master, which ask "is this the same client?", a data question, not a financial one.
+ANALYST_CATEGORIES = MAPPING_CATEGORIES | {ExceptionCategory.DUPLICATE_SUSPECT}
 DEFAULT_SLA_HOURS = 24.0
 # Age buckets of the queue's "age" filter: (value, label, from hours, to hours).
 AGE_BUCKETS = (
@@ -214,12 +217,12 @@ def exception_item_approvals(*, item: ExceptionItem, decisions: list[Decision] |
 
 def exception_item_actions_for(*, item: ExceptionItem, user: Any) -> list[Any]:
     """What `user` may do with `item` on the pages: the registry's actions, except that somebody who does not
-    decide (an analyst) only fixes and replays items that come from mappings."""
+    decide (an analyst) only fixes and replays items that come from mappings, and decides duplicate suspects."""
     from exception_queue.actions import item_actions_available
     from exception_queue.services import PERM_DECIDE
 
     actions = item_actions_available(item=item, user=user)
-    if not user.has_perm(PERM_DECIDE) and item.category not in MAPPING_CATEGORIES:
+    if not user.has_perm(PERM_DECIDE) and item.category not in ANALYST_CATEGORIES:
         return []
     return actions
 

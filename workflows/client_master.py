@@ -501,11 +501,37 @@ def client_duplicate_candidates(
             "name": row.name,
             "score": score,
             "matched": matched,
+            # What a person compares side by side on the item: the keys, and how each one scored.
+            "domain": row.domain,
+            "tax_id": row.tax_id,
+            "scores": {
+                MatchKey.NAME.value: score,
+                MatchKey.DOMAIN.value: 100.0 if entry.domain and row.domain == entry.domain else 0.0,
+                MatchKey.TAX_ID.value: 100.0 if entry.tax_id and row.tax_id == entry.tax_id else 0.0,
+            },
         }
         kept = best.get(identity)
         if kept is None or (len(matched), score) > (len(kept["matched"]), kept["score"]):
             best[identity] = candidate
-    return sorted(best.values(), key=lambda c: (-len(c["matched"]), -c["score"], c["candidate"]))
+    ranked = sorted(best.values(), key=lambda c: (-len(c["matched"]), -c["score"], c["candidate"]))
+    _candidate_ids_add(ranked)
+    return ranked
+
+
+def _candidate_ids_add(candidates: list[dict[str, Any]]) -> None:
+    """Each candidate's record id in every system (the hub's cross-references, or the listing system's own id),
+    so the item shows the ERP and PSA ids side by side."""
+    canonical_ids = {c["canonical_id"] for c in candidates if c["canonical_id"]}
+    ids: dict[str, dict[str, str]] = {}
+    for canonical_id, slug, external_id in CrossReference.objects.filter(
+        entity=CLIENT_ENTITY, canonical_id__in=canonical_ids
+    ).values_list("canonical_id", "system__slug", "external_id"):
+        ids.setdefault(canonical_id, {})[slug] = external_id
+    for candidate in candidates:
+        found = dict(ids.get(candidate["canonical_id"], {}))
+        if candidate["system"] and candidate["external_id"]:
+            found.setdefault(candidate["system"], candidate["external_id"])
+        candidate["ids"] = dict(sorted(found.items()))
 
 
 # --- the flow ------------------------------------------------------------------------------------------
@@ -596,6 +622,12 @@ def _check_duplicates(
                 "actual": c["name"],
                 "message": f"Matches {c['name']} on {', '.join(c['matched'])} (name score {c['score']}).",
                 **c,
+                "suspect": {
+                    "id": entry.canonical_id,
+                    "name": entry.name,
+                    "domain": entry.domain,
+                    "tax_id": entry.tax_id,
+                },
             }
             for c in candidates
         ],
