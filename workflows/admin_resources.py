@@ -63,7 +63,7 @@ class ResourceLinkAdmin(EntityScopedAdminMixin, GovernanceAdmin):
 
     @admin.display(description="Legal entity", ordering="legal_entity__code")
     def legal_entity_display(self, obj: ResourceLink) -> str:
-        return obj.legal_entity.code if obj.legal_entity_id else "every entity of the ERP"
+        return obj.legal_entity.code if obj.legal_entity is not None else "every entity of the ERP"
 
     def save_model(self, request: HttpRequest, obj: ResourceLink, form: forms.ModelForm, change: bool) -> None:
         if not entity_editable(request.user, obj.legal_entity_id):

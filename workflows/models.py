@@ -324,9 +324,9 @@ class ResourceLink(models.Model):
             errors["psa_system"] = f"{self.psa_system.slug} is not a PSA; choose the system the person works in."
         if self.erp_system_id and self.erp_system.role != SystemRole.ERP:
             errors["erp_system"] = f"{self.erp_system.slug} is not an ERP; choose the system time is posted to."
-        elif self.erp_system_id and self.legal_entity_id:
+        elif self.erp_system_id and self.legal_entity is not None:
             served = set(self.erp_system.legal_entities.values_list("pk", flat=True))
-            if served and self.legal_entity_id not in served:
+            if served and self.legal_entity.pk not in served:
                 codes = ", ".join(sorted(self.erp_system.legal_entities.values_list("code", flat=True)))
                 errors["legal_entity"] = (
                     f"{self.erp_system.slug} does not serve {self.legal_entity.code}; it serves {codes}."

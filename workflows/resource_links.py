@@ -23,7 +23,6 @@ from exception_queue.choices import DecisionAction, ExceptionCategory, Exception
 from exception_queue.models import ExceptionItem
 from exception_queue.services import PERM_FIX, decision_record, locked_open_item, require_permission, require_reason
 from governance.choices import Flow
-from governance.models import LegalEntity
 from integrationhub.audit import audit_record
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from workflows.models import ResourceLink
@@ -51,7 +50,8 @@ def resource_link_for(
     ).filter(Q(legal_entity_id=legal_entity_id) | Q(legal_entity__isnull=True))
     links = list(candidates)
     own = [link for link in links if legal_entity_id is not None and link.legal_entity_id == legal_entity_id]
-    return (own or [link for link in links if link.legal_entity_id is None] or [None])[0]
+    enterprise = [link for link in links if link.legal_entity_id is None]
+    return (own or enterprise)[0] if own or enterprise else None
 
 
 def resource_links_list() -> QuerySet[ResourceLink]:
@@ -102,7 +102,7 @@ def _stamp(link: ResourceLink, *, user: Any, reason: str) -> None:
 
 
 def _summary(link: ResourceLink) -> str:
-    entity = link.legal_entity.code if link.legal_entity_id else "every legal entity"
+    entity = link.legal_entity.code if link.legal_entity is not None else "every legal entity"
     person = f"{link.person_name} ({link.person_ref})" if link.person_name else link.person_ref
     return f"{link.psa_system.slug} person {person} → {link.erp_system.slug} employee {link.employee_ref} ({entity})"
 
@@ -230,7 +230,7 @@ def exception_item_link_resource(
                 errors=[{"field": "employee", "message": f"Not an employee of {erp.slug}."}],
             )
         employee_name = employee_name or known[employee]
-    legal_entity = LegalEntity.objects.filter(pk=item.legal_entity_id).first()
+    legal_entity = item.legal_entity
     link = resource_link_for(
         psa_system_id=int(held["psa_system_id"]),
         person_ref=str(held["person_ref"]),
