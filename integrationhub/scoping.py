@@ -171,6 +171,9 @@ OPERATIONAL_SCOPE_PATHS: dict[str, ScopeCondition] = {
     "insights.batchprogress": _by_system("system"),
     "insights.kpidashboard": _by_system("system"),
     "integrationhub.auditevent": _path("legal_entity_id"),
+    # Reconciliation's runs and rows are each of one legal entity (an app may also declare its own, see below).
+    "reconciliation.reconciliationrun": _path("legal_entity"),
+    "reconciliation.reconciliationrow": _path("legal_entity"),
 }
 
 
