@@ -9,6 +9,8 @@ that failed retryably is tried again after the delay the flow's sync policy sets
 from __future__ import annotations
 
 import datetime
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +34,8 @@ from workflows.choices import FINISHED_RUN_STATUSES, RunStatus, StepStatus
 from workflows.models import WorkflowRun, WorkflowStep
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 def workflow_run_start(
@@ -174,19 +178,47 @@ def workflow_run_wait(*, run: WorkflowRun, step: str, reason: str) -> WorkflowRu
     return run
 
 
-RUN_LOCK_SECONDS = 600
+# How long a run's lease lasts without a heartbeat: a worker killed mid-run frees its run this long after its
+# last renewal, while a live worker renews it (every third of the period) for as long as its steps take.
+RUN_LEASE_SECONDS = 60
 
 
 @contextmanager
 def workflow_run_lock(*, run_id: int) -> Iterator[bool]:
-    """One worker at a time per run, across processes (the shared cache); yields False when another holds it."""
+    """One worker at a time per run, across processes (the shared cache); yields False when another holds it.
+
+    A lease, not a lock for a fixed time: taken for RUN_LEASE_SECONDS and renewed by a heartbeat thread while
+    the holder works, so a long run keeps it and a killed worker (whose heartbeat dies with it) frees the run
+    within one lease instead of holding it for the longest a run could ever take."""
     key, token = f"workflows:run-lock:{run_id}", uuid.uuid4().hex
-    acquired = cache.add(key, token, timeout=RUN_LOCK_SECONDS)
+    seconds = RUN_LEASE_SECONDS
+    if not cache.add(key, token, timeout=seconds):
+        yield False
+        return
+    working = threading.Event()
+    heartbeat = threading.Thread(
+        target=_run_lease_renew, args=(key, token, seconds, working), name=f"run-lease-{run_id}", daemon=True
+    )
+    heartbeat.start()
     try:
-        yield bool(acquired)
+        yield True
     finally:
-        if acquired and cache.get(key) == token:
+        working.set()
+        heartbeat.join(timeout=seconds)
+        if cache.get(key) == token:
             cache.delete(key)
+
+
+def _run_lease_renew(key: str, token: str, seconds: float, done: threading.Event) -> None:
+    """Renew the lease every third of its period until the holder is done; a lease found taken by another
+    (this one expired: the process was stopped longer than a period) is left to its new holder."""
+    while not done.wait(seconds / 3):
+        try:
+            if cache.get(key) != token:
+                return
+            cache.touch(key, seconds)
+        except Exception:  # the cache away for a moment: the next beat tries again
+            logger.warning("renewing a workflow run lease failed", exc_info=True, extra={"key": key})
 
 
 # --- calls to the systems ------------------------------------------------------------------------------
