@@ -8,6 +8,7 @@ import secrets
 import string
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +33,7 @@ from sandbox.choices import (
     CrmObject,
     ErpInvoiceStatus,
     ErpObject,
+    ErpPeriodStatus,
     ErpProjectStatus,
     PsaObject,
     SandboxSystem,
@@ -444,6 +446,39 @@ def erp_project_require_active(*, project_id: Any) -> SandboxRecord:
     if project.data.get("status") != ErpProjectStatus.ACTIVE:
         raise HubConflictError(f"Project {project_id} is {project.data.get('status')}; nothing can be posted to it.")
     return project
+
+
+def erp_closed_periods(*, legal_entities: Iterable[str]) -> dict[str, list[tuple[str, str, str, str]]]:
+    """The ERP's periods of these legal entities that refuse postings (closed or locked), as (start, end, name,
+    status) per entity code, read once (the batch endpoint checks every item against them)."""
+    closed: dict[str, list[tuple[str, str, str, str]]] = {}
+    periods = selectors.records(system=SandboxSystem.ERP, object_type=ErpObject.PERIOD).filter(
+        data__legal_entity__in=list(legal_entities)
+    )
+    for period in periods:
+        data = period.data
+        if data.get("status") != ErpPeriodStatus.OPEN:
+            closed.setdefault(str(data.get("legal_entity")), []).append(
+                (str(data.get("start_date")), str(data.get("end_date")), str(data.get("name")), str(data.get("status")))
+            )
+    return closed
+
+
+def erp_period_require_open(
+    *, project: SandboxRecord, on_date: Any, closed: Mapping[str, list[tuple[str, str, str, str]]] | None = None
+) -> None:
+    """Refuse (conflict) an entry dated in a period the ERP has closed or locked for the project's legal entity,
+    as a real ERP refuses a posting in a closed period; a date outside every period of the ERP is accepted."""
+    if not on_date:
+        return
+    code = str(project.data.get("legal_entity") or "")
+    periods = closed if closed is not None else erp_closed_periods(legal_entities=[code])
+    day = str(on_date)[:10]
+    for start, end, name, status in periods.get(code, []):
+        if start <= day <= end:
+            raise HubConflictError(
+                f"Period {name} of {code} is {status} in the ERP; nothing dated {day} can be posted."
+            )
 
 
 @transaction.atomic

@@ -71,3 +71,41 @@ def test_a_malformed_batch_stores_nothing(erp_client, active_project):
     # then the call is refused as a whole and nothing is stored
     assert missing_key["error"] == not_a_list["error"] == "bad_request"
     assert _entries() == 0
+
+
+def test_an_entry_dated_in_a_period_the_erp_closed_is_refused_alone(erp_client, active_project):
+    # given the ERP's calendar of US01: October closed, November open
+    post(
+        erp_client,
+        "periods",
+        {
+            "name": "2026-10",
+            "legal_entity": "US01",
+            "start_date": "2026-10-01",
+            "end_date": "2026-10-31",
+            "status": "closed",
+        },
+    )
+    post(
+        erp_client,
+        "periods",
+        {"name": "2026-11", "legal_entity": "US01", "start_date": "2026-11-01", "end_date": "2026-11-30"},
+    )
+    # when a batch posts one entry into each, and a single create posts into October
+    results = post(
+        erp_client,
+        "time-entries/batch",
+        {"items": [_item(active_project, "p-1", date="2026-10-30"), _item(active_project, "p-2")]},
+        status=200,
+    )["results"]
+    single = post(
+        erp_client,
+        "time-entries",
+        {"project_id": active_project["id"], "date": "2026-10-15", "hours": "1"},
+        status=409,
+    )
+    # then only the November entry is stored; the ERP names the closed period
+    assert [r["status"] for r in results] == [409, 201]
+    assert "2026-10" in results[0]["detail"] and "closed" in results[0]["detail"]
+    assert "2026-10" in single["detail"]
+    assert _entries() == 1

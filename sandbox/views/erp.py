@@ -305,7 +305,8 @@ def _create(request: HttpRequest, object_type: str) -> HttpResponse:
     try:
         cleaned = _clean(object_type, data, creating=True)
         if object_type in POSTS_TO_PROJECT:
-            services.erp_project_require_active(project_id=cleaned["project_id"])
+            project = services.erp_project_require_active(project_id=cleaned["project_id"])
+            services.erp_period_require_open(project=project, on_date=cleaned.get("date"))
     except (HubValidationError, HubConflictError) as exc:
         return _failure(exc)
     _time_entry_amount(object_type, cleaned)
@@ -422,7 +423,8 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
     one call, each created once per idempotency key (a key already used answers its record with status 200).
 
     Every item gets its own result, in order: 201 created, 200 already there, 422 invalid, 409 project not
-    active; one bad item never blocks the others. The referenced projects are read once for the whole batch.
+    active or period closed; one bad item never blocks the others. The referenced projects (and the closed
+    periods of their legal entities) are read once for the whole batch.
     """
     if request.method != "POST":
         return error(405, "method_not_allowed", "Use POST.")
@@ -445,6 +447,9 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
             external_id__in=project_ids
         )
     }
+    closed_periods = services.erp_closed_periods(
+        legal_entities={str(project.data.get("legal_entity") or "") for project in projects.values()}
+    )
     results: list[dict[str, Any] | None] = [None] * len(items)
     new: list[tuple[int, str, dict[str, Any]]] = []
     seen: dict[str, int] = {}
@@ -462,6 +467,7 @@ def time_entries_batch(request: HttpRequest) -> HttpResponse:
                 raise HubConflictError(
                     f"Project {cleaned['project_id']} is {project.data.get('status')}; nothing can be posted to it."
                 )
+            services.erp_period_require_open(project=project, on_date=cleaned.get("date"), closed=closed_periods)
         except (HubValidationError, HubConflictError) as exc:
             results[index] = _batch_item_error(index, key, exc)
             continue
