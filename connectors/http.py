@@ -10,7 +10,10 @@ retryable (timeouts, connection errors, 429, 5xx) or terminal (every other 4xx).
 from __future__ import annotations
 
 import hashlib
+import html
+import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -113,14 +116,76 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         return None
 
 
+# What a counterpart said when it refused a call, shown to the person who has to fix it: at most this much of
+# its body, with anything that looks like a secret removed (the excerpt lands in attempt rows, items and logs).
+ANSWER_EXCERPT_CHARS = 300
+ANSWER_READ_BYTES = 8192
+SECRET_KEY_PATTERN = re.compile(
+    r"token|secret|password|passwd|pwd|authori[sz]ation|api[-_]?key|credential|session|cookie|signature|bearer",
+    re.IGNORECASE,
+)
+REMOVED = "[removed]"
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)\b(access[-_]?token|refresh[-_]?token|id[-_]?token|token|secret|client[-_]?secret|password|passwd|pwd|"
+    r"api[-_]?key|apikey|authorization|signature|session(?:id)?)\b(\s*[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,;}]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_OPAQUE = re.compile(r"[A-Za-z0-9_\-]{32,}(?:\.[A-Za-z0-9_\-]+){0,2}")
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def _sanitised(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: REMOVED if SECRET_KEY_PATTERN.search(str(key)) else _sanitised(item) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_sanitised(item) for item in value]
+    if isinstance(value, str):
+        return _sanitised_text(value)
+    return value
+
+
+def _sanitised_text(text: str) -> str:
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REMOVED}", text)
+    text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REMOVED}", text)
+    return _OPAQUE.sub(REMOVED, text)
+
+
+def answer_excerpt(response: httpx.Response) -> str:
+    """A short, secret-free excerpt of a refusal's body: JSON without the values of secret-looking keys (and
+    long opaque strings such as tokens), or text without markup; empty when the body is empty or binary."""
+    try:
+        raw = response.content[:ANSWER_READ_BYTES]
+    except httpx.ResponseNotRead:
+        return ""
+    if not raw:
+        return ""
+    text = raw.decode(response.encoding or "utf-8", errors="replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        if "\x00" in text:
+            return ""
+        compact = " ".join(html.unescape(_TAGS.sub(" ", text)).split())
+        excerpt = _sanitised_text(compact)
+    else:
+        excerpt = json.dumps(_sanitised(parsed), ensure_ascii=False, separators=(", ", ": "))
+    return excerpt if len(excerpt) <= ANSWER_EXCERPT_CHARS else excerpt[: ANSWER_EXCERPT_CHARS - 1] + "…"
+
+
 def classify_error(error: httpx.Response | httpx.HTTPError, *, system_slug: str = "") -> ConnectorError:
-    """Map a failed response or transport error to RetryableConnectorError or TerminalConnectorError."""
+    """Map a failed response or transport error to RetryableConnectorError or TerminalConnectorError. A refusal's
+    detail ends with what the counterpart answered (a sanitised excerpt), so the item says what to fix."""
     where = f" from {system_slug}" if system_slug else ""
     if isinstance(error, httpx.Response):
         status = error.status_code
         reason = error.reason_phrase or "error"
         path = error.request.url.path if error.request else ""
         detail = f"HTTP {status} {reason}{where} on {path}"
+        excerpt = answer_excerpt(error)
+        if excerpt:
+            detail = f"{detail}; it answered: {excerpt}"
         if status == 429:
             return RetryableConnectorError(
                 detail,
