@@ -44,6 +44,13 @@ class ItemAction:
     needs_run: bool = True
     # Set: only items that hold a message (a workflow run's item without one cannot be replayed).
     needs_message: bool = False
+    # Set: the values a person picks an input from, per input, read for the item at hand ((value, label) pairs; an
+    # input without a list, or an empty one, is typed). The page offers them as suggestions, the API lists them.
+    input_choices: Callable[[ExceptionItem], dict[str, list[tuple[str, str]]]] | None = None
+
+    def choices_for(self, item: ExceptionItem) -> dict[str, list[tuple[str, str]]]:
+        """The input choices of this action on `item` (none when it declares no list)."""
+        return self.input_choices(item) if self.input_choices is not None else {}
 
     def applies_to(self, item: ExceptionItem) -> bool:
         if item.category in self.excluded_categories:

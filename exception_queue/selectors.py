@@ -78,7 +78,8 @@ def open_item_counts_by_category(*, scope: EntityScope | None = None) -> list[di
 MAPPING_CATEGORIES = frozenset({ExceptionCategory.VALIDATION, ExceptionCategory.TARGET_REJECTED})
 # What an analyst (who fixes but does not decide money) acts on: items that come from mappings, and duplicate
 # suspects of the client master, which ask "is this the same client?", a data question, not a financial one.
-ANALYST_CATEGORIES = MAPPING_CATEGORIES | {ExceptionCategory.DUPLICATE_SUSPECT}
+# Analysts also link an unknown resource: it is a cross-reference they keep (Workflows → Resources).
+ANALYST_CATEGORIES = MAPPING_CATEGORIES | {ExceptionCategory.DUPLICATE_SUSPECT, ExceptionCategory.UNKNOWN_RESOURCE}
 DEFAULT_SLA_HOURS = 24.0
 # Age buckets of the queue's "age" filter: (value, label, from hours, to hours).
 AGE_BUCKETS = (

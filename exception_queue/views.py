@@ -77,6 +77,13 @@ def item_detail_view(
         original=item,
         actions=actions,
         action_names={a.action for a in actions},
+        # One suggestion list per action input that has one: its text field offers them (see the template).
+        input_choices=[
+            {"id": f"choices-{a.action}-{name}", "action": a.action, "options": options}
+            for a in actions
+            for name, options in a.choices_for(item).items()
+            if options
+        ],
         payload_json=_pretty(item.payload_snapshot) if item.payload_snapshot is not None else "",
         editable_json=_pretty(editable) if editable is not None else "",
         mapping_choices=ReplayMapping.choices,

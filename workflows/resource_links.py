@@ -255,6 +255,16 @@ def exception_item_link_resource(
     return item
 
 
+def _employee_choices(item: ExceptionItem) -> dict[str, list[tuple[str, str]]]:
+    """The employees of the item's ERP to pick from (none when it cannot list them: the id is typed)."""
+    held = (item.payload_snapshot or {}).get(HELD_PERSON_KEY) if isinstance(item.payload_snapshot, dict) else None
+    erp = ConnectedSystem.objects.filter(pk=(held or {}).get("erp_system_id")).first()
+    if erp is None:
+        return {}
+    employees = erp_employees(erp_system=erp).employees
+    return {"employee": [(row["id"], f"{row['name']} ({row['id']})") for row in employees]}
+
+
 def _register() -> None:
     from exception_queue.actions import ItemAction, register_item_action
 
@@ -267,6 +277,7 @@ def _register() -> None:
             category=ExceptionCategory.UNKNOWN_RESOURCE,
             needs_message=True,
             inputs=("employee",),
+            input_choices=_employee_choices,
             help_text="Choose the ERP employee this person's time is booked to; the link is saved (audited) and "
             "every entry held for the person in this ERP is posted.",
         )

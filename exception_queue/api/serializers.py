@@ -95,6 +95,10 @@ class ItemActionSerializer(serializers.Serializer):
     # `label` and `help_text` are the API's field names; they shadow DRF's Field attributes of the same names.
     label = serializers.CharField()  # type: ignore[assignment]
     inputs = serializers.ListField(child=serializers.CharField(), help_text="Extra inputs the action takes.")
+    choices = serializers.DictField(
+        child=serializers.ListField(child=serializers.DictField()),
+        help_text='Per input, the values to pick from ([{"value": ..., "label": ...}]); an input not listed is typed.',
+    )
     help_text = serializers.CharField(allow_blank=True)  # type: ignore[assignment]
     dangerous = serializers.BooleanField(help_text="Cannot be undone (a rejection, a compensation).")
 

@@ -115,7 +115,8 @@ class ExceptionItemViewSet(OperationalScopeViewSetMixin, ActionPermissionMixin, 
     @action(detail=True, methods=["get"], url_path="actions", pagination_class=None, filter_backends=[])
     def available_actions(self, request: Request, pk: str | None = None) -> Response:
         """What you may do with this item now (none once it is closed), including the workflows' actions."""
-        available = actions.item_actions_available(item=self.get_object(), user=request.user)
+        item = self.get_object()
+        available = actions.item_actions_available(item=item, user=request.user)
         return Response(
             ItemActionSerializer(
                 [
@@ -123,6 +124,10 @@ class ExceptionItemViewSet(OperationalScopeViewSetMixin, ActionPermissionMixin, 
                         "action": str(a.action),
                         "label": a.label,
                         "inputs": list(a.inputs),
+                        "choices": {
+                            name: [{"value": value, "label": label} for value, label in options]
+                            for name, options in a.choices_for(item).items()
+                        },
                         "help_text": a.help_text,
                         "dangerous": a.dangerous,
                     }

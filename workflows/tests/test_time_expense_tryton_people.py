@@ -7,9 +7,10 @@ import datetime
 import uuid
 
 import pytest
+from django.urls import reverse
 
 from connectors.tests.tryton_fixtures import *  # noqa: F403
-from exception_queue.actions import item_action_perform, item_actions_available
+from exception_queue.actions import item_actions_available
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import Decision, ExceptionItem
 from governance.choices import Trigger
@@ -149,7 +150,7 @@ def test_four_people_on_two_projects_each_get_their_own_line_then_a_correction_a
 
 
 def test_an_unlinked_person_waits_as_one_item_until_linked_then_every_held_entry_posts_once(
-    request, tryton_server, make_role_user
+    request, tryton_server, make_role_user, client
 ):
     # given a Tryton ERP where nobody is linked to an employee yet
     people = tryton_server.ids["employees"][str(tryton_server.ids["company"])]
@@ -181,14 +182,23 @@ def test_an_unlinked_person_waits_as_one_item_until_linked_then_every_held_entry
     choices = {row["name"]: row["id"] for row in erp_employees(erp_system=world.erp).employees}
     assert choices["Diego Alvarez"] == str(people["Diego Alvarez"])
 
-    # when an analyst links Diego to his employee on the first item
-    item_action_perform(
-        item=items[0],
-        action=DecisionAction.LINK_RESOURCE,
-        user=analyst,
-        reason="Diego joined the UK team",
-        employee=choices["Diego Alvarez"],
+    # when an analyst opens the first item: the link action offers Tryton's employees to pick from
+    client.force_login(analyst)
+    page = client.get(reverse("admin:exception_queue_exceptionitem_change", args=[items[0].pk])).content.decode()
+    assert 'data-action="link_resource"' in page
+    assert f'<option value="{choices["Diego Alvarez"]}">Diego Alvarez ({choices["Diego Alvarez"]})</option>' in page
+    listed = client.get(f"/api/v1/exception-items/{items[0].pk}/actions/").json()
+    (link_action,) = [row for row in listed if row["action"] == "link_resource"]
+    assert {"value": choices["Diego Alvarez"], "label": f"Diego Alvarez ({choices['Diego Alvarez']})"} in (
+        link_action["choices"]["employee"]
     )
+
+    # and picks Diego's employee
+    response = client.post(
+        reverse("admin:exception_queue_exceptionitem_act", args=[items[0].pk]),
+        {"action": "link_resource", "employee": choices["Diego Alvarez"], "reason": "Diego joined the UK team"},
+    )
+    assert response.status_code == 302
     run_until(lambda: _posted(world) == 2, timeout=90)
 
     # then the link is saved (audited), both items are closed with the decision, and each entry is posted once,
