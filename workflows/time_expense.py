@@ -14,7 +14,15 @@ How a message of this flow runs (the sync engine maps it, then hands it to `time
 3. Ledger rows wait `pending`; the sender groups them per target, entity and project and calls the ERP's
    batch operation (one call per project and batch size) with each line's own idempotency key, so a crash
    between the ERP's answer and the ledger update resends the same keys and the ERP answers the stored lines.
-   A message is delivered (its delivered_at set) once all its lines are posted.
+   A message is delivered (its delivered_at set) once all its lines are posted: settled by the engine's one rule
+   after every send and by the flow's beat, so a message whose lines a killed sender posted does not stay queued.
+4. The messages of one entry are planned one at a time (a lock per entry), in the order of the entry's versions:
+   a version older than one already processed is skipped as stale. The PSA's version is its updated_at, to the
+   second, so an entry withdrawn, edited and approved again within one second sends two states under one version;
+   when a message's state differs from one already processed under the same version, the hub reads the entry from
+   the PSA (through the transport) and plans what the PSA holds now, whatever order the events came in.
+5. A failing entry is one exception item however often it comes (a webhook and a pull): the open item of the same
+   entry and category moves to the latest message and is updated.
 
 Triggers: an event policy (the PSA's approval webhooks) sends a message's lines as soon as it is processed; a
 scheduled policy runs `time_expense_run` (a pull by cursor of every PSA routed into this flow) and its lines
@@ -33,14 +41,14 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from operator import methodcaller
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -80,7 +88,7 @@ from governance.selectors import (
 )
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
-from sync.choices import MessageStatus
+from sync.choices import DeliveryStatus, MessageStatus
 from sync.models import CrossReference, Message, Route
 from sync.transport import SystemUnavailableError
 from workflows.choices import PostingKind, PostingStatus
@@ -95,6 +103,7 @@ ENTITIES = ("time_entry", "expense")
 APPROVED = "approved"
 OVERRIDE_NOTE = "policy_override"
 WITHDRAWN_ACTIONS = ("deleted", "unapproved", "withdrawn")
+SOURCE_READ_NOTE = "read_from_source"
 CENT = Decimal("0.01")
 
 
@@ -139,8 +148,21 @@ def entry_key_for(message: Message) -> str:
 
 
 def _withdrawn(message: Message) -> bool:
+    read = _source_read(message)
+    if read is not None:
+        return bool(read.get("withdrawn"))
     action = message.event_type.rsplit(".", 1)[-1]
     return action in WITHDRAWN_ACTIONS or bool((message.raw_payload or {}).get("deleted"))
+
+
+def _source_read(message: Message) -> dict[str, Any] | None:
+    """The entry as the PSA had it when this run of the message asked (see `_entry_read_from_source`), or None."""
+    for note in reversed(message.notes or []):
+        if isinstance(note, dict) and isinstance(note.get(SOURCE_READ_NOTE), dict):
+            read = note[SOURCE_READ_NOTE]
+            # A later replay runs the message as received again, and asks again if it has to.
+            return read if read.get("replay") == message.replay_count else None
+    return None
 
 
 def _canonical_id(entity: str, value: str, source: ConnectedSystem) -> str:
@@ -370,10 +392,12 @@ def _next_version(entry_key: str, target: ConnectedSystem) -> int:
     return (last or 0) + 1
 
 
-def _line_key(state: EntryState, target: ConnectedSystem) -> str:
-    # The same version of the same entry always gets the same key: whoever computes it, it is posted once.
-    digest = hashlib.sha256(f"{state.entry_key}|{target.pk}|{state.source_version}".encode()).hexdigest()[:40]
-    return f"hub-te-{digest}"
+def _line_key(state: EntryState, target: ConnectedSystem, version: int) -> str:
+    # The same version of the same entry, planned against the same ledger, always gets the same key: whoever
+    # computes it, it is posted once. The ledger's version is in it because the PSA's version (updated_at, to the
+    # second) can name two different states of an entry changed twice within a second: each gets its own line.
+    seed = f"{state.entry_key}|{target.pk}|{state.source_version}|{version}"
+    return f"hub-te-{hashlib.sha256(seed.encode()).hexdigest()[:40]}"
 
 
 @dataclass(frozen=True)
@@ -419,13 +443,38 @@ def _connector_posts_negative_lines(target: ConnectedSystem) -> bool:
         return False
 
 
+def _entry_item_open(*, message: Message, category: str, **fields: Any) -> ExceptionItem:
+    """`exception_item_open` for an entry: an open item of the same entry (PSA, entity, id) and category that
+    another message opened (the webhook's, when this is the pulled one, or an older version's) moves to this
+    message and is updated, so one failing entry is one item for finance, pointing at its latest message."""
+    existing = (
+        ExceptionItem.objects.select_for_update(of=("self",))
+        .filter(
+            state=ExceptionState.OPEN,
+            category=category,
+            flow=FLOW,
+            message__system_id=message.system_id,
+            message__entity=message.entity,
+            message__canonical_id=message.canonical_id,
+        )
+        .exclude(message_id=message.pk)
+        .order_by("-pk")
+        .first()
+    )
+    if existing is not None and message.pk is not None:
+        previous = existing.message_id
+        ExceptionItem.objects.filter(pk=existing.pk).update(message=message, delivery=None)
+        message.notes = [*(message.notes or []), {"exception_item": {"id": existing.pk, "from_message": previous}}]
+    return exception_item_open(category=category, message=message, **fields)
+
+
 def _policy_fail(message: Message, failed: list[dict], state: EntryState | None, now: datetime.datetime) -> None:
     message.status = MessageStatus.FAILED
     message.failed_at = now
     message.last_error = "; ".join(item["message"] for item in failed)[:2000]
     record = message.canonical_payload or {}
     closed_period = only_closed_period(failed)
-    exception_item_open(
+    _entry_item_open(
         # An entry whose only failure is a closed period waits for finance's own decision on it (post in the
         # next open period, or reject), whatever path it came by; any other failure makes it a policy item.
         category=ExceptionCategory.CLOSED_PERIOD if closed_period else ExceptionCategory.POLICY,
@@ -493,6 +542,166 @@ def _held_for_approval(message: Message, policy: SyncPolicy | None, now: datetim
     return False
 
 
+# --- the order of an entry's versions --------------------------------------------------------------------------
+#
+# The PSA names a version by its updated_at, to the second (as Harvest does). An entry unapproved, edited and
+# approved again within one second sends its withdrawal and its re-approval with the same version, and the two
+# webhooks (and a pull) can reach the hub in any order and at the same moment. So the messages of one entry are
+# planned one at a time; a version older than one already seen is stale; and two different states under the same
+# version are settled by asking the PSA for the entry as it is now.
+
+PENDING_STATUSES = (MessageStatus.RECEIVED, MessageStatus.MAPPED, MessageStatus.VALIDATED)
+
+
+def _entry_lock(entry_key: str, target: ConnectedSystem) -> None:
+    """Hold the entry until this transaction ends, so the next message of the entry reads the ledger and the
+    messages this one leaves (PostgreSQL: a transaction-level advisory lock; SQLite writes one at a time anyway)."""
+    if connection.vendor != "postgresql":
+        return
+    seed = hashlib.sha256(f"time_expense|{target.pk}|{entry_key}".encode()).digest()[:8]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(seed, "big", signed=True)])
+
+
+def _version_time(record: Mapping[str, Any] | None) -> datetime.datetime | None:
+    value = (record or {}).get("updated_at")
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, datetime.UTC)
+    return parsed
+
+
+def _posting_signature(state: EntryState) -> tuple[Any, ...]:
+    """What the ERP would hold for this state: nothing when withdrawn, else its hours, amount and line fields."""
+    if not state.approved:
+        return (False,)
+    return (True, state.hours, state.amount, tuple(sorted(state.shape.items())))
+
+
+@dataclass(frozen=True)
+class EntryOrder:
+    """Where a message's version stands among the entry's versions the hub has already processed."""
+
+    newer: str = ""  # the updated_at of a newer version already processed: this message is stale
+    ambiguous: bool = False  # another state of the entry was processed under the same version
+
+
+def entry_order(*, message: Message, target: ConnectedSystem) -> EntryOrder:
+    """Compare the message's version with every processed message of the same entry (call under `_entry_lock`).
+
+    Only messages as the PSA sent them count for a tie: a message a person replayed (an override, a fixed
+    payload, a moved date) is that person's decision on its version, never to be undone by reading the PSA."""
+    version = _version_time(message.canonical_payload)
+    if version is None:
+        return EntryOrder()
+    seen = (
+        Message.objects.filter(
+            system_id=message.system_id, entity=message.entity, ordering_key=message.ordering_key, flow=FLOW
+        )
+        .exclude(pk=message.pk)
+        .exclude(status__in=PENDING_STATUSES)
+        .exclude(canonical_payload__isnull=True)
+        .select_related("system")
+    )
+    mine = _posting_signature(entry_state(message, target))
+    ambiguous = False
+    for other in seen:
+        other_version = _version_time(other.canonical_payload)
+        if other_version is None:
+            continue
+        if other_version > version:
+            return EntryOrder(newer=str((other.canonical_payload or {}).get("updated_at")))
+        if (
+            other_version == version
+            and message.replay_count == 0
+            and other.replay_count == 0
+            and _posting_signature(entry_state(other, target)) != mine
+        ):
+            ambiguous = True
+    return EntryOrder(ambiguous=ambiguous)
+
+
+def _entry_read_from_source(message: Message, policy: SyncPolicy | None, now: datetime.datetime) -> bool:
+    """Replace the message's version of the entry by the entry as the PSA has it now (read through the transport
+    and mapped with the message's own mapping), noted on the message; an entry the PSA no longer has is withdrawn.
+
+    False when the PSA refused the read for good: the message failed with an item saying what to do. A PSA that
+    cannot answer now raises (retryable): the message waits for the sweeper and asks again."""
+    from mappings.runtime import compiled_mapping, xrefs_resolve
+
+    source = message.system
+    source_id = str((message.raw_payload or {}).get("id") or message.canonical_id)
+    received = dict(message.canonical_payload or {})
+    problem = ""
+    raw: Mapping[str, Any] | None = None
+    try:
+        raw = flow_call(
+            source,
+            "get",
+            methodcaller("get", message.entity, source_id),
+            flow=FLOW,
+            step="read_entry",
+            correlation_id=message.correlation_id,
+            sync_policy=policy,
+            entity=message.entity,
+            context={"message_id": message.pk},
+        )
+    except ConnectorError as exc:
+        if exc.retryable:
+            raise
+        if exc.status_code not in (404, 410):
+            problem = f"{source.slug} refused to return {message.entity} {source_id}: {exc.detail}"
+    canonical: dict[str, Any] = received
+    if raw is not None and not problem:
+        mapping_set_id = message.mapping_set_id
+        if mapping_set_id is None:
+            problem = f"{message.entity} {source_id} has no inbound mapping to read the PSA's current version with"
+        else:
+            compiled = compiled_mapping(mapping_set_id)
+            if compiled.uses_xrefs:
+                compiled.prefetch_xrefs([raw], xrefs_resolve)
+            result = compiled.map_one(raw)
+            if result.errors:
+                problem = f"the PSA's current version of {message.entity} {source_id} does not map: " + "; ".join(
+                    map(str, result.errors[:5])
+                )
+            else:
+                canonical = dict(result.output)
+    if problem:
+        message.status, message.failed_at, message.last_error = MessageStatus.FAILED, now, problem[:2000]
+        _entry_item_open(
+            category=ExceptionCategory.VALIDATION,
+            reason=f"The entry changed more than once within one second in the PSA, and {problem}.",
+            message=message,
+            legal_entity=message.legal_entity,
+            system=source,
+            payload_snapshot=received,
+            flow=FLOW,
+            external_id=str(message.canonical_id),
+            suggested_action="Check the PSA system's credentials and the inbound mapping, then replay this message; "
+            "it asks the PSA again for the entry's current version.",
+        )
+        return False
+    withdrawn = raw is None or bool(raw.get("deleted"))
+    message.canonical_payload = canonical
+    message.notes = [
+        *(message.notes or []),
+        {
+            SOURCE_READ_NOTE: {
+                "replay": message.replay_count,
+                "withdrawn": withdrawn,
+                "received_updated_at": received.get("updated_at"),
+                "received_approval_status": received.get("approval_status"),
+                "updated_at": canonical.get("updated_at"),
+                "approval_status": None if raw is None else canonical.get("approval_status"),
+                "why": "another state of the entry came with the same version (changed twice within one second)",
+                "at": now.isoformat(),
+            }
+        },
+    ]
+    return True
+
+
 def time_expense_stage(
     *, message: Message, policy: SyncPolicy | None, routes: list[Route], now: datetime.datetime
 ) -> None:
@@ -507,8 +716,23 @@ def time_expense_stage(
         message.notes = [*message.notes, {"routing": "no active route of the time and expense flow matched"}]
         return
     with transaction.atomic():
-        # Two messages of one entry processed at once (a duplicate webhook) both compute the same line key; the
-        # unique key makes the second fail and retry, and on retry it sees the first's line and posts nothing.
+        # One entry's messages are planned one at a time, each against the ledger and the messages the one before
+        # left (a withdrawal and a re-approval within one second reach two workers at once).
+        _entry_lock(entry_key_for(message), target)
+        message.ordering_key = str(message.canonical_id)[:200]
+        order = entry_order(message=message, target=target)
+        if order.newer:
+            message.status = MessageStatus.SKIPPED_STALE
+            note = f"stale: the entry's version {order.newer} was already processed; this older one posts nothing"
+            message.notes = [*message.notes, {"time_expense": note}]
+            return
+        if order.ambiguous:
+            if not _entry_read_from_source(message, policy, now):
+                return
+            record = message.canonical_payload or {}
+            approved_at = _approval_time(record)
+            if approved_at is not None:
+                message.source_timestamp = approved_at
         state = entry_state(message, target)
         if state.approved:
             failed = entry_rules_check(message=message, policy=policy, target=target)
@@ -576,7 +800,7 @@ def time_expense_stage(
                 amount=plan.amount,
                 currency=state.currency,
                 payload=_line_payload(state, hours=plan.hours, amount=plan.amount, description=description),
-                idempotency_key=_line_key(state, target),
+                idempotency_key=_line_key(state, target, version),
                 send_after=send_after,
             )
         message.status, message.queued_at = MessageStatus.QUEUED, now
@@ -617,6 +841,8 @@ def time_expense_postings_dispatch(*, now: datetime.datetime | None = None) -> i
     with transaction.atomic():
         for target_id in ready:
             postings_send_enqueue(target_system_id=target_id)
+    # The sweep: a message whose lines were all posted by a sender that died before settling it is settled here.
+    time_expense_messages_settle()
     return len(ready)
 
 
@@ -751,8 +977,7 @@ def time_expense_postings_send(*, target_system_id: int) -> SendResult:
         logger.info("time and expense send stopped", extra={"system": target.slug})
     finally:
         sender_lease_release(target_system_id=target_system_id, holder=sender.holder)
-    if rows:
-        _messages_settle({row.message_id for row in rows if row.message_id})
+    time_expense_messages_settle(target_system_id=target_system_id)
     return result
 
 
@@ -963,16 +1188,56 @@ def _record_failure(rows: list[TimeExpensePosting], exc: HubError, result: SendR
             )
 
 
-@transaction.atomic
-def _messages_settle(message_ids: Collection[int]) -> None:
-    """A queued message whose lines are all posted is delivered now (the end of the flow's KPI)."""
-    now = timezone.now()
-    for message_id in message_ids:
-        statuses = set(TimeExpensePosting.objects.filter(message_id=message_id).values_list("status", flat=True))
-        if statuses == {PostingStatus.POSTED}:
-            Message.objects.filter(pk=message_id, status=MessageStatus.QUEUED).update(
-                status=MessageStatus.DELIVERED, delivered_at=now, last_error="", updated_at=now
+# The ledger's statuses as the engine's settle rule reads a delivery's: a posted line is delivered, a refused one
+# failed; a pending line keeps its message queued, so such a message is not settled yet.
+_SETTLE_STATUS = {PostingStatus.POSTED: DeliveryStatus.DELIVERED, PostingStatus.FAILED: DeliveryStatus.FAILED}
+SETTLE_BATCH = 500
+
+
+def time_expense_messages_settle(*, target_system_id: int | None = None, limit: int = SETTLE_BATCH) -> int:
+    """Settle every queued message of the flow whose lines are all final (for one target's lines, or all), by the
+    engine's one settle rule: all posted → delivered now (the end of the flow's KPI). Run after each send and by
+    the beat, so a message whose lines a killed sender (or the next one) posted does not stay queued. Returns how
+    many were settled."""
+    from sync.outcome import SETTLE_ROW_FIELDS, messages_settle_from_rows
+
+    postings = TimeExpensePosting.objects.all()
+    if target_system_id is not None:
+        postings = postings.filter(target_system_id=target_system_id)
+    candidates = (
+        Message.objects.filter(
+            flow=FLOW,
+            status=MessageStatus.QUEUED,
+            pk__in=postings.values("message_id"),
+        )
+        .exclude(
+            pk__in=TimeExpensePosting.objects.filter(status=PostingStatus.PENDING, message__isnull=False).values(
+                "message_id"
             )
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    with transaction.atomic():
+        # Locked in id order, as every batch locks them; one a replay or the pipeline holds is left for next time.
+        message_ids = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=list(candidates), status=MessageStatus.QUEUED)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        rows: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+        for message_id, status, *rest in TimeExpensePosting.objects.filter(message_id__in=message_ids).values_list(
+            "message_id", *SETTLE_ROW_FIELDS
+        ):
+            rows[message_id].append((_SETTLE_STATUS.get(status, DeliveryStatus.PENDING), *rest))
+        final = {
+            message_id: found
+            for message_id, found in rows.items()
+            if found and all(row[0] != DeliveryStatus.PENDING for row in found)
+        }
+        messages_settle_from_rows(final, timezone.now())
+    return len(final)
 
 
 # --- the scheduled run -------------------------------------------------------------------------------------
