@@ -1029,34 +1029,28 @@ def _send_void(sender: _Sender, row: TimeExpensePosting) -> bool:
     return True
 
 
-def ledger_line_outbound(row: TimeExpensePosting) -> dict[str, Any]:
+def ledger_line_outbound(row: TimeExpensePosting, *, mapping_sets: dict[tuple, Any] | None = None) -> dict[str, Any]:
     """What the ERP receives for a ledger line: the line itself, or, when the target has a published outbound
     mapping of the entity (the route's, else the legal entity's, else the enterprise one), that mapping's output.
 
     The mapping reads the entry's canonical record overlaid with the line's own fields (its hours and amount,
     the ERP project, `employee_id` from the resource link, `description`, `source_ref`, `kind`), so an analyst
     decides what reaches the ERP (which employee field, what the description says) without touching the ledger,
-    which keeps comparing what the entry says with what was posted. Mapping errors raise HubValidationError."""
-    from mappings.choices import Direction
-    from mappings.runtime import compiled_mapping, published_mapping_set, xrefs_resolve
+    which keeps comparing what the entry says with what was posted. Mapping errors raise HubValidationError.
+    `mapping_sets` keeps the set found per source, entity, target and legal entity across one send's lines."""
+    from mappings.runtime import compiled_mapping, xrefs_resolve
 
     message = row.message
-    route = (
-        Route.objects.filter(
-            flow=FLOW, entity=row.entity, target_system_id=row.target_system_id, outbound_mapping_set__isnull=False
-        )
-        .filter(source_system_id=message.system_id if message is not None else None)
-        .select_related("outbound_mapping_set")
-        .first()
+    scope = (
+        message.system_id if message is not None else None,
+        row.entity,
+        row.target_system_id,
+        message.legal_entity_id if message is not None else None,
     )
-    mapping_set = route.outbound_mapping_set if route is not None else None
-    if mapping_set is None:
-        mapping_set = published_mapping_set(
-            system_id=row.target_system_id,
-            entity_name=row.entity,
-            direction=Direction.OUTBOUND,
-            legal_entity_id=message.legal_entity_id if message is not None else None,
-        )
+    found = mapping_sets if mapping_sets is not None else {}
+    if scope not in found:
+        found[scope] = _ledger_mapping_set(row, message)
+    mapping_set = found[scope]
     if mapping_set is None:
         return dict(row.payload)
     compiled = compiled_mapping(mapping_set.pk)
@@ -1073,12 +1067,37 @@ def ledger_line_outbound(row: TimeExpensePosting) -> dict[str, Any]:
     return dict(result.output)
 
 
+def _ledger_mapping_set(row: TimeExpensePosting, message: Message | None) -> Any:
+    """The outbound mapping set of a ledger line: its route's, else the target's published one for the entity and
+    legal entity (or the enterprise one); None when there is none (the line is sent as it is)."""
+    from mappings.choices import Direction
+    from mappings.runtime import published_mapping_set
+
+    route = (
+        Route.objects.filter(
+            flow=FLOW, entity=row.entity, target_system_id=row.target_system_id, outbound_mapping_set__isnull=False
+        )
+        .filter(source_system_id=message.system_id if message is not None else None)
+        .select_related("outbound_mapping_set")
+        .first()
+    )
+    if route is not None:
+        return route.outbound_mapping_set
+    return published_mapping_set(
+        system_id=row.target_system_id,
+        entity_name=row.entity,
+        direction=Direction.OUTBOUND,
+        legal_entity_id=message.legal_entity_id if message is not None else None,
+    )
+
+
 def _send_lines(sender: _Sender, entity: str, rows: list[TimeExpensePosting]) -> None:
     mapped: list[TimeExpensePosting] = []
     items: list[tuple[dict[str, Any], str]] = []
+    mapping_sets: dict[tuple, Any] = {}
     for row in rows:
         try:
-            items.append((ledger_line_outbound(row), row.idempotency_key))
+            items.append((ledger_line_outbound(row, mapping_sets=mapping_sets), row.idempotency_key))
         except HubValidationError as exc:
             _record_failure([row], exc, sender.result)  # terminal: only this line fails, the others go
             sender.handled.add(row.pk)
