@@ -99,9 +99,13 @@ def _finance_user(username: str = "finance"):
     from django.contrib.auth.models import Permission, User
 
     user = User.objects.create_user(username=username, password="x-finance-pass")
+    from integrationhub.models import UserLegalEntityScope
+
     user.user_permissions.add(
         Permission.objects.get(codename="decide_exceptionitem"), Permission.objects.get(codename="fix_exceptionitem")
     )
+    # Finance of every entity: items are decided within the decider's legal-entity scope.
+    UserLegalEntityScope.objects.create(user=user, all_entities=True)
     return User.objects.get(pk=user.pk)
 
 
