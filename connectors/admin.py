@@ -14,7 +14,13 @@ from django.utils.formats import date_format
 from django.utils.timezone import localtime
 
 from connectors.base import HealthResult
-from connectors.forms import ConnectedSystemAdminForm
+from connectors.forms import (
+    CREDENTIAL_PREFIX,
+    SETTING_PREFIX,
+    ConnectedSystemAdminForm,
+    connected_system_form_for,
+    generated_setting_names,
+)
 from connectors.models import ConnectedSystem
 from connectors.services import (
     UPDATABLE_FIELDS,
@@ -74,6 +80,36 @@ class ConnectedSystemAdmin(HubHistoryAdmin):
         ("Timestamps", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
+    def _connector_type(self, request: HttpRequest, obj: ConnectedSystem | None) -> str:
+        """The type whose settings the form shows: the one posted, the one picked on the add page
+        (?connector_type=…), else the system's own."""
+        return str(
+            request.POST.get("connector_type")
+            or request.GET.get("connector_type")
+            or (obj.connector_type if obj is not None else "")
+        )
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        kwargs["form"] = connected_system_form_for(self._connector_type(request, obj))
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        connector_type = self._connector_type(request, obj)
+        generated = [SETTING_PREFIX + name for name in generated_setting_names(connector_type)]
+        credentials = [
+            name for name in connected_system_form_for(connector_type).base_fields if name.startswith(CREDENTIAL_PREFIX)
+        ]
+        fieldsets = []
+        for title, options in super().get_fieldsets(request, obj):
+            fields = list(options.get("fields", ()))
+            if "settings" in fields:
+                fields = [*generated, *fields]
+            if "credentials_input" in fields:
+                at = fields.index("credentials_input")
+                fields = [*fields[:at], *credentials, *fields[at:]]
+            fieldsets.append((title, {**options, "fields": fields}))
+        return fieldsets
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[ConnectedSystem]:
         return super().get_queryset(request).prefetch_related("legal_entities")
 
@@ -94,7 +130,10 @@ class ConnectedSystemAdmin(HubHistoryAdmin):
         reason = form.cleaned_data.get("change_reason") or ("changed in admin" if change else "created in admin")
         secrets = form.secret_changes()
         if change:
-            data = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+            changed = set(form.changed_data)
+            if any(name.startswith(SETTING_PREFIX) for name in changed):
+                changed.add("settings")  # a generated setting field is a key of the settings object
+            data = {name: form.cleaned_data[name] for name in changed if name in form.cleaned_data}
             data = {k: v for k, v in data.items() if k in UPDATABLE_FIELDS}
             if data:
                 connected_system_update(system=obj, data=data, user=request.user, reason=reason)

@@ -150,3 +150,49 @@ def test_analyst_cannot_change_a_system_in_the_admin(client_as, local_server):
     assert stored.name == "Original"
     assert stored.state == SystemState.ACTIVE
     assert stored.credentials == {"api_key": SECRET_KEY_VALUE}
+
+
+def test_the_form_has_a_field_per_setting_from_the_connector_schema_and_saves_them(client_as):
+    # given an integration admin adding a generic REST system
+    client = client_as("integration_admin")
+    add = reverse("admin:connectors_connectedsystem_add") + "?connector_type=generic_rest"
+    html = client.get(add).content.decode()
+    # then each scalar setting is a labelled field with its help text and default, the required one marked
+    assert 'name="setting__auth_mode"' in html and 'name="setting__health_path"' in html
+    assert 'class="required" for="id_setting__auth_mode"' in html
+    assert "Path the connection test GETs" in html and "Default: /health." in html
+    # and each secret of the connector is a write-only field of its own
+    assert 'name="credential__api_key"' in html and 'type="password"' in html
+    # when the form is posted with fields only (no JSON typed)
+    data = _form(settings="{}")
+    data.update(
+        {"setting__auth_mode": "bearer", "setting__timeout_seconds": "7.5", "credential__bearer_token": "tok-1"}
+    )
+    response = client.post(add, data)
+    # then the settings and the credential are stored
+    assert response.status_code == 302, response.content.decode()[:3000]
+    system = ConnectedSystem.objects.get(slug="crm-prod")
+    assert system.settings == {"auth_mode": "bearer", "timeout_seconds": 7.5}
+    assert system.credentials == {"bearer_token": "tok-1"}
+    # when one credential changes on the change page, the others stay
+    url = reverse("admin:connectors_connectedsystem_change", args=[system.pk])
+    assert client.get(url).content.decode().count('value="bearer" selected') == 1
+    change = _form(system, settings="{}")
+    change.update({"setting__auth_mode": "bearer", "credential__api_key": "key-2"})
+    assert client.post(url, change).status_code == 302
+    system.refresh_from_db()
+    assert system.credentials == {"bearer_token": "tok-1", "api_key": "key-2"}
+    assert "timeout_seconds" not in system.settings  # posted empty: back to the connector's default
+
+
+def test_typed_credentials_are_never_sent_back_after_an_error(client_as):
+    client = client_as("integration_admin")
+    add = reverse("admin:connectors_connectedsystem_add") + "?connector_type=generic_rest"
+    data = _form(settings='{"auth_mode": "magic"}', credentials_input='{"api_key": "typed-secret-5512"}')
+    data["credential__bearer_token"] = "typed-token-5512"
+    response = client.post(add, data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "settings.auth_mode" in html
+    assert "typed-secret-5512" not in html and "typed-token-5512" not in html
+    assert not ConnectedSystem.objects.exists()
