@@ -186,11 +186,11 @@ def audit_event_list(
     search: str | None = None,
     request: Any = None,
 ) -> QuerySet[AuditEvent]:
-    """Audit events, newest first, within the legal-entity scope of `request` (every event without one), filtered
-    by actor username, action, object, time range and free text."""
+    """Audit events, newest first, within the legal-entity scope of `request` when given (all of them without),
+    filtered by actor username, action, object, time range and free text."""
     from integrationhub.scoping import records_in_scope
 
-    events = AuditEvent.objects.all()
+    events: QuerySet[AuditEvent] = AuditEvent.objects.all()
     if request is not None:
         events = records_in_scope(events, request=request)
     if actor:
