@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.core.validators import MaxLengthValidator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -22,14 +23,27 @@ from integrationhub.errors import HubNotFoundError
 from integrationhub.history import history_changes, history_diff
 from integrationhub.history_children import history_child_changes
 
+CHANGE_REASON_MAX_LENGTH = 100  # simple-history's history_change_reason column
 CHANGE_REASON_HELP = "Why this change? Auditors see this next to the field-by-field diff."
 
 
 class ChangeReasonForm(forms.ModelForm):
     """Adds a required "reason for change" to every configuration form; it is stored in the history row."""
 
+    # No max_length: that would put maxlength on the input and the browser would cut a longer reason silently;
+    # the validator refuses it with a message instead (history's reason column holds 100 characters).
     change_reason = forms.CharField(
-        label="Reason for change", max_length=100, required=True, help_text=CHANGE_REASON_HELP
+        label="Reason for change",
+        required=True,
+        help_text=f"{CHANGE_REASON_HELP} At most {CHANGE_REASON_MAX_LENGTH} characters.",
+        validators=[
+            MaxLengthValidator(
+                CHANGE_REASON_MAX_LENGTH,
+                message="The reason is %(show_value)d characters long; history keeps at most %(limit_value)d. "
+                "Shorten it (a ticket number and a few words are enough).",
+            )
+        ],
+        widget=forms.TextInput(attrs={"size": 80}),
     )
 
 

@@ -196,3 +196,15 @@ def test_typed_credentials_are_never_sent_back_after_an_error(client_as):
     assert "settings.auth_mode" in html
     assert "typed-secret-5512" not in html and "typed-token-5512" not in html
     assert not ConnectedSystem.objects.exists()
+
+
+def test_a_reason_longer_than_history_keeps_is_refused_with_a_message_not_cut(client_as):
+    client = client_as("integration_admin")
+    add = reverse("admin:connectors_connectedsystem_add")
+    html = client.get(add).content.decode()
+    assert 'name="change_reason"' in html and 'maxlength="100"' not in html  # the browser would cut it silently
+    long_reason = "CHG-1234 " + "x" * 120
+    response = client.post(add, _form(change_reason=long_reason))
+    assert response.status_code == 200
+    assert "The reason is 129 characters long; history keeps at most 100" in response.content.decode()
+    assert not ConnectedSystem.objects.exists()
