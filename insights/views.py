@@ -24,12 +24,12 @@ from integrationhub.api import handlers
 from integrationhub.authentication import client_ip, presented_key
 from integrationhub.landing import role_landing_url
 from integrationhub.roles import ROLES, role_grants
-from integrationhub.scoping import request_entity_scope
+from integrationhub.scoping import entity_scope_for, request_entity_scope
 
 
 def metrics_access_refusal(request: HttpRequest) -> HttpResponse | None:
     """None when the scraper may read /metrics (its address is in HUB_METRICS_ALLOWED_NETWORKS, or it sends an
-    API key with the kpis:read scope); else the 401/403 answer to send."""
+    API key with the kpis:read scope and all legal entities); else the 401/403 answer to send."""
     if metrics.address_allowed(client_ip(request)):
         return None
     key = presented_key(request)
@@ -51,6 +51,14 @@ def metrics_access_refusal(request: HttpRequest) -> HttpResponse | None:
     if scopes.KPIS_READ not in api_key.scopes:
         return HttpResponse(
             f"The API key {api_key.prefix}… lacks the scope {scopes.KPIS_READ}.\n",
+            status=403,
+            content_type="text/plain",
+        )
+    if not entity_scope_for(api_key.owner, api_key).all_entities:
+        # The totals count every legal entity's work: a key of some entities reads its figures from /api/v1/kpis/.
+        return HttpResponse(
+            f"The API key {api_key.prefix}… is limited to some legal entities and /metrics counts them all; "
+            "scrape with a key that has all entities, or read /api/v1/kpis/ for your entities' figures.\n",
             status=403,
             content_type="text/plain",
         )

@@ -227,3 +227,18 @@ def test_a_model_without_a_declared_path_is_refused_to_a_scoped_reader_and_decla
         assert f'"sync_route"."legal_entity_id" IN ({uk.pk})' in query
     finally:
         OPERATIONAL_SCOPE_PATHS.pop("sync.route", None)
+
+
+def test_metrics_count_every_entity_so_a_key_of_one_entity_is_refused(client, make_role_user):
+    uk = LegalEntityFactory(code="UK01")
+    owner = make_role_user("leader", username="a-leader")
+    uk_key = api_key_create(name="uk scraper", owner=owner, scopes=["kpis:read"], legal_entity=uk)
+    wide_key = api_key_create(name="scraper", owner=owner, scopes=["kpis:read"], all_entities=True)
+
+    outside = "203.0.113.50"
+    refused = client.get("/metrics", REMOTE_ADDR=outside, HTTP_AUTHORIZATION=f"Api-Key {uk_key.key}")
+    allowed = client.get("/metrics", REMOTE_ADDR=outside, HTTP_AUTHORIZATION=f"Api-Key {wide_key.key}")
+
+    assert refused.status_code == 403 and b"hub_messages" not in refused.content
+    assert b"/api/v1/kpis/" in refused.content
+    assert allowed.status_code == 200 and b"hub_messages" in allowed.content
