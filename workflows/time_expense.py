@@ -1037,7 +1037,8 @@ def ledger_line_outbound(row: TimeExpensePosting, *, mapping_sets: dict[tuple, A
     the ERP project, `employee_id` from the resource link, `description`, `source_ref`, `kind`), so an analyst
     decides what reaches the ERP (which employee field, what the description says) without touching the ledger,
     which keeps comparing what the entry says with what was posted. Mapping errors raise HubValidationError.
-    `mapping_sets` keeps the set found per source, entity, target and legal entity across one send's lines."""
+    `mapping_sets` keeps the set (and its compiled form) found per source, entity, target and legal entity across
+    one send's lines."""
     from mappings.runtime import compiled_mapping, xrefs_resolve
 
     message = row.message
@@ -1049,11 +1050,11 @@ def ledger_line_outbound(row: TimeExpensePosting, *, mapping_sets: dict[tuple, A
     )
     found = mapping_sets if mapping_sets is not None else {}
     if scope not in found:
-        found[scope] = _ledger_mapping_set(row, message)
-    mapping_set = found[scope]
-    if mapping_set is None:
+        chosen = _ledger_mapping_set(row, message)
+        found[scope] = (chosen, compiled_mapping(chosen.pk) if chosen is not None else None)
+    mapping_set, compiled = found[scope]
+    if mapping_set is None or compiled is None:
         return dict(row.payload)
-    compiled = compiled_mapping(mapping_set.pk)
     source = {**((message.canonical_payload or {}) if message is not None else {}), **row.payload}
     if compiled.uses_xrefs:
         compiled.prefetch_xrefs([source], xrefs_resolve)
