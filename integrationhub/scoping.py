@@ -89,8 +89,16 @@ def entity_scope_for(user: Any, api_key: ApiKey | None = None) -> EntityScope:
 
 
 def request_entity_scope(request: Any) -> EntityScope:
-    """The scope of the person or key making `request` (a session, or an API key's owner within the key)."""
-    return entity_scope_for(getattr(request, "user", None), _api_key(request))
+    """The scope of the person or key making `request` (a session, or an API key's owner within the key); looked
+    up once per request and caller (a page asks for it from its list, its counts and its actions)."""
+    user, api_key = getattr(request, "user", None), _api_key(request)
+    caller = (getattr(user, "pk", None), getattr(api_key, "pk", None))
+    cached = getattr(request, "_hub_entity_scope", None)
+    if cached is not None and cached[0] == caller:
+        return cached[1]
+    scope = entity_scope_for(user, api_key)
+    request._hub_entity_scope = (caller, scope)
+    return scope
 
 
 def entity_scope_of(user: Any, api_key: ApiKey | None = None) -> frozenset[int] | None:
