@@ -34,7 +34,12 @@ class ResourceLinkAdmin(EntityScopedAdminMixin, GovernanceAdmin):
         "updated_at",
     ]
     list_display_links = ["person_display"]
-    list_filter = ["erp_system", "legal_entity", "psa_system"]
+    # Only the systems and entities resources use: every connected system would be noise in the filters.
+    list_filter = [
+        ("erp_system", admin.RelatedOnlyFieldListFilter),
+        ("legal_entity", admin.RelatedOnlyFieldListFilter),
+        ("psa_system", admin.RelatedOnlyFieldListFilter),
+    ]
     list_select_related = ["psa_system", "erp_system", "legal_entity"]
     search_fields = ["person_ref", "person_name", "employee_ref", "employee_name", "notes"]
     autocomplete_fields = ["legal_entity"]
