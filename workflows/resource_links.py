@@ -258,7 +258,8 @@ def exception_item_link_resource(
 def _employee_choices(item: ExceptionItem) -> dict[str, list[tuple[str, str]]]:
     """The employees of the item's ERP to pick from (none when it cannot list them: the id is typed)."""
     held = (item.payload_snapshot or {}).get(HELD_PERSON_KEY) if isinstance(item.payload_snapshot, dict) else None
-    erp = ConnectedSystem.objects.filter(pk=(held or {}).get("erp_system_id")).first()
+    erp_id = (held or {}).get("erp_system_id")
+    erp = ConnectedSystem.objects.filter(pk=erp_id).first() if erp_id else None
     if erp is None:
         return {}
     employees = erp_employees(erp_system=erp).employees
