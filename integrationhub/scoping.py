@@ -137,6 +137,14 @@ def _systems_within(ids: frozenset[int]) -> list[int]:
     return [system_id for system_id, entities in served.items() if entities <= ids]
 
 
+def systems_in_scope(queryset: QuerySet, scope: EntityScope) -> QuerySet:
+    """The connected systems of `queryset` a caller may send work into: every one with all entities, else those
+    serving only the caller's entities (a shared or entity-less system would mix in other entities' work)."""
+    if scope.all_entities:
+        return queryset
+    return queryset.filter(pk__in=_systems_within(scope.entity_ids) if scope.entity_ids else [])
+
+
 def _by_system(path: str) -> ScopeCondition:
     return lambda ids: Q(**{f"{path}__in": _systems_within(ids)})
 

@@ -14,7 +14,7 @@ from django.urls import path
 from connectors.models import ConnectedSystem
 from integrationhub.admin_base import HubHistoryAdmin
 from integrationhub.errors import HubError
-from integrationhub.scoping import NO_ENTITY, OperationalScopeAdminMixin, request_entity_scope
+from integrationhub.scoping import NO_ENTITY, OperationalScopeAdminMixin, request_entity_scope, systems_in_scope
 from mappings.choices import CanonicalEntityName
 from sync.models import (
     CrossReference,
@@ -221,6 +221,12 @@ class FileDropAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
         context = {**(extra_context or {}), "can_upload": request.user.has_perm("sync.add_filedrop")}
         return super().changelist_view(request, extra_context=context)
 
+    @staticmethod
+    def _scope_systems(request: HttpRequest, form: forms.Form) -> None:
+        # Only systems of the user's legal entities are offered (and accepted: a forged choice is not valid).
+        field = form.fields["system"]
+        field.queryset = systems_in_scope(field.queryset, request_entity_scope(request))  # type: ignore[attr-defined]
+
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         from sync.services import file_drop_ingest
 
@@ -229,6 +235,7 @@ class FileDropAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
         drop = None
         if request.method == "POST":
             form = FileDropUploadForm(request.POST, request.FILES)
+            self._scope_systems(request, form)
             if form.is_valid():
                 upload = form.cleaned_data["file"]
                 try:
@@ -243,6 +250,7 @@ class FileDropAdmin(OperationalScopeAdminMixin, ReadOnlyLogAdmin):
                     form.add_error(None, exc.detail)
         else:
             form = FileDropUploadForm()
+            self._scope_systems(request, form)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

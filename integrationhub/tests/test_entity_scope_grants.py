@@ -242,3 +242,31 @@ def test_metrics_count_every_entity_so_a_key_of_one_entity_is_refused(client, ma
     assert refused.status_code == 403 and b"hub_messages" not in refused.content
     assert b"/api/v1/kpis/" in refused.content
     assert allowed.status_code == 200 and b"hub_messages" in allowed.content
+
+
+def test_a_file_cannot_be_dropped_into_another_entitys_system(make_role_user, client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from sync.models import FileDrop
+
+    uk, us = LegalEntityFactory(code="UK01"), LegalEntityFactory(code="US01")
+    ConnectedSystemFactory(slug="psa-us").legal_entities.set([us])
+    ConnectedSystemFactory(slug="psa-uk").legal_entities.set([uk])
+    user = make_role_user("integration_admin", username="uk-ops")
+    user.legal_entity_scope.all_entities = False
+    user.legal_entity_scope.save()
+    user.legal_entity_scope.legal_entities.set([uk])
+    client.force_login(user)
+
+    def upload(url, system):
+        csv_file = SimpleUploadedFile("entries.csv", b"id,hours\nT-1,8\n", content_type="text/csv")
+        return client.post(url, {"system": system, "entity": "time_entry", "file": csv_file})
+
+    api = upload("/api/v1/file-drops/", "psa-us")
+    page = upload("/admin/sync/filedrop/upload/", "psa-us")
+    offered = client.get("/admin/sync/filedrop/upload/").context["form"].fields["system"].queryset
+
+    assert api.status_code == 422 and api.json()["errors"] == [{"field": "system", "message": "Unknown system."}]
+    assert page.status_code == 200 and "Select a valid choice" in page.content.decode()
+    assert [system.slug for system in offered] == ["psa-uk"]
+    assert not FileDrop.objects.exists()

@@ -22,7 +22,7 @@ from integrationhub.api.permissions import ActionPermissionMixin
 from integrationhub.errors import PROBLEM_CONTENT_TYPE, HubValidationError, problem
 from integrationhub.logging import correlation_id_from_headers, new_correlation_id
 from integrationhub.parsers import NulRefusingFormParser, NulRefusingMultiPartParser
-from integrationhub.scoping import OperationalScopeViewSetMixin, request_entity_scope
+from integrationhub.scoping import OperationalScopeViewSetMixin, request_entity_scope, systems_in_scope
 from sync import selectors
 from sync.api.filters import DeliveryAttemptFilterSet, FileDropFilterSet, MessageFilterSet
 from sync.api.inbound import inbound_answer
@@ -206,7 +206,9 @@ class FileDropViewSet(OperationalScopeViewSetMixin, mixins.CreateModelMixin, vie
 
         form = FileDropUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        system = ConnectedSystem.objects.filter(slug=form.validated_data["system"]).first()
+        # Another entity's system reads as an unknown one: uploading into it would store that entity's messages.
+        systems = systems_in_scope(ConnectedSystem.objects.all(), request_entity_scope(request))
+        system = systems.filter(slug=form.validated_data["system"]).first()
         if system is None:
             raise HubValidationError(
                 "No connected system has that slug.", errors=[{"field": "system", "message": "Unknown system."}]
