@@ -203,7 +203,7 @@ class FinanceNotificationAdmin(OperationalScopeAdminMixin, ReadOnlyAdmin):
 
 
 @admin.register(ClientDirectoryEntry)
-class ClientDirectoryEntryAdmin(ReadOnlyAdmin):
+class ClientDirectoryEntryAdmin(OperationalScopeAdminMixin, ReadOnlyAdmin):
     list_display = ["name", "source", "canonical_id", "system", "external_id", "domain", "tax_id", "linked_to"]
     list_filter = ["source", "system", "duplicate_cleared"]
     search_fields = ["name", "name_key", "=canonical_id", "=external_id", "=domain", "=tax_id"]
