@@ -157,11 +157,15 @@ def _withdrawn(message: Message) -> bool:
 
 def _source_read(message: Message) -> dict[str, Any] | None:
     """The entry as the PSA had it when this run of the message asked (see `_entry_read_from_source`), or None."""
-    for note in reversed(message.notes or []):
+    return _source_read_in(message.notes, message.replay_count)
+
+
+def _source_read_in(notes: Any, replay_count: int) -> dict[str, Any] | None:
+    for note in reversed(notes or []):
         if isinstance(note, dict) and isinstance(note.get(SOURCE_READ_NOTE), dict):
             read = note[SOURCE_READ_NOTE]
             # A later replay runs the message as received again, and asks again if it has to.
-            return read if read.get("replay") == message.replay_count else None
+            return read if read.get("replay") == replay_count else None
     return None
 
 
@@ -267,15 +271,29 @@ def hours_booked(*, resource_id: str, on_date: datetime.date, exclude_entry: str
             canonical_payload__date=on_date.isoformat(),
         )
         .exclude(canonical_id=exclude_entry)
+        .exclude(status=MessageStatus.SKIPPED_STALE)
         .order_by("id")
-        .values_list("system_id", "canonical_id", "canonical_payload", "event_type")
+        .values_list("system_id", "canonical_id", "canonical_payload", "event_type", "notes", "replay_count")
     )
-    latest: dict[tuple[int, str], Mapping[str, Any]] = {}
-    for system_id, canonical_id, payload, event_type in rows:
-        withdrawn = event_type.rsplit(".", 1)[-1] in WITHDRAWN_ACTIONS
-        latest[(system_id, canonical_id)] = {} if withdrawn else (payload or {})
+    # Each entry's latest version: the newest updated_at, and under one updated_at the state the PSA confirmed
+    # when two came with it (the messages' arrival order says nothing then).
+    latest: dict[tuple[int, str], tuple[tuple[Any, ...], Mapping[str, Any]]] = {}
+    for system_id, canonical_id, payload, event_type, notes, replay_count in rows:
+        read = _source_read_in(notes, replay_count)
+        withdrawn = (
+            bool(read.get("withdrawn")) if read is not None else event_type.rsplit(".", 1)[-1] in WITHDRAWN_ACTIONS
+        )
+        version = _version_time(payload) or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+        rank = (version, read is not None)
+        known = latest.get((system_id, canonical_id))
+        if known is None or rank >= known[0]:
+            latest[(system_id, canonical_id)] = (rank, {} if withdrawn else (payload or {}))
     return sum(
-        (_decimal(payload.get("hours")) for payload in latest.values() if payload.get("approval_status") == APPROVED),
+        (
+            _decimal(payload.get("hours"))
+            for _, payload in latest.values()
+            if payload.get("approval_status") == APPROVED
+        ),
         Decimal(0),
     )
 

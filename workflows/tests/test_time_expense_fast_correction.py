@@ -156,6 +156,42 @@ def test_a_correction_within_one_second_posts_exactly_the_corrected_entry_20_tim
     _assert_finished_cleanly(world, entries)
 
 
+def test_an_entry_corrected_within_the_second_it_was_approved_posts_exactly_the_corrected_entry_20_times(request):
+    # given a PSA that sends its approval webhooks, and 20 entries of 4.5 h
+    world = build_world(request, trigger=Trigger.EVENT)
+    world.webhooks_on()
+    first = TODAY.replace(day=1)
+    entries = [
+        world.time_entry(
+            project=("alpha", "beta")[n % 2], hours=BEFORE, spent_date=(first + datetime.timedelta(days=n)).isoformat()
+        )
+        for n in range(RUNS)
+    ]
+
+    # when each is approved, then unapproved, edited to 3.5 h and approved again, all within one second (the first
+    # approval and the correction carry the same version)
+    for entry in entries:
+        _second_begins()
+        world.approve(entry)
+        world.unapprove(entry)
+        world.edit(entry, hours=AFTER)
+        world.approve(entry)
+    run_until(lambda: _settled(world, entries, 3), timeout=SETTLE_SECONDS)
+
+    # then the ERP holds exactly 3.5 h of each entry, as the ledger says
+    assert _tied(world, entries) == RUNS
+    live = _sandbox_erp_live(world)
+    wrong = {}
+    for entry in entries:
+        hours = sorted(Decimal(str(line.data["hours"])) for line in live[entry])
+        if sum(hours, Decimal(0)) != Decimal("3.50"):
+            wrong[entry] = hours
+        elif {row.external_id for row in _ledger_live(world, entry)} != {line.external_id for line in live[entry]}:
+            wrong[entry] = ("ledger", hours)
+    assert not wrong, f"{len(wrong)} of {RUNS} corrections wrong in the ERP: {wrong}"
+    _assert_finished_cleanly(world, entries)
+
+
 def _snapshot(world: TimeExpenseWorld, entry: str, event: str) -> SandboxWebhookDelivery:
     """The webhook the PSA would send now for `entry`: its record as the API renders it, signed when sent."""
     record = SandboxRecord.objects.get(system="psa", object_type="time_entries", external_id=entry)
