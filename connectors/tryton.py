@@ -540,6 +540,13 @@ def _line_tag_of(text: str | None) -> str | None:
     return _tag_of(text, " ")
 
 
+def line_key_of(description: Any) -> str:
+    """The hub's idempotency key in a timesheet line's description (see _line_tag_of), or "" for a line the hub
+    did not post: what reconciliation matches Tryton's lines with the ledger by."""
+    tag = _line_tag_of(str(description or ""))
+    return tag[len(TAG_PREFIX) :] if tag else ""
+
+
 def _line_tag_domain(tags: Sequence[str]) -> list[Any]:
     """Timesheet lines whose description carries one of the tags, at its end or (older lines) at its start."""
     domain: list[Any] = ["OR", ("description", "in", list(tags))]

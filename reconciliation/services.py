@@ -80,7 +80,6 @@ IN_FLIGHT = frozenset(
     }
 )
 KEY_CHUNK = 2000  # ids per IN (…) query: well inside SQLite's and PostgreSQL's parameter limits
-TAG_PREFIX = "hub:"  # how the Tryton connector tags the lines it posts (hub:<idempotency key>)
 
 
 def _decimal(value: Any) -> Decimal:
@@ -371,9 +370,11 @@ def _psa_entries(
 
 
 def _line_key_of(description: Any) -> str:
-    """The idempotency key in a Tryton line's description tag (`hub:<key>` or `hub:<key> <note>`), else ""."""
-    text = str(description or "")
-    return text.split(" ", 1)[0][len(TAG_PREFIX) :] if text.startswith(TAG_PREFIX) else ""
+    """The idempotency key in a Tryton line's description tag (`<note> [hub:<key>]`, `hub:<key>`, or the older
+    `hub:<key> <note>`), else "": the connector's own reading of its tag."""
+    from connectors.tryton import line_key_of
+
+    return line_key_of(description)
 
 
 def _erp_lines(
