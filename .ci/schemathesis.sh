@@ -9,7 +9,7 @@
 # content type or body the schema does not document.
 #
 # Settings: SCHEMATHESIS_MAX_EXAMPLES (default 10 per operation and phase), SCHEMATHESIS_PHASES (default
-# all: examples, coverage, fuzzing, stateful), SCHEMATHESIS_WORKERS (default 2). The `id` of the message,
+# all: examples, coverage, fuzzing, stateful), SCHEMATHESIS_WORKERS (default 1). The `id` of the message,
 # exception-item, delivery-attempt and file-drop operations is mostly one of the seeded records (a
 # generated config file binds it to them), so their real bodies are checked against the schema; the other
 # ids are random and answer 404, which the schema documents.
@@ -22,8 +22,9 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION="4.32.5"
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-10}"
 PHASES="${SCHEMATHESIS_PHASES:-examples,coverage,fuzzing,stateful}"
-# Two concurrent clients for the two gunicorn workers.
-WORKERS="${SCHEMATHESIS_WORKERS:-2}"
+# One client: with two, hypothesis's lambda descriptions parse source on two threads at once and now and then
+# fail with "AST constructor recursion depth mismatch", a runtime error of the fuzzer, not of the hub.
+WORKERS="${SCHEMATHESIS_WORKERS:-1}"
 PY=.venv/bin/python
 ST_VENV="${SCHEMATHESIS_VENV:-var/schemathesis-venv}"
 export HUB_VAR_DIR="${HUB_VAR_DIR:-$PWD/var/schemathesis}"
@@ -63,7 +64,7 @@ user.is_superuser = True
 user.set_unusable_password()
 user.save()
 "
-KEY="$("$PY" manage.py create_api_key --name "schemathesis $(date -u +%Y%m%dT%H%M%S)" --owner schemathesis --scope all --expires-in-days 1)"
+KEY="$("$PY" manage.py create_api_key --name "schemathesis $(date -u +%Y%m%dT%H%M%S)" --owner schemathesis --scope all --all-entities --expires-in-days 1)"
 
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 LOG="$HUB_VAR_DIR/schemathesis-gunicorn.log"

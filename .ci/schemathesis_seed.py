@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "integrationhub.settings")
@@ -149,24 +150,67 @@ def seed() -> dict[str, list[int]]:
         "exception_items": [item.pk for item in items],
         "delivery_attempts": list(DeliveryAttempt.objects.order_by("pk").values_list("pk", flat=True)[:20]),
         "file_drops": list(FileDrop.objects.order_by("pk").values_list("pk", flat=True)[:5]),
+        **configuration_ids(),
     }
 
 
-def config(ids: dict[str, list[int]]) -> str:
+# Each seeded collection: its URL path under /api/v1/ and the path parameter that names one record.
+COLLECTION_PATHS = {
+    "messages": ("messages", "id"),
+    "exception_items": ("exception-items", "id"),
+    "delivery_attempts": ("delivery-attempts", "id"),
+    "file_drops": ("file-drops", "id"),
+    "mapping_sets": ("mapping-sets", "id"),
+    "field_rules": ("field-rules", "id"),
+    "value_maps": ("value-maps", "id"),
+    "rate_cards": ("rate-cards", "id"),
+    "sync_policies": ("sync-policies", "id"),
+    "resources": ("resources", "id"),
+    "audit_events": ("audit-events", "id"),
+    "reconciliation_runs": ("reconciliation/runs", "id"),
+    "reconciliation_rows": ("reconciliation/rows", "id"),
+    "systems": ("systems", "slug"),
+}
+
+
+def configuration_ids() -> dict[str, list[Any]]:
+    """The demo firm's configuration records (and the audit events and reconciliation rows there are), so the
+    detail, change and delete operations of each collection reach real records, not only 404."""
+    from django.apps import apps
+
+    collections = {
+        "mapping_sets": "mappings.MappingSet",
+        "field_rules": "mappings.FieldRule",
+        "value_maps": "mappings.ValueMap",
+        "rate_cards": "governance.RateCard",
+        "sync_policies": "governance.SyncPolicy",
+        "resources": "workflows.ResourceLink",
+        "audit_events": "integrationhub.AuditEvent",
+        "reconciliation_runs": "reconciliation.ReconciliationRun",
+        "reconciliation_rows": "reconciliation.ReconciliationRow",
+    }
+    ids: dict[str, list[Any]] = {}
+    for name, label in collections.items():
+        values = list(apps.get_model(label).objects.order_by("pk").values_list("pk", flat=True)[:20])
+        if values:
+            ids[name] = values
+    ids["systems"] = list(ConnectedSystem.objects.order_by("pk").values_list("slug", flat=True)[:20])
+    return ids
+
+
+def config(ids: dict[str, list[Any]]) -> str:
     """A schemathesis.toml: the `id` of each operation under a seeded collection drawn mostly from its records."""
     lines = []
     for name, values in ids.items():
         lines += [f"[dictionaries.{name.replace('_', '-')}]", f"values = {values}", ""]
-    for name, path in (
-        ("messages", "messages"),
-        ("exception-items", "exception-items"),
-        ("delivery-attempts", "delivery-attempts"),
-        ("file-drops", "file-drops"),
-    ):
+    for name in ids:
+        path, parameter = COLLECTION_PATHS[name]
+        dictionary = name.replace("_", "-")
         lines += [
             "[[operations]]",
-            f'include-path-regex = "^/api/v1/{path}/\\\\{{id\\\\}}/"',
-            f'parameters = {{ "path.id" = {{ dictionary = "{name}", probability = {SEEDED_ID_PROBABILITY} }} }}',
+            f'include-path-regex = "^/api/v1/{path}/\\\\{{{parameter}\\\\}}/"',
+            f'parameters = {{ "path.{parameter}" = '
+            f'{{ dictionary = "{dictionary}", probability = {SEEDED_ID_PROBABILITY} }} }}',
             "",
         ]
     return "\n".join(lines)
