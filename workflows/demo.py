@@ -19,6 +19,7 @@ def workflows_demo_seed(*, base_url: str | None = None) -> list[str]:
     from workflows.demo_billing import seed_billing_demo
     from workflows.demo_opportunity import seed_opportunity_and_client_demo
     from workflows.demo_time_expense import seed_time_expense_demo
+    from workflows.demo_uk import seed_uk_tryton_demo
 
     billing = seed_billing_demo()
     lines = [
@@ -28,4 +29,7 @@ def workflows_demo_seed(*, base_url: str | None = None) -> list[str]:
     lines += seed_time_expense_demo(base_url=base_url).summary
     # Last: winning the opportunities sends the CRM's closed-won webhooks, which the worker picks up at start.
     lines += seed_opportunity_and_client_demo()
+    # The UK entity books in the local Tryton (when installed): its opportunity, then its time, expense and
+    # milestone once the activation created the project there.
+    lines += seed_uk_tryton_demo()
     return lines

@@ -94,3 +94,24 @@ def client_master_run_task(self, run_id: int) -> str | None:  # type: ignore[no-
             return None
         raise self.retry(exc=exc, countdown=delay) from exc
     return None if result is None else result.canonical_id
+
+
+# --- demo: the UK entity on the local Tryton ----------------------------------------------------------------
+
+DEMO_UK_FOLLOWUP_SECONDS = 5
+DEMO_UK_FOLLOWUP_TRIES = 120  # ten minutes of waiting for the UK activation
+
+
+@shared_task(name="workflows.demo_uk_followup_task", ignore_result=True)
+def demo_uk_followup_task(attempt: int) -> str:
+    """Once the demo's UK activation completed, log its time, expense and milestone and pull them; until then,
+    look again in a few seconds (for ten minutes at most). A held or compensated activation stops it: the
+    exception queue says why."""
+    from workflows.choices import RunStatus
+    from workflows.demo_uk import uk_delivery_seed
+
+    result = uk_delivery_seed()
+    waiting = result.state in ("not started", RunStatus.RUNNING, RunStatus.COMPENSATING)
+    if waiting and attempt < DEMO_UK_FOLLOWUP_TRIES:
+        demo_uk_followup_task.apply_async((attempt + 1,), countdown=DEMO_UK_FOLLOWUP_SECONDS, queue="delivery")
+    return str(result.state)
