@@ -21,7 +21,6 @@ from decimal import Decimal, InvalidOperation
 from operator import methodcaller
 from typing import Any
 
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -58,6 +57,7 @@ from workflows.services import (
     workflow_call,
     workflow_run_finish,
     workflow_run_hold,
+    workflow_run_lock,
     workflow_run_start,
     workflow_step_begin,
     workflow_step_done,
@@ -76,7 +76,6 @@ COMPLETED = "completed"
 BILLABLE_TYPES = ["milestone", "fixed_fee"]
 # The pull's own cursor: a scheduled engine pull of PSA milestones (if one is ever configured) keeps its own.
 CURSOR_ENTITY = "milestone:billing"
-RUN_LOCK_SECONDS = 300
 BILLED = "billed"  # the PSA milestone's billing_status once the ERP holds its billing event
 
 # Every run evaluates these; a policy's entry of the same rule overrides its params, other entries are added.
@@ -634,12 +633,12 @@ def _step_publish(run: WorkflowRun) -> None:
 
 def milestone_billing_advance(*, run_id: int) -> str | None:
     """Carry a run forward from where it stands: checks, approval, billing, publishing. One worker at a time
-    per run (a cache lock; the calls to the systems happen outside database transactions); a retryable
-    connector error propagates so the task retries, anything a person must fix holds the run on an item."""
-    lock = f"hub:workflow:{FLOW}:{run_id}"
-    if not cache.add(lock, "1", timeout=RUN_LOCK_SECONDS):
-        return None
-    try:
+    per run (the run's lease, renewed while it works; the calls to the systems happen outside database
+    transactions); a retryable connector error propagates so the task retries, anything a person must fix holds
+    the run on an item."""
+    with workflow_run_lock(run_id=run_id) as acquired:
+        if not acquired:
+            return None
         run = WorkflowRun.objects.filter(pk=run_id, flow=FLOW).first()
         if run is None or run.status != RunStatus.RUNNING:
             return run.status if run else None
@@ -653,8 +652,6 @@ def milestone_billing_advance(*, run_id: int) -> str | None:
         run.refresh_from_db()
         _step_publish(run)
         return run.status
-    finally:
-        cache.delete(lock)
 
 
 def milestone_billing_give_up(*, run_id: int, error: str) -> WorkflowRun | None:
