@@ -291,6 +291,8 @@ HUB_TRUSTED_PROXIES = env_list("HUB_TRUSTED_PROXIES", "")
 HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "").rstrip("/")
 # Seconds the KPI dashboard and API reuse computed figures (0: compute on every request).
 HUB_KPI_CACHE_SECONDS = int(env_str("HUB_KPI_CACHE_SECONDS", "60"))
+# How many recent real payloads the pipeline keeps per inbound mapping as samples for the publish gate (0: none).
+HUB_MAPPING_SAMPLES_KEPT = int(env_str("HUB_MAPPING_SAMPLES_KEPT", "5"))
 
 # --- Security: API keys, scopes, throttles, input limits, CSP, login lockout, production hardening ----------
 from integrationhub import settings_security  # noqa: E402

@@ -40,3 +40,8 @@ class UnmappedBehaviour(models.TextChoices):
     ERROR = "error", "Fail the record"
     PASS_THROUGH = "pass_through", "Pass the value through"
     DEFAULT = "default", "Use the default value"
+
+
+class SampleOrigin(models.TextChoices):
+    SAVED = "saved", "Saved by an analyst"
+    CAPTURED = "captured", "Kept from a real message"

@@ -379,9 +379,14 @@ class CompiledMapping:
         self.env = CompileEnv(value_maps=dict(spec.value_maps))
         self.rules = [_CompiledRule(rule, self.env) for rule in spec.rules]
         inlined = schema_refs_inlined(spec.output_schema) if spec.output_schema else None
-        self.validator = Draft202012Validator(inlined) if inlined is not None else None
+        # Formats (date, date-time, email, ...) are checked like every other keyword: "2026-13-45" is no date.
+        # The preview, the publish gate and the workers all run this same compiled mapping.
+        format_checker = Draft202012Validator.FORMAT_CHECKER
+        self.validator = Draft202012Validator(inlined, format_checker=format_checker) if inlined is not None else None
         # Most records are valid: a compiled yes/no check first, the full validator for its messages after.
-        self.schema_fast_check = fast_check_compile(inlined) if inlined is not None else None
+        self.schema_fast_check = (
+            fast_check_compile(inlined, format_checker=format_checker) if inlined is not None else None
+        )
         self._rule_by_target = {rule.target: rule for rule in self.rules}
         # Plain copies (one or two key levels in, one or two key levels out, nothing else: the bulk of
         # most mappings) run inline in a tight loop of dict lookups; other rules with plain sources get a
@@ -468,7 +473,16 @@ class CompiledMapping:
         for error in self.validator.iter_errors(output):
             path = _dotted(error.absolute_path)
             if error.validator == "required" and isinstance(error.instance, dict):
-                missing = next((name for name in error.validator_value if name not in error.instance), "")
+                # One error per missing property: name the property this message is about, not the first
+                # missing one, so the message lands on the rule of the field it speaks of.
+                missing = next(
+                    (
+                        name
+                        for name in error.validator_value
+                        if name not in error.instance and error.message.startswith(f"{name!r} ")
+                    ),
+                    "",
+                )
                 path = f"{path}.{missing}" if path and missing else (missing or path)
             rule = self._rule_for(path)
             source = rule.source_label if rule else ""
@@ -489,7 +503,9 @@ class CompiledMapping:
 
 
 # Keywords that only describe: a `$ref` beside them alone is the referenced schema as is.
-_ANNOTATIONS = frozenset({"description", "title", "examples", "default", "$comment", "deprecated", "readOnly"})
+_ANNOTATIONS = frozenset(
+    {"description", "title", "examples", "default", "$comment", "deprecated", "readOnly", "x-sensitive"}
+)
 
 
 def schema_refs_inlined(schema: Mapping[str, Any]) -> dict[str, Any]:

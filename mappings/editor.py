@@ -7,6 +7,7 @@ does not override), so an analyst sees the effect of a change before it is store
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.apps import apps
@@ -184,4 +185,107 @@ def editor_recent_messages(mapping_set: MappingSet, *, limit: int = 20) -> list[
         }
         for row in rows
         if isinstance(row[field], dict)
+    ]
+
+
+def _schema_fields(
+    node: Any, definitions: dict[str, Any], prefix: str, required: bool, trail: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    if not isinstance(node, dict):
+        return []
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in trail:
+            return []
+        merged = {**(definitions.get(name) or {}), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _schema_fields(merged, definitions, prefix, required, (*trail, name))
+    kind = node.get("type")
+    if "enum" in node:
+        kind = "enum"
+    kind_text = "/".join(kind) if isinstance(kind, list) else str(kind or "any")
+    fields: list[dict[str, Any]] = []
+    if prefix:
+        fields.append(
+            {
+                "path": prefix,
+                "type": kind_text,
+                "format": node.get("format", ""),
+                "enum": node.get("enum") or [],
+                "required": required,
+                "sensitive": node.get("x-sensitive") is True,
+                "description": node.get("description", ""),
+            }
+        )
+    properties = node.get("properties") or {}
+    needed = set(node.get("required") or [])
+    for name, child in properties.items():
+        path = f"{prefix}.{name}" if prefix else name
+        fields.extend(_schema_fields(child, definitions, path, required and name in needed, trail))
+    if isinstance(node.get("items"), dict) and prefix:
+        fields.extend(_schema_fields(node["items"], definitions, f"{prefix}[*]", False, trail))
+    return fields
+
+
+def canonical_target_fields(mapping_set: MappingSet) -> list[dict[str, Any]]:
+    """The published canonical schema's fields an inbound rule can target (path, type, format, enum, required).
+
+    A nested field counts as required when it and every object above it are required. Outbound mappings
+    target the other system's fields, which the hub has no schema for: [] (the editor then takes a typed path).
+    """
+    if mapping_set.direction != Direction.INBOUND:
+        return []
+    schema = mapping_set.entity.published_schema
+    if schema is None:
+        return []
+    return _schema_fields(schema.json_schema, schema.json_schema.get("$defs") or {}, "", True, ())
+
+
+def transform_catalogue() -> list[dict[str, Any]]:
+    """Every registered transform with its category, summary and parameter schema, for the step forms."""
+    from mappings.transforms import TRANSFORMS
+
+    return [
+        {
+            "name": name,
+            "category": getattr(spec, "category", ""),
+            "summary": (getattr(spec, "doc", "") or "").strip().split("\n")[0],
+            "params_schema": spec.params_schema,
+        }
+        for name, spec in sorted(TRANSFORMS.items())
+    ]
+
+
+def steps_readable(steps: Any) -> str:
+    """Steps as people read them: `map_value (value_map: sf-stage) → upper`, never a Python repr."""
+    if not isinstance(steps, list) or not steps:
+        return "copied as is"
+    parts = []
+    for step in steps:
+        if not isinstance(step, dict):
+            parts.append(json.dumps(step, ensure_ascii=False))
+            continue
+        params = step.get("params") or {}
+        details = ", ".join(f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in params.items())
+        parts.append(f"{step.get('transform')} ({details})" if details else str(step.get("transform")))
+    return " → ".join(parts)
+
+
+def inherited_rows(mapping_set: MappingSet) -> list[dict[str, Any]]:
+    """The parent's effective rules, readable: target, sources, steps in words, required, default, condition."""
+    return [
+        {
+            "target_path": rule.target_path,
+            "source_paths": ", ".join(rule.source_paths or []),
+            "steps": steps_readable(rule.steps),
+            "required": rule.required,
+            "default": json.dumps(rule.default_value, ensure_ascii=False) if rule.has_default else "",
+            "condition": (
+                f"{rule.condition.get('path')} {rule.condition.get('op')} "
+                f"{json.dumps(rule.condition.get('value'), ensure_ascii=False)}"
+                if isinstance(rule.condition, dict)
+                else ""
+            ),
+        }
+        for rule in inherited_rules(mapping_set)
     ]

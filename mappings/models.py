@@ -7,7 +7,14 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from mappings.choices import CanonicalEntityName, Direction, MappingStatus, SchemaStatus, UnmappedBehaviour
+from mappings.choices import (
+    CanonicalEntityName,
+    Direction,
+    MappingStatus,
+    SampleOrigin,
+    SchemaStatus,
+    UnmappedBehaviour,
+)
 from mappings.compiler import RuleSpec as RuleSpecForModel
 
 
@@ -143,6 +150,11 @@ class MappingSet(models.Model):
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
     )
+    published_without_samples_reason = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="Why this version was published with no sample to replay (written by the publisher).",
+    )
     history = HistoricalRecords()
 
     class Meta:
@@ -229,11 +241,17 @@ class FieldRule(models.Model):
 
 
 class MappingSample(models.Model):
-    """A saved sample payload of a mapping lineage; every sample must map cleanly before a version is published."""
+    """A sample payload of a mapping lineage; every sample must map cleanly before a version is published.
+
+    Analysts save samples by name; the pipeline keeps the most recent real payloads that mapped cleanly
+    (captured, bounded by HUB_MAPPING_SAMPLES_KEPT, sensitive fields masked) so the gate always replays real data.
+    """
 
     lineage = models.CharField(max_length=100, db_index=True)
     name = models.CharField(max_length=200)
     payload = models.JSONField()
+    origin = models.CharField(max_length=20, choices=SampleOrigin.choices, default=SampleOrigin.SAVED)
+    message_id = models.BigIntegerField(null=True, blank=True, help_text="The message a captured sample came from.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

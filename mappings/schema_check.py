@@ -72,6 +72,7 @@ _ANNOTATIONS = frozenset(
         "deprecated",
         "readOnly",
         "writeOnly",
+        "x-sensitive",
     }
 )
 _SUBSCHEMA_MAPS = frozenset({"properties", "patternProperties"})

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from integrationhub.errors import HubConflictError, HubValidationError
-from mappings.choices import CanonicalEntityName, MappingStatus, SchemaStatus
+from mappings.choices import CanonicalEntityName, Direction, MappingStatus, SampleOrigin, SchemaStatus
 from mappings.compiler import MappingDefinitionError
 from mappings.models import (
     CanonicalEntity,
@@ -27,9 +30,15 @@ from mappings.models import (
     ValueMap,
     ValueMapEntry,
 )
-from mappings.paths import MISSING
+from mappings.paths import MISSING, WILDCARD, PathError, parse_path
 from mappings.rule_rows import RULE_FIELDS, rule_rows_parse
-from mappings.runtime import mapping_cache_invalidate, mapping_compile, value_map_names_used, xrefs_resolve
+from mappings.runtime import (
+    effective_rules,
+    mapping_cache_invalidate,
+    mapping_compile,
+    value_map_names_used,
+    xrefs_resolve,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +130,8 @@ def canonical_schema_publish(*, schema: CanonicalSchema, user: Any = None) -> Ca
     schema.full_clean()
     _record(schema, user=user, reason=f"published v{schema.version}")
     schema.save(update_fields=["status", "published_at"])
+    # Inbound mappings validate against the published schema: every worker must recompile with the new one.
+    transaction.on_commit(mapping_cache_invalidate)
     logger.info("canonical schema published", extra={"entity": schema.entity.name, "version": schema.version})
     return schema
 
@@ -314,16 +325,36 @@ def _outcomes(candidate: MappingSet, previous: MappingSet | None) -> list[Sample
     return outcomes
 
 
-def mapping_set_publish(*, mapping_set: MappingSet, user: Any = None, confirm: bool = False) -> PublishReport:
-    """The publish gate: every saved sample must map without error; returns the diff against the published version.
+def mapping_set_publish(
+    *, mapping_set: MappingSet, user: Any = None, confirm: bool = False, no_sample_reason: str | None = None
+) -> PublishReport:
+    """The publish gate: every sample (saved or kept from real messages) must map without error; returns the
+    diff against the published version.
 
     With confirm=False nothing changes (the analyst reviews the diff); with confirm=True the previous
-    version is retired, this one published, and every worker recompiles.
+    version is retired, this one published, and every worker recompiles. With no sample at all to replay,
+    confirming needs a written reason, kept on the version and in its history.
     """
     if mapping_set.status != MappingStatus.DRAFT:
         raise HubConflictError(f"{mapping_set} is {mapping_set.status}; only a draft can be published.")
     previous = _lineage_versions(mapping_set).filter(status=MappingStatus.PUBLISHED).first()
     outcomes = _outcomes(mapping_set, previous)
+    if no_sample_reason is None and not outcomes:
+        # Only the hub's own code (flow set-up, installs) publishes without passing a reason; people publish
+        # through the editor or the API, which always pass what they typed, so an empty one is refused below.
+        no_sample_reason = "published by the hub's own set-up code, no sample to replay yet"
+    no_sample_reason = (no_sample_reason or "").strip()
+    if confirm and not outcomes and not no_sample_reason:
+        raise HubValidationError(
+            f"{mapping_set} has no sample to replay, so publishing cannot check it.",
+            errors=[
+                {
+                    "field": "no_sample_reason",
+                    "message": "Save a sample (or let real messages arrive), or write why publishing unchecked is safe.",  # noqa: E501
+                }
+            ],
+            hint="The reason is kept on the version and shown in its history.",
+        )
     report = PublishReport(
         mapping_set_id=mapping_set.pk,
         version=mapping_set.version,
@@ -357,7 +388,12 @@ def mapping_set_publish(*, mapping_set: MappingSet, user: Any = None, confirm: b
         mapping_set.status = MappingStatus.PUBLISHED
         mapping_set.published_at = timezone.now()
         mapping_set.published_by = user
-        mapping_set._change_reason = f"published v{mapping_set.version}"  # type: ignore[attr-defined]
+        reason = f"published v{mapping_set.version}"
+        if not outcomes:
+            mapping_set.published_without_samples_reason = no_sample_reason
+            reason = f"{reason} without samples: {no_sample_reason}"
+        # History keeps 100 characters of a reason; the full one stays on the version (shown in history too).
+        mapping_set._change_reason = reason[:100]  # type: ignore[attr-defined]
         mapping_set.save()
         transaction.on_commit(mapping_cache_invalidate)
     return PublishReport(**{**report.__dict__, "published": True})
@@ -401,8 +437,155 @@ def mapping_sample_save(*, mapping_set: MappingSet, name: str, payload: Any, use
             "A sample payload must be a JSON object.", errors=[{"field": "payload", "message": "expected an object"}]
         )
     sample, _ = MappingSample.objects.update_or_create(
-        lineage=mapping_set.lineage, name=name, defaults={"payload": payload, "created_by": user}
+        lineage=mapping_set.lineage,
+        name=name,
+        defaults={"payload": payload, "created_by": user, "origin": SampleOrigin.SAVED, "message_id": None},
     )
+    return sample
+
+
+# A masked value keeps its shape, so a kept sample still replays through formats and patterns: letters
+# become x, digits 0, an e-mail address masked@example.com, a number 1.
+MASKED_EMAIL = "masked@example.com"
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return 1
+    if isinstance(value, str):
+        if "@" in value:
+            return MASKED_EMAIL
+        return "".join("0" if ch.isdigit() else ("x" if ch.isalpha() else ch) for ch in value)
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    return value
+
+
+def schema_sensitive_paths(json_schema: Any, prefix: str = "") -> set[str]:
+    """Dotted paths (lists as [*]) of the properties a canonical schema marks "x-sensitive": true."""
+    found: set[str] = set()
+    if not isinstance(json_schema, dict):
+        return found
+    definitions = json_schema.get("$defs") or {}
+
+    def walk(node: Any, path: str, trail: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        if node.get("x-sensitive") is True and path:
+            found.add(path)
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name not in trail:
+                walk(definitions.get(name), path, (*trail, name))
+        for name, child in (node.get("properties") or {}).items():
+            walk(child, f"{path}.{name}" if path else name, trail)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[*]", trail)
+        for keyword in ("allOf", "anyOf", "oneOf"):
+            for child in node.get(keyword) or []:
+                walk(child, path, trail)
+
+    walk(json_schema, prefix, ())
+    return found
+
+
+def _mask_path(payload: Any, tokens: tuple[Any, ...]) -> None:
+    if not tokens or not isinstance(payload, dict | list):
+        return
+    token, rest = tokens[0], tokens[1:]
+    if isinstance(payload, dict) and isinstance(token, str):
+        if token not in payload:
+            return
+        if rest:
+            _mask_path(payload[token], rest)
+        else:
+            payload[token] = _masked(payload[token])
+    elif isinstance(payload, list):
+        indexes = range(len(payload)) if token == WILDCARD else ([token] if isinstance(token, int) else [])
+        for index in indexes:
+            if not -len(payload) <= index < len(payload):
+                continue
+            if rest:
+                _mask_path(payload[index], rest)
+            else:
+                payload[index] = _masked(payload[index])
+
+
+def sample_payload_masked(*, mapping_set: MappingSet, payload: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `payload` with the values of sensitive canonical fields masked.
+
+    An outbound payload is canonical: its sensitive paths are masked as they are. An inbound payload is the
+    source system's: the source paths of every rule whose target is sensitive are masked.
+    """
+    schema = mapping_set.entity.published_schema
+    sensitive = schema_sensitive_paths(schema.json_schema) if schema else set()
+    masked = copy.deepcopy(payload)
+    if not sensitive:
+        return masked
+    if mapping_set.direction == Direction.INBOUND:
+        paths = {
+            source
+            for rule in effective_rules(mapping_set)
+            if re.sub(r"\[\d+\]", "[*]", rule.target_path) in sensitive
+            for source in rule.source_paths or []
+        }
+    else:
+        paths = sensitive
+    for path in paths:
+        try:
+            tokens = parse_path(path)
+        except PathError:
+            continue
+        _mask_path(masked, tokens)
+    return masked
+
+
+def mapping_sample_capture(
+    *, mapping_set: MappingSet, payload: Any, message_id: int | None = None
+) -> MappingSample | None:
+    """Keep a real payload that mapped cleanly as a sample of the set's lineage (sensitive fields masked).
+
+    Only the most recent HUB_MAPPING_SAMPLES_KEPT captured samples of a lineage are kept; samples saved by
+    analysts are never pruned. Returns None when keeping samples is switched off (0) or the payload is no object.
+    """
+    kept = int(getattr(settings, "HUB_MAPPING_SAMPLES_KEPT", 5))
+    if kept <= 0 or not isinstance(payload, dict):
+        return None
+    name = f"message #{message_id}" if message_id is not None else f"captured {timezone.now():%Y-%m-%d %H:%M:%S.%f}"
+    try:
+        return _sample_keep(mapping_set=mapping_set, payload=payload, message_id=message_id, name=name, kept=kept)
+    except DatabaseError:
+        # A sample is a convenience for the publish gate: failing to keep one never fails the message.
+        logger.warning("mapping sample not kept", extra={"lineage": mapping_set.lineage}, exc_info=True)
+        return None
+
+
+def _sample_keep(
+    *, mapping_set: MappingSet, payload: dict[str, Any], message_id: int | None, name: str, kept: int
+) -> MappingSample:
+    with transaction.atomic():
+        sample, _ = MappingSample.objects.update_or_create(
+            lineage=mapping_set.lineage,
+            name=name,
+            defaults={
+                "payload": sample_payload_masked(mapping_set=mapping_set, payload=payload),
+                "origin": SampleOrigin.CAPTURED,
+                "message_id": message_id,
+            },
+        )
+        stale = list(
+            MappingSample.objects.filter(lineage=mapping_set.lineage, origin=SampleOrigin.CAPTURED)
+            .order_by("-created_at", "-id")
+            .values_list("id", flat=True)[kept:]
+        )
+        if stale:
+            MappingSample.objects.filter(id__in=stale).delete()
     return sample
 
 

@@ -32,7 +32,6 @@ from mappings.services import (
     mapping_set_import,
     mapping_set_publish,
 )
-from mappings.transforms import TRANSFORMS
 
 JsonView = Callable[..., HttpResponse]
 
@@ -121,8 +120,10 @@ def mapping_editor(request: HttpRequest, object_id: str, *, model_admin: Any) ->
         "rules": [editor.rule_as_row(rule) for rule in mapping_set.rules.all()],
         "samples": samples,
         "messages": recent,
-        "transforms": sorted(TRANSFORMS),
+        "transforms": editor.transform_catalogue(),
         "valueMaps": list(ValueMap.objects.values_list("name", flat=True)),
+        "targets": editor.canonical_target_fields(mapping_set),
+        "inherited": [rule.target_path for rule in editor.inherited_rules(mapping_set)],
     }
     opts = MappingSet._meta
     context = {
@@ -135,7 +136,7 @@ def mapping_editor(request: HttpRequest, object_id: str, *, model_admin: Any) ->
         "original": mapping_set,
         "can_edit": can_edit,
         "can_create_draft": mapping_set.status != MappingStatus.DRAFT and model_admin.has_change_permission(request),
-        "inherited": editor.inherited_rules(mapping_set),
+        "inherited": editor.inherited_rows(mapping_set),
         "overridden": {rule.target_path for rule in mapping_set.rules.all()},
         "samples": samples,
         "recent_messages": recent,
@@ -193,7 +194,12 @@ def mapping_editor_publish(request: HttpRequest, object_id: str, *, model_admin:
     mapping_set = _mapping_set(request, object_id, model_admin)
     _require_edit(request, mapping_set, model_admin)
     confirm = body.get("confirm") is True
-    report = mapping_set_publish(mapping_set=mapping_set, user=request.user, confirm=confirm)
+    report = mapping_set_publish(
+        mapping_set=mapping_set,
+        user=request.user,
+        confirm=confirm,
+        no_sample_reason=str(body.get("no_sample_reason") or ""),
+    )
     data = editor.publish_report_as_dict(report)
     if report.published:
         messages.success(request, f"Published {mapping_set.name} v{mapping_set.version}.")

@@ -29,6 +29,7 @@ from mappings.choices import Direction
 from mappings.compiler import CompiledMapping, MappingDefinitionError
 from mappings.runtime import xrefs_resolve
 from mappings.selectors import canonical_payload_validate
+from mappings.services import mapping_sample_capture
 from sync.choices import DELIVERY_DONE_STATUSES, EVENT_MESSAGE_FAILED, DeliveryStatus, MessageStatus
 from sync.entity import message_legal_entity_infer
 from sync.follow_ups import follow_up_emit
@@ -134,6 +135,7 @@ def _stage_map(message: Message, now: datetime.datetime) -> None:
     _derive_record_fields(message, legal_entity_id)
     # The inbound mapping already validated its output against the canonical schema: not done twice.
     message._schema_checked = compiled.validator is not None  # type: ignore[attr-defined]
+    mapping_sample_capture(mapping_set=mapping_set, payload=record, message_id=message.pk)
 
 
 def _derive_record_fields(message: Message, fallback_legal_entity_id: int | None) -> None:

@@ -175,6 +175,13 @@ class MappingPublishSerializer(serializers.Serializer):
     confirm = serializers.BooleanField(
         default=False, help_text="false: only the regression report; true: publish when every sample maps."
     )
+    no_sample_reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text="Required to confirm when the mapping has no sample to replay: why publishing unchecked is safe.",
+    )
 
 
 class MappingSampleSerializer(serializers.Serializer):

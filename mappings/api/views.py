@@ -200,7 +200,10 @@ class MappingSetViewSet(EntityScopedViewSetMixin, ActionPermissionsMixin, viewse
         serializer = MappingPublishSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         report = services.mapping_set_publish(
-            mapping_set=self.get_object(), user=request.user, confirm=serializer.validated_data["confirm"]
+            mapping_set=self.get_object(),
+            user=request.user,
+            confirm=serializer.validated_data["confirm"],
+            no_sample_reason=serializer.validated_data.get("no_sample_reason", ""),
         )
         return Response(editor.publish_report_as_dict(report))
 

@@ -133,7 +133,7 @@ def test_publishing_invalidates_the_compiled_mapping_in_every_process(crm, djang
     # when a new version is published (another process would only see the shared generation change)
     v2 = mapping_set_create_draft(mapping_set=v1)
     with django_capture_on_commit_callbacks(execute=True):
-        mapping_set_publish(mapping_set=v2, confirm=True)
+        mapping_set_publish(mapping_set=v2, confirm=True, no_sample_reason="rules unchanged")
     assert runtime.mapping_generation() > generation
     assert runtime.compiled_mapping(v1.pk) is not first
 

@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from exception_queue.choices import DecisionAction, ExceptionCategory, ExceptionState
 from exception_queue.models import ExceptionItem
-from mappings.models import MappingSet
+from mappings.models import MappingSample, MappingSet
 from mappings.services import mapping_set_create_draft
 from sync.choices import MessageStatus
 from tests.browser.conftest import login, screenshot
@@ -55,13 +55,22 @@ def test_analyst_fixes_the_mapping_and_replays_the_item_which_is_delivered(page:
 
     # when they fix the hours rule in the editor of the draft and publish it
     page.goto(f"{live_server.url}/admin/mappings/mappingset/{draft.pk}/editor/")
-    hours_rule = page.locator("#rules-table tbody.rule:has(input[name=target_path][value='hours'])")
-    hours_rule.locator("input[name=source_paths]").fill("hours")
+    # (the failed message is offered as a sample; its fields are clicked, not typed)
+    page.locator("#sample-picker").select_option("message:0")
+    hours_rule = page.locator("#rules-list .rule[data-target=hours]")
+    hours_rule.click()
+    hours_rule.locator(".source-path button.source-remove").click()
+    page.locator("#sample-tree button.me-field[data-path='hours']").click()
+    expect(hours_rule.locator(".source-path")).to_have_attribute("data-path", "hours")
     page.fill("#change-reason", "PSA sends the hours as 'hours'")
     page.click("#save-rules")
     expect(page.locator("#save-status")).to_contain_text("Saved")
     page.click("#publish")
     expect(page.locator("#confirm-publish")).to_be_visible()
+    if not MappingSample.objects.filter(lineage=draft.lineage).exists():
+        # nothing to replay yet: publishing unchecked takes a written reason, kept in the history
+        expect(page.locator("#no-sample-reason-box")).to_be_visible()
+        page.fill("#no-sample-reason", "The failed entry itself is the check: it is replayed next")
     page.click("#confirm-publish")
     expect(page.locator("#mapping-status")).to_have_text("Published")
     screenshot(page, "analyst-mapping-published")

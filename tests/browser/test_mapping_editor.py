@@ -39,8 +39,8 @@ def draft_v2(make_role_user):
     return mapping_set_create_draft(mapping_set=v1)
 
 
-def rule_row(page: Page, target: str):
-    return page.locator(f"#rules-table tbody.rule:has(input[name=target_path][value='{target}'])")
+def rule_card(page: Page, target: str):
+    return page.locator(f"#rules-list .rule[data-target='{target}']")
 
 
 def test_analyst_edits_a_rule_sees_the_preview_change_and_publishes_with_the_diff(page: Page, live_server, draft_v2):
@@ -56,12 +56,12 @@ def test_analyst_edits_a_rule_sees_the_preview_change_and_publishes_with_the_dif
     expect(output).to_contain_text('"name": "Atlas"')
     expect(output).to_contain_text('"stage": "closed_won"')
     expect(page.locator("#no-errors")).to_be_visible()
-    expect(page.locator("#rules-table tbody.rule")).to_have_count(5)
+    expect(page.locator("#rules-list .rule")).to_have_count(5)
     screenshot(page, "mapping-editor")
 
     # when the analyst adds an "upper" step to the name rule (a marker on window shows there is no reload)
     page.evaluate("window.__sameDocument = true")
-    rule_row(page, "name").locator("textarea[name=steps]").fill('[{"transform": "upper"}]')
+    rule_card(page, "name").locator("select.add-step").select_option("upper")
 
     # then the live output changes on the same page
     expect(output).to_contain_text('"name": "ATLAS"')
@@ -69,13 +69,19 @@ def test_analyst_edits_a_rule_sees_the_preview_change_and_publishes_with_the_dif
     expect(page.locator("#publish")).to_be_disabled()  # unsaved rules are not what would be published
     screenshot(page, "mapping-editor-preview-changed")
 
-    # when a typo'd transform is typed, the row names the step, and the rest still maps
-    currency = rule_row(page, "currency").locator("textarea[name=steps]")
-    currency.fill('[{"transform": "uper"}]')
-    expect(rule_row(page, "currency").locator(".row-errors")).to_contain_text("Step 1: unknown transform 'uper'")
+    # when a power user types a typo'd transform in the advanced JSON view, the rule names the step, and the
+    # rest still maps; the exact JSON read back applies without a change
+    page.locator("#advanced summary").click()
+    original = page.locator("#advanced-json").input_value()
+    page.locator("#advanced-json").fill(original.replace('"transform": "upper"', '"transform": "uper"', 1))
+    page.click("#apply-json")
+    expect(page.locator("#rules-list .rule.has-errors .row-errors")).to_contain_text("unknown transform 'uper'")
+    expect(output).to_contain_text('"currency": "GBP"')
+    page.locator("#advanced-json").fill(original)
+    page.click("#apply-json")
+    expect(page.locator("#rules-list .rule.has-errors")).to_have_count(0)
+    assert page.locator("#advanced-json").input_value() == original
     expect(output).to_contain_text('"name": "ATLAS"')
-    currency.fill('[{"transform": "upper"}]')
-    expect(rule_row(page, "currency").locator(".row-errors")).to_be_empty()
 
     # when the rules are saved with a reason
     page.fill("#change-reason", "MAP-12 names in capitals")
