@@ -64,7 +64,8 @@ def _analytics_credentials(analytics: ConnectedSystem) -> None:
     if not setting.api_token or setting.api_token == FORMER_ANALYTICS_TOKEN:
         setting.api_token = secrets.token_urlsafe(24)
         sandbox_setting_save(setting=setting, reason=DEMO_REASON)
-    if not analytics.has_credentials or analytics.credentials.get("bearer_token") != setting.api_token:
+    held: Any = analytics.credentials
+    if not analytics.has_credentials or not isinstance(held, dict) or held.get("bearer_token") != setting.api_token:
         connected_system_set_secrets(
             system=analytics, credentials={"bearer_token": setting.api_token}, reason="demo: sandbox analytics token"
         )
