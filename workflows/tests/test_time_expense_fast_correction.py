@@ -31,7 +31,11 @@ from workflows.models import TimeExpensePosting
 from workflows.tests.test_time_expense_tryton import _key_of, _timesheet_lines, _tryton_system
 from workflows.tests.time_expense_fixtures import TODAY, TimeExpenseWorld, build_world, run_until
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("live_celery_worker_db")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("live_celery_worker_db"),
+]
 
 RUNS = 20
 BEFORE, AFTER = 4.5, 3.5
