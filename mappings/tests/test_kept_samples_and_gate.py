@@ -257,3 +257,38 @@ def test_the_advanced_json_of_the_rules_saves_back_exactly(crm):
     mapping_rules_save(mapping_set=mapping_set, rules=json.loads(text), reason="round trip")
     assert [rule_as_row(rule) for rule in mapping_set.rules.all()] == rows
     assert SAMPLE  # the shared opportunity sample keeps its shape
+
+
+def test_a_regional_editor_lists_inherited_rules_in_words(crm):
+    from governance.models import LegalEntity
+    from mappings.editor import inherited_rows
+
+    stage = ValueMap.objects.create(name="sf-stage", unmapped="error")
+    ValueMapEntry.objects.create(value_map=stage, source_value="Closed Won", target_value="closed_won")
+    enterprise = opportunity_mapping(ConnectedSystemFactory(slug="crm-regional"))
+    uk = LegalEntity.objects.create(
+        code="UK01", name="UK", country="GB", base_currency="GBP", tax_jurisdiction="GB", region="emea"
+    )
+    regional = mapping_set_create(
+        name="UK",
+        system=enterprise.system,
+        entity=enterprise.entity,
+        direction="inbound",
+        legal_entity=uk,
+        parent=enterprise,
+    )
+    rows = {row["target_path"]: row for row in inherited_rows(regional)}
+    assert rows["stage"]["steps"] == 'map_value (value_map: "sf-stage")'
+    assert rows["currency"]["steps"] == "upper"
+    assert rows["name"]["steps"] == "copied as is"
+    assert "{'" not in str([row["steps"] for row in rows.values()])  # never a Python repr
+
+
+def test_the_target_picker_lists_canonical_fields_with_required_ones_marked(crm):
+    from mappings.editor import canonical_target_fields
+
+    mapping_set = contact_mapping(crm)
+    fields = {field["path"]: field for field in canonical_target_fields(mapping_set)}
+    assert fields["client_id"]["required"] and fields["last_name"]["required"]
+    assert not fields["first_name"]["required"]
+    assert fields["email"]["format"] == "email" and fields["email"]["sensitive"]
