@@ -411,10 +411,10 @@ def _erp_lines(
     line_keys = [key for key in (_line_key_of(line.get("description")) for line in lines) if key]
     ledger_by_line_key: dict[str, tuple[str, str, Decimal, Decimal]] = {}
     for chunk in _chunks(line_keys):
-        for key, entry, kind, hours, amount in TimeExpensePosting.objects.filter(
+        for line_key, ledger_entry, ledger_kind, ledger_hours, ledger_amount in TimeExpensePosting.objects.filter(
             target_system=erp, idempotency_key__in=chunk
         ).values_list("idempotency_key", "entry_key", "entity", "hours", "amount"):
-            ledger_by_line_key[key] = (entry, kind, hours, amount)
+            ledger_by_line_key[line_key] = (ledger_entry, ledger_kind, ledger_hours, ledger_amount)
     project_refs = {str(line.get("project_id")) for line in lines if line.get("project_id")}
     canonical_projects = dict(
         CrossReference.objects.filter(system=erp, entity="project", external_id__in=project_refs).values_list(
@@ -477,24 +477,24 @@ def _hub_explain(collected: Collected, *, pairs: list[Pair], now: datetime.datet
     psa_by_slug = {pair.psa.slug: pair.psa for pair in pairs}
     entries = [entry for entry in collected.entries.values() if entry.psa_id]
     keys = [entry.key for entry in entries]
-    ledger: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    ledger: dict[str, list[Any]] = defaultdict(list)
     for chunk in _chunks(keys):
         rows = TimeExpensePosting.objects.filter(
             entry_key__in=chunk, target_system__in=list(erp_by_slug.values())
         ).values("entry_key", "kind", "status", "hours", "amount", "message_id", "created_at", "last_error")
         for row in rows:
             ledger[row["entry_key"]].append(row)
-    latest: dict[tuple[int, str, str], dict[str, Any]] = {}
+    latest: dict[tuple[int, str, str], Any] = {}
     for psa in psa_by_slug.values():
         for kind in ENTITIES:
             ids = [entry.psa_id for entry in entries if entry.kind == kind and entry.key.startswith(f"{psa.slug}:")]
             for chunk in _chunks(ids):
-                for message in (
+                for found in (
                     Message.objects.filter(flow=FLOW, system=psa, entity=kind, canonical_id__in=chunk)
                     .order_by("pk")
                     .values("pk", "canonical_id", "status", "correlation_id", "received_at")
                 ):
-                    latest[(psa.pk, kind, message["canonical_id"])] = message
+                    latest[(psa.pk, kind, found["canonical_id"])] = found
     # An entry the PSA no longer shows as approved came from the ERP's side: its person is the one its latest
     # message names (the ERP's line may name the ERP's own employee instead).
     unnamed = {
@@ -509,7 +509,7 @@ def _hub_explain(collected: Collected, *, pairs: list[Pair], now: datetime.datet
         for pk, canonical in Message.objects.filter(pk__in=chunk).values_list("pk", "canonical_payload"):
             if isinstance(canonical, dict) and canonical.get("resource_id"):
                 unnamed[pk].person = str(canonical["resource_id"])
-    open_items: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    open_items: dict[int, list[Any]] = defaultdict(list)
     rejected: set[int] = set()
     message_ids = [message["pk"] for message in latest.values()]
     for chunk in _chunks(message_ids):
@@ -521,8 +521,8 @@ def _hub_explain(collected: Collected, *, pairs: list[Pair], now: datetime.datet
             else:
                 open_items[item["message_id"]].append(item)
     for entry in entries:
-        psa = psa_by_slug.get(entry.key.split(":", 1)[0])
-        message = latest.get((psa.pk, entry.kind, entry.psa_id)) if psa else None
+        source = psa_by_slug.get(entry.key.split(":", 1)[0])
+        message = latest.get((source.pk, entry.kind, entry.psa_id)) if source else None
         if message is not None:
             entry.message_id, entry.correlation_id = message["pk"], message["correlation_id"]
         posted_hours = posted_amount = pending_hours = pending_amount = ZERO

@@ -211,7 +211,7 @@ def reconciliation_run_now_view(request: HttpRequest) -> HttpResponse:
     back = reverse("hub-reconciliation")
     if not form.is_valid():
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, f"{field}: {' '.join(str(error) for error in errors)}")
         return HttpResponseRedirect(back)
     entity, period = form.cleaned_data["legal_entity"], form.cleaned_data["period"]
     try:

@@ -9,9 +9,13 @@ from reconciliation.models import ReconciliationRow, ReconciliationRun
 
 
 class ReconciliationRunSerializer(serializers.ModelSerializer):
-    legal_entity = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    started_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    failed_system = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    legal_entity: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    started_by: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+    failed_system: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = ReconciliationRun
@@ -39,7 +43,7 @@ class ReconciliationRunSerializer(serializers.ModelSerializer):
 
 
 class ReconciliationRowSerializer(serializers.ModelSerializer):
-    legal_entity = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    legal_entity: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="code", read_only=True)
 
     class Meta:
         model = ReconciliationRow
