@@ -104,7 +104,8 @@ def leakage_kpi(*, scope: Scope) -> dict[str, Any]:
         .values("currency")
         .annotate(total=Sum("unexplained_amount"))
     ):
-        amounts[row["currency"] or "?"] = row["total"] or Decimal("0")
+        # SQLite sums decimals without their places: shown as money either way.
+        amounts[row["currency"] or "?"] = Decimal(row["total"] or 0).quantize(Decimal("0.01"))
     count = sum(run.differences for run in runs)
     last: datetime.datetime | None = max((run.finished_at for run in runs if run.finished_at), default=None)
     failed = [run for run in latest_runs(scope=scope) if run.status == RunStatus.FAILED]
