@@ -1083,7 +1083,12 @@ def ledger_line_outbound(row: TimeExpensePosting, *, mapping_sets: dict[tuple, A
             + "; ".join(str(error) for error in result.errors[:5]),
             hint="Correct the mapping (Mappings → Mapping sets), publish it, and replay the entry.",
         )
-    return dict(result.output)
+    output = dict(result.output)
+    # The line's own key is how the hub, the reconciliation and a person find the line in the ERP: a mapping
+    # decides everything else that reaches the ERP, but never replaces the key.
+    if "source_ref" in row.payload:
+        output["source_ref"] = row.payload["source_ref"]
+    return output
 
 
 def _ledger_mapping_set(row: TimeExpensePosting, message: Message | None) -> Any:
