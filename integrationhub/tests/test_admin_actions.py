@@ -77,6 +77,7 @@ EXPECTED_ACTIONS: dict[str, dict[str, frozenset[str]]] = {
     },
     "mappings.valuemap": {"delete_selected": NOBODY},
     "otp_totp.totpdevice": {"delete_selected": NOBODY, "reset_selected": SUPERUSER},
+    "reconciliation.reconciliationrun": {"delete_selected": NOBODY},
     "sandbox.sandboxfaultprofile": {"delete_selected": ADMINS, "reset_faults": ADMINS},
     "sandbox.sandboxrecord": {"delete_selected": ADMINS},
     "sandbox.sandboxsetting": {"delete_selected": ADMINS},
