@@ -1067,6 +1067,17 @@ class TrytonConnector(Connector):
                 system_slug=self.slug,
                 hint="Add a project work status with progress 1 in Tryton (Project → Configuration → Statuses).",
             )
+        # Tryton completes a work only once its children are complete: the project's tasks (one per rate-card
+        # role) are closed first, in the same way.
+        open_tasks = [
+            row["id"]
+            for row in self.client.search_read(
+                "project.work", [("parent", "child_of", [project_id]), ("id", "!=", project_id)], ["id", "status"]
+            )
+            if row.get("status") != done[0]["id"]
+        ]
+        if open_tasks:
+            self.client.write("project.work", open_tasks, {"progress": 1.0, "status": done[0]["id"]})
         if rows[0].get("status") != done[0]["id"]:
             # Tryton refuses Done below full progress: the work is declared complete with it.
             self.client.write("project.work", [project_id], {"progress": 1.0, "status": done[0]["id"]})

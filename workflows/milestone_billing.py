@@ -27,7 +27,7 @@ from django.utils.dateparse import parse_datetime
 
 from connectors.builtin import SandboxErpConnector
 from connectors.choices import SystemRole, SystemState
-from connectors.http import ConnectorError
+from connectors.http import ConnectorError, RetryableConnectorError
 from connectors.models import ConnectedSystem
 from connectors.registry import registry
 from exception_queue.actions import ItemAction, register_item_action
@@ -48,7 +48,6 @@ from governance.selectors import sync_policy_for
 from integrationhub.dispatch import enqueue_on_commit
 from integrationhub.errors import HubConflictError, HubError, HubValidationError
 from sync.models import PollCursor
-from sync.transport import SystemUnavailableError
 from workflows.choices import RunStatus, StepStatus
 from workflows.models import WorkflowRun
 from workflows.services import (
@@ -279,11 +278,12 @@ def _rule_entries(policy: SyncPolicy | None) -> list[dict[str, Any]]:
 def _erp_contract(run: WorkflowRun, code: str) -> tuple[ConnectedSystem, dict[str, Any]]:
     """The ERP system and project (the contract) with `code`, the ERP serving the project's legal entity.
     Several systems may front one ERP (one per legal entity, same base URL): it is asked once. An ERP that
-    cannot be asked now (paused, circuit open) is passed over; when no other has the contract, the check waits
-    for it (SystemUnavailableError, retryable) instead of reporting the contract missing."""
+    cannot be asked now (paused, circuit open, unreachable, answering 5xx) is passed over; when no other has the
+    contract, the check waits for it (a retryable error) instead of reporting the contract missing. So one entity's
+    ERP being down never stops another entity's milestones."""
     candidates = ConnectedSystem.objects.filter(role=SystemRole.ERP)
     seen: set[tuple[str, str]] = set()
-    unavailable: SystemUnavailableError | None = None
+    unavailable: RetryableConnectorError | None = None
     for system in candidates.prefetch_related("legal_entities").order_by("id"):
         if connector_offers(system, "contract_find"):
             # Tryton: one system per company, so the project found is the system's own.
@@ -296,7 +296,7 @@ def _erp_contract(run: WorkflowRun, code: str) -> tuple[ConnectedSystem, dict[st
                     step=STEP_CHECK,
                     entity="project",
                 )
-            except SystemUnavailableError as exc:
+            except RetryableConnectorError as exc:
                 unavailable = unavailable or exc
                 continue
             if found:
@@ -317,7 +317,7 @@ def _erp_contract(run: WorkflowRun, code: str) -> tuple[ConnectedSystem, dict[st
                     step=STEP_CHECK,
                     entity="project",
                 )
-            except SystemUnavailableError as exc:
+            except RetryableConnectorError as exc:
                 unavailable = unavailable or exc
                 continue
         seen.add(where)

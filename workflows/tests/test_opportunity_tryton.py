@@ -48,7 +48,6 @@ def test_an_opportunity_activates_on_tryton_and_compensation_closes_the_tryton_p
         settings={
             "database": tryton_server.database,
             "company_id": ids["company"],
-            "employee_id": ids["employee"],
             "product_id": ids["product"],
             "payment_term_id": ids["payment_term"],
             "timeout_seconds": 30,
