@@ -21,6 +21,15 @@ from workflows.tests.time_expense_fixtures import build_world
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_takes_part(monkeypatch):
+    """These tests play beat and the worker themselves: the tasks the hub enqueues stay unsent, so a worker the
+    session started for other tests cannot post or process anything between their steps."""
+    from celery.app.task import Task
+
+    monkeypatch.setattr(Task, "apply_async", lambda self, *args, **kwargs: None)
+
+
 def _rows(run) -> dict[tuple[str, str, str], ReconciliationRow]:
     return {(row.kind, row.project, row.person): row for row in ReconciliationRow.objects.filter(run=run)}
 
