@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from governance.models import LegalEntity
 from reconciliation.models import ReconciliationRow, ReconciliationRun
+from reconciliation.services import ROW_FIGURES
 
 
 class ReconciliationRunSerializer(serializers.ModelSerializer):
@@ -58,17 +59,7 @@ class ReconciliationRowSerializer(serializers.ModelSerializer):
             "person",
             "person_name",
             "currency",
-            "approved_hours",
-            "approved_amount",
-            "posted_hours",
-            "posted_amount",
-            "reversed_amount",
-            "queued_hours",
-            "queued_amount",
-            "withdrawn_hours",
-            "withdrawn_amount",
-            "unexplained_hours",
-            "unexplained_amount",
+            *ROW_FIGURES,
             "queue_reasons",
             "entries",
             "exception_item",
